@@ -1,0 +1,371 @@
+//! Configuration of a node: every flag has a `GUBER_*` environment variable, with Gubernator's names
+//! and defaults, so an existing Gubernator deployment's environment configures ringlimit unchanged.
+//!
+//! Values are checked when parsed; an invalid value stops the start with one line that names the
+//! variable (see [`describe_error`]).
+
+pub mod env_file;
+pub mod go_duration;
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// How the node finds its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryType {
+    /// No discovery: a single node that owns every key.
+    None,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configuration of `ringlimit serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Address the gRPC API (V1, PeersV1, health, reflection) listens on.
+    #[arg(long, env = "GUBER_GRPC_ADDRESS", default_value = "localhost:1051")]
+    pub grpc_address: String,
+
+    /// Address the HTTP gateway (JSON API, /metrics) listens on.
+    #[arg(long, env = "GUBER_HTTP_ADDRESS", default_value = "localhost:1050")]
+    pub http_address: String,
+
+    /// Address peers use to reach this node's gRPC API [default: the gRPC address].
+    #[arg(long, env = "GUBER_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+
+    /// Most rate limits held in memory; the least recently used are evicted beyond it.
+    #[arg(long, env = "GUBER_CACHE_SIZE", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_size: u64,
+
+    /// Data center of this node; only peers of the same data center share ownership.
+    #[arg(long, env = "GUBER_DATA_CENTER", default_value = "")]
+    pub data_center: String,
+
+    /// How peers are discovered.
+    #[arg(long, env = "GUBER_PEER_DISCOVERY_TYPE", value_enum, default_value = "none")]
+    pub peer_discovery_type: DiscoveryType,
+
+    /// Timeout of one batched call to a peer (cluster only).
+    #[arg(long, env = "GUBER_BATCH_TIMEOUT", default_value = "500ms", value_parser = go_duration::parse)]
+    pub batch_timeout: Duration,
+
+    /// How long a batch to a peer waits for more items (cluster only).
+    #[arg(long, env = "GUBER_BATCH_WAIT", default_value = "500us", value_parser = go_duration::parse)]
+    pub batch_wait: Duration,
+
+    /// Most items in one batch to a peer (cluster only; at most 1000).
+    #[arg(long, env = "GUBER_BATCH_LIMIT", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch_limit: u32,
+
+    /// Send every forwarded item at once instead of batching (cluster only).
+    #[arg(long, env = "GUBER_DISABLE_BATCHING", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub disable_batching: bool,
+
+    /// Timeout of one GLOBAL sync or broadcast call (cluster only).
+    #[arg(long, env = "GUBER_GLOBAL_TIMEOUT", default_value = "500ms", value_parser = go_duration::parse)]
+    pub global_timeout: Duration,
+
+    /// How often GLOBAL hits are sent to owners and owners broadcast (cluster only).
+    #[arg(long, env = "GUBER_GLOBAL_SYNC_WAIT", default_value = "100ms", value_parser = go_duration::parse)]
+    pub global_sync_wait: Duration,
+
+    /// Most GLOBAL keys in one sync or broadcast (cluster only).
+    #[arg(long, env = "GUBER_GLOBAL_BATCH_LIMIT", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub global_batch_limit: u32,
+
+    /// Treat every request as GLOBAL (cluster only).
+    #[arg(long, env = "GUBER_FORCE_GLOBAL", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub force_global: bool,
+
+    /// Log level or tracing filter (`info`, `debug`, `ringlimit=debug,tower=warn`); RUST_LOG
+    /// overrides it.
+    #[arg(long, env = "GUBER_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, env = "GUBER_LOG_FORMAT", value_enum, default_value = "text", ignore_case = true)]
+    pub log_format: LogFormat,
+
+    /// Close gRPC connections after this many seconds so clients rebalance; 0 keeps them open.
+    #[arg(long, env = "GUBER_GRPC_MAX_CONN_AGE_SEC", default_value_t = 0)]
+    pub grpc_max_conn_age_sec: u64,
+
+    /// Largest gRPC message or HTTP body accepted, in bytes (Gubernator: 1 MiB).
+    #[arg(long, env = "GUBER_MAX_REQUEST_SIZE", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_request_size: u64,
+
+    /// Longest `name` or `unique_key` accepted, in bytes.
+    #[arg(long, env = "GUBER_MAX_KEY_LENGTH", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_key_length: u64,
+
+    /// On SIGTERM, how long to keep serving while reporting not-ready, so load balancers stop
+    /// sending traffic before connections close.
+    #[arg(long, env = "GUBER_SHUTDOWN_DRAIN_DELAY", default_value = "0s", value_parser = go_duration::parse)]
+    pub shutdown_drain_delay: Duration,
+
+    /// On SIGTERM, how long in-flight calls may take to finish before the process exits anyway.
+    #[arg(long, env = "GUBER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = go_duration::parse)]
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The address advertised to peers: `advertise_address`, else the gRPC address.
+    pub fn advertise_address(&self) -> &str {
+        self.advertise_address
+            .as_deref()
+            .filter(|address| !address.is_empty())
+            .unwrap_or(&self.grpc_address)
+    }
+
+    /// The configuration as `KEY=value` pairs for the start-up log line (no secrets are held yet;
+    /// secret options added later must be redacted here).
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let duration = |d: Duration| go_duration::format(d);
+        vec![
+            ("GUBER_GRPC_ADDRESS", self.grpc_address.clone()),
+            ("GUBER_HTTP_ADDRESS", self.http_address.clone()),
+            ("GUBER_ADVERTISE_ADDRESS", self.advertise_address().to_string()),
+            ("GUBER_CACHE_SIZE", self.cache_size.to_string()),
+            ("GUBER_DATA_CENTER", self.data_center.clone()),
+            (
+                "GUBER_PEER_DISCOVERY_TYPE",
+                format!("{:?}", self.peer_discovery_type).to_lowercase(),
+            ),
+            ("GUBER_BATCH_TIMEOUT", duration(self.batch_timeout)),
+            ("GUBER_BATCH_WAIT", duration(self.batch_wait)),
+            ("GUBER_BATCH_LIMIT", self.batch_limit.to_string()),
+            ("GUBER_DISABLE_BATCHING", self.disable_batching.to_string()),
+            ("GUBER_GLOBAL_TIMEOUT", duration(self.global_timeout)),
+            ("GUBER_GLOBAL_SYNC_WAIT", duration(self.global_sync_wait)),
+            ("GUBER_GLOBAL_BATCH_LIMIT", self.global_batch_limit.to_string()),
+            ("GUBER_FORCE_GLOBAL", self.force_global.to_string()),
+            ("GUBER_LOG_LEVEL", self.log_level.clone()),
+            (
+                "GUBER_LOG_FORMAT",
+                format!("{:?}", self.log_format).to_lowercase(),
+            ),
+            (
+                "GUBER_GRPC_MAX_CONN_AGE_SEC",
+                self.grpc_max_conn_age_sec.to_string(),
+            ),
+            ("GUBER_MAX_REQUEST_SIZE", self.max_request_size.to_string()),
+            ("GUBER_MAX_KEY_LENGTH", self.max_key_length.to_string()),
+            ("GUBER_SHUTDOWN_DRAIN_DELAY", duration(self.shutdown_drain_delay)),
+            ("GUBER_SHUTDOWN_TIMEOUT", duration(self.shutdown_timeout)),
+        ]
+    }
+}
+
+/// Parses a boolean the way Go's `strconv.ParseBool` does (`1`, `t`, `true`, `0`, `f`, `false`, in
+/// any case).
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "yes" | "on" => Ok(true),
+        "0" | "f" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("'{other}' is not a boolean (true or false)")),
+    }
+}
+
+fn parse_log_level(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|error| format!("'{text}' is not a log level or filter: {error}"))
+}
+
+/// Rewrites `args` so that the entries of `--config FILE` (if given) become flags of `command`,
+/// placed before the real arguments so that explicit flags still win. Unknown keys are reported in
+/// the returned warnings and otherwise ignored.
+pub fn expand_config_file(
+    args: Vec<String>,
+    command: &clap::Command,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let Some(path) = env_file::config_path(&args) else {
+        return Ok((args, Vec::new()));
+    };
+    let entries = env_file::read(std::path::Path::new(&path))?;
+    let mut from_file = Vec::new();
+    let mut warnings = Vec::new();
+    for entry in entries {
+        let flag = command.get_arguments().find(|arg| {
+            arg.get_env()
+                .is_some_and(|env| env.to_str() == Some(entry.key.as_str()))
+        });
+        match flag.and_then(|arg| arg.get_long()) {
+            Some(long) => from_file.push(format!("--{long}={}", entry.value)),
+            None => warnings.push(format!(
+                "config file '{path}': ignoring unknown key {}",
+                entry.key
+            )),
+        }
+    }
+    let mut expanded = Vec::with_capacity(args.len() + from_file.len());
+    let mut args = args.into_iter();
+    expanded.extend(args.next());
+    // A subcommand name must stay first; file flags go right after it.
+    let rest: Vec<String> = args.collect();
+    let subcommand_first = rest
+        .first()
+        .is_some_and(|first| command.find_subcommand(first).is_some());
+    let mut rest = rest.into_iter();
+    if subcommand_first {
+        expanded.extend(rest.next());
+    }
+    expanded.extend(from_file);
+    expanded.extend(rest);
+    Ok((expanded, warnings))
+}
+
+/// One clear line for a configuration error, naming the environment variable when the bad value
+/// belongs to a `GUBER_*` option.
+pub fn describe_error(error: &clap::Error, command: &clap::Command) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let arg_name = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(name)) => Some(name.clone()),
+        _ => None,
+    };
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    let reason = error
+        .source()
+        .map(|source| source.to_string())
+        .or_else(|| first_line(&error.to_string()));
+    let env = arg_name.as_deref().and_then(|name| {
+        let long = name.trim_start_matches('-').split([' ', '=', '<']).next()?;
+        command
+            .get_subcommands()
+            .chain(std::iter::once(command))
+            .flat_map(|cmd| cmd.get_arguments())
+            .find(|arg| arg.get_long() == Some(long))
+            .and_then(|arg| arg.get_env())
+            .and_then(|env| env.to_str().map(str::to_string))
+    });
+    match (env, arg_name, value) {
+        (Some(env), Some(flag), Some(value)) => format!(
+            "invalid configuration: {env} (--{}) = '{value}': {}",
+            flag.trim_start_matches('-').split([' ', '=', '<']).next().unwrap_or_default(),
+            reason.unwrap_or_default()
+        ),
+        _ => format!(
+            "invalid configuration: {}",
+            reason.unwrap_or_else(|| error.kind().to_string())
+        ),
+    }
+}
+
+fn first_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(|line| line.trim_start_matches("error: ").trim())
+        .find(|line| !line.is_empty())
+        .map(str::to_string)
+}
+
+use std::error::Error as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[arg(long)]
+        config: Option<String>,
+        #[command(flatten)]
+        server: ServerConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, String> {
+        let command = Cli::command();
+        let mut all = vec!["ringlimit".to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        Cli::try_parse_from(all)
+            .map(|cli| cli.server)
+            .map_err(|error| describe_error(&error, &command))
+    }
+
+    #[test]
+    fn defaults_match_gubernator() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.grpc_address, "localhost:1051");
+        assert_eq!(config.http_address, "localhost:1050");
+        assert_eq!(config.advertise_address(), "localhost:1051");
+        assert_eq!(config.cache_size, 50_000);
+        assert_eq!(config.batch_timeout, Duration::from_millis(500));
+        assert_eq!(config.batch_wait, Duration::from_micros(500));
+        assert_eq!(config.batch_limit, 1000);
+        assert_eq!(config.global_sync_wait, Duration::from_millis(100));
+        assert_eq!(config.global_timeout, Duration::from_millis(500));
+        assert_eq!(config.max_request_size, 1024 * 1024);
+        assert!(!config.disable_batching);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_on_one_line() {
+        let error = parse(&["--cache-size", "lots"]).unwrap_err();
+        assert!(error.starts_with("invalid configuration: GUBER_CACHE_SIZE"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        let error = parse(&["--batch-wait", "5 parsecs"]).unwrap_err();
+        assert!(error.contains("GUBER_BATCH_WAIT"), "{error}");
+        let error = parse(&["--batch-limit", "1001"]).unwrap_err();
+        assert!(error.contains("GUBER_BATCH_LIMIT"), "{error}");
+        let error = parse(&["--peer-discovery-type", "etcd"]).unwrap_err();
+        assert!(error.contains("GUBER_PEER_DISCOVERY_TYPE"), "{error}");
+    }
+
+    #[test]
+    fn booleans_accept_go_spellings() {
+        assert!(parse(&["--disable-batching"]).unwrap().disable_batching);
+        assert!(parse(&["--disable-batching=t"]).unwrap().disable_batching);
+        assert!(!parse(&["--force-global=FALSE"]).unwrap().force_global);
+        assert!(parse(&["--force-global=maybe"]).unwrap_err().contains("GUBER_FORCE_GLOBAL"));
+    }
+
+    #[test]
+    fn config_file_entries_become_flags_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("ringlimit-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.env");
+        std::fs::write(
+            &path,
+            "GUBER_CACHE_SIZE=123\nGUBER_DATA_CENTER=east\nGUBER_UNKNOWN=1\n",
+        )
+        .unwrap();
+        let command = Cli::command();
+        let args = vec![
+            "ringlimit".to_string(),
+            format!("--config={}", path.display()),
+            "--data-center=west".to_string(),
+        ];
+        let (expanded, warnings) = expand_config_file(args, &command).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("GUBER_UNKNOWN"));
+        let cli = Cli::command()
+            .args_override_self(true)
+            .try_get_matches_from(expanded)
+            .unwrap();
+        assert_eq!(cli.get_one::<u64>("cache_size"), Some(&123));
+        assert_eq!(
+            cli.get_one::<String>("data_center").map(String::as_str),
+            Some("west")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

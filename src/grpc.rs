@@ -1,0 +1,164 @@
+//! The gRPC surface: `pb.gubernator.V1` for clients and `pb.gubernator.PeersV1` for peers.
+//!
+//! These handlers only translate between tonic and [`Node`]; every decision is made there, the same
+//! way for gRPC and HTTP callers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::proto;
+use crate::proto::peers_v1_server::PeersV1;
+use crate::proto::v1_server::V1;
+
+/// The fully qualified gRPC method names, as metrics label them.
+pub mod method {
+    /// `V1.GetRateLimits`.
+    pub const GET_RATE_LIMITS: &str = "/pb.gubernator.V1/GetRateLimits";
+    /// `V1.HealthCheck`.
+    pub const HEALTH_CHECK: &str = "/pb.gubernator.V1/HealthCheck";
+    /// `V1.LiveCheck`.
+    pub const LIVE_CHECK: &str = "/pb.gubernator.V1/LiveCheck";
+    /// `PeersV1.GetPeerRateLimits`.
+    pub const GET_PEER_RATE_LIMITS: &str = "/pb.gubernator.PeersV1/GetPeerRateLimits";
+    /// `PeersV1.UpdatePeerGlobals`.
+    pub const UPDATE_PEER_GLOBALS: &str = "/pb.gubernator.PeersV1/UpdatePeerGlobals";
+}
+
+/// The client-facing `V1` service.
+#[derive(Clone)]
+pub struct V1Service {
+    node: Arc<Node>,
+}
+
+impl V1Service {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+/// The peer-facing `PeersV1` service.
+#[derive(Clone)]
+pub struct PeersService {
+    node: Arc<Node>,
+}
+
+impl PeersService {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+/// Records the count and latency of one API call under `method`.
+pub fn observe<T, E>(node: &Node, method: &str, started: Instant, result: &Result<T, E>) {
+    let metrics = node.metrics();
+    let status = if result.is_ok() { "success" } else { "failed" };
+    metrics
+        .request_counts
+        .with_label_values(&[status, method])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[method])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+#[tonic::async_trait]
+impl V1 for V1Service {
+    async fn get_rate_limits(
+        &self,
+        request: Request<proto::GetRateLimitsReq>,
+    ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
+        let started = Instant::now();
+        let result = self
+            .node
+            .get_rate_limits(request.into_inner().requests)
+            .await;
+        observe(&self.node, method::GET_RATE_LIMITS, started, &result);
+        Ok(Response::new(proto::GetRateLimitsResp {
+            responses: result?,
+        }))
+    }
+
+    async fn health_check(
+        &self,
+        _request: Request<proto::HealthCheckReq>,
+    ) -> Result<Response<proto::HealthCheckResp>, Status> {
+        let started = Instant::now();
+        let result = self.node.health_check();
+        observe(&self.node, method::HEALTH_CHECK, started, &result);
+        Ok(Response::new(result?))
+    }
+
+    async fn live_check(
+        &self,
+        _request: Request<proto::LiveCheckReq>,
+    ) -> Result<Response<proto::LiveCheckResp>, Status> {
+        let started = Instant::now();
+        let result = self.node.live_check();
+        observe(&self.node, method::LIVE_CHECK, started, &result);
+        result?;
+        Ok(Response::new(proto::LiveCheckResp {}))
+    }
+}
+
+#[tonic::async_trait]
+impl PeersV1 for PeersService {
+    async fn get_peer_rate_limits(
+        &self,
+        request: Request<proto::GetPeerRateLimitsReq>,
+    ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
+        let started = Instant::now();
+        let result = self
+            .node
+            .get_peer_rate_limits(request.into_inner().requests)
+            .await;
+        observe(&self.node, method::GET_PEER_RATE_LIMITS, started, &result);
+        Ok(Response::new(proto::GetPeerRateLimitsResp {
+            rate_limits: result?,
+        }))
+    }
+
+    async fn update_peer_globals(
+        &self,
+        _request: Request<proto::UpdatePeerGlobalsReq>,
+    ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
+        // GLOBAL replication between peers is not built yet; a single node never receives this.
+        Err(Status::unimplemented(
+            "UpdatePeerGlobals: GLOBAL replication between peers is not supported by this version",
+        ))
+    }
+}
+
+/// The message tonic reports when a request exceeds the decoding limit.
+const OVERSIZED_MESSAGE_PREFIX: &str = "Error, decoded message length too large";
+
+/// A layer that answers oversized requests with RESOURCE_EXHAUSTED, as Gubernator (grpc-go) does;
+/// tonic reports them as OUT_OF_RANGE, which is also the code of "too many items".
+pub fn oversized_message_layer<B>()
+-> tower::util::MapResponseLayer<fn(http::Response<B>) -> http::Response<B>> {
+    tower::util::MapResponseLayer::new(oversized_as_resource_exhausted::<B>)
+}
+
+fn oversized_as_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"11");
+    let oversized = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| {
+            message.starts_with(OVERSIZED_MESSAGE_PREFIX)
+                || message.starts_with("Error,%20decoded%20message%20length%20too%20large")
+        });
+    if out_of_range && oversized {
+        // 8 = RESOURCE_EXHAUSTED.
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}

@@ -1,0 +1,257 @@
+//! The HTTP JSON gateway: Gubernator's grpc-gateway routes, answered by the same [`Node`] as gRPC.
+//!
+//! Bodies are decoded and encoded by [`super::json`] (protojson rules); errors use the
+//! `google.rpc.Status` JSON shape with the HTTP status grpc-gateway derives from the gRPC code.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tonic::Code;
+
+use super::json;
+use crate::error::CallError;
+use crate::grpc::{method, observe};
+use crate::node::Node;
+use crate::proto;
+
+/// The gateway's routes for `node`, accepting bodies of at most `max_body_bytes`.
+pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/GetRateLimits", post(get_rate_limits))
+        .route("/v1/HealthCheck", get(health_check))
+        .route("/v1/LiveCheck", get(live_check))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(GatewayState {
+            node,
+            max_body_bytes,
+        })
+}
+
+#[derive(Clone)]
+struct GatewayState {
+    node: Arc<Node>,
+    max_body_bytes: usize,
+}
+
+async fn get_rate_limits(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = answer_get_rate_limits(&state, &headers, body).await;
+    observe(&state.node, method::GET_RATE_LIMITS, started, &result);
+    match result {
+        Ok(responses) => json_response(
+            StatusCode::OK,
+            json::encode_get_rate_limits_resp(&proto::GetRateLimitsResp { responses }),
+        ),
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn answer_get_rate_limits(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Vec<proto::RateLimitResp>, GatewayError> {
+    check_content_type(headers)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            GatewayError::Call(CallError::TooLarge {
+                limit: state.max_body_bytes,
+            })
+        } else {
+            GatewayError::Call(CallError::InvalidArgument(format!(
+                "cannot read the request body: {rejection}"
+            )))
+        }
+    })?;
+    let request = json::decode_get_rate_limits_req(&body)
+        .map_err(|error| GatewayError::Call(CallError::InvalidArgument(error.to_string())))?;
+    Ok(state.node.get_rate_limits(request.requests).await?)
+}
+
+async fn health_check(State(state): State<GatewayState>) -> Response {
+    let started = Instant::now();
+    let result = state.node.health_check();
+    observe(&state.node, method::HEALTH_CHECK, started, &result);
+    match result {
+        Ok(health) => json_response(StatusCode::OK, json::encode_health_check_resp(&health)),
+        Err(error) => error_response(&GatewayError::Call(error)),
+    }
+}
+
+async fn live_check(State(state): State<GatewayState>) -> Response {
+    let started = Instant::now();
+    let result = state.node.live_check();
+    observe(&state.node, method::LIVE_CHECK, started, &result);
+    match result {
+        Ok(()) => json_response(StatusCode::OK, json::encode_live_check_resp()),
+        Err(error) => error_response(&GatewayError::Call(error)),
+    }
+}
+
+async fn metrics(State(state): State<GatewayState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.node.render_metrics(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(&GatewayError::Route(Code::NotFound, "Not Found"))
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(&GatewayError::Route(
+        Code::Unimplemented,
+        "Method Not Allowed",
+    ))
+}
+
+/// Why the gateway refused a request.
+#[derive(Debug, thiserror::Error)]
+enum GatewayError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("unsupported content type '{0}'; send application/json")]
+    UnsupportedMediaType(String),
+    #[error("{1}")]
+    Route(Code, &'static str),
+}
+
+impl GatewayError {
+    fn code(&self) -> Code {
+        match self {
+            GatewayError::Call(error) => error.code(),
+            GatewayError::UnsupportedMediaType(_) => Code::InvalidArgument,
+            GatewayError::Route(code, _) => *code,
+        }
+    }
+
+    fn http_status(&self) -> StatusCode {
+        match self {
+            GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::Call(CallError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            other => http_status_for(other.code()),
+        }
+    }
+}
+
+/// Accepts JSON and what JSON clients commonly send instead: no content type, `text/plain`, and
+/// curl's default `application/x-www-form-urlencoded` (grpc-gateway reads all of them as JSON).
+fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or_default();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let accepted = matches!(
+        essence.as_str(),
+        "application/json" | "text/json" | "text/plain" | "application/x-www-form-urlencoded" | "*/*"
+    ) || essence.ends_with("+json");
+    if accepted {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType(text.to_string()))
+    }
+}
+
+/// The HTTP status grpc-gateway answers for a gRPC code.
+pub fn http_status_for(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(error: &GatewayError) -> Response {
+    json_response(
+        error.http_status(),
+        json::encode_error(error.code() as i32, &error.to_string()),
+    )
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_like_grpc_gateway() {
+        assert_eq!(http_status_for(Code::OutOfRange), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status_for(Code::InvalidArgument), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status_for(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(http_status_for(Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(http_status_for(Code::Unimplemented), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(http_status_for(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[test]
+    fn json_like_content_types_are_accepted() {
+        for accepted in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "application/merge-patch+json",
+            "text/plain",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(accepted));
+            assert!(check_content_type(&headers).is_ok(), "{accepted}");
+        }
+        assert!(check_content_type(&HeaderMap::new()).is_ok());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        assert!(matches!(
+            check_content_type(&headers),
+            Err(GatewayError::UnsupportedMediaType(_))
+        ));
+    }
+}

@@ -1,0 +1,144 @@
+//! Prometheus metrics, under the names Gubernator exposes so that existing dashboards keep working.
+//!
+//! One [`Metrics`] value owns a registry; the node records into it and `GET /metrics` renders it.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The node's metrics and the registry they are served from.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `gubernator_getratelimit_counter{calltype}`: items evaluated, by how.
+    pub getratelimit_counter: IntCounterVec,
+    /// `gubernator_over_limit_counter`: items answered OVER_LIMIT.
+    pub over_limit_counter: IntCounter,
+    /// `gubernator_check_error_counter{error}`: items answered with an error.
+    pub check_error_counter: IntCounterVec,
+    /// `gubernator_cache_access_count{type}`: store lookups that found a live bucket or not.
+    pub cache_access_count: IntCounterVec,
+    /// `gubernator_unexpired_evictions_count`: buckets evicted for room before they expired.
+    pub unexpired_evictions_count: IntCounter,
+    /// `gubernator_cache_size`: buckets held.
+    pub cache_size: IntGauge,
+    /// `gubernator_concurrent_checks_counter`: `GetRateLimits` calls in progress.
+    pub concurrent_checks: IntGauge,
+    /// `gubernator_grpc_request_counts{status,method}`: API calls by outcome.
+    pub request_counts: IntCounterVec,
+    /// `gubernator_grpc_request_duration{method}`: API call latency in seconds.
+    pub request_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let metrics = Self {
+            getratelimit_counter: IntCounterVec::new(
+                Opts::new(
+                    "gubernator_getratelimit_counter",
+                    "The count of rate limits evaluated, by call type.",
+                ),
+                &["calltype"],
+            )
+            .expect("valid metric"),
+            over_limit_counter: IntCounter::new(
+                "gubernator_over_limit_counter",
+                "The number of rate limit checks that are over the limit.",
+            )
+            .expect("valid metric"),
+            check_error_counter: IntCounterVec::new(
+                Opts::new(
+                    "gubernator_check_error_counter",
+                    "The number of rate limit checks answered with an error.",
+                ),
+                &["error"],
+            )
+            .expect("valid metric"),
+            cache_access_count: IntCounterVec::new(
+                Opts::new(
+                    "gubernator_cache_access_count",
+                    "Cache accesses, by whether a live entry was found.",
+                ),
+                &["type"],
+            )
+            .expect("valid metric"),
+            unexpired_evictions_count: IntCounter::new(
+                "gubernator_unexpired_evictions_count",
+                "Entries evicted for room before they expired.",
+            )
+            .expect("valid metric"),
+            cache_size: IntGauge::new(
+                "gubernator_cache_size",
+                "The number of rate limits held in memory.",
+            )
+            .expect("valid metric"),
+            concurrent_checks: IntGauge::new(
+                "gubernator_concurrent_checks_counter",
+                "GetRateLimits calls in progress.",
+            )
+            .expect("valid metric"),
+            request_counts: IntCounterVec::new(
+                Opts::new(
+                    "gubernator_grpc_request_counts",
+                    "API requests, by method and status.",
+                ),
+                &["status", "method"],
+            )
+            .expect("valid metric"),
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "gubernator_grpc_request_duration",
+                    "API request latency in seconds, by method.",
+                )
+                .buckets(vec![
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                    0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+                &["method"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(self.getratelimit_counter.clone()),
+            Box::new(self.over_limit_counter.clone()),
+            Box::new(self.check_error_counter.clone()),
+            Box::new(self.cache_access_count.clone()),
+            Box::new(self.unexpired_evictions_count.clone()),
+            Box::new(self.cache_size.clone()),
+            Box::new(self.concurrent_checks.clone()),
+            Box::new(self.request_counts.clone()),
+            Box::new(self.request_duration.clone()),
+        ];
+        for collector in collectors {
+            // Names are unique constants; registration cannot fail for a fresh registry.
+            let _ = self.registry.register(collector);
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,323 @@
+//! Validation of one wire `RateLimitReq` into a [`LimitKey`] and an algorithm request.
+//!
+//! Every check that can fail one item lives here, in Gubernator's order (unique key, then name), so
+//! that bad input becomes a clear per-item error before anything touches the store. Items that pass
+//! are guaranteed to be safe to evaluate: non-negative limit, duration and burst, a known algorithm
+//! and calendar interval, and a leaky bucket whose leak rate is defined.
+
+use std::fmt;
+
+use crate::algorithms::{Algorithm, Behavior, CalendarInterval, LimitDuration, RateLimitRequest};
+use crate::proto;
+
+/// The identity of one rate limit in the store: its namespace and key, kept apart so that
+/// `a_b`+`c` and `a`+`b_c` are different limits (Gubernator's joined string makes them collide).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LimitKey {
+    /// The `name` (namespace) of the limit.
+    pub name: String,
+    /// The `unique_key` within the namespace.
+    pub unique_key: String,
+}
+
+impl LimitKey {
+    /// A key for `name` and `unique_key`.
+    pub fn new(name: impl Into<String>, unique_key: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            unique_key: unique_key.into(),
+        }
+    }
+
+    /// Gubernator's hash key, `name + "_" + unique_key`: what the ring hashes to choose the owner.
+    pub fn hash_key(&self) -> String {
+        format!("{}_{}", self.name, self.unique_key)
+    }
+}
+
+impl fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.name, self.unique_key)
+    }
+}
+
+/// Why one item of a call could not be evaluated. The message is what the item's `error` says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ItemError {
+    /// `unique_key` is empty (Gubernator's exact message).
+    #[error("field 'unique_key' cannot be empty")]
+    EmptyUniqueKey,
+    /// `name` is empty (Gubernator's exact message; it calls the name a namespace).
+    #[error("field 'namespace' cannot be empty")]
+    EmptyName,
+    /// `name` or `unique_key` is longer than the configured maximum.
+    #[error("field '{field}' is {len} bytes long; the maximum is {max}")]
+    TooLong {
+        /// The field's name.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum in bytes.
+        max: usize,
+    },
+    /// `algorithm` is neither `TOKEN_BUCKET` (0) nor `LEAKY_BUCKET` (1).
+    #[error("invalid rate limit algorithm '{0}'")]
+    InvalidAlgorithm(i32),
+    /// `limit`, `duration` or `burst` is negative.
+    #[error("field '{0}' cannot be negative")]
+    Negative(&'static str),
+    /// `DURATION_IS_GREGORIAN` is set but `duration` names no calendar interval.
+    #[error(
+        "behavior DURATION_IS_GREGORIAN is set but duration '{0}' is not a calendar interval \
+         (0 minute, 1 hour, 2 day, 3 week, 4 month, 5 year)"
+    )]
+    InvalidCalendarInterval(i64),
+    /// A leaky bucket needs a duration to compute its leak rate.
+    #[error("field 'duration' must be greater than 0 for LEAKY_BUCKET")]
+    LeakyBucketWithoutDuration,
+}
+
+impl ItemError {
+    /// A short stable label for metrics (`gubernator_check_error_counter{error=...}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ItemError::EmptyUniqueKey => "empty_unique_key",
+            ItemError::EmptyName => "empty_name",
+            ItemError::TooLong { .. } => "key_too_long",
+            ItemError::InvalidAlgorithm(_) => "invalid_algorithm",
+            ItemError::Negative(_) => "negative_value",
+            ItemError::InvalidCalendarInterval(_) => "invalid_gregorian_duration",
+            ItemError::LeakyBucketWithoutDuration => "leaky_bucket_without_duration",
+        }
+    }
+}
+
+/// Limits on item fields that protect the node from hostile input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// The longest `name` or `unique_key`, in bytes.
+    pub max_key_bytes: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 1024,
+        }
+    }
+}
+
+/// A wire item that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidItem {
+    /// The limit's identity.
+    pub key: LimitKey,
+    /// What to evaluate.
+    pub request: RateLimitRequest,
+}
+
+/// Validates `item`, taking its name and key out of it. `now_ms` is the call's timestamp, used when
+/// the item carries no `created_at` (or 0).
+pub fn validate(
+    item: &mut proto::RateLimitReq,
+    now_ms: i64,
+    limits: InputLimits,
+) -> Result<ValidItem, ItemError> {
+    if item.unique_key.is_empty() {
+        return Err(ItemError::EmptyUniqueKey);
+    }
+    if item.name.is_empty() {
+        return Err(ItemError::EmptyName);
+    }
+    check_length("name", &item.name, limits.max_key_bytes)?;
+    check_length("unique_key", &item.unique_key, limits.max_key_bytes)?;
+
+    let algorithm = match item.algorithm {
+        0 => Algorithm::TokenBucket,
+        1 => Algorithm::LeakyBucket,
+        other => return Err(ItemError::InvalidAlgorithm(other)),
+    };
+    for (field, value) in [
+        ("limit", item.limit),
+        ("duration", item.duration),
+        ("burst", item.burst),
+    ] {
+        if value < 0 {
+            return Err(ItemError::Negative(field));
+        }
+    }
+    let behavior = Behavior::from_bits(item.behavior);
+    let duration = if behavior.contains(Behavior::DURATION_IS_GREGORIAN) {
+        CalendarInterval::from_code(item.duration)
+            .map(LimitDuration::Calendar)
+            .ok_or(ItemError::InvalidCalendarInterval(item.duration))?
+    } else {
+        if algorithm == Algorithm::LeakyBucket && item.duration == 0 {
+            return Err(ItemError::LeakyBucketWithoutDuration);
+        }
+        LimitDuration::Millis(item.duration)
+    };
+    let created_at = match item.created_at {
+        Some(at) if at != 0 => at,
+        _ => now_ms,
+    };
+
+    Ok(ValidItem {
+        key: LimitKey {
+            name: std::mem::take(&mut item.name),
+            unique_key: std::mem::take(&mut item.unique_key),
+        },
+        request: RateLimitRequest {
+            hits: item.hits,
+            limit: item.limit,
+            duration,
+            algorithm,
+            behavior,
+            burst: item.burst,
+            created_at,
+        },
+    })
+}
+
+fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), ItemError> {
+    if value.len() > max {
+        return Err(ItemError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(name: &str, key: &str) -> proto::RateLimitReq {
+        proto::RateLimitReq {
+            name: name.into(),
+            unique_key: key.into(),
+            hits: 1,
+            limit: 10,
+            duration: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn check(mut req: proto::RateLimitReq) -> Result<ValidItem, ItemError> {
+        validate(&mut req, 5_000, InputLimits::default())
+    }
+
+    #[test]
+    fn empty_unique_key_is_checked_before_empty_name() {
+        assert_eq!(check(item("", "")), Err(ItemError::EmptyUniqueKey));
+        assert_eq!(
+            ItemError::EmptyUniqueKey.to_string(),
+            "field 'unique_key' cannot be empty"
+        );
+        assert_eq!(check(item("", "k")), Err(ItemError::EmptyName));
+        assert_eq!(
+            ItemError::EmptyName.to_string(),
+            "field 'namespace' cannot be empty"
+        );
+    }
+
+    #[test]
+    fn keys_do_not_collide_where_the_hash_key_does() {
+        let a = check(item("a_b", "c")).unwrap().key;
+        let b = check(item("a", "b_c")).unwrap().key;
+        assert_ne!(a, b);
+        assert_eq!(a.hash_key(), b.hash_key());
+    }
+
+    #[test]
+    fn over_long_keys_are_rejected() {
+        let long = "x".repeat(1025);
+        assert!(matches!(
+            check(item(&long, "k")),
+            Err(ItemError::TooLong { field: "name", .. })
+        ));
+        assert!(matches!(
+            check(item("n", &long)),
+            Err(ItemError::TooLong {
+                field: "unique_key",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_algorithm_is_named() {
+        let mut req = item("n", "k");
+        req.algorithm = 7;
+        assert_eq!(check(req), Err(ItemError::InvalidAlgorithm(7)));
+        assert_eq!(
+            ItemError::InvalidAlgorithm(7).to_string(),
+            "invalid rate limit algorithm '7'"
+        );
+    }
+
+    #[test]
+    fn negative_limit_duration_and_burst_are_rejected() {
+        for (field, mutate) in [
+            ("limit", (|r: &mut proto::RateLimitReq| r.limit = -1) as fn(&mut _)),
+            ("duration", |r| r.duration = -1),
+            ("burst", |r| r.burst = -1),
+        ] {
+            let mut req = item("n", "k");
+            mutate(&mut req);
+            assert_eq!(check(req), Err(ItemError::Negative(field)));
+        }
+        assert_eq!(
+            ItemError::Negative("limit").to_string(),
+            "field 'limit' cannot be negative"
+        );
+    }
+
+    #[test]
+    fn gregorian_duration_must_name_an_interval() {
+        let mut req = item("n", "k");
+        req.behavior = Behavior::DURATION_IS_GREGORIAN.bits();
+        req.duration = 6;
+        assert_eq!(check(req.clone()), Err(ItemError::InvalidCalendarInterval(6)));
+        req.duration = 3;
+        assert_eq!(
+            check(req).unwrap().request.duration,
+            LimitDuration::Calendar(CalendarInterval::Week)
+        );
+    }
+
+    #[test]
+    fn leaky_bucket_needs_a_duration_unless_gregorian() {
+        let mut req = item("n", "k");
+        req.algorithm = 1;
+        req.duration = 0;
+        assert_eq!(
+            check(req.clone()),
+            Err(ItemError::LeakyBucketWithoutDuration)
+        );
+        req.behavior = Behavior::DURATION_IS_GREGORIAN.bits();
+        assert!(check(req).is_ok());
+    }
+
+    #[test]
+    fn created_at_defaults_to_the_call_time() {
+        assert_eq!(check(item("n", "k")).unwrap().request.created_at, 5_000);
+        let mut req = item("n", "k");
+        req.created_at = Some(0);
+        assert_eq!(check(req.clone()).unwrap().request.created_at, 5_000);
+        req.created_at = Some(42);
+        assert_eq!(check(req).unwrap().request.created_at, 42);
+    }
+
+    #[test]
+    fn behaviour_combinations_are_kept_as_bits() {
+        let mut req = item("n", "k");
+        req.behavior = 6;
+        req.duration = 0;
+        let valid = check(req).unwrap();
+        assert!(valid.request.behavior.contains(Behavior::GLOBAL));
+        assert!(valid.request.behavior.contains(Behavior::DURATION_IS_GREGORIAN));
+    }
+}

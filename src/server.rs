@@ -1,0 +1,264 @@
+//! Running a node: binding both listeners, serving gRPC and HTTP, and shutting down gracefully.
+//!
+//! Shutdown follows what load balancers and Kubernetes expect: first report not-ready (LiveCheck,
+//! HealthCheck and `grpc.health.v1` all say so) while still answering calls for the drain delay, then
+//! stop accepting connections and let in-flight calls finish, bounded by the shutdown timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::ServerConfig;
+use crate::grpc::{PeersService, V1Service};
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeOptions};
+use crate::peers::{PeerInfo, PeerList};
+use crate::proto;
+use crate::request::InputLimits;
+
+/// The gRPC service names reported by `grpc.health.v1`, besides the server as a whole ("").
+const HEALTH_SERVICES: [&str; 3] = ["", "pb.gubernator.V1", "pb.gubernator.PeersV1"];
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The reflection service could not load the descriptors (a build problem).
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+    /// A server task panicked or was cancelled.
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// In-flight calls did not finish within the shutdown timeout.
+    #[error("in-flight calls did not finish within {0:?}")]
+    ShutdownTimeout(Duration),
+}
+
+/// A node that is serving. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    grpc_address: SocketAddr,
+    http_address: SocketAddr,
+    node: Arc<Node>,
+    health: HealthReporter,
+    stop: watch::Sender<bool>,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    drain_delay: Duration,
+    shutdown_timeout: Duration,
+}
+
+/// Binds both listeners and starts serving `config` with the system clock.
+pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// Like [`start`], with an injected clock (for tests).
+pub async fn start_with_clock(
+    config: &ServerConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, ServerError> {
+    let grpc_listener = bind(&config.grpc_address).await?;
+    let http_listener = bind(&config.http_address).await?;
+    let grpc_address = local_address(&grpc_listener, &config.grpc_address)?;
+    let http_address = local_address(&http_listener, &config.http_address)?;
+
+    // With port 0 the real port is only known now; advertise it unless told otherwise.
+    let advertise_address = match config.advertise_address.as_deref() {
+        Some(address) if !address.is_empty() => address.to_string(),
+        _ if config.grpc_address.ends_with(":0") => grpc_address.to_string(),
+        _ => config.grpc_address.clone(),
+    };
+    let me = PeerInfo {
+        grpc_address: advertise_address,
+        http_address: http_address.to_string(),
+        data_center: config.data_center.clone(),
+    };
+    let max_request_size = usize::try_from(config.max_request_size).unwrap_or(usize::MAX);
+    let node = Arc::new(Node::new(NodeOptions {
+        cache_size: config.cache_size,
+        clock,
+        peers: PeerList::single(me),
+        metrics: Metrics::new(),
+        limits: InputLimits {
+            max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
+        },
+    }));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in HEALTH_SERVICES {
+        health
+            .set_service_status(service, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let mut builder = tonic::transport::Server::builder()
+        .layer(crate::grpc::oversized_message_layer());
+    if config.grpc_max_conn_age_sec > 0 {
+        builder = builder.max_connection_age(Duration::from_secs(config.grpc_max_conn_age_sec));
+    }
+    let grpc_router = builder
+        .add_service(
+            proto::v1_server::V1Server::new(V1Service::new(Arc::clone(&node)))
+                .max_decoding_message_size(max_request_size),
+        )
+        .add_service(
+            proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
+                .max_decoding_message_size(max_request_size),
+        )
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let grpc_task = tokio::spawn(grpc_router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(grpc_listener),
+        wait_for_stop(stopped.clone()),
+    ));
+
+    let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http_router)
+            .with_graceful_shutdown(wait_for_stop(stopped))
+            .await
+    });
+
+    tracing::info!(grpc = %grpc_address, http = %http_address, "ringlimit is serving");
+    Ok(RunningServer {
+        grpc_address,
+        http_address,
+        node,
+        health,
+        stop,
+        grpc_task,
+        http_task,
+        drain_delay: config.shutdown_drain_delay,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}
+
+impl RunningServer {
+    /// The bound gRPC address (the real port when configured with port 0).
+    pub fn grpc_address(&self) -> SocketAddr {
+        self.grpc_address
+    }
+
+    /// The bound HTTP address.
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    /// The node being served.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> Result<(), ServerError> {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        self.shutdown().await
+    }
+
+    /// Shuts down gracefully: report not-ready, keep answering for the drain delay, stop accepting
+    /// connections, and wait (at most the shutdown timeout) for in-flight calls to finish.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.node.begin_shutdown();
+        for service in HEALTH_SERVICES {
+            self.health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
+        if !self.drain_delay.is_zero() {
+            tokio::time::sleep(self.drain_delay).await;
+        }
+        // Receivers may all be gone if both servers already stopped; that is fine.
+        let _ = self.stop.send(true);
+        let servers = async {
+            let (grpc, http) = tokio::join!(self.grpc_task, self.http_task);
+            grpc??;
+            http?.map_err(ServerError::Http)?;
+            Ok::<(), ServerError>(())
+        };
+        match tokio::time::timeout(self.shutdown_timeout, servers).await {
+            Ok(result) => {
+                tracing::info!("ringlimit stopped");
+                result
+            }
+            Err(_) => Err(ServerError::ShutdownTimeout(self.shutdown_timeout)),
+        }
+    }
+}
+
+async fn bind(address: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
+fn local_address(listener: &TcpListener, address: &str) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        address: address.to_string(),
+        source,
+    })
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
