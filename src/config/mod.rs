@@ -369,3 +369,27 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// Parses a [`ServerConfig`] from flag-style arguments (without the program name), falling back to
+/// `GUBER_*` variables and defaults; for embedding and tests.
+pub fn server_config_from_args<I, S>(args: I) -> Result<ServerConfig, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    use clap::{FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        server: ServerConfig,
+    }
+    let command = <Wrapper as clap::CommandFactory>::command();
+    let all = std::iter::once("ringlimit".to_string()).chain(args.into_iter().map(Into::into));
+    command
+        .clone()
+        .try_get_matches_from(all)
+        .and_then(|matches| Wrapper::from_arg_matches(&matches))
+        .map(|wrapper| wrapper.server)
+        .map_err(|error| describe_error(&error, &command))
+}

@@ -1,0 +1,163 @@
+//! Shared helpers for the integration tests: start a real node on loopback port 0 and talk to it
+//! over gRPC or HTTP JSON with the same calls.
+
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ringlimit::config::server_config_from_args;
+use ringlimit::http::json;
+use ringlimit::proto::{self, v1_client::V1Client};
+use ringlimit::server::{self, RunningServer};
+use tonic::transport::Channel;
+
+/// Starts a node on 127.0.0.1 with ephemeral ports and `extra` flags.
+pub async fn start_node(extra: &[&str]) -> RunningServer {
+    let mut args = vec!["--grpc-address=127.0.0.1:0", "--http-address=127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let config = server_config_from_args(args).expect("valid test configuration");
+    server::start(&config).await.expect("node starts")
+}
+
+/// A gRPC client of `server`.
+pub async fn grpc_client(server: &RunningServer) -> V1Client<Channel> {
+    V1Client::connect(format!("http://{}", server.grpc_address()))
+        .await
+        .expect("gRPC connects")
+}
+
+/// The base URL of `server`'s HTTP gateway.
+pub fn http_url(server: &RunningServer, path: &str) -> String {
+    format!("http://{}{}", server.http_address(), path)
+}
+
+/// The current time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The API surface a test drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `pb.gubernator.V1` over gRPC.
+    Grpc,
+    /// `POST /v1/GetRateLimits` over HTTP JSON.
+    Http,
+}
+
+/// A client that sends `GetRateLimits` over one surface.
+pub struct ApiClient {
+    surface: Surface,
+    grpc: V1Client<Channel>,
+    http: reqwest::Client,
+    url: String,
+}
+
+/// A failed call: the gRPC code (as i32) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl ApiClient {
+    /// A client of `server` over `surface`.
+    pub async fn new(server: &RunningServer, surface: Surface) -> Self {
+        Self {
+            surface,
+            grpc: grpc_client(server).await,
+            http: reqwest::Client::new(),
+            url: http_url(server, "/v1/GetRateLimits"),
+        }
+    }
+
+    /// Sends one call with `requests`.
+    pub async fn get_rate_limits(
+        &mut self,
+        requests: Vec<proto::RateLimitReq>,
+    ) -> Result<Vec<proto::RateLimitResp>, CallFailure> {
+        let request = proto::GetRateLimitsReq { requests };
+        match self.surface {
+            Surface::Grpc => self
+                .grpc
+                .get_rate_limits(request)
+                .await
+                .map(|response| response.into_inner().responses)
+                .map_err(|status| CallFailure {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                }),
+            Surface::Http => {
+                let response = self
+                    .http
+                    .post(&self.url)
+                    .header("content-type", "application/json")
+                    .body(json::encode_get_rate_limits_req(&request))
+                    .send()
+                    .await
+                    .expect("HTTP request is sent");
+                let ok = response.status().is_success();
+                let body = response.bytes().await.expect("HTTP body is read");
+                if ok {
+                    Ok(json::decode_get_rate_limits_resp(&body)
+                        .expect("valid response JSON")
+                        .responses)
+                } else {
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&body).expect("error body is JSON");
+                    Err(CallFailure {
+                        code: value["code"].as_i64().expect("code") as i32,
+                        message: value["message"].as_str().expect("message").to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends one item and returns its answer.
+    pub async fn one(&mut self, request: proto::RateLimitReq) -> proto::RateLimitResp {
+        let mut responses = self
+            .get_rate_limits(vec![request])
+            .await
+            .expect("call succeeds");
+        assert_eq!(responses.len(), 1);
+        responses.remove(0)
+    }
+}
+
+/// A token-bucket item for `key` in namespace `test`.
+pub fn token(key: &str, hits: i64, limit: i64, duration: i64) -> proto::RateLimitReq {
+    proto::RateLimitReq {
+        name: "test".into(),
+        unique_key: key.into(),
+        hits,
+        limit,
+        duration,
+        ..Default::default()
+    }
+}
+
+/// A leaky-bucket item for `key` in namespace `test`.
+pub fn leaky(key: &str, hits: i64, limit: i64, duration: i64) -> proto::RateLimitReq {
+    proto::RateLimitReq {
+        algorithm: proto::Algorithm::LeakyBucket as i32,
+        ..token(key, hits, limit, duration)
+    }
+}
+
+/// `UNDER_LIMIT` / `OVER_LIMIT` as the wire's i32.
+pub const UNDER: i32 = proto::Status::UnderLimit as i32;
+/// `OVER_LIMIT` as the wire's i32.
+pub const OVER: i32 = proto::Status::OverLimit as i32;
+
+/// A gRPC channel to `address` (`host:port`), for clients generated without a `connect` helper.
+pub async fn channel(address: impl std::fmt::Display) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .expect("gRPC connects")
+}
