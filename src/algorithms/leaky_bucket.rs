@@ -63,6 +63,8 @@ impl Shape {
     ///
     /// For a calendar duration the rate uses the whole interval's length (1000 ms per token for
     /// 60 per minute) and the bucket lives for what is left of the interval, like Gubernator.
+    /// **ringlimit fixes:** Gubernator's new-entry path divides the interval's *code* by the limit
+    /// instead, and its month and year lengths mix nanoseconds with milliseconds.
     ///
     /// Validation rejects a leaky bucket with a zero duration, but should one arrive (or a
     /// negative one), its rate would be 0 or negative. Such a bucket is treated as refilling

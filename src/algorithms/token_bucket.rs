@@ -122,9 +122,9 @@ fn existing_entry(stored: &TokenBucket, request: &RateLimitRequest, now_ms: i64)
 fn change_duration(bucket: &mut TokenBucket, request: &RateLimitRequest, now_ms: i64) {
     let mut expire_at = window_end(request.duration, bucket.created_at, now_ms);
     if expire_at <= request.created_at {
-        // The new duration means this window is already over: start a new one now. For a
-        // calendar duration the new window is the current interval, whose end `expire_at`
-        // already is (Gubernator adds the interval's code as milliseconds instead).
+        // The new duration means this window is already over: start a new one now.
+        // ringlimit fixes: for a calendar duration the new window is the current interval,
+        // whose end `expire_at` already is; Gubernator adds the interval's code as milliseconds.
         expire_at = window_end(request.duration, request.created_at, now_ms);
         bucket.created_at = request.created_at;
         bucket.remaining = bucket.limit;
@@ -136,6 +136,10 @@ fn change_duration(bucket: &mut TokenBucket, request: &RateLimitRequest, now_ms:
 /// Steps 6–9: takes `request.hits` (non-zero) from `bucket`, using the stored values.
 fn take_hits(bucket: &mut TokenBucket, decision: &mut Decision, request: &RateLimitRequest) {
     let hits = request.hits;
+    // ringlimit fixes: steps 6 and 8 judge and answer the stored remaining, as the reference says.
+    // Gubernator uses the answer's remaining from step 3 there, which differs only when step 4
+    // restarted the window: it would refuse hits (and store a sticky OVER_LIMIT) although the new
+    // window is full.
     decision.remaining = bucket.remaining;
     if bucket.remaining == 0 && hits > 0 {
         // Step 6: the bucket is empty; OVER_LIMIT, stored too, until the window ends.
