@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithms;
+pub mod batching;
 pub mod clock;
 pub mod config;
 pub mod error;
