@@ -4,4 +4,5 @@
 
 pub mod algorithms;
 pub mod clock;
+pub mod http;
 pub mod proto;

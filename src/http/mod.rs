@@ -1,0 +1,3 @@
+//! The HTTP gateway: Gubernator's grpc-gateway API (`/v1/...`) served over JSON.
+
+pub mod json;
