@@ -13,6 +13,13 @@
 //! protojson does). Input is parsed into a [`serde_json::Value`] first and then read field by
 //! field, so that every error can say which field of which list item was wrong; every
 //! [`JsonError`] is meant to be answered as gRPC `INVALID_ARGUMENT` (HTTP 400).
+//!
+//! Deliberate differences from grpc-gateway's input handling: an empty body is an error (the
+//! gateway reads it as `{}`), an unknown enum name is an error (`DiscardUnknown` silently reads it
+//! as 0, which would turn a misspelt `LEAKY_BUCKET` into a token bucket), and a key repeated under
+//! the same name keeps its last value (protojson rejects it; serde_json cannot see it). Output
+//! never has the random space after commas that Go's protojson adds to discourage byte-exact
+//! comparisons; it is the compact form.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -318,23 +325,21 @@ impl<'a> Message<'a> {
 
     /// The value of field `name` (a proto name), or `None` when it is absent or `null`.
     fn field(&self, name: &str) -> Result<Option<&'a Value>, JsonError> {
-        let by_proto_name = self.fields.get(name);
-        let json_name = lower_camel_case(name);
-        let by_json_name = if json_name == name {
-            None
-        } else {
-            self.fields.get(&json_name)
-        };
-        let value = match (by_proto_name, by_json_name) {
-            (Some(_), Some(_)) => {
-                return Err(JsonError::DuplicateField {
-                    at: self.at.clone(),
-                    field: name.to_owned(),
-                    json_name,
-                });
+        let mut value = self.fields.get(name);
+        if name.contains('_') {
+            let json_name = lower_camel_case(name);
+            match (value, self.fields.get(&json_name)) {
+                (Some(_), Some(_)) => {
+                    return Err(JsonError::DuplicateField {
+                        at: self.at.clone(),
+                        field: name.to_owned(),
+                        json_name,
+                    });
+                }
+                (None, by_json_name) => value = by_json_name,
+                (Some(_), None) => {}
             }
-            (value, None) | (None, value) => value,
-        };
+        }
         Ok(value.filter(|value| !value.is_null()))
     }
 
@@ -1159,6 +1164,23 @@ mod tests {
             decode_req("{\n  \"requests\": [,]\n}"),
             Err(JsonError::Malformed { line: 2, .. })
         ));
+    }
+
+    #[test]
+    fn rejects_nesting_deeper_than_the_parser_limit() {
+        let deep = format!(r#"{{"x":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        let err = decode_req(&deep).unwrap_err().to_string();
+        assert!(
+            err.starts_with("malformed JSON at line 1 column ")
+                && err.ends_with("recursion limit exceeded"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_repeated_under_the_same_name_keeps_the_last_value() {
+        // protojson rejects this; serde_json's object model cannot see it, and the last value wins.
+        assert_eq!(decode_item(r#"{"hits":1,"hits":2}"#).hits, 2);
     }
 
     #[test]
