@@ -90,14 +90,16 @@ impl Node {
         let now_ms = self.clock.now_ms();
         let responses = items
             .into_iter()
-            .map(|mut item| match request::validate(&mut item, now_ms, self.limits) {
-                Ok(valid) => {
-                    let applied = self.store.apply(valid.key, &valid.request);
-                    self.record_decision(applied.decision, applied.hit);
-                    decision_response(applied.decision)
-                }
-                Err(error) => self.item_error(error),
-            })
+            .map(
+                |mut item| match request::validate(&mut item, now_ms, self.limits) {
+                    Ok(valid) => {
+                        let applied = self.store.apply(valid.key, &valid.request);
+                        self.record_decision(applied.decision, applied.hit);
+                        decision_response(applied.decision)
+                    }
+                    Err(error) => self.item_error(error),
+                },
+            )
             .collect();
         self.metrics.concurrent_checks.dec();
         Ok(responses)

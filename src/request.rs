@@ -261,7 +261,10 @@ mod tests {
     #[test]
     fn negative_limit_duration_and_burst_are_rejected() {
         for (field, mutate) in [
-            ("limit", (|r: &mut proto::RateLimitReq| r.limit = -1) as fn(&mut _)),
+            (
+                "limit",
+                (|r: &mut proto::RateLimitReq| r.limit = -1) as fn(&mut _),
+            ),
             ("duration", |r| r.duration = -1),
             ("burst", |r| r.burst = -1),
         ] {
@@ -280,7 +283,10 @@ mod tests {
         let mut req = item("n", "k");
         req.behavior = Behavior::DURATION_IS_GREGORIAN.bits();
         req.duration = 6;
-        assert_eq!(check(req.clone()), Err(ItemError::InvalidCalendarInterval(6)));
+        assert_eq!(
+            check(req.clone()),
+            Err(ItemError::InvalidCalendarInterval(6))
+        );
         req.duration = 3;
         assert_eq!(
             check(req).unwrap().request.duration,
@@ -318,6 +324,11 @@ mod tests {
         req.duration = 0;
         let valid = check(req).unwrap();
         assert!(valid.request.behavior.contains(Behavior::GLOBAL));
-        assert!(valid.request.behavior.contains(Behavior::DURATION_IS_GREGORIAN));
+        assert!(
+            valid
+                .request
+                .behavior
+                .contains(Behavior::DURATION_IS_GREGORIAN)
+        );
     }
 }

@@ -121,8 +121,8 @@ pub async fn start_with_clock(
         .build_v1alpha()?;
 
     let (stop, stopped) = watch::channel(false);
-    let mut builder = tonic::transport::Server::builder()
-        .layer(crate::grpc::oversized_message_layer());
+    let mut builder =
+        tonic::transport::Server::builder().layer(crate::grpc::oversized_message_layer());
     if config.grpc_max_conn_age_sec > 0 {
         builder = builder.max_connection_age(Duration::from_secs(config.grpc_max_conn_age_sec));
     }

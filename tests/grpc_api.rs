@@ -66,7 +66,11 @@ async fn keys_that_join_to_the_same_string_are_separate_limits() {
         .unwrap()
         .into_inner()
         .responses;
-    assert!(answers.iter().all(|a| a.status == UNDER && a.remaining == 0));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.status == UNDER && a.remaining == 0)
+    );
     server.shutdown().await.unwrap();
 }
 

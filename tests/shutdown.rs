@@ -47,7 +47,10 @@ async fn sigterm_drains_then_exits_zero() {
         .expect("the binary starts");
 
     let mut client = connect(&grpc).await;
-    client.live_check(proto::LiveCheckReq {}).await.expect("live");
+    client
+        .live_check(proto::LiveCheckReq {})
+        .await
+        .expect("live");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -74,7 +77,9 @@ async fn sigterm_drains_then_exits_zero() {
         .into_inner()
         .status;
     assert_eq!(serving, ServingStatus::NotServing as i32);
-    let http_live = reqwest::get(format!("http://{http}/v1/LiveCheck")).await.unwrap();
+    let http_live = reqwest::get(format!("http://{http}/v1/LiveCheck"))
+        .await
+        .unwrap();
     assert_eq!(http_live.status().as_u16(), 503);
     let answer = client
         .get_rate_limits(proto::GetRateLimitsReq {
@@ -123,5 +128,8 @@ async fn in_process_shutdown_finishes_in_flight_calls() {
     server.shutdown().await.expect("clean shutdown");
     assert!(started.elapsed() >= Duration::from_millis(300));
     let answered = calls.await.unwrap();
-    assert!(answered > 0, "calls were answered before and during the drain");
+    assert!(
+        answered > 0,
+        "calls were answered before and during the drain"
+    );
 }

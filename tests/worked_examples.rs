@@ -246,7 +246,12 @@ async fn example_10_item_errors_do_not_fail_the_call() {
         assert_eq!(answers[0].remaining, 9);
         assert_eq!(answers[1].error, "field 'unique_key' cannot be empty");
         assert_eq!(
-            (answers[1].status, answers[1].limit, answers[1].remaining, answers[1].reset_time),
+            (
+                answers[1].status,
+                answers[1].limit,
+                answers[1].remaining,
+                answers[1].reset_time
+            ),
             (UNDER, 0, 0, 0)
         );
         assert_eq!(answers[2].error, "");
@@ -273,7 +278,11 @@ async fn example_11_at_most_1000_items_per_call() {
         );
         let answers = client.get_rate_limits(items(1000)).await.unwrap();
         assert_eq!(answers.len(), 1000);
-        assert!(answers.iter().all(|a| a.error.is_empty() && a.remaining == 9));
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.error.is_empty() && a.remaining == 9)
+        );
     }
     server.shutdown().await.unwrap();
 }

@@ -88,9 +88,18 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                Entry { key: "GUBER_CACHE_SIZE".into(), value: "100".into() },
-                Entry { key: "GUBER_DATA_CENTER".into(), value: "east".into() },
-                Entry { key: "GUBER_LOG_LEVEL".into(), value: "debug".into() },
+                Entry {
+                    key: "GUBER_CACHE_SIZE".into(),
+                    value: "100".into()
+                },
+                Entry {
+                    key: "GUBER_DATA_CENTER".into(),
+                    value: "east".into()
+                },
+                Entry {
+                    key: "GUBER_LOG_LEVEL".into(),
+                    value: "debug".into()
+                },
             ]
         );
     }
@@ -107,8 +116,14 @@ mod tests {
     #[test]
     fn finds_the_config_flag_in_both_spellings() {
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(config_path(&args(&["ringlimit", "--config", "a.env"])), Some("a.env".into()));
-        assert_eq!(config_path(&args(&["ringlimit", "--config=b.env"])), Some("b.env".into()));
+        assert_eq!(
+            config_path(&args(&["ringlimit", "--config", "a.env"])),
+            Some("a.env".into())
+        );
+        assert_eq!(
+            config_path(&args(&["ringlimit", "--config=b.env"])),
+            Some("b.env".into())
+        );
         assert_eq!(config_path(&args(&["ringlimit", "serve"])), None);
     }
 }

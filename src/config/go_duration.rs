@@ -34,7 +34,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("duration '{text}' is missing a unit (ns, us, ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "duration '{text}' is missing a unit (ns, us, ms, s, m, h)"
+                ));
+            }
             other => {
                 return Err(format!(
                     "duration '{text}' has an unknown unit '{other}' (use ns, us, ms, s, m, h)"

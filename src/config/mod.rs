@@ -7,6 +7,7 @@
 pub mod env_file;
 pub mod go_duration;
 
+use std::error::Error as _;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -52,7 +53,12 @@ pub struct ServerConfig {
     pub data_center: String,
 
     /// How peers are discovered.
-    #[arg(long, env = "GUBER_PEER_DISCOVERY_TYPE", value_enum, default_value = "none")]
+    #[arg(
+        long,
+        env = "GUBER_PEER_DISCOVERY_TYPE",
+        value_enum,
+        default_value = "none"
+    )]
     pub peer_discovery_type: DiscoveryType,
 
     /// Timeout of one batched call to a peer (cluster only).
@@ -97,7 +103,13 @@ pub struct ServerConfig {
     pub log_level: String,
 
     /// Log line format.
-    #[arg(long, env = "GUBER_LOG_FORMAT", value_enum, default_value = "text", ignore_case = true)]
+    #[arg(
+        long,
+        env = "GUBER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        ignore_case = true
+    )]
     pub log_format: LogFormat,
 
     /// Close gRPC connections after this many seconds so clients rebalance; 0 keeps them open.
@@ -140,7 +152,10 @@ impl ServerConfig {
         vec![
             ("GUBER_GRPC_ADDRESS", self.grpc_address.clone()),
             ("GUBER_HTTP_ADDRESS", self.http_address.clone()),
-            ("GUBER_ADVERTISE_ADDRESS", self.advertise_address().to_string()),
+            (
+                "GUBER_ADVERTISE_ADDRESS",
+                self.advertise_address().to_string(),
+            ),
             ("GUBER_CACHE_SIZE", self.cache_size.to_string()),
             ("GUBER_DATA_CENTER", self.data_center.clone()),
             (
@@ -153,7 +168,10 @@ impl ServerConfig {
             ("GUBER_DISABLE_BATCHING", self.disable_batching.to_string()),
             ("GUBER_GLOBAL_TIMEOUT", duration(self.global_timeout)),
             ("GUBER_GLOBAL_SYNC_WAIT", duration(self.global_sync_wait)),
-            ("GUBER_GLOBAL_BATCH_LIMIT", self.global_batch_limit.to_string()),
+            (
+                "GUBER_GLOBAL_BATCH_LIMIT",
+                self.global_batch_limit.to_string(),
+            ),
             ("GUBER_FORCE_GLOBAL", self.force_global.to_string()),
             ("GUBER_LOG_LEVEL", self.log_level.clone()),
             (
@@ -166,7 +184,10 @@ impl ServerConfig {
             ),
             ("GUBER_MAX_REQUEST_SIZE", self.max_request_size.to_string()),
             ("GUBER_MAX_KEY_LENGTH", self.max_key_length.to_string()),
-            ("GUBER_SHUTDOWN_DRAIN_DELAY", duration(self.shutdown_drain_delay)),
+            (
+                "GUBER_SHUTDOWN_DRAIN_DELAY",
+                duration(self.shutdown_drain_delay),
+            ),
             ("GUBER_SHUTDOWN_TIMEOUT", duration(self.shutdown_timeout)),
         ]
     }
@@ -260,7 +281,10 @@ pub fn describe_error(error: &clap::Error, command: &clap::Command) -> String {
     match (env, arg_name, value) {
         (Some(env), Some(flag), Some(value)) => format!(
             "invalid configuration: {env} (--{}) = '{value}': {}",
-            flag.trim_start_matches('-').split([' ', '=', '<']).next().unwrap_or_default(),
+            flag.trim_start_matches('-')
+                .split([' ', '=', '<'])
+                .next()
+                .unwrap_or_default(),
             reason.unwrap_or_default()
         ),
         _ => format!(
@@ -277,7 +301,29 @@ fn first_line(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-use std::error::Error as _;
+/// Parses a [`ServerConfig`] from flag-style arguments (without the program name), falling back to
+/// `GUBER_*` variables and defaults; for embedding and tests.
+pub fn server_config_from_args<I, S>(args: I) -> Result<ServerConfig, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    use clap::{FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        server: ServerConfig,
+    }
+    let command = <Wrapper as clap::CommandFactory>::command();
+    let all = std::iter::once("ringlimit".to_string()).chain(args.into_iter().map(Into::into));
+    command
+        .clone()
+        .try_get_matches_from(all)
+        .and_then(|matches| Wrapper::from_arg_matches(&matches))
+        .map(|wrapper| wrapper.server)
+        .map_err(|error| describe_error(&error, &command))
+}
 
 #[cfg(test)]
 mod tests {
@@ -320,7 +366,10 @@ mod tests {
     #[test]
     fn invalid_values_name_the_variable_on_one_line() {
         let error = parse(&["--cache-size", "lots"]).unwrap_err();
-        assert!(error.starts_with("invalid configuration: GUBER_CACHE_SIZE"), "{error}");
+        assert!(
+            error.starts_with("invalid configuration: GUBER_CACHE_SIZE"),
+            "{error}"
+        );
         assert!(!error.contains('\n'), "{error}");
         let error = parse(&["--batch-wait", "5 parsecs"]).unwrap_err();
         assert!(error.contains("GUBER_BATCH_WAIT"), "{error}");
@@ -335,7 +384,11 @@ mod tests {
         assert!(parse(&["--disable-batching"]).unwrap().disable_batching);
         assert!(parse(&["--disable-batching=t"]).unwrap().disable_batching);
         assert!(!parse(&["--force-global=FALSE"]).unwrap().force_global);
-        assert!(parse(&["--force-global=maybe"]).unwrap_err().contains("GUBER_FORCE_GLOBAL"));
+        assert!(
+            parse(&["--force-global=maybe"])
+                .unwrap_err()
+                .contains("GUBER_FORCE_GLOBAL")
+        );
     }
 
     #[test]
@@ -368,28 +421,4 @@ mod tests {
         );
         std::fs::remove_dir_all(dir).unwrap();
     }
-}
-
-/// Parses a [`ServerConfig`] from flag-style arguments (without the program name), falling back to
-/// `GUBER_*` variables and defaults; for embedding and tests.
-pub fn server_config_from_args<I, S>(args: I) -> Result<ServerConfig, String>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
-{
-    use clap::{FromArgMatches, Parser};
-
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        server: ServerConfig,
-    }
-    let command = <Wrapper as clap::CommandFactory>::command();
-    let all = std::iter::once("ringlimit".to_string()).chain(args.into_iter().map(Into::into));
-    command
-        .clone()
-        .try_get_matches_from(all)
-        .and_then(|matches| Wrapper::from_arg_matches(&matches))
-        .map(|wrapper| wrapper.server)
-        .map_err(|error| describe_error(&error, &command))
 }

@@ -168,7 +168,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
         .to_ascii_lowercase();
     let accepted = matches!(
         essence.as_str(),
-        "application/json" | "text/json" | "text/plain" | "application/x-www-form-urlencoded" | "*/*"
+        "application/json"
+            | "text/json"
+            | "text/plain"
+            | "application/x-www-form-urlencoded"
+            | "*/*"
     ) || essence.ends_with("+json");
     if accepted {
         Ok(())
@@ -223,11 +227,23 @@ mod tests {
     #[test]
     fn grpc_codes_map_like_grpc_gateway() {
         assert_eq!(http_status_for(Code::OutOfRange), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status_for(Code::InvalidArgument), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status_for(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            http_status_for(Code::InvalidArgument),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            http_status_for(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(http_status_for(Code::NotFound), StatusCode::NOT_FOUND);
-        assert_eq!(http_status_for(Code::Unimplemented), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(http_status_for(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            http_status_for(Code::Unimplemented),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(
+            http_status_for(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
     }
 
     #[test]

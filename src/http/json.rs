@@ -14,8 +14,8 @@
 //! field, so that every error can say which field of which list item was wrong; every
 //! [`JsonError`] is meant to be answered as gRPC `INVALID_ARGUMENT` (HTTP 400).
 //!
-//! Deliberate differences from grpc-gateway's input handling: an empty body is an error (the
-//! gateway reads it as `{}`), an unknown enum name is an error (`DiscardUnknown` silently reads it
+//! An empty body is read as `{}`, as grpc-gateway does. Deliberate differences from its input
+//! handling: an unknown enum name is an error (`DiscardUnknown` silently reads it
 //! as 0, which would turn a misspelt `LEAKY_BUCKET` into a token bucket), and a key repeated under
 //! the same name keeps its last value (protojson rejects it; serde_json cannot see it). Output
 //! never has the random space after commas that Go's protojson adds to discourage byte-exact
@@ -34,10 +34,6 @@ use crate::proto;
 /// `requests[3]: invalid value for field 'hits': expected an integer or a decimal string, got true`.
 #[derive(Debug, thiserror::Error)]
 pub enum JsonError {
-    /// The body is empty or only whitespace.
-    #[error("body is empty; expected a JSON object")]
-    EmptyBody,
-
     /// The body is not valid UTF-8, which JSON requires.
     #[error("body is not valid UTF-8 (invalid byte at offset {offset})")]
     NotUtf8 {
@@ -251,8 +247,9 @@ fn parse(body: &[u8]) -> Result<Value, JsonError> {
     let text = std::str::from_utf8(body).map_err(|err| JsonError::NotUtf8 {
         offset: err.valid_up_to(),
     })?;
+    // grpc-gateway ignores EOF on an empty body and decodes it as the empty message.
     if text.trim_ascii().is_empty() {
-        return Err(JsonError::EmptyBody);
+        return Ok(Value::Object(Map::new()));
     }
     serde_json::from_str(text).map_err(|err| {
         let (line, column) = (err.line(), err.column());
@@ -1119,11 +1116,11 @@ mod tests {
 
     #[test]
     fn rejects_empty_and_non_object_bodies() {
-        assert!(matches!(decode_req(""), Err(JsonError::EmptyBody)));
-        assert!(matches!(decode_req(" \n\t"), Err(JsonError::EmptyBody)));
+        // grpc-gateway decodes an empty body as the empty message.
+        assert_eq!(decode_req("").unwrap(), proto::GetRateLimitsReq::default());
         assert_eq!(
-            decode_req("").unwrap_err().to_string(),
-            "body is empty; expected a JSON object"
+            decode_req(" \n\t").unwrap(),
+            proto::GetRateLimitsReq::default()
         );
         for (body, got) in [
             ("[]", "an array"),

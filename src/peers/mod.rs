@@ -118,7 +118,10 @@ mod tests {
         list.replace(vec![peer("B", "")]);
         let health = list.health();
         assert_eq!(health.status, "unhealthy");
-        assert_eq!(health.message, "this instance is not found in the peer list");
+        assert_eq!(
+            health.message,
+            "this instance is not found in the peer list"
+        );
     }
 
     #[test]
