@@ -196,6 +196,18 @@ pub enum Next {
     Remove,
 }
 
+impl Next {
+    /// Applies this change to `slot`, the stored bucket of one key: what a store does with the
+    /// result of [`evaluate`] while it holds that key.
+    pub fn apply_to(self, slot: &mut Option<Bucket>) {
+        match self {
+            Next::Unchanged => {}
+            Next::Put(bucket) => *slot = Some(bucket),
+            Next::Remove => *slot = None,
+        }
+    }
+}
+
 /// The result of evaluating one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
@@ -224,6 +236,35 @@ pub fn evaluate(stored: Option<&Bucket>, request: &RateLimitRequest, now_ms: i64
                 _ => None,
             };
             leaky_bucket::evaluate(existing, request, now_ms)
+        }
+    }
+}
+
+/// Helpers shared by the algorithms' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Bucket, Decision, RateLimitRequest, Status};
+
+    /// A decision with the given fields.
+    pub fn answer(status: Status, limit: i64, remaining: i64, reset_time: i64) -> Decision {
+        Decision {
+            status,
+            limit,
+            remaining,
+            reset_time,
+        }
+    }
+
+    /// One key of a store, driven through the dispatcher so expiry filtering is exercised.
+    #[derive(Default)]
+    pub struct Key(pub Option<Bucket>);
+
+    impl Key {
+        /// Evaluates `request` at `now_ms` and applies the resulting change.
+        pub fn hit(&mut self, request: &RateLimitRequest, now_ms: i64) -> Decision {
+            let evaluation = super::evaluate(self.0.as_ref(), request, now_ms);
+            evaluation.next.apply_to(&mut self.0);
+            evaluation.decision
         }
     }
 }

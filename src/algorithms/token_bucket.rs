@@ -204,16 +204,6 @@ mod tests {
         }
     }
 
-    /// A decision with the given fields.
-    fn answer(status: Status, limit: i64, remaining: i64, reset_time: i64) -> Decision {
-        Decision {
-            status,
-            limit,
-            remaining,
-            reset_time,
-        }
-    }
-
     /// The token bucket that `next` stores.
     fn put(next: Next) -> TokenBucket {
         match next {
@@ -222,23 +212,7 @@ mod tests {
         }
     }
 
-    /// One key of a store, driven through the dispatcher so expiry filtering is exercised.
-    #[derive(Default)]
-    struct Key(Option<Bucket>);
-
-    impl Key {
-        /// Evaluates `request` at `now_ms` and applies the resulting change.
-        fn hit(&mut self, request: &RateLimitRequest, now_ms: i64) -> Decision {
-            let evaluation = crate::algorithms::evaluate(self.0.as_ref(), request, now_ms);
-            match evaluation.next {
-                Next::Unchanged => {}
-                Next::Put(bucket) => self.0 = Some(bucket),
-                Next::Remove => self.0 = None,
-            }
-            evaluation.decision
-        }
-    }
-
+    use crate::algorithms::test_support::{Key, answer};
     use Status::{OverLimit as O, UnderLimit as U};
 
     #[test]
