@@ -20,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::grpc::{PeersService, V1Service};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
+use crate::peers::discovery::{self, DiscoveryHandle};
 use crate::peers::{PeerInfo, PeerList};
 use crate::proto;
 use crate::request::InputLimits;
@@ -38,6 +39,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Peer discovery could not start.
+    #[error("peer discovery failed: {0}")]
+    Discovery(#[from] discovery::DiscoveryError),
     /// The reflection service could not load the descriptors (a build problem).
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -61,6 +65,7 @@ pub struct RunningServer {
     http_address: SocketAddr,
     node: Arc<Node>,
     health: HealthReporter,
+    discovery: DiscoveryHandle,
     stop: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -95,10 +100,12 @@ pub async fn start_with_clock(
         data_center: config.data_center.clone(),
     };
     let max_request_size = usize::try_from(config.max_request_size).unwrap_or(usize::MAX);
+    let peers = PeerList::single(me.clone());
+    let discovery = discovery::start(config, me, peers.clone()).await?;
     let node = Arc::new(Node::new(NodeOptions {
         cache_size: config.cache_size,
         clock,
-        peers: PeerList::single(me),
+        peers,
         metrics: Metrics::new(),
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
@@ -156,6 +163,7 @@ pub async fn start_with_clock(
         http_address,
         node,
         health,
+        discovery,
         stop,
         grpc_task,
         http_task,
@@ -187,10 +195,12 @@ impl RunningServer {
         self.shutdown().await
     }
 
-    /// Shuts down gracefully: report not-ready, keep answering for the drain delay, stop accepting
-    /// connections, and wait (at most the shutdown timeout) for in-flight calls to finish.
+    /// Shuts down gracefully: report not-ready, leave the cluster, keep answering for the drain
+    /// delay, stop accepting connections, and wait (at most the shutdown timeout) for in-flight calls
+    /// to finish.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.node.begin_shutdown();
+        self.discovery.leave().await;
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(service, ServingStatus::NotServing)

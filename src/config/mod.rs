@@ -17,6 +17,12 @@ use clap::{Args, ValueEnum};
 pub enum DiscoveryType {
     /// No discovery: a single node that owns every key.
     None,
+    /// A fixed list of peers from `GUBER_PEERS` (a ringlimit addition).
+    Static,
+    /// Registration and watch in etcd.
+    Etcd,
+    /// A/AAAA records of `GUBER_DNS_FQDN`, polled (a Kubernetes headless service).
+    Dns,
 }
 
 /// How log lines are written.
@@ -60,6 +66,73 @@ pub struct ServerConfig {
         default_value = "none"
     )]
     pub peer_discovery_type: DiscoveryType,
+
+    /// Peers for `static` discovery: comma-separated gRPC addresses (this node's own advertise
+    /// address may be included or not).
+    #[arg(long, env = "GUBER_PEERS", value_delimiter = ',', num_args = 0..)]
+    pub peers: Vec<String>,
+
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long,
+        env = "GUBER_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "localhost:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Prefix of the keys peers register under in etcd.
+    #[arg(
+        long,
+        env = "GUBER_ETCD_KEY_PREFIX",
+        default_value = "/gubernator-peers"
+    )]
+    pub etcd_key_prefix: String,
+
+    /// How long to wait for an etcd connection.
+    #[arg(long, env = "GUBER_ETCD_DIAL_TIMEOUT", default_value = "5s", value_parser = go_duration::parse)]
+    pub etcd_dial_timeout: Duration,
+
+    /// TTL of this node's etcd lease: a node that stops keeping it alive disappears after it.
+    #[arg(long, env = "GUBER_ETCD_LEASE_TTL", default_value = "30s", value_parser = go_duration::parse)]
+    pub etcd_lease_ttl: Duration,
+
+    /// etcd user name.
+    #[arg(long, env = "GUBER_ETCD_USER")]
+    pub etcd_user: Option<String>,
+
+    /// etcd password.
+    #[arg(long, env = "GUBER_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+
+    /// Client certificate (PEM) for etcd TLS.
+    #[arg(long, env = "GUBER_ETCD_TLS_CERT")]
+    pub etcd_tls_cert: Option<String>,
+
+    /// Client key (PEM) for etcd TLS.
+    #[arg(long, env = "GUBER_ETCD_TLS_KEY")]
+    pub etcd_tls_key: Option<String>,
+
+    /// CA certificate (PEM) that signs etcd's certificate.
+    #[arg(long, env = "GUBER_ETCD_TLS_CA")]
+    pub etcd_tls_ca: Option<String>,
+
+    /// Skip verification of etcd's certificate (testing only).
+    #[arg(long, env = "GUBER_ETCD_TLS_SKIP_VERIFY", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub etcd_tls_skip_verify: bool,
+
+    /// DNS name whose A/AAAA records are the peers, for `dns` discovery.
+    #[arg(long, env = "GUBER_DNS_FQDN")]
+    pub dns_fqdn: Option<String>,
+
+    /// How often `dns` discovery re-resolves the name.
+    #[arg(long, env = "GUBER_DNS_POLL_INTERVAL", default_value = "10s", value_parser = go_duration::parse)]
+    pub dns_poll_interval: Duration,
+
+    /// A node is unhealthy while a call to a peer failed within this window (Gubernator: 5m).
+    #[arg(long, env = "GUBER_PEER_FAILURE_WINDOW", default_value = "30s", value_parser = go_duration::parse)]
+    pub peer_failure_window: Duration,
 
     /// Timeout of one batched call to a peer (cluster only).
     #[arg(long, env = "GUBER_BATCH_TIMEOUT", default_value = "500ms", value_parser = go_duration::parse)]
@@ -162,6 +235,38 @@ impl ServerConfig {
                 "GUBER_PEER_DISCOVERY_TYPE",
                 format!("{:?}", self.peer_discovery_type).to_lowercase(),
             ),
+            ("GUBER_PEERS", self.peers.join(",")),
+            ("GUBER_ETCD_ENDPOINTS", self.etcd_endpoints.join(",")),
+            ("GUBER_ETCD_KEY_PREFIX", self.etcd_key_prefix.clone()),
+            ("GUBER_ETCD_DIAL_TIMEOUT", duration(self.etcd_dial_timeout)),
+            ("GUBER_ETCD_LEASE_TTL", duration(self.etcd_lease_ttl)),
+            (
+                "GUBER_ETCD_USER",
+                self.etcd_user.clone().unwrap_or_default(),
+            ),
+            ("GUBER_ETCD_PASSWORD", redact(self.etcd_password.as_deref())),
+            (
+                "GUBER_ETCD_TLS_CERT",
+                self.etcd_tls_cert.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_ETCD_TLS_KEY",
+                self.etcd_tls_key.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_ETCD_TLS_CA",
+                self.etcd_tls_ca.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_ETCD_TLS_SKIP_VERIFY",
+                self.etcd_tls_skip_verify.to_string(),
+            ),
+            ("GUBER_DNS_FQDN", self.dns_fqdn.clone().unwrap_or_default()),
+            ("GUBER_DNS_POLL_INTERVAL", duration(self.dns_poll_interval)),
+            (
+                "GUBER_PEER_FAILURE_WINDOW",
+                duration(self.peer_failure_window),
+            ),
             ("GUBER_BATCH_TIMEOUT", duration(self.batch_timeout)),
             ("GUBER_BATCH_WAIT", duration(self.batch_wait)),
             ("GUBER_BATCH_LIMIT", self.batch_limit.to_string()),
@@ -190,6 +295,14 @@ impl ServerConfig {
             ),
             ("GUBER_SHUTDOWN_TIMEOUT", duration(self.shutdown_timeout)),
         ]
+    }
+}
+
+/// `***` for a set secret, empty for an unset one: secrets never reach the logs.
+fn redact(secret: Option<&str>) -> String {
+    match secret {
+        Some(value) if !value.is_empty() => "***".into(),
+        _ => String::new(),
     }
 }
 
@@ -375,7 +488,7 @@ mod tests {
         assert!(error.contains("GUBER_BATCH_WAIT"), "{error}");
         let error = parse(&["--batch-limit", "1001"]).unwrap_err();
         assert!(error.contains("GUBER_BATCH_LIMIT"), "{error}");
-        let error = parse(&["--peer-discovery-type", "etcd"]).unwrap_err();
+        let error = parse(&["--peer-discovery-type", "carrier-pigeon"]).unwrap_err();
         assert!(error.contains("GUBER_PEER_DISCOVERY_TYPE"), "{error}");
     }
 

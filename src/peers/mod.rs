@@ -1,9 +1,15 @@
 //! The peers this node knows about: itself and, in a cluster, the other nodes.
 //!
-//! A single node's peer list holds only itself; discovery (static lists, etcd) replaces the list as
-//! membership changes. Health answers and routing read the current list.
+//! A single node's peer list holds only itself; discovery (static lists, etcd, DNS) replaces the list
+//! as membership changes, and every replacement rebuilds the consistent-hash [`Ring`] of the local
+//! data center's peers. Routing and health answers read one consistent [`Membership`] snapshot.
+
+pub mod discovery;
+pub mod ring;
 
 use std::sync::{Arc, RwLock};
+
+pub use ring::Ring;
 
 use crate::proto;
 
@@ -18,18 +24,46 @@ pub struct PeerInfo {
     pub data_center: String,
 }
 
+/// One consistent view of the cluster: the peers and the ring built from them.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// Every known peer, of every data center, sorted by gRPC address.
+    pub peers: Vec<PeerInfo>,
+    /// The ring of the local data center's peers.
+    pub ring: Ring,
+}
+
+impl Membership {
+    fn new(mut peers: Vec<PeerInfo>, data_center: &str) -> Self {
+        peers.sort_by(|a, b| a.grpc_address.cmp(&b.grpc_address));
+        peers.dedup_by(|a, b| a.grpc_address == b.grpc_address);
+        let local: Vec<PeerInfo> = peers
+            .iter()
+            .filter(|peer| peer.data_center == data_center)
+            .cloned()
+            .collect();
+        Self {
+            ring: Ring::new(&local),
+            peers,
+        }
+    }
+}
+
 /// The current membership, shared by every part of the node.
 #[derive(Debug, Clone)]
 pub struct PeerList {
     me: PeerInfo,
-    peers: Arc<RwLock<Arc<Vec<PeerInfo>>>>,
+    current: Arc<RwLock<Arc<Membership>>>,
 }
 
 impl PeerList {
     /// A list that holds only this node.
     pub fn single(me: PeerInfo) -> Self {
-        let peers = Arc::new(RwLock::new(Arc::new(vec![me.clone()])));
-        Self { me, peers }
+        let membership = Membership::new(vec![me.clone()], &me.data_center);
+        Self {
+            me,
+            current: Arc::new(RwLock::new(Arc::new(membership))),
+        }
     }
 
     /// This node.
@@ -37,27 +71,38 @@ impl PeerList {
         &self.me
     }
 
-    /// A snapshot of every known peer, this node included when it is registered.
-    pub fn snapshot(&self) -> Arc<Vec<PeerInfo>> {
-        match self.peers.read() {
-            Ok(peers) => Arc::clone(&peers),
+    /// The current membership snapshot.
+    pub fn membership(&self) -> Arc<Membership> {
+        match self.current.read() {
+            Ok(current) => Arc::clone(&current),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    /// Replaces the peer list.
-    pub fn replace(&self, peers: Vec<PeerInfo>) {
-        let peers = Arc::new(peers);
-        match self.peers.write() {
-            Ok(mut current) => *current = peers,
-            Err(poisoned) => *poisoned.into_inner() = peers,
+    /// A snapshot of every known peer, this node included when it is registered.
+    pub fn snapshot(&self) -> Vec<PeerInfo> {
+        self.membership().peers.clone()
+    }
+
+    /// Replaces the peer list and rebuilds the ring. Returns whether anything changed.
+    pub fn replace(&self, peers: Vec<PeerInfo>) -> bool {
+        let membership = Membership::new(peers, &self.me.data_center);
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if current.peers == membership.peers {
+            return false;
         }
+        *current = Arc::new(membership);
+        true
     }
 
     /// The health answer for this membership: healthy unless this node is missing from its own
     /// list.
     pub fn health(&self) -> proto::HealthCheckResp {
-        let peers = self.snapshot();
+        let membership = self.membership();
+        let peers = &membership.peers;
         let (local, region): (Vec<_>, Vec<_>) = peers
             .iter()
             .partition(|peer| peer.data_center == self.me.data_center);

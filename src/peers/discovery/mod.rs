@@ -1,0 +1,113 @@
+//! Peer discovery: how a node learns the cluster's membership and keeps its [`PeerList`] current.
+//!
+//! Each mechanism runs in the background and calls [`PeerList::replace`] whenever membership
+//! changes; the ring is rebuilt there. [`DiscoveryHandle::leave`] takes the node out of the cluster
+//! on graceful shutdown (for etcd: delete the key and revoke the lease) before draining.
+
+pub mod dns;
+pub mod etcd;
+
+use crate::config::{DiscoveryType, ServerConfig};
+
+use super::{PeerInfo, PeerList};
+
+/// Why discovery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The configuration is incomplete or inconsistent for the chosen mechanism.
+    #[error("{0}")]
+    Config(String),
+    /// etcd discovery failed to start.
+    #[error(transparent)]
+    Etcd(#[from] etcd::EtcdError),
+    /// DNS discovery failed to start.
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
+}
+
+/// A running discovery mechanism.
+pub enum DiscoveryHandle {
+    /// Nothing runs: the peer list was set once.
+    Fixed,
+    /// etcd registration and watch.
+    Etcd(etcd::EtcdDiscovery),
+    /// DNS polling.
+    Dns(dns::DnsDiscovery),
+}
+
+impl DiscoveryHandle {
+    /// Leaves the cluster (deregisters where that means something) and stops discovery.
+    pub async fn leave(self) {
+        match self {
+            DiscoveryHandle::Fixed => {}
+            DiscoveryHandle::Etcd(etcd) => etcd.leave().await,
+            DiscoveryHandle::Dns(dns) => dns.stop().await,
+        }
+    }
+}
+
+/// Starts the discovery that `config` asks for, keeping `peers` current. `me` is this node as peers
+/// should see it.
+pub async fn start(
+    config: &ServerConfig,
+    me: PeerInfo,
+    peers: PeerList,
+) -> Result<DiscoveryHandle, DiscoveryError> {
+    match config.peer_discovery_type {
+        DiscoveryType::None => Ok(DiscoveryHandle::Fixed),
+        DiscoveryType::Static => {
+            peers.replace(static_peers(&config.peers, &me)?);
+            Ok(DiscoveryHandle::Fixed)
+        }
+        DiscoveryType::Etcd => Ok(DiscoveryHandle::Etcd(
+            etcd::EtcdDiscovery::start(config, me, peers).await?,
+        )),
+        DiscoveryType::Dns => Ok(DiscoveryHandle::Dns(
+            dns::DnsDiscovery::start(config, me, peers).await?,
+        )),
+    }
+}
+
+/// The peers of a static list: every listed address in this node's data center, plus this node.
+pub fn static_peers(addresses: &[String], me: &PeerInfo) -> Result<Vec<PeerInfo>, DiscoveryError> {
+    let mut peers = vec![me.clone()];
+    for address in addresses.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        if !address.contains(':') {
+            return Err(DiscoveryError::Config(format!(
+                "GUBER_PEERS: '{address}' is not a host:port gRPC address"
+            )));
+        }
+        peers.push(PeerInfo {
+            grpc_address: address.to_string(),
+            http_address: String::new(),
+            data_center: me.data_center.clone(),
+        });
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> PeerInfo {
+        PeerInfo {
+            grpc_address: "a:1051".into(),
+            http_address: String::new(),
+            data_center: "dc".into(),
+        }
+    }
+
+    #[test]
+    fn static_peers_include_this_node_and_the_list() {
+        let peers = static_peers(&["b:1051".into(), " c:1051 ".into(), "".into()], &me()).unwrap();
+        let addresses: Vec<_> = peers.iter().map(|p| p.grpc_address.as_str()).collect();
+        assert_eq!(addresses, ["a:1051", "b:1051", "c:1051"]);
+        assert!(peers.iter().all(|p| p.data_center == "dc"));
+    }
+
+    #[test]
+    fn static_peers_need_ports() {
+        assert!(static_peers(&["b".into()], &me()).is_err());
+    }
+}
