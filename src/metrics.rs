@@ -29,6 +29,15 @@ pub struct Metrics {
     pub request_counts: IntCounterVec,
     /// `gubernator_grpc_request_duration{method}`: API call latency in seconds.
     pub request_duration: HistogramVec,
+    /// `ringlimit_forwarded_items_total{peer}`: items forwarded to their owner.
+    pub forwarded_items: IntCounterVec,
+    /// `ringlimit_peer_calls_total{peer}`: `GetPeerRateLimits` calls made (items / calls is the
+    /// batching ratio).
+    pub peer_calls: IntCounterVec,
+    /// `gubernator_batch_send_duration{peerAddr}`: latency of calls to a peer in seconds.
+    pub batch_send_duration: HistogramVec,
+    /// `gubernator_batch_send_retries{name}`: forwarded items retried after re-resolving the owner.
+    pub batch_send_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,6 +109,39 @@ impl Metrics {
                 &["method"],
             )
             .expect("valid metric"),
+            forwarded_items: IntCounterVec::new(
+                Opts::new(
+                    "ringlimit_forwarded_items_total",
+                    "Items forwarded to their owner, by peer.",
+                ),
+                &["peer"],
+            )
+            .expect("valid metric"),
+            peer_calls: IntCounterVec::new(
+                Opts::new(
+                    "ringlimit_peer_calls_total",
+                    "GetPeerRateLimits calls made, by peer.",
+                ),
+                &["peer"],
+            )
+            .expect("valid metric"),
+            batch_send_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "gubernator_batch_send_duration",
+                    "Latency of batched calls to a peer in seconds.",
+                )
+                .buckets(latency_buckets()),
+                &["peerAddr"],
+            )
+            .expect("valid metric"),
+            batch_send_retries: IntCounterVec::new(
+                Opts::new(
+                    "gubernator_batch_send_retries",
+                    "Forwarded items retried after re-resolving the owner.",
+                ),
+                &["name"],
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -107,7 +149,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
             Box::new(self.check_error_counter.clone()),
@@ -117,6 +159,10 @@ impl Metrics {
             Box::new(self.concurrent_checks.clone()),
             Box::new(self.request_counts.clone()),
             Box::new(self.request_duration.clone()),
+            Box::new(self.forwarded_items.clone()),
+            Box::new(self.peer_calls.clone()),
+            Box::new(self.batch_send_duration.clone()),
+            Box::new(self.batch_send_retries.clone()),
         ];
         for collector in collectors {
             // Names are unique constants; registration cannot fail for a fresh registry.
@@ -135,6 +181,14 @@ impl Metrics {
         }
         String::from_utf8(buffer).unwrap_or_default()
     }
+}
+
+/// Latency buckets in seconds, from 50 µs to 1 s.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0,
+    ]
 }
 
 impl Default for Metrics {

@@ -107,22 +107,13 @@ impl Default for InputLimits {
     }
 }
 
-/// A wire item that passed validation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidItem {
-    /// The limit's identity.
-    pub key: LimitKey,
-    /// What to evaluate.
-    pub request: RateLimitRequest,
-}
-
-/// Validates `item`, taking its name and key out of it. `now_ms` is the call's timestamp, used when
-/// the item carries no `created_at` (or 0).
+/// Validates `item` into the request the algorithms evaluate. `now_ms` is the call's timestamp,
+/// used when the item carries no `created_at` (or 0).
 pub fn validate(
-    item: &mut proto::RateLimitReq,
+    item: &proto::RateLimitReq,
     now_ms: i64,
     limits: InputLimits,
-) -> Result<ValidItem, ItemError> {
+) -> Result<RateLimitRequest, ItemError> {
     if item.unique_key.is_empty() {
         return Err(ItemError::EmptyUniqueKey);
     }
@@ -162,20 +153,14 @@ pub fn validate(
         _ => now_ms,
     };
 
-    Ok(ValidItem {
-        key: LimitKey {
-            name: std::mem::take(&mut item.name),
-            unique_key: std::mem::take(&mut item.unique_key),
-        },
-        request: RateLimitRequest {
-            hits: item.hits,
-            limit: item.limit,
-            duration,
-            algorithm,
-            behavior,
-            burst: item.burst,
-            created_at,
-        },
+    Ok(RateLimitRequest {
+        hits: item.hits,
+        limit: item.limit,
+        duration,
+        algorithm,
+        behavior,
+        burst: item.burst,
+        created_at,
     })
 }
 
@@ -205,8 +190,8 @@ mod tests {
         }
     }
 
-    fn check(mut req: proto::RateLimitReq) -> Result<ValidItem, ItemError> {
-        validate(&mut req, 5_000, InputLimits::default())
+    fn check(req: proto::RateLimitReq) -> Result<RateLimitRequest, ItemError> {
+        validate(&req, 5_000, InputLimits::default())
     }
 
     #[test]
@@ -225,8 +210,8 @@ mod tests {
 
     #[test]
     fn keys_do_not_collide_where_the_hash_key_does() {
-        let a = check(item("a_b", "c")).unwrap().key;
-        let b = check(item("a", "b_c")).unwrap().key;
+        let a = LimitKey::new("a_b", "c");
+        let b = LimitKey::new("a", "b_c");
         assert_ne!(a, b);
         assert_eq!(a.hash_key(), b.hash_key());
     }
@@ -289,7 +274,7 @@ mod tests {
         );
         req.duration = 3;
         assert_eq!(
-            check(req).unwrap().request.duration,
+            check(req).unwrap().duration,
             LimitDuration::Calendar(CalendarInterval::Week)
         );
     }
@@ -309,12 +294,12 @@ mod tests {
 
     #[test]
     fn created_at_defaults_to_the_call_time() {
-        assert_eq!(check(item("n", "k")).unwrap().request.created_at, 5_000);
+        assert_eq!(check(item("n", "k")).unwrap().created_at, 5_000);
         let mut req = item("n", "k");
         req.created_at = Some(0);
-        assert_eq!(check(req.clone()).unwrap().request.created_at, 5_000);
+        assert_eq!(check(req.clone()).unwrap().created_at, 5_000);
         req.created_at = Some(42);
-        assert_eq!(check(req).unwrap().request.created_at, 42);
+        assert_eq!(check(req).unwrap().created_at, 42);
     }
 
     #[test]
@@ -323,7 +308,7 @@ mod tests {
         req.behavior = 6;
         req.duration = 0;
         let valid = check(req).unwrap();
-        assert!(valid.request.behavior.contains(Behavior::GLOBAL));
+        assert!(valid.behavior.contains(Behavior::GLOBAL));
         assert!(
             valid
                 .request

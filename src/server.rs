@@ -15,11 +15,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::batching::{BatchConfig, BatchConfigError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
 use crate::grpc::{PeersService, V1Service};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
+use crate::peers::client::PeerClientOptions;
 use crate::peers::discovery::{self, DiscoveryHandle};
 use crate::peers::{PeerInfo, PeerList};
 use crate::proto;
@@ -39,6 +41,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The batching settings are inconsistent.
+    #[error("invalid batching configuration: {0}")]
+    Batching(#[from] BatchConfigError),
     /// Peer discovery could not start.
     #[error("peer discovery failed: {0}")]
     Discovery(#[from] discovery::DiscoveryError),
@@ -106,6 +111,12 @@ pub async fn start_with_clock(
         cache_size: config.cache_size,
         clock,
         peers,
+        peer_clients: PeerClientOptions {
+            batch: batch_config(config)?,
+            timeout: config.batch_timeout,
+            max_message_size: max_request_size,
+        },
+        peer_failure_window: config.peer_failure_window,
         metrics: Metrics::new(),
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
@@ -225,6 +236,20 @@ impl RunningServer {
             Err(_) => Err(ServerError::ShutdownTimeout(self.shutdown_timeout)),
         }
     }
+}
+
+/// The batching policy of forwarded items, from `GUBER_BATCH_*` and `GUBER_DISABLE_BATCHING`.
+fn batch_config(config: &ServerConfig) -> Result<BatchConfig, BatchConfigError> {
+    let limit = usize::try_from(config.batch_limit).unwrap_or(usize::MAX);
+    let batch = BatchConfig {
+        wait: config.batch_wait,
+        limit,
+        disabled: config.disable_batching,
+        max_queue: limit.saturating_mul(10),
+        ..BatchConfig::default()
+    };
+    batch.validate()?;
+    Ok(batch)
 }
 
 async fn bind(address: &str) -> Result<TcpListener, ServerError> {

@@ -66,7 +66,10 @@
 //! Waking early or late is harmless: [`PeerQueue::on_timer`] sends only what is due.
 //! When the peer leaves the cluster, [`PeerQueue::drain`] hands back whatever is still queued.
 
+pub mod driver;
 mod policy;
+
+pub use driver::{ForwardError, PeerBatcher, PeerCallMetrics};
 
 pub use policy::{
     Batch, BatchConfig, BatchConfigError, CallToken, MAX_BATCH_LIMIT, PeerQueue, Push,

@@ -4,7 +4,9 @@
 //! as membership changes, and every replacement rebuilds the consistent-hash [`Ring`] of the local
 //! data center's peers. Routing and health answers read one consistent [`Membership`] snapshot.
 
+pub mod client;
 pub mod discovery;
+pub mod failures;
 pub mod ring;
 
 use std::sync::{Arc, RwLock};

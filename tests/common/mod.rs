@@ -161,3 +161,73 @@ pub async fn channel(address: impl std::fmt::Display) -> Channel {
         .await
         .expect("gRPC connects")
 }
+
+/// Nodes on loopback that know each other as peers (membership set directly, as a static list
+/// would, without waiting for discovery).
+pub struct Cluster {
+    pub nodes: Vec<RunningServer>,
+}
+
+impl Cluster {
+    /// Starts `size` nodes with `extra` flags and makes them one cluster.
+    pub async fn start(size: usize, extra: &[&str]) -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..size {
+            nodes.push(start_node(extra).await);
+        }
+        let cluster = Self { nodes };
+        cluster.set_membership(&(0..size).collect::<Vec<_>>());
+        cluster
+    }
+
+    /// Sets every running node's peer list to the nodes at `indexes`.
+    pub fn set_membership(&self, indexes: &[usize]) {
+        let peers: Vec<ringlimit::peers::PeerInfo> = indexes
+            .iter()
+            .map(|&index| self.nodes[index].node().peers().me().clone())
+            .collect();
+        for node in &self.nodes {
+            node.node().peers().replace(peers.clone());
+        }
+    }
+
+    /// The gRPC address of node `index`.
+    pub fn address(&self, index: usize) -> String {
+        self.nodes[index].grpc_address().to_string()
+    }
+
+    /// The index of the node that owns `name`/`key`.
+    pub fn owner_of(&self, name: &str, key: &str) -> usize {
+        let membership = self.nodes[0].node().peers().membership();
+        let owner = membership
+            .ring
+            .owner(&format!("{name}_{key}"))
+            .expect("the ring has peers")
+            .grpc_address
+            .clone();
+        (0..self.nodes.len())
+            .find(|&index| self.address(index) == owner)
+            .expect("the owner is a node of the cluster")
+    }
+
+    /// Shuts every node down.
+    pub async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// The value of the counter `name` with labels `labels` (e.g. `peer="…"`) summed over every
+/// matching line of a Prometheus text scrape.
+pub fn metric_sum(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,259 @@
+//! The async driver of one peer's [`PeerQueue`]: a task that turns queued items into
+//! `GetPeerRateLimits` calls and routes each answer back to the caller that is waiting for it.
+//!
+//! Callers never touch the queue: they send a [`Forward`] over a channel and await a oneshot
+//! answer. The task owns the queue and reacts to three events (an item arrives, the batch timer
+//! fires, a call finishes), each time asking the pure policy what to send. Every call is bounded by
+//! the batch timeout; a failed call fails each of its items with the same [`ForwardError`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{Histogram, IntCounter};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use super::{Batch, BatchConfig, BatchConfigError, CallToken, PeerQueue, Push};
+use crate::proto::{self, peers_v1_client::PeersV1Client};
+
+/// Why a forwarded item got no answer from its owner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// The peer call did not finish within the batch timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The peer could not be reached.
+    #[error("peer unavailable: {0}")]
+    Unavailable(String),
+    /// The peer answered the call with an error status.
+    #[error("peer answered {code:?}: {message}")]
+    Status {
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The peer's message.
+        message: String,
+    },
+    /// The peer answered a different number of items than it was sent.
+    #[error("peer answered {answered} items for {sent} requests")]
+    Mismatch {
+        /// Items sent.
+        sent: usize,
+        /// Answers received.
+        answered: usize,
+    },
+    /// Too many items are already waiting for this peer.
+    #[error("too many items are waiting for this peer")]
+    QueueFull,
+    /// The peer left the cluster (its queue was closed) before the item was sent.
+    #[error("the peer left the cluster")]
+    Closed,
+}
+
+impl ForwardError {
+    /// Whether the owner may have moved or recovered, so re-resolving it and retrying once makes
+    /// sense (timeouts, unreachable peers, peers that left).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::Timeout(_) | ForwardError::Unavailable(_) | ForwardError::Closed
+        )
+    }
+}
+
+/// One item on its way to the owner, with where its answer goes.
+pub struct Forward {
+    item: proto::RateLimitReq,
+    reply: oneshot::Sender<Result<proto::RateLimitResp, ForwardError>>,
+}
+
+/// Counters and timings of one peer's calls.
+#[derive(Clone)]
+pub struct PeerCallMetrics {
+    /// Items forwarded to the peer.
+    pub items: IntCounter,
+    /// Calls made to the peer (the batching ratio is items / calls).
+    pub calls: IntCounter,
+    /// Latency of each call, in seconds.
+    pub duration: Histogram,
+}
+
+/// The sending side of one peer's batching task. Cloning shares the task; dropping the last
+/// clone lets the task finish what is queued and stop.
+#[derive(Clone)]
+pub struct PeerBatcher {
+    sender: mpsc::Sender<(Forward, bool)>,
+}
+
+impl PeerBatcher {
+    /// Starts the batching task for the peer behind `client`.
+    pub fn spawn(
+        client: PeersV1Client<Channel>,
+        config: BatchConfig,
+        timeout: Duration,
+        metrics: PeerCallMetrics,
+    ) -> Result<Self, BatchConfigError> {
+        let queue = PeerQueue::new(config)?;
+        // The channel only hands items to the task; the queue's own bound refuses the excess.
+        let (sender, receiver) = mpsc::channel(queue.config().max_queue.max(1));
+        let caller = PeerCaller {
+            client,
+            timeout,
+            metrics: Arc::new(metrics),
+        };
+        tokio::spawn(run(queue, receiver, caller));
+        Ok(Self { sender })
+    }
+
+    /// Sends `item` to the owner (batched unless `no_batching`) and waits for its answer.
+    pub async fn forward(
+        &self,
+        item: proto::RateLimitReq,
+        no_batching: bool,
+    ) -> Result<proto::RateLimitResp, ForwardError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .try_send((Forward { item, reply }, no_batching))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => ForwardError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => ForwardError::Closed,
+            })?;
+        answer.await.unwrap_or(Err(ForwardError::Closed))
+    }
+}
+
+/// Makes the actual `GetPeerRateLimits` calls.
+#[derive(Clone)]
+struct PeerCaller {
+    client: PeersV1Client<Channel>,
+    timeout: Duration,
+    metrics: Arc<PeerCallMetrics>,
+}
+
+impl PeerCaller {
+    /// Sends `forwards` in one call and answers each in order.
+    async fn call(self, forwards: Vec<Forward>) {
+        let (items, replies): (Vec<_>, Vec<_>) = forwards
+            .into_iter()
+            .map(|forward| (forward.item, forward.reply))
+            .unzip();
+        let sent = items.len();
+        self.metrics.calls.inc();
+        self.metrics.items.inc_by(sent as u64);
+        let started = Instant::now();
+        let mut client = self.client;
+        let call = client.get_peer_rate_limits(proto::GetPeerRateLimitsReq { requests: items });
+        let outcome = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(ForwardError::Timeout(self.timeout)),
+            Ok(Err(status)) => Err(status_error(status)),
+            Ok(Ok(response)) => {
+                let answers = response.into_inner().rate_limits;
+                if answers.len() == sent {
+                    Ok(answers)
+                } else {
+                    Err(ForwardError::Mismatch {
+                        sent,
+                        answered: answers.len(),
+                    })
+                }
+            }
+        };
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    // A caller that gave up no longer listens; nothing to do.
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn status_error(status: tonic::Status) -> ForwardError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => {
+            ForwardError::Unavailable(status.message().to_string())
+        }
+        tonic::Code::DeadlineExceeded => ForwardError::Unavailable(status.message().to_string()),
+        code => ForwardError::Status {
+            code,
+            message: status.message().to_string(),
+        },
+    }
+}
+
+/// The batching task: owns the queue until every sender is gone and every call has finished.
+async fn run(
+    mut queue: PeerQueue<Forward>,
+    mut receiver: mpsc::Receiver<(Forward, bool)>,
+    caller: PeerCaller,
+) {
+    let mut in_flight: JoinSet<CallToken> = JoinSet::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() || !queue.is_empty() {
+        let deadline = queue.next_deadline();
+        tokio::select! {
+            received = receiver.recv(), if open => match received {
+                Some((forward, no_batching)) => {
+                    match queue.push(forward, no_batching, Instant::now()) {
+                        Push::Send(batch) => start(&mut in_flight, &caller, batch),
+                        Push::SendAlone(forward) => {
+                            tokio::spawn(caller.clone().call(vec![forward]));
+                        }
+                        Push::Refused(forward) => {
+                            let _ = forward.reply.send(Err(ForwardError::QueueFull));
+                        }
+                        Push::Queued { .. } => {}
+                    }
+                }
+                None => open = false,
+            },
+            Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
+                // A call task cannot panic; if it somehow did, its slot stays taken rather than
+                // corrupting the count.
+                if let Ok(token) = finished
+                    && let Some(batch) = queue.on_call_finished(token, Instant::now())
+                {
+                    start(&mut in_flight, &caller, batch);
+                }
+            },
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if let Some(batch) = queue.on_timer(Instant::now()) {
+                    start(&mut in_flight, &caller, batch);
+                }
+            },
+            else => {
+                // Closed, nothing in flight, and the queue can only move on a timer or a free
+                // slot that will never come: answer what is left.
+                for forward in queue.drain() {
+                    let _ = forward.reply.send(Err(ForwardError::Closed));
+                }
+                break;
+            }
+        }
+    }
+}
+
+fn start(in_flight: &mut JoinSet<CallToken>, caller: &PeerCaller, batch: Batch<Forward>) {
+    let Batch { items, call } = batch;
+    let caller = caller.clone();
+    in_flight.spawn(async move {
+        caller.call(items).await;
+        call
+    });
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
