@@ -309,11 +309,6 @@ mod tests {
         req.duration = 0;
         let valid = check(req).unwrap();
         assert!(valid.behavior.contains(Behavior::GLOBAL));
-        assert!(
-            valid
-                .request
-                .behavior
-                .contains(Behavior::DURATION_IS_GREGORIAN)
-        );
+        assert!(valid.behavior.contains(Behavior::DURATION_IS_GREGORIAN));
     }
 }
