@@ -293,3 +293,52 @@ async fn peer_calls_are_answered_even_when_rings_disagree() {
     assert!(answer.metadata.is_empty());
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn static_discovery_forms_a_cluster_from_guber_peers() {
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .map(|address| address.port())
+                .expect("a free port")
+        })
+        .collect();
+    let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+    let peers = format!("--peers={}", addresses.join(","));
+    let mut nodes = Vec::new();
+    for address in &addresses {
+        let config = ringlimit::config::server_config_from_args([
+            format!("--grpc-address={address}"),
+            "--http-address=127.0.0.1:0".to_string(),
+            "--peer-discovery-type=static".to_string(),
+            peers.clone(),
+        ])
+        .expect("valid configuration");
+        nodes.push(ringlimit::server::start(&config).await.expect("node starts"));
+    }
+    for node in &nodes {
+        let listed: Vec<String> = node
+            .node()
+            .peers()
+            .snapshot()
+            .into_iter()
+            .map(|peer| peer.grpc_address)
+            .collect();
+        let mut expected = addresses.clone();
+        expected.sort();
+        assert_eq!(listed, expected);
+        let health = node.node().health_check().expect("healthy");
+        assert_eq!(health.peer_count, 3);
+    }
+    // One key, hit once through each node, is counted once by its owner.
+    for node in &nodes {
+        let mut client = grpc_client(node).await;
+        one(&mut client, token("static", 1, 10, 60_000)).await;
+    }
+    let mut client = grpc_client(&nodes[0]).await;
+    assert_eq!(one(&mut client, token("static", 0, 10, 60_000)).await.remaining, 7);
+    for node in nodes {
+        node.shutdown().await.expect("clean shutdown");
+    }
+}
