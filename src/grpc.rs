@@ -125,12 +125,13 @@ impl PeersV1 for PeersService {
 
     async fn update_peer_globals(
         &self,
-        _request: Request<proto::UpdatePeerGlobalsReq>,
+        request: Request<proto::UpdatePeerGlobalsReq>,
     ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
-        // GLOBAL replication between peers is not built yet; a single node never receives this.
-        Err(Status::unimplemented(
-            "UpdatePeerGlobals: GLOBAL replication between peers is not supported by this version",
-        ))
+        let started = Instant::now();
+        self.node
+            .update_peer_globals(request.into_inner().globals);
+        observe::<(), ()>(&self.node, method::UPDATE_PEER_GLOBALS, started, &Ok(()));
+        Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
     }
 }
 

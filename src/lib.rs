@@ -16,6 +16,7 @@ pub mod batching;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod global;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

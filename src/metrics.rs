@@ -3,8 +3,8 @@
 //! One [`Metrics`] value owns a registry; the node records into it and `GET /metrics` renders it.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// The node's metrics and the registry they are served from.
@@ -38,6 +38,23 @@ pub struct Metrics {
     pub batch_send_duration: HistogramVec,
     /// `gubernator_batch_send_retries{name}`: forwarded items retried after re-resolving the owner.
     pub batch_send_retries: IntCounterVec,
+    /// `gubernator_global_send_duration`: seconds to send owed GLOBAL hits to their owners.
+    pub global_send_duration: Histogram,
+    /// `gubernator_global_send_errors`: failed calls sending GLOBAL hits (the hits are retried).
+    pub global_send_errors: IntCounter,
+    /// `gubernator_global_send_queue_length`: limits with GLOBAL hits waiting for their owner.
+    pub global_send_queue_length: IntGauge,
+    /// `gubernator_global_queue_length`: GLOBAL limits waiting to be broadcast.
+    pub global_queue_length: IntGauge,
+    /// `gubernator_broadcast_duration`: seconds to broadcast GLOBAL state to the peers.
+    pub broadcast_duration: Histogram,
+    /// `gubernator_broadcast_errors`: failed broadcast calls (the state is resent).
+    pub broadcast_errors: IntCounter,
+    /// `gubernator_updatepeerglobals_counter`: GLOBAL states received from owners.
+    pub updatepeerglobals_counter: IntCounter,
+    /// `ringlimit_global_hits_dropped_total`: limits whose owed GLOBAL hits were dropped because
+    /// the retry queue was full.
+    pub global_hits_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -142,6 +159,52 @@ impl Metrics {
                 &["name"],
             )
             .expect("valid metric"),
+            global_send_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "gubernator_global_send_duration",
+                    "Seconds to send owed GLOBAL hits to their owners.",
+                )
+                .buckets(latency_buckets()),
+            )
+            .expect("valid metric"),
+            global_send_errors: IntCounter::new(
+                "gubernator_global_send_errors",
+                "Failed calls sending GLOBAL hits to owners.",
+            )
+            .expect("valid metric"),
+            global_send_queue_length: IntGauge::new(
+                "gubernator_global_send_queue_length",
+                "Limits with GLOBAL hits waiting for their owner.",
+            )
+            .expect("valid metric"),
+            global_queue_length: IntGauge::new(
+                "gubernator_global_queue_length",
+                "GLOBAL limits waiting to be broadcast.",
+            )
+            .expect("valid metric"),
+            broadcast_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "gubernator_broadcast_duration",
+                    "Seconds to broadcast GLOBAL state to the peers.",
+                )
+                .buckets(latency_buckets()),
+            )
+            .expect("valid metric"),
+            broadcast_errors: IntCounter::new(
+                "gubernator_broadcast_errors",
+                "Failed GLOBAL broadcast calls.",
+            )
+            .expect("valid metric"),
+            updatepeerglobals_counter: IntCounter::new(
+                "gubernator_updatepeerglobals_counter",
+                "GLOBAL states received from owners.",
+            )
+            .expect("valid metric"),
+            global_hits_dropped: IntCounter::new(
+                "ringlimit_global_hits_dropped_total",
+                "Limits whose owed GLOBAL hits were dropped because the retry queue was full.",
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -149,7 +212,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
             Box::new(self.check_error_counter.clone()),
@@ -163,6 +226,14 @@ impl Metrics {
             Box::new(self.peer_calls.clone()),
             Box::new(self.batch_send_duration.clone()),
             Box::new(self.batch_send_retries.clone()),
+            Box::new(self.global_send_duration.clone()),
+            Box::new(self.global_send_errors.clone()),
+            Box::new(self.global_send_queue_length.clone()),
+            Box::new(self.global_queue_length.clone()),
+            Box::new(self.broadcast_duration.clone()),
+            Box::new(self.broadcast_errors.clone()),
+            Box::new(self.updatepeerglobals_counter.clone()),
+            Box::new(self.global_hits_dropped.clone()),
         ];
         for collector in collectors {
             // Names are unique constants; registration cannot fail for a fresh registry.

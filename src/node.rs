@@ -17,6 +17,8 @@ use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
 use crate::batching::ForwardError;
 use crate::clock::Clock;
 use crate::error::{CallError, MAX_BATCH_SIZE};
+use crate::global::pending::Added;
+use crate::global::{GlobalOptions, GlobalState, replica};
 use crate::metrics::Metrics;
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::failures::PeerFailures;
@@ -34,6 +36,7 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     peers: PeerList,
     clients: PeerClients,
+    global: GlobalState,
     failures: PeerFailures,
     metrics: Metrics,
     limits: InputLimits,
@@ -52,6 +55,8 @@ pub struct NodeOptions {
     pub peer_clients: PeerClientOptions,
     /// How long a failed peer call keeps this node unhealthy.
     pub peer_failure_window: Duration,
+    /// How GLOBAL limits are reconciled.
+    pub global: GlobalOptions,
     /// Where to record metrics.
     pub metrics: Metrics,
     /// Limits on item fields.
@@ -80,6 +85,7 @@ impl Node {
             clock: options.clock,
             peers: options.peers,
             clients: PeerClients::new(options.peer_clients, options.metrics.clone()),
+            global: GlobalState::new(options.global),
             failures: PeerFailures::new(options.peer_failure_window),
             metrics: options.metrics,
             limits: options.limits,
@@ -101,6 +107,9 @@ impl Node {
         let mut responses = vec![proto::RateLimitResp::default(); items.len()];
         let mut forwarded = Vec::new();
         for (index, mut item) in items.into_iter().enumerate() {
+            if self.global.options().force {
+                item.behavior |= Behavior::GLOBAL.bits();
+            }
             let request = match request::validate(&item, now_ms, self.limits) {
                 Ok(request) => request,
                 Err(error) => {
@@ -108,15 +117,27 @@ impl Node {
                     continue;
                 }
             };
+            let global = request.behavior.contains(Behavior::GLOBAL);
             match self.route(&membership, &item) {
+                Route::Local if global => {
+                    responses[index] = self.evaluate_global_as_owner(item, &request);
+                }
                 Route::Local => responses[index] = self.evaluate_local(item, &request),
                 Route::Owner(owner) => {
                     // The owner must see the same timestamp as every other item of this call.
                     item.created_at = Some(request.created_at);
-                    let no_batching = request.behavior.contains(Behavior::NO_BATCHING);
-                    forwarded.push(async move {
-                        (index, self.forward(item, request, no_batching, owner).await)
-                    });
+                    if global {
+                        let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
+                        if self.store.get(&key).is_some() {
+                            responses[index] =
+                                self.evaluate_global_copy(key, item, &request, owner);
+                            continue;
+                        }
+                        // No copy yet: ask the owner once rather than start from a full bucket.
+                        forwarded.push(self.forward_item(index, item, request, owner, Some(key)));
+                    } else {
+                        forwarded.push(self.forward_item(index, item, request, owner, None));
+                    }
                 }
             }
         }
@@ -139,10 +160,141 @@ impl Node {
         Ok(items
             .into_iter()
             .map(|item| match request::validate(&item, now_ms, self.limits) {
+                Ok(request) if request.behavior.contains(Behavior::GLOBAL) => {
+                    self.evaluate_global_as_owner(item, &request)
+                }
                 Ok(request) => self.evaluate_local(item, &request),
                 Err(error) => self.item_error(error),
             })
             .collect())
+    }
+
+    /// Answers `UpdatePeerGlobals`: overwrites this node's copies of GLOBAL limits with the
+    /// owner's state.
+    pub fn update_peer_globals(&self, globals: Vec<proto::UpdatePeerGlobal>) {
+        let now_ms = self.clock.now_ms();
+        for update in globals {
+            self.metrics.updatepeerglobals_counter.inc();
+            let Some(key) = self.key_of_update(&update) else {
+                continue;
+            };
+            let existing = self.store.get(&key);
+            if let Some(bucket) = replica::from_update(&update, existing.as_ref(), now_ms) {
+                self.store.put(key, bucket);
+            }
+        }
+    }
+
+    /// The limit an update is for: exact when a ringlimit owner names it; for a Gubernator owner,
+    /// the copy this node holds whose `name_unique_key` is the update's key (a node without a
+    /// copy has nothing to overwrite, and fetches the state from the owner on first use).
+    fn key_of_update(&self, update: &proto::UpdatePeerGlobal) -> Option<LimitKey> {
+        if let Some(name) = replica::carried_name(update) {
+            let unique_key = update.key.strip_prefix(name)?.strip_prefix('_')?;
+            return Some(LimitKey::new(name, unique_key));
+        }
+        update
+            .key
+            .match_indices('_')
+            .map(|(at, _)| LimitKey::new(&update.key[..at], &update.key[at + 1..]))
+            .find(|key| self.store.get(key).is_some())
+    }
+
+    /// Evaluates a GLOBAL item this node owns, and queues the new state for broadcast when it
+    /// changed.
+    fn evaluate_global_as_owner(
+        &self,
+        item: proto::RateLimitReq,
+        request: &RateLimitRequest,
+    ) -> proto::RateLimitResp {
+        let changes = request.hits != 0 || request.behavior.contains(Behavior::RESET_REMAINING);
+        let key = changes.then(|| LimitKey::new(item.name.clone(), item.unique_key.clone()));
+        let response = self.evaluate_local(item, request);
+        if let Some(key) = key {
+            self.queue_broadcast(key);
+        }
+        response
+    }
+
+    /// Evaluates a GLOBAL item against this non-owner's copy, answers at once, and queues the hits
+    /// the owner is owed.
+    fn evaluate_global_copy(
+        &self,
+        key: LimitKey,
+        item: proto::RateLimitReq,
+        request: &RateLimitRequest,
+        owner: String,
+    ) -> proto::RateLimitResp {
+        let applied = self.store.apply(key.clone(), request);
+        self.record_decision("global", applied.decision);
+        if request.hits != 0 || request.behavior.contains(Behavior::RESET_REMAINING) {
+            if self.global.queue_hits(key, item) == Added::Dropped {
+                self.metrics.global_hits_dropped.inc();
+            }
+            self.metrics
+                .global_send_queue_length
+                .set(i64::try_from(self.global.pending_len()).unwrap_or(i64::MAX));
+        }
+        let mut response = decision_response(applied.decision);
+        response
+            .metadata
+            .insert(OWNER_METADATA_KEY.to_string(), owner);
+        response
+    }
+
+    fn queue_broadcast(&self, key: LimitKey) {
+        if !self.global.queue_broadcast(key) {
+            tracing::warn!("GLOBAL broadcast queue is full; a state change will not be broadcast");
+        }
+        self.metrics
+            .global_queue_length
+            .set(i64::try_from(self.global.broadcast_len()).unwrap_or(i64::MAX));
+    }
+
+    /// The gRPC address of the owner of `item`'s limit, or `None` when this node owns it.
+    pub fn owner_address(&self, item: &proto::RateLimitReq) -> Option<String> {
+        match self.route(&self.peers.membership(), item) {
+            Route::Local => None,
+            Route::Owner(owner) => Some(owner),
+        }
+    }
+
+    /// Applies GLOBAL hits owed to the owner when this node has become the owner itself.
+    pub fn apply_owed_hits(&self, entries: Vec<(LimitKey, proto::RateLimitReq)>) {
+        let now_ms = self.clock.now_ms();
+        for (_, item) in entries {
+            if let Ok(request) = request::validate(&item, now_ms, self.limits) {
+                self.evaluate_global_as_owner(item, &request);
+            }
+        }
+    }
+
+    /// Overwrites this node's copies with the owner's answers to the hits it was sent.
+    pub fn install_owner_answers(
+        &self,
+        entries: &[(LimitKey, proto::RateLimitReq)],
+        answers: &[proto::RateLimitResp],
+    ) {
+        let now_ms = self.clock.now_ms();
+        for ((key, item), answer) in entries.iter().zip(answers) {
+            if !answer.error.is_empty() {
+                continue;
+            }
+            if let Ok(request) = request::validate(item, now_ms, self.limits) {
+                self.store
+                    .put(key.clone(), replica::from_answer(answer, &request));
+            }
+        }
+    }
+
+    /// This node's GLOBAL queues.
+    pub fn global(&self) -> &GlobalState {
+        &self.global
+    }
+
+    /// This node's clients of its peers.
+    pub fn peer_clients(&self) -> &PeerClients {
+        &self.clients
     }
 
     fn route(&self, membership: &Membership, item: &proto::RateLimitReq) -> Route {
@@ -172,6 +324,26 @@ impl Node {
             .with_label_values(&[if applied.hit { "hit" } else { "miss" }])
             .inc();
         decision_response(applied.decision)
+    }
+
+    /// Forwards the item at `index` of a call to `owner`; for a GLOBAL limit (`copy_as`), keeps
+    /// the owner's answer as this node's copy.
+    async fn forward_item(
+        &self,
+        index: usize,
+        item: proto::RateLimitReq,
+        request: RateLimitRequest,
+        owner: String,
+        copy_as: Option<LimitKey>,
+    ) -> (usize, proto::RateLimitResp) {
+        let no_batching = request.behavior.contains(Behavior::NO_BATCHING);
+        let answer = self.forward(item, request, no_batching, owner).await;
+        if let Some(key) = copy_as
+            && answer.error.is_empty()
+        {
+            self.store.put(key, replica::from_answer(&answer, &request));
+        }
+        (index, answer)
     }
 
     /// Forwards one item to `owner`; on a timeout or an unreachable owner, re-resolves the owner

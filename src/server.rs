@@ -18,6 +18,7 @@ use tonic_health::server::HealthReporter;
 use crate::batching::{BatchConfig, BatchConfigError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
+use crate::global::{self, GlobalOptions};
 use crate::grpc::{PeersService, V1Service};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
@@ -74,6 +75,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
+    global_task: JoinHandle<()>,
     drain_delay: Duration,
     shutdown_timeout: Duration,
 }
@@ -117,6 +119,13 @@ pub async fn start_with_clock(
             max_message_size: max_request_size,
         },
         peer_failure_window: config.peer_failure_window,
+        global: GlobalOptions {
+            sync_wait: config.global_sync_wait,
+            timeout: config.global_timeout,
+            batch_limit: usize::try_from(config.global_batch_limit).unwrap_or(1000),
+            force: config.force_global,
+            ..GlobalOptions::default()
+        },
         metrics: Metrics::new(),
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
@@ -161,6 +170,8 @@ pub async fn start_with_clock(
         wait_for_stop(stopped.clone()),
     ));
 
+    let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
+
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
@@ -178,6 +189,7 @@ pub async fn start_with_clock(
         stop,
         grpc_task,
         http_task,
+        global_task,
         drain_delay: config.shutdown_drain_delay,
         shutdown_timeout: config.shutdown_timeout,
     })
@@ -223,7 +235,9 @@ impl RunningServer {
         // Receivers may all be gone if both servers already stopped; that is fine.
         let _ = self.stop.send(true);
         let servers = async {
-            let (grpc, http) = tokio::join!(self.grpc_task, self.http_task);
+            let (grpc, http, global) =
+                tokio::join!(self.grpc_task, self.http_task, self.global_task);
+            global?;
             grpc??;
             http?.map_err(ServerError::Http)?;
             Ok::<(), ServerError>(())

@@ -177,6 +177,12 @@ impl PeerCaller {
     }
 }
 
+impl From<tonic::Status> for ForwardError {
+    fn from(status: tonic::Status) -> Self {
+        status_error(status)
+    }
+}
+
 fn status_error(status: tonic::Status) -> ForwardError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Cancelled => {

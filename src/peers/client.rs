@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
 use crate::metrics::Metrics;
@@ -26,7 +26,14 @@ pub struct PeerClientOptions {
 pub struct PeerClients {
     options: PeerClientOptions,
     metrics: Metrics,
-    clients: RwLock<HashMap<String, PeerBatcher>>,
+    clients: RwLock<HashMap<String, PeerClient>>,
+}
+
+/// One peer's connection: direct calls, and the batching task for forwarded items.
+#[derive(Clone)]
+struct PeerClient {
+    grpc: PeersV1Client<Channel>,
+    batcher: PeerBatcher,
 }
 
 impl PeerClients {
@@ -46,8 +53,50 @@ impl PeerClients {
         item: proto::RateLimitReq,
         no_batching: bool,
     ) -> Result<proto::RateLimitResp, ForwardError> {
-        let batcher = self.batcher(address)?;
-        batcher.forward(item, no_batching).await
+        let client = self.client(address)?;
+        client.batcher.forward(item, no_batching).await
+    }
+
+    /// Sends `items` to the peer at `address` in one unbatched `GetPeerRateLimits` call, bounded by
+    /// `timeout`.
+    pub async fn get_peer_rate_limits(
+        &self,
+        address: &str,
+        items: Vec<proto::RateLimitReq>,
+        timeout: Duration,
+    ) -> Result<Vec<proto::RateLimitResp>, ForwardError> {
+        let mut grpc = self.client(address)?.grpc;
+        let sent = items.len();
+        let call = grpc.get_peer_rate_limits(proto::GetPeerRateLimitsReq { requests: items });
+        let answers = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| ForwardError::Timeout(timeout))?
+            .map_err(ForwardError::from)?
+            .into_inner()
+            .rate_limits;
+        if answers.len() != sent {
+            return Err(ForwardError::Mismatch {
+                sent,
+                answered: answers.len(),
+            });
+        }
+        Ok(answers)
+    }
+
+    /// Sends GLOBAL state to the peer at `address` (`UpdatePeerGlobals`), bounded by `timeout`.
+    pub async fn update_peer_globals(
+        &self,
+        address: &str,
+        globals: Vec<proto::UpdatePeerGlobal>,
+        timeout: Duration,
+    ) -> Result<(), ForwardError> {
+        let mut grpc = self.client(address)?.grpc;
+        let call = grpc.update_peer_globals(proto::UpdatePeerGlobalsReq { globals });
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| ForwardError::Timeout(timeout))?
+            .map_err(ForwardError::from)?;
+        Ok(())
     }
 
     /// Drops the clients of peers not in `addresses` (their queued items are still sent).
@@ -72,25 +121,25 @@ impl PeerClients {
         self.len() == 0
     }
 
-    fn batcher(&self, address: &str) -> Result<PeerBatcher, ForwardError> {
+    fn client(&self, address: &str) -> Result<PeerClient, ForwardError> {
         if let Ok(clients) = self.clients.read()
-            && let Some(batcher) = clients.get(address)
+            && let Some(client) = clients.get(address)
         {
-            return Ok(batcher.clone());
+            return Ok(client.clone());
         }
         let mut clients = match self.clients.write() {
             Ok(clients) => clients,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(batcher) = clients.get(address) {
-            return Ok(batcher.clone());
+        if let Some(client) = clients.get(address) {
+            return Ok(client.clone());
         }
-        let batcher = self.connect(address)?;
-        clients.insert(address.to_string(), batcher.clone());
-        Ok(batcher)
+        let client = self.connect(address)?;
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
     }
 
-    fn connect(&self, address: &str) -> Result<PeerBatcher, ForwardError> {
+    fn connect(&self, address: &str) -> Result<PeerClient, ForwardError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|error| ForwardError::Unavailable(format!("invalid address: {error}")))?
             .connect_timeout(self.options.timeout)
@@ -108,12 +157,16 @@ impl PeerClients {
                 .batch_send_duration
                 .with_label_values(&[address]),
         };
-        PeerBatcher::spawn(
-            client,
+        let batcher = PeerBatcher::spawn(
+            client.clone(),
             self.options.batch.clone(),
             self.options.timeout,
             metrics,
         )
-        .map_err(|error| ForwardError::Unavailable(format!("invalid batching: {error}")))
+        .map_err(|error| ForwardError::Unavailable(format!("invalid batching: {error}")))?;
+        Ok(PeerClient {
+            grpc: client,
+            batcher,
+        })
     }
 }

@@ -1,0 +1,290 @@
+//! GLOBAL limits: every node answers from its own copy at once, and the cluster converges in the
+//! background.
+//!
+//! A non-owner evaluates a GLOBAL item against its copy, answers, and queues the hits it owes the
+//! owner ([`pending`]). Every `GUBER_GLOBAL_SYNC_WAIT` (or as soon as `GUBER_GLOBAL_BATCH_LIMIT`
+//! limits are waiting) [`run`] sends the summed hits to each owner, in parallel, with
+//! `DRAIN_OVER_LIMIT` forced; hits that cannot be delivered are put back and retried. An owner
+//! that changes a GLOBAL limit queues it for broadcast, and on the same schedule sends the limit's
+//! state to every other peer (`UpdatePeerGlobals`), which overwrite their copies ([`replica`]).
+//! A node that has no copy of a GLOBAL limit yet asks the owner once (a normal forward) instead
+//! of starting from a full bucket.
+
+pub mod pending;
+pub mod replica;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::{Notify, watch};
+
+use crate::algorithms::Behavior;
+use crate::node::Node;
+use crate::proto;
+use crate::request::LimitKey;
+use pending::{Added, PendingHits};
+
+/// How GLOBAL limits are reconciled.
+#[derive(Debug, Clone)]
+pub struct GlobalOptions {
+    /// How often hits are sent to owners and owners broadcast (`GUBER_GLOBAL_SYNC_WAIT`).
+    pub sync_wait: Duration,
+    /// Timeout of one sync or broadcast call (`GUBER_GLOBAL_TIMEOUT`).
+    pub timeout: Duration,
+    /// Limits per call, and the queue length that triggers an early flush
+    /// (`GUBER_GLOBAL_BATCH_LIMIT`).
+    pub batch_limit: usize,
+    /// The most limits with undelivered hits (or pending broadcasts) held; beyond it new ones are
+    /// dropped and counted.
+    pub max_pending: usize,
+    /// Treat every request as GLOBAL (`GUBER_FORCE_GLOBAL`).
+    pub force: bool,
+}
+
+impl Default for GlobalOptions {
+    fn default() -> Self {
+        Self {
+            sync_wait: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            batch_limit: 1000,
+            max_pending: 100_000,
+            force: false,
+        }
+    }
+}
+
+/// The GLOBAL bookkeeping of one node: hits owed to owners and limits to broadcast.
+pub struct GlobalState {
+    options: GlobalOptions,
+    pending: Mutex<PendingHits>,
+    broadcasts: Mutex<Broadcasts>,
+    wake: Notify,
+}
+
+/// Limits whose state changed on this owner since the last broadcast, oldest first, each once.
+#[derive(Default)]
+struct Broadcasts {
+    order: Vec<LimitKey>,
+    queued: HashSet<LimitKey>,
+}
+
+impl GlobalState {
+    /// Empty queues.
+    pub fn new(options: GlobalOptions) -> Self {
+        Self {
+            pending: Mutex::new(PendingHits::new(options.max_pending)),
+            broadcasts: Mutex::new(Broadcasts::default()),
+            wake: Notify::new(),
+            options,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &GlobalOptions {
+        &self.options
+    }
+
+    /// Queues hits owed to the owner of `key`.
+    pub fn queue_hits(&self, key: LimitKey, item: proto::RateLimitReq) -> Added {
+        let (added, len) = {
+            let mut pending = lock(&self.pending);
+            let added = pending.add(key, item);
+            (added, pending.len())
+        };
+        if len >= self.options.batch_limit {
+            self.wake.notify_one();
+        }
+        added
+    }
+
+    /// Queues `key` for broadcast to every other peer; returns `false` if the queue is full.
+    pub fn queue_broadcast(&self, key: LimitKey) -> bool {
+        let len = {
+            let mut broadcasts = lock(&self.broadcasts);
+            if !broadcasts.queued.contains(&key) {
+                if broadcasts.order.len() >= self.options.max_pending {
+                    return false;
+                }
+                broadcasts.queued.insert(key.clone());
+                broadcasts.order.push(key);
+            }
+            broadcasts.order.len()
+        };
+        if len >= self.options.batch_limit {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// The number of limits with hits waiting for their owner.
+    pub fn pending_len(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
+    /// The number of limits waiting to be broadcast.
+    pub fn broadcast_len(&self) -> usize {
+        lock(&self.broadcasts).order.len()
+    }
+
+    fn take_broadcasts(&self) -> Vec<LimitKey> {
+        let mut broadcasts = lock(&self.broadcasts);
+        broadcasts.queued.clear();
+        std::mem::take(&mut broadcasts.order)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Runs the sync and broadcast schedule of `node` until `stop` turns true, then flushes once.
+pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let global = node.global();
+    let mut ticker = tokio::time::interval(global.options.sync_wait);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = global.wake.notified() => false,
+            changed = stop.wait_for(|stop| *stop) => { let _ = changed; true }
+        };
+        send_hits(&node).await;
+        broadcast(&node).await;
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// Sends every owner the hits owed to it, in parallel; puts back what could not be delivered.
+pub async fn send_hits(node: &Node) {
+    let global = node.global();
+    let taken = lock(&global.pending).take(usize::MAX);
+    if taken.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let mut by_owner: HashMap<Option<String>, Vec<(LimitKey, proto::RateLimitReq)>> =
+        HashMap::new();
+    for (key, mut item) in taken {
+        // The owner applies the sum of hits; it must drain rather than refuse when they overflow.
+        item.behavior |= Behavior::DRAIN_OVER_LIMIT.bits() | Behavior::GLOBAL.bits();
+        by_owner
+            .entry(node.owner_address(&item))
+            .or_default()
+            .push((key, item));
+    }
+    let sends = by_owner.into_iter().flat_map(|(owner, entries)| {
+        let chunks: Vec<Vec<_>> = entries
+            .chunks(global.options.batch_limit.max(1))
+            .map(<[_]>::to_vec)
+            .collect();
+        chunks
+            .into_iter()
+            .map(move |chunk| send_chunk(node, owner.clone(), chunk))
+    });
+    let failed: Vec<_> = join_all(sends).await.into_iter().flatten().collect();
+    let metrics = node.metrics();
+    if !failed.is_empty() {
+        let dropped = lock(&global.pending).put_back(failed);
+        metrics.global_hits_dropped.inc_by(dropped as u64);
+    }
+    metrics
+        .global_send_duration
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .global_send_queue_length
+        .set(i64::try_from(global.pending_len()).unwrap_or(i64::MAX));
+}
+
+/// Sends one chunk to `owner` (or applies it here when this node owns it now); returns the
+/// entries that could not be delivered.
+async fn send_chunk(
+    node: &Node,
+    owner: Option<String>,
+    chunk: Vec<(LimitKey, proto::RateLimitReq)>,
+) -> Vec<(LimitKey, proto::RateLimitReq)> {
+    let Some(owner) = owner else {
+        node.apply_owed_hits(chunk);
+        return Vec::new();
+    };
+    let items = chunk.iter().map(|(_, item)| item.clone()).collect();
+    match node
+        .peer_clients()
+        .get_peer_rate_limits(&owner, items, node.global().options.timeout)
+        .await
+    {
+        Ok(answers) => {
+            node.install_owner_answers(&chunk, &answers);
+            Vec::new()
+        }
+        Err(error) => {
+            tracing::warn!(%owner, %error, limits = chunk.len(), "GLOBAL hits not delivered; will retry");
+            node.metrics().global_send_errors.inc();
+            chunk
+        }
+    }
+}
+
+/// Broadcasts the state of every changed limit this node owns to every other peer.
+pub async fn broadcast(node: &Node) {
+    let global = node.global();
+    let keys = global.take_broadcasts();
+    if keys.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let updates: Vec<proto::UpdatePeerGlobal> = keys
+        .iter()
+        .filter_map(|key| {
+            let bucket = node.store().get(key)?;
+            Some(replica::to_update(key, &bucket))
+        })
+        .collect();
+    let me = node.peers().me().grpc_address.clone();
+    let peers: Vec<String> = node
+        .peers()
+        .membership()
+        .peers
+        .iter()
+        .map(|peer| peer.grpc_address.clone())
+        .filter(|address| *address != me)
+        .collect();
+    let timeout = global.options.timeout;
+    let calls = peers.iter().flat_map(|peer| {
+        updates
+            .chunks(global.options.batch_limit.max(1))
+            .map(move |chunk| async move {
+                node.peer_clients()
+                    .update_peer_globals(peer, chunk.to_vec(), timeout)
+                    .await
+                    .map_err(|error| (peer.clone(), error))
+            })
+    });
+    let mut failed = false;
+    for result in join_all(calls).await {
+        if let Err((peer, error)) = result {
+            tracing::warn!(%peer, %error, "GLOBAL broadcast failed; will resend");
+            node.metrics().broadcast_errors.inc();
+            failed = true;
+        }
+    }
+    if failed {
+        // Overwrites are idempotent: resend everything to everyone next time.
+        for key in keys {
+            global.queue_broadcast(key);
+        }
+    }
+    let metrics = node.metrics();
+    metrics
+        .broadcast_duration
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .global_queue_length
+        .set(i64::try_from(global.broadcast_len()).unwrap_or(i64::MAX));
+}

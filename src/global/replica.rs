@@ -1,0 +1,259 @@
+//! The state of a GLOBAL limit as it travels between peers: what an owner broadcasts in
+//! `UpdatePeerGlobals`, and how a receiver turns that into its own copy.
+//!
+//! The wire message carries Gubernator's fields (`key`, `status`, `algorithm`, `duration`,
+//! `created_at`). ringlimit adds two entries to `status.metadata` that Gubernator peers ignore:
+//! the limit's `name` (so the receiver finds the limit without guessing where `name_unique_key`
+//! splits) and a leaky bucket's `burst` (Gubernator resets it to the limit on every broadcast).
+
+use crate::algorithms::{Algorithm, Bucket, LeakyBucket, Status, TokenBucket};
+use crate::proto;
+use crate::request::LimitKey;
+
+/// `status.metadata` key carrying the limit's name.
+pub const NAME_METADATA_KEY: &str = "ringlimit.name";
+/// `status.metadata` key carrying a leaky bucket's burst.
+pub const BURST_METADATA_KEY: &str = "ringlimit.burst";
+
+/// The broadcast entry for the owner's `bucket` of `key`.
+pub fn to_update(key: &LimitKey, bucket: &Bucket) -> proto::UpdatePeerGlobal {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(NAME_METADATA_KEY.to_string(), key.name.clone());
+    let (status, algorithm, duration, created_at) = match bucket {
+        Bucket::Token(token) => (
+            proto::RateLimitResp {
+                status: wire_status(token.status),
+                limit: token.limit,
+                remaining: token.remaining,
+                reset_time: token.expire_at,
+                error: String::new(),
+                metadata,
+            },
+            Algorithm::TokenBucket,
+            token.duration,
+            token.created_at,
+        ),
+        Bucket::Leaky(leaky) => {
+            metadata.insert(BURST_METADATA_KEY.to_string(), leaky.burst.to_string());
+            // `as` saturates; the fraction below one token stays with the owner.
+            let remaining = leaky.remaining as i64;
+            let status = if remaining > 0 {
+                Status::UnderLimit
+            } else {
+                Status::OverLimit
+            };
+            (
+                proto::RateLimitResp {
+                    status: wire_status(status),
+                    limit: leaky.limit,
+                    remaining,
+                    reset_time: leaky.expire_at,
+                    error: String::new(),
+                    metadata,
+                },
+                Algorithm::LeakyBucket,
+                leaky.duration,
+                // The receiver leaks from the owner's last update, not from when it hears of it.
+                leaky.updated_at,
+            )
+        }
+    };
+    proto::UpdatePeerGlobal {
+        key: key.hash_key(),
+        status: Some(status),
+        algorithm: match algorithm {
+            Algorithm::TokenBucket => proto::Algorithm::TokenBucket as i32,
+            Algorithm::LeakyBucket => proto::Algorithm::LeakyBucket as i32,
+        },
+        duration,
+        created_at,
+    }
+}
+
+/// The name carried by a ringlimit broadcast, if any.
+pub fn carried_name(update: &proto::UpdatePeerGlobal) -> Option<&str> {
+    update
+        .status
+        .as_ref()
+        .and_then(|status| status.metadata.get(NAME_METADATA_KEY))
+        .map(String::as_str)
+}
+
+/// The copy a receiver stores for `update`, given its `existing` copy of the same limit, at
+/// server time `now_ms`; `None` for an update that cannot be a bucket (no status, unknown
+/// algorithm).
+pub fn from_update(
+    update: &proto::UpdatePeerGlobal,
+    existing: Option<&Bucket>,
+    now_ms: i64,
+) -> Option<Bucket> {
+    let status = update.status.as_ref()?;
+    match update.algorithm {
+        0 => Some(Bucket::Token(TokenBucket {
+            status: if status.status == proto::Status::OverLimit as i32 {
+                Status::OverLimit
+            } else {
+                Status::UnderLimit
+            },
+            limit: status.limit,
+            duration: update.duration,
+            remaining: status.remaining,
+            created_at: update.created_at,
+            expire_at: status.reset_time,
+        })),
+        1 => {
+            let existing_burst = match existing {
+                Some(Bucket::Leaky(leaky)) => Some(leaky.burst),
+                _ => None,
+            };
+            let burst = status
+                .metadata
+                .get(BURST_METADATA_KEY)
+                .and_then(|burst| burst.parse().ok())
+                .or(existing_burst)
+                .unwrap_or(status.limit);
+            Some(Bucket::Leaky(LeakyBucket {
+                limit: status.limit,
+                duration: update.duration,
+                remaining: status.remaining as f64,
+                // A ringlimit owner sends its last leak time; Gubernator's receivers use "now".
+                updated_at: if update.created_at > 0 {
+                    update.created_at
+                } else {
+                    now_ms
+                },
+                burst,
+                expire_at: status.reset_time.max(now_ms),
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// The limit's wire answer as a bucket's copy, for a non-owner that fetched it from the owner:
+/// the request supplies what the answer does not carry.
+pub fn from_answer(
+    answer: &proto::RateLimitResp,
+    request: &crate::algorithms::RateLimitRequest,
+) -> Bucket {
+    let duration = request.duration.wire_value();
+    match request.algorithm {
+        Algorithm::TokenBucket => Bucket::Token(TokenBucket {
+            status: if answer.status == proto::Status::OverLimit as i32 {
+                Status::OverLimit
+            } else {
+                Status::UnderLimit
+            },
+            limit: answer.limit,
+            duration,
+            remaining: answer.remaining,
+            created_at: request.created_at,
+            expire_at: answer.reset_time,
+        }),
+        Algorithm::LeakyBucket => Bucket::Leaky(LeakyBucket {
+            limit: answer.limit,
+            duration,
+            remaining: answer.remaining as f64,
+            updated_at: request.created_at,
+            burst: if request.burst == 0 {
+                request.limit
+            } else {
+                request.burst
+            },
+            expire_at: request
+                .created_at
+                .saturating_add(match request.duration {
+                    crate::algorithms::LimitDuration::Millis(ms) => ms,
+                    crate::algorithms::LimitDuration::Calendar(interval) => {
+                        interval.length_ms(request.created_at)
+                    }
+                }),
+        }),
+    }
+}
+
+fn wire_status(status: Status) -> i32 {
+    match status {
+        Status::UnderLimit => proto::Status::UnderLimit as i32,
+        Status::OverLimit => proto::Status::OverLimit as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_buckets_survive_a_round_trip() {
+        let bucket = Bucket::Token(TokenBucket {
+            status: Status::OverLimit,
+            limit: 10,
+            duration: 60_000,
+            remaining: 0,
+            created_at: 1_000,
+            expire_at: 61_000,
+        });
+        let key = LimitKey::new("a_b", "c");
+        let update = to_update(&key, &bucket);
+        assert_eq!(update.key, "a_b_c");
+        assert_eq!(carried_name(&update), Some("a_b"));
+        assert_eq!(from_update(&update, None, 2_000), Some(bucket));
+    }
+
+    #[test]
+    fn leaky_burst_survives_a_broadcast() {
+        let bucket = Bucket::Leaky(LeakyBucket {
+            limit: 10,
+            duration: 10_000,
+            remaining: 25.0,
+            updated_at: 1_000,
+            burst: 30,
+            expire_at: 11_000,
+        });
+        let update = to_update(&LimitKey::new("n", "k"), &bucket);
+        assert_eq!(from_update(&update, None, 2_000), Some(bucket));
+    }
+
+    #[test]
+    fn gubernator_updates_keep_the_local_burst() {
+        let update = proto::UpdatePeerGlobal {
+            key: "n_k".into(),
+            status: Some(proto::RateLimitResp {
+                limit: 10,
+                remaining: 4,
+                reset_time: 5_000,
+                ..Default::default()
+            }),
+            algorithm: 1,
+            duration: 10_000,
+            created_at: 0,
+        };
+        let local = Bucket::Leaky(LeakyBucket {
+            limit: 10,
+            duration: 10_000,
+            remaining: 9.0,
+            updated_at: 0,
+            burst: 20,
+            expire_at: 9_000,
+        });
+        let Some(Bucket::Leaky(copy)) = from_update(&update, Some(&local), 3_000) else {
+            panic!("a leaky copy")
+        };
+        assert_eq!(copy.burst, 20);
+        assert_eq!(copy.remaining, 4.0);
+        assert_eq!(copy.updated_at, 3_000);
+    }
+
+    #[test]
+    fn updates_without_status_or_with_unknown_algorithms_are_ignored() {
+        let mut update = proto::UpdatePeerGlobal {
+            key: "n_k".into(),
+            status: None,
+            ..Default::default()
+        };
+        assert_eq!(from_update(&update, None, 0), None);
+        update.status = Some(proto::RateLimitResp::default());
+        update.algorithm = 7;
+        assert_eq!(from_update(&update, None, 0), None);
+    }
+}
