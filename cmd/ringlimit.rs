@@ -1,9 +1,11 @@
 //! The `ringlimit` command: one binary, with subcommands. `ringlimit` alone serves.
 
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ringlimit::config::{self, LogFormat, ServerConfig};
+use ringlimit::peers::{PeerInfo, Ring};
 use tracing_subscriber::EnvFilter;
 
 /// A peer-to-peer clustered rate-limit service, wire-compatible with Gubernator v2.
@@ -21,10 +23,51 @@ struct Cli {
     serve: ServerConfig,
 }
 
+// Parsed once at start-up, so the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node (the default when no subcommand is given).
     Serve(ServerConfig),
+    /// Print which peer owns each key, as Gubernator v2's consistent-hash ring chooses.
+    Ring(RingArgs),
+}
+
+/// Arguments of `ringlimit ring`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Output: one line per key, `<key>\\t<owner>` (the hash key, a tab, the owner's gRPC address), in
+the order the keys were given. With --json: a JSON array of {\"key\": ..., \"owner\": ...}.
+
+The ring is the one Gubernator v2 builds (FNV-1, 512 points per peer), so the owners are the
+ones a Gubernator or ringlimit node with the same peers would choose. Pass only the peers of one
+data center.
+
+Examples:
+  ringlimit ring --peers 10.0.0.1:1051,10.0.0.2:1051 requests_per_sec_account:42
+  printf 'account:1\\naccount:2\\n' | ringlimit ring --peers 10.0.0.1:1051,10.0.0.2:1051 --name requests_per_sec")]
+struct RingArgs {
+    /// The peers' gRPC addresses, comma-separated (the local data center's peers).
+    #[arg(
+        long,
+        env = "GUBER_PEERS",
+        value_delimiter = ',',
+        value_name = "ADDRESSES"
+    )]
+    peers: Vec<String>,
+
+    /// Prepend `NAME_` to every key, so that KEYs are the unique keys of the rate limit NAME.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Print a JSON array of {"key": ..., "owner": ...} instead of tab-separated lines.
+    #[arg(long)]
+    json: bool,
+
+    /// Hash keys (`name_unique_key`); when none are given, they are read from standard input, one
+    /// per line, blank lines skipped.
+    #[arg(value_name = "KEY")]
+    keys: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +107,7 @@ fn main() -> ExitCode {
 
     let server_config = match cli.command {
         Some(Command::Serve(server_config)) => server_config,
+        Some(Command::Ring(args)) => return ring(args),
         None => cli.serve,
     };
     init_tracing(&server_config);
@@ -107,6 +151,84 @@ fn serve(config: ServerConfig) -> ExitCode {
             }
         }
     })
+}
+
+/// `ringlimit ring`: the owner of each key.
+fn ring(args: RingArgs) -> ExitCode {
+    let peers: Vec<PeerInfo> = args
+        .peers
+        .iter()
+        .map(|address| address.trim())
+        .filter(|address| !address.is_empty())
+        .map(|address| PeerInfo {
+            grpc_address: address.to_string(),
+            http_address: String::new(),
+            data_center: String::new(),
+        })
+        .collect();
+    if peers.is_empty() {
+        eprintln!("ringlimit ring: no peers given: pass --peers HOST:PORT,... or set GUBER_PEERS");
+        return ExitCode::from(2);
+    }
+    let ring = Ring::new(&peers);
+
+    let keys = if args.keys.is_empty() {
+        match read_keys(std::io::stdin().lock()) {
+            Ok(keys) => keys,
+            Err(error) => {
+                eprintln!("ringlimit ring: cannot read keys from standard input: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        args.keys
+    };
+    let keys: Vec<String> = match &args.name {
+        Some(name) => keys
+            .into_iter()
+            .map(|key| format!("{name}_{key}"))
+            .collect(),
+        None => keys,
+    };
+
+    let mut owners = keys.iter().map(|key| {
+        let owner = ring
+            .owner(key)
+            .map(|peer| peer.grpc_address.as_str())
+            .unwrap_or_default();
+        (key.as_str(), owner)
+    });
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if args.json {
+        let entries: Vec<serde_json::Value> = owners
+            .map(|(key, owner)| serde_json::json!({ "key": key, "owner": owner }))
+            .collect();
+        serde_json::to_writer(&mut out, &entries)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        owners.try_for_each(|(key, owner)| writeln!(out, "{key}\t{owner}"))
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ringlimit ring: cannot write the owners: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Keys from `input`, one per line (`\n` or `\r\n`), blank lines skipped.
+fn read_keys(input: impl BufRead) -> std::io::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for line in input.lines() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            keys.push(line);
+        }
+    }
+    Ok(keys)
 }
 
 fn init_tracing(config: &ServerConfig) {
