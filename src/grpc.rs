@@ -128,8 +128,7 @@ impl PeersV1 for PeersService {
         request: Request<proto::UpdatePeerGlobalsReq>,
     ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
         let started = Instant::now();
-        self.node
-            .update_peer_globals(request.into_inner().globals);
+        self.node.update_peer_globals(request.into_inner().globals);
         observe::<(), ()>(&self.node, method::UPDATE_PEER_GLOBALS, started, &Ok(()));
         Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
     }

@@ -298,8 +298,7 @@ impl Node {
     }
 
     fn route(&self, membership: &Membership, item: &proto::RateLimitReq) -> Route {
-        let hash_key = format!("{}_{}", item.name, item.unique_key);
-        match membership.ring.owner(&hash_key) {
+        match membership.ring.owner_of(&item.name, &item.unique_key) {
             Some(owner) if owner.grpc_address != self.peers.me().grpc_address => {
                 Route::Owner(owner.grpc_address.clone())
             }

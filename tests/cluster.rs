@@ -304,7 +304,10 @@ async fn static_discovery_forms_a_cluster_from_guber_peers() {
                 .expect("a free port")
         })
         .collect();
-    let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+    let addresses: Vec<String> = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
     let peers = format!("--peers={}", addresses.join(","));
     let mut nodes = Vec::new();
     for address in &addresses {
@@ -315,7 +318,11 @@ async fn static_discovery_forms_a_cluster_from_guber_peers() {
             peers.clone(),
         ])
         .expect("valid configuration");
-        nodes.push(ringlimit::server::start(&config).await.expect("node starts"));
+        nodes.push(
+            ringlimit::server::start(&config)
+                .await
+                .expect("node starts"),
+        );
     }
     for node in &nodes {
         let listed: Vec<String> = node
@@ -337,7 +344,12 @@ async fn static_discovery_forms_a_cluster_from_guber_peers() {
         one(&mut client, token("static", 1, 10, 60_000)).await;
     }
     let mut client = grpc_client(&nodes[0]).await;
-    assert_eq!(one(&mut client, token("static", 0, 10, 60_000)).await.remaining, 7);
+    assert_eq!(
+        one(&mut client, token("static", 0, 10, 60_000))
+            .await
+            .remaining,
+        7
+    );
     for node in nodes {
         node.shutdown().await.expect("clean shutdown");
     }

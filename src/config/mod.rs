@@ -333,34 +333,33 @@ pub fn expand_config_file(
         return Ok((args, Vec::new()));
     };
     let entries = env_file::read(std::path::Path::new(&path))?;
-    let mut from_file = Vec::new();
+    let mut args = args.into_iter();
+    let mut expanded: Vec<String> = args.next().into_iter().collect();
+    let rest: Vec<String> = args.collect();
+    // The file configures the subcommand named first, if any; its name must stay first, and the
+    // file's flags go right after it.
+    let subcommand = rest
+        .first()
+        .and_then(|first| command.find_subcommand(first));
+    let target = subcommand.unwrap_or(command);
+    let mut rest = rest.into_iter();
+    if subcommand.is_some() {
+        expanded.extend(rest.next());
+    }
     let mut warnings = Vec::new();
     for entry in entries {
-        let flag = command.get_arguments().find(|arg| {
+        let flag = target.get_arguments().find(|arg| {
             arg.get_env()
                 .is_some_and(|env| env.to_str() == Some(entry.key.as_str()))
         });
         match flag.and_then(|arg| arg.get_long()) {
-            Some(long) => from_file.push(format!("--{long}={}", entry.value)),
+            Some(long) => expanded.push(format!("--{long}={}", entry.value)),
             None => warnings.push(format!(
-                "config file '{path}': ignoring unknown key {}",
+                "config file '{path}': ignoring key {} (not an option of this command)",
                 entry.key
             )),
         }
     }
-    let mut expanded = Vec::with_capacity(args.len() + from_file.len());
-    let mut args = args.into_iter();
-    expanded.extend(args.next());
-    // A subcommand name must stay first; file flags go right after it.
-    let rest: Vec<String> = args.collect();
-    let subcommand_first = rest
-        .first()
-        .is_some_and(|first| command.find_subcommand(first).is_some());
-    let mut rest = rest.into_iter();
-    if subcommand_first {
-        expanded.extend(rest.next());
-    }
-    expanded.extend(from_file);
     expanded.extend(rest);
     Ok((expanded, warnings))
 }

@@ -182,7 +182,11 @@ mod tests {
         for k in ["a", "b", "c"] {
             pending.add(key(k), item(1, 100));
         }
-        let keys: Vec<_> = pending.take(2).into_iter().map(|(k, _)| k.unique_key).collect();
+        let keys: Vec<_> = pending
+            .take(2)
+            .into_iter()
+            .map(|(k, _)| k.unique_key)
+            .collect();
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(pending.len(), 1);
     }

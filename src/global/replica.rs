@@ -160,14 +160,12 @@ pub fn from_answer(
             } else {
                 request.burst
             },
-            expire_at: request
-                .created_at
-                .saturating_add(match request.duration {
-                    crate::algorithms::LimitDuration::Millis(ms) => ms,
-                    crate::algorithms::LimitDuration::Calendar(interval) => {
-                        interval.length_ms(request.created_at)
-                    }
-                }),
+            expire_at: request.created_at.saturating_add(match request.duration {
+                crate::algorithms::LimitDuration::Millis(ms) => ms,
+                crate::algorithms::LimitDuration::Calendar(interval) => {
+                    interval.length_ms(request.created_at)
+                }
+            }),
         }),
     }
 }
