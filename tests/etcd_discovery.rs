@@ -249,6 +249,67 @@ async fn nodes_keep_serving_through_an_etcd_outage_and_register_again() {
         etcd.keys(&prefix).await
     );
     all_agree(&nodes, &everyone, Duration::from_secs(5)).await;
+    // The registrations are kept alive again, not left over from before the outage: they outlive
+    // the lease TTL.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(etcd.keys(&prefix).await, expected_keys);
+    all_agree(&nodes, &everyone, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_lease_is_registered_again() {
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("lost");
+    let a = start_etcd_node(&etcd, &prefix).await;
+    let b = start_etcd_node(&etcd, &prefix).await;
+    let everyone = addresses(&[&a, &b]);
+    all_agree(&[&a, &b], &everyone, Duration::from_secs(2)).await;
+
+    // Revoke a's lease behind its back: its key goes, and a must notice and register again.
+    let mut client = etcd.client().await;
+    let key = format!("{prefix}{}", a.grpc_address());
+    let response = client.get(key.as_str(), None).await.expect("get");
+    let lease = response.kvs()[0].lease();
+    client.lease_revoke(lease).await.expect("revoke");
+    let back = eventually(Duration::from_secs(4), || async {
+        etcd.keys(&prefix).await.contains(&key)
+    })
+    .await;
+    assert!(back, "a did not register again after losing its lease");
+    all_agree(&[&a, &b], &everyone, Duration::from_secs(2)).await;
+    let response = client.get(key.as_str(), None).await.expect("get");
+    assert_ne!(response.kvs()[0].lease(), lease, "a new lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_starts_while_etcd_is_down_and_registers_when_it_comes_up() {
+    let mut etcd = Etcd::start().await;
+    let prefix = unique_prefix("late");
+    etcd.stop();
+    let mut flags = etcd_flags(&etcd, &prefix);
+    flags.push("--etcd-dial-timeout=500ms".to_string());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let a = common::start_node(&flags).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "start waited {:?}",
+        started.elapsed()
+    );
+    // Serving alone, healthy.
+    assert_eq!(members(&a), addresses(&[&a]));
+    assert_eq!(a.node().health_check().expect("healthy").status, "healthy");
+
+    etcd.restart().await;
+    let key = format!("{prefix}{}", a.grpc_address());
+    // The longest reconnect backoff (5 s) + slack.
+    let registered = eventually(Duration::from_secs(8), || async {
+        etcd.keys(&prefix).await == vec![key.clone()]
+    })
+    .await;
+    assert!(registered, "the node did not register once etcd came up");
+    let b = start_etcd_node(&etcd, &prefix).await;
+    all_agree(&[&a, &b], &addresses(&[&a, &b]), Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
