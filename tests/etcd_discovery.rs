@@ -338,3 +338,22 @@ async fn dns_discovery_resolves_localhost_to_this_node() {
         "healthy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_register_over_tls_with_the_configured_ca() {
+    let etcd = Etcd::start_tls().await;
+    let prefix = unique_prefix("tls");
+    let ca = etcd.tls().expect("TLS files").ca.display().to_string();
+    let mut flags = etcd_flags(&etcd, &prefix);
+    flags.push(format!("--etcd-tls-ca={ca}"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = common::start_node(&flags).await;
+    let b = common::start_node(&flags).await;
+    all_agree(&[&a, &b], &addresses(&[&a, &b]), Duration::from_secs(2)).await;
+    let mut expected: Vec<String> = addresses(&[&a, &b])
+        .into_iter()
+        .map(|address| format!("{prefix}{address}"))
+        .collect();
+    expected.sort();
+    assert_eq!(etcd.keys(&prefix).await, expected);
+}
