@@ -1,4 +1,5 @@
-# Build: docker build -t ringlimit .
+# Build: docker build -t ringlimit .   (or `docker compose up --build` for an etcd-backed 3-node cluster)
+# Stage 1 compiles with protoc; stage 2 is a slim runtime that runs the binary as a non-root user.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update -qq && apt-get install -y -qq protobuf-compiler && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
