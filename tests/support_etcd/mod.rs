@@ -1,6 +1,6 @@
 //! A real single-member etcd for integration tests: free loopback ports, a temporary data dir, and
 //! an RAII guard that kills it and removes the dir. Requires the `etcd` binary (CI installs it with
-//! `scripts/install-deps`); a missing binary fails the test rather than skipping it.
+//! `scripts/install-deps --test`); a missing binary fails the test rather than skipping it.
 
 #![allow(dead_code)]
 
@@ -44,7 +44,7 @@ pub fn generate_tls(dir: &std::path::Path) -> TlsFiles {
             .stderr(Stdio::null())
             .status()
             .unwrap_or_else(|e| {
-                panic!("openssl is needed for the TLS test (scripts/install-deps): {e}")
+                panic!("openssl is needed for the TLS test (scripts/install-deps --test): {e}")
             });
         assert!(status.success(), "openssl {args:?} failed");
     };
@@ -125,7 +125,7 @@ fn etcd_binary() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!(
             "etcd is not installed (no `etcd` on PATH): these tests need a real etcd; \
-             run scripts/install-deps (installs Debian's etcd-server)"
+             run scripts/install-deps --test (installs Debian's etcd-server)"
         )
     })
 }
