@@ -227,7 +227,12 @@ impl Node {
     ) -> proto::RateLimitResp {
         let applied = self.store.apply(key.clone(), request);
         self.record_decision("global", applied.decision);
-        if request.hits != 0 || request.behavior.contains(Behavior::RESET_REMAINING) {
+        // The owner is owed what this copy consumed: admitted hits (and drained ones), never
+        // refused ones, which would drain the owner below what the cluster admitted.
+        let consumed = request.hits != 0
+            && (applied.decision.status == Status::UnderLimit
+                || request.behavior.contains(Behavior::DRAIN_OVER_LIMIT));
+        if consumed || request.behavior.contains(Behavior::RESET_REMAINING) {
             if self.global.queue_hits(key, item) == Added::Dropped {
                 self.metrics.global_hits_dropped.inc();
             }

@@ -294,3 +294,44 @@ async fn force_global_makes_every_request_global() {
     );
     cluster.shutdown().await;
 }
+
+/// The accuracy scenario of `docs/accuracy.md`, small: one GLOBAL key with limit L, one open-loop
+/// client per node at a fixed total rate, 3 × L hits in all. The cluster admits at least L and at
+/// most L + λ·(W + d)·(2N − 1)/N, with d generously taken as 20 ms for a loaded CI machine.
+#[tokio::test]
+async fn global_over_admission_stays_within_the_documented_bound() {
+    const LIMIT: i64 = 200;
+    const RATE: f64 = 2_000.0; // λ, hits per second over the whole cluster
+    let cluster = Cluster::start(3, &["--global-sync-wait=50ms"]).await;
+    let per_node_calls = (3 * LIMIT as usize) / 3;
+    let interval = Duration::from_secs_f64(3.0 / RATE);
+    let mut tasks = Vec::new();
+    for node in &cluster.nodes {
+        let mut client = grpc_client(node).await;
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let mut admitted = 0;
+            for call in 0..per_node_calls {
+                tokio::time::sleep_until((start + interval.mul_f64(call as f64)).into()).await;
+                let answer = one(&mut client, global(token("accuracy", 1, LIMIT, 3_600_000))).await;
+                if answer.status == UNDER {
+                    admitted += 1;
+                }
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.expect("client task");
+    }
+    let (sync_wait, delay, nodes) = (0.050, 0.020, 3.0);
+    let bound = RATE * (sync_wait + delay) * (2.0 * nodes - 1.0) / nodes;
+    assert!(admitted >= LIMIT, "admitted {admitted} < limit {LIMIT}");
+    assert!(
+        (admitted - LIMIT) as f64 <= bound,
+        "admitted {admitted}: overshoot {} above the bound {bound:.0}",
+        admitted - LIMIT
+    );
+    cluster.shutdown().await;
+}
