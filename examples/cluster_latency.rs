@@ -32,7 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         ])?;
         nodes.push(server::start(&config).await?);
     }
-    let peers: Vec<_> = nodes.iter().map(|n| n.node().peers().me().clone()).collect();
+    let peers: Vec<_> = nodes
+        .iter()
+        .map(|n| n.node().peers().me().clone())
+        .collect();
     for node in &nodes {
         node.node().peers().replace(peers.clone());
     }
@@ -58,7 +61,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         low.push(started.elapsed());
     }
     let (items_low, calls_low) = batching(&nodes[0]);
-    report("low load (1 client, 1 call in flight)", &mut low, items_low, calls_low);
+    report(
+        "low load (1 client, 1 call in flight)",
+        &mut low,
+        items_low,
+        calls_low,
+    );
 
     let started = Instant::now();
     let mut tasks = Vec::new();

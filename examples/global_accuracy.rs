@@ -24,10 +24,15 @@ const LIMIT: i64 = 1_000;
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("N = {NODES} nodes, L = {LIMIT}, d ≈ loopback (well under 1 ms)");
     println!("sync wait W | rate λ (hits/s) | admitted | overshoot | bound λ·W·(2N−1)/N");
-    for (sync_ms, rate) in [(100, 1_000), (100, 4_000), (100, 10_000), (20, 10_000), (500, 4_000)] {
+    for (sync_ms, rate) in [
+        (100, 1_000),
+        (100, 4_000),
+        (100, 10_000),
+        (20, 10_000),
+        (500, 4_000),
+    ] {
         let admitted = run(sync_ms, rate).await?;
-        let bound = rate as f64 * (sync_ms as f64 / 1000.0) * (2 * NODES - 1) as f64
-            / NODES as f64;
+        let bound = rate as f64 * (sync_ms as f64 / 1000.0) * (2 * NODES - 1) as f64 / NODES as f64;
         println!(
             "{sync_ms:>8} ms | {rate:>15} | {admitted:>8} | {:>9} | {bound:>6.0}",
             admitted - LIMIT
@@ -48,7 +53,10 @@ async fn run(sync_ms: u64, rate: u64) -> Result<i64, Box<dyn std::error::Error +
         ])?;
         nodes.push(server::start(&config).await?);
     }
-    let peers: Vec<_> = nodes.iter().map(|n| n.node().peers().me().clone()).collect();
+    let peers: Vec<_> = nodes
+        .iter()
+        .map(|n| n.node().peers().me().clone())
+        .collect();
     for node in &nodes {
         node.node().peers().replace(peers.clone());
     }

@@ -143,11 +143,10 @@ async fn over_limit_reached_through_several_nodes_is_seen_everywhere_and_sticks(
     for node in &cluster.nodes {
         clients.push(grpc_client(node).await);
     }
-    for round in 0..3 {
+    for _round in 0..3 {
         for client in clients.iter_mut() {
             one(client, global(token(&key, 1, 5, 60_000))).await;
         }
-        let _ = round;
     }
     converge(&cluster, &key, 0).await;
     for client in clients.iter_mut() {
@@ -334,4 +333,43 @@ async fn global_over_admission_stays_within_the_documented_bound() {
         admitted - LIMIT
     );
     cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_that_joins_gets_the_owners_state_instead_of_a_full_bucket() {
+    let cluster = Cluster::start(4, &[SYNC]).await;
+    // A key node 0 owns both before and after node 3 joins.
+    let key = (0..10_000)
+        .map(|i| format!("join-{i}"))
+        .find(|key| {
+            cluster.set_membership(&[0, 1, 2]);
+            let owner_before = cluster.owner_of("test", key);
+            cluster.set_membership(&[0, 1, 2, 3]);
+            let owner_after = cluster.owner_of("test", key);
+            owner_before == 0 && owner_after == 0
+        })
+        .expect("a key whose owner does not move");
+    cluster.set_membership(&[0, 1, 2]);
+    let mut client = grpc_client(&cluster.nodes[1]).await;
+    one(&mut client, global(token(&key, 7, 10, 60_000))).await;
+    converge_on(&cluster, &[0, 1, 2], &key, 3).await;
+
+    cluster.set_membership(&[0, 1, 2, 3]);
+    let mut joiner = grpc_client(&cluster.nodes[3]).await;
+    let answer = one(&mut joiner, global(token(&key, 1, 10, 60_000))).await;
+    assert_eq!((answer.status, answer.remaining), (UNDER, 2));
+    converge(&cluster, &key, 2).await;
+    cluster.shutdown().await;
+}
+
+/// Waits (at most 5 s) until the copies of `key` on the nodes at `indexes` have `remaining`.
+async fn converge_on(cluster: &Cluster, indexes: &[usize], key: &str, remaining: i64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !indexes
+        .iter()
+        .all(|&index| copy_remaining(cluster, index, key) == Some(remaining))
+    {
+        assert!(Instant::now() < deadline, "copies of {key} never converged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
