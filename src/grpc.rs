@@ -53,10 +53,36 @@ impl PeersService {
     }
 }
 
-/// Records the count and latency of one API call under `method`.
-pub fn observe<T, E>(node: &Node, method: &str, started: Instant, result: &Result<T, E>) {
+/// The API surface a call arrived on, as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// gRPC.
+    Grpc,
+    /// The HTTP JSON gateway.
+    Http,
+}
+
+impl Surface {
+    fn label(self) -> &'static str {
+        match self {
+            Surface::Grpc => "grpc",
+            Surface::Http => "http",
+        }
+    }
+}
+
+/// Records the count and latency of one API call under `method` (Gubernator's metrics count both
+/// surfaces, as its gateway calls gRPC; ringlimit's own histogram tells them apart).
+pub fn observe<T, E>(
+    node: &Node,
+    method: &str,
+    surface: Surface,
+    started: Instant,
+    result: &Result<T, E>,
+) {
     let metrics = node.metrics();
     let status = if result.is_ok() { "success" } else { "failed" };
+    let seconds = started.elapsed().as_secs_f64();
     metrics
         .request_counts
         .with_label_values(&[status, method])
@@ -64,7 +90,11 @@ pub fn observe<T, E>(node: &Node, method: &str, started: Instant, result: &Resul
     metrics
         .request_duration
         .with_label_values(&[method])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(seconds);
+    metrics
+        .request_duration_seconds
+        .with_label_values(&[method, surface.label()])
+        .observe(seconds);
 }
 
 #[tonic::async_trait]
@@ -78,7 +108,13 @@ impl V1 for V1Service {
             .node
             .get_rate_limits(request.into_inner().requests)
             .await;
-        observe(&self.node, method::GET_RATE_LIMITS, started, &result);
+        observe(
+            &self.node,
+            method::GET_RATE_LIMITS,
+            Surface::Grpc,
+            started,
+            &result,
+        );
         Ok(Response::new(proto::GetRateLimitsResp {
             responses: result?,
         }))
@@ -90,7 +126,13 @@ impl V1 for V1Service {
     ) -> Result<Response<proto::HealthCheckResp>, Status> {
         let started = Instant::now();
         let result = self.node.health_check();
-        observe(&self.node, method::HEALTH_CHECK, started, &result);
+        observe(
+            &self.node,
+            method::HEALTH_CHECK,
+            Surface::Grpc,
+            started,
+            &result,
+        );
         Ok(Response::new(result?))
     }
 
@@ -100,7 +142,13 @@ impl V1 for V1Service {
     ) -> Result<Response<proto::LiveCheckResp>, Status> {
         let started = Instant::now();
         let result = self.node.live_check();
-        observe(&self.node, method::LIVE_CHECK, started, &result);
+        observe(
+            &self.node,
+            method::LIVE_CHECK,
+            Surface::Grpc,
+            started,
+            &result,
+        );
         result?;
         Ok(Response::new(proto::LiveCheckResp {}))
     }
@@ -117,7 +165,13 @@ impl PeersV1 for PeersService {
             .node
             .get_peer_rate_limits(request.into_inner().requests)
             .await;
-        observe(&self.node, method::GET_PEER_RATE_LIMITS, started, &result);
+        observe(
+            &self.node,
+            method::GET_PEER_RATE_LIMITS,
+            Surface::Grpc,
+            started,
+            &result,
+        );
         Ok(Response::new(proto::GetPeerRateLimitsResp {
             rate_limits: result?,
         }))
@@ -129,7 +183,13 @@ impl PeersV1 for PeersService {
     ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
         let started = Instant::now();
         self.node.update_peer_globals(request.into_inner().globals);
-        observe::<(), ()>(&self.node, method::UPDATE_PEER_GLOBALS, started, &Ok(()));
+        observe::<(), ()>(
+            &self.node,
+            method::UPDATE_PEER_GLOBALS,
+            Surface::Grpc,
+            started,
+            &Ok(()),
+        );
         Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
     }
 }

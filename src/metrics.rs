@@ -3,8 +3,8 @@
 //! One [`Metrics`] value owns a registry; the node records into it and `GET /metrics` renders it.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The node's metrics and the registry they are served from.
@@ -55,6 +55,24 @@ pub struct Metrics {
     /// `ringlimit_global_hits_dropped_total`: limits whose owed GLOBAL hits were dropped because
     /// the retry queue was full.
     pub global_hits_dropped: IntCounter,
+    /// `gubernator_batch_queue_length{peerAddr}`: items waiting to be forwarded to a peer.
+    pub batch_queue_length: IntGaugeVec,
+    /// `ringlimit_decisions_total{status}`: answered items by decision (`under`, `over`).
+    pub decisions: IntCounterVec,
+    /// `ringlimit_request_duration_seconds{method,surface}`: API call latency by surface
+    /// (`grpc`, `http`).
+    pub request_duration_seconds: HistogramVec,
+    /// `ringlimit_items_per_call`: items in each `GetRateLimits` call.
+    pub items_per_call: Histogram,
+    /// `ringlimit_cache_evictions_total{cause}`: buckets removed from memory (`size`: evicted for
+    /// room; `expired`: past their window).
+    pub cache_evictions: IntCounterVec,
+    /// `ringlimit_peers{scope}`: peers known (`local` data center, `region`: others).
+    pub peers: IntGaugeVec,
+    /// `ringlimit_etcd_registered`: 1 while this node is registered in etcd.
+    pub etcd_registered: IntGauge,
+    /// `ringlimit_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -205,14 +223,76 @@ impl Metrics {
                 "Limits whose owed GLOBAL hits were dropped because the retry queue was full.",
             )
             .expect("valid metric"),
+            batch_queue_length: IntGaugeVec::new(
+                Opts::new(
+                    "gubernator_batch_queue_length",
+                    "Items waiting to be forwarded to a peer.",
+                ),
+                &["peerAddr"],
+            )
+            .expect("valid metric"),
+            decisions: IntCounterVec::new(
+                Opts::new(
+                    "ringlimit_decisions_total",
+                    "Answered rate-limit items by decision.",
+                ),
+                &["status"],
+            )
+            .expect("valid metric"),
+            request_duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "ringlimit_request_duration_seconds",
+                    "API call latency in seconds, by method and surface.",
+                )
+                .buckets(latency_buckets()),
+                &["method", "surface"],
+            )
+            .expect("valid metric"),
+            items_per_call: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ringlimit_items_per_call",
+                    "Items in each GetRateLimits call.",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                ]),
+            )
+            .expect("valid metric"),
+            cache_evictions: IntCounterVec::new(
+                Opts::new(
+                    "ringlimit_cache_evictions_total",
+                    "Buckets removed from memory, by cause.",
+                ),
+                &["cause"],
+            )
+            .expect("valid metric"),
+            peers: IntGaugeVec::new(
+                Opts::new("ringlimit_peers", "Peers known, by scope."),
+                &["scope"],
+            )
+            .expect("valid metric"),
+            etcd_registered: IntGauge::new(
+                "ringlimit_etcd_registered",
+                "1 while this node is registered in etcd.",
+            )
+            .expect("valid metric"),
+            build_info: IntGaugeVec::new(
+                Opts::new("ringlimit_build_info", "Build information; always 1."),
+                &["version"],
+            )
+            .expect("valid metric"),
             registry,
         };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         metrics.register_all();
         metrics
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 29] = [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
             Box::new(self.check_error_counter.clone()),
@@ -234,6 +314,14 @@ impl Metrics {
             Box::new(self.broadcast_errors.clone()),
             Box::new(self.updatepeerglobals_counter.clone()),
             Box::new(self.global_hits_dropped.clone()),
+            Box::new(self.batch_queue_length.clone()),
+            Box::new(self.decisions.clone()),
+            Box::new(self.request_duration_seconds.clone()),
+            Box::new(self.items_per_call.clone()),
+            Box::new(self.cache_evictions.clone()),
+            Box::new(self.peers.clone()),
+            Box::new(self.etcd_registered.clone()),
+            Box::new(self.build_info.clone()),
         ];
         for collector in collectors {
             // Names are unique constants; registration cannot fail for a fresh registry.

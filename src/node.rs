@@ -25,7 +25,7 @@ use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
 use crate::proto;
 use crate::request::{self, InputLimits, ItemError, LimitKey};
-use crate::store::LimitStore;
+use crate::store::{Eviction, LimitStore};
 
 /// The metadata key that names the owner in answers given by another node.
 pub const OWNER_METADATA_KEY: &str = "owner";
@@ -40,6 +40,7 @@ pub struct Node {
     failures: PeerFailures,
     metrics: Metrics,
     limits: InputLimits,
+    registration: Option<Arc<AtomicBool>>,
     shutting_down: AtomicBool,
 }
 
@@ -57,6 +58,8 @@ pub struct NodeOptions {
     pub peer_failure_window: Duration,
     /// How GLOBAL limits are reconciled.
     pub global: GlobalOptions,
+    /// For etcd discovery, the flag that says whether this node is registered (for metrics).
+    pub registration: Option<Arc<AtomicBool>>,
     /// Where to record metrics.
     pub metrics: Metrics,
     /// Limits on item fields.
@@ -74,11 +77,20 @@ enum Route {
 impl Node {
     /// A node with an empty store.
     pub fn new(options: NodeOptions) -> Self {
-        let evictions = options.metrics.unexpired_evictions_count.clone();
+        let metrics = options.metrics.clone();
         let store = LimitStore::with_eviction_listener(
             options.cache_size,
             Arc::clone(&options.clock),
-            Arc::new(move || evictions.inc()),
+            Arc::new(move |eviction| match eviction {
+                Eviction::Size => {
+                    metrics.unexpired_evictions_count.inc();
+                    metrics.cache_evictions.with_label_values(&["size"]).inc();
+                }
+                Eviction::Expired => metrics
+                    .cache_evictions
+                    .with_label_values(&["expired"])
+                    .inc(),
+            }),
         );
         Self {
             store,
@@ -89,6 +101,7 @@ impl Node {
             failures: PeerFailures::new(options.peer_failure_window),
             metrics: options.metrics,
             limits: options.limits,
+            registration: options.registration,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -101,6 +114,7 @@ impl Node {
     ) -> Result<Vec<proto::RateLimitResp>, CallError> {
         check_size(&items)?;
         let _in_progress = InProgress::start(&self.metrics);
+        self.metrics.items_per_call.observe(items.len() as f64);
         let now_ms = self.clock.now_ms();
         let membership = self.peers.membership();
         self.forget_departed_peers(&membership);
@@ -429,9 +443,14 @@ impl Node {
             .getratelimit_counter
             .with_label_values(&[calltype])
             .inc();
-        if decision.status == Status::OverLimit {
-            self.metrics.over_limit_counter.inc();
-        }
+        let status = match decision.status {
+            Status::UnderLimit => "under",
+            Status::OverLimit => {
+                self.metrics.over_limit_counter.inc();
+                "over"
+            }
+        };
+        self.metrics.decisions.with_label_values(&[status]).inc();
     }
 
     fn item_error(&self, error: ItemError) -> proto::RateLimitResp {
@@ -491,13 +510,29 @@ impl Node {
         &self.metrics
     }
 
-    /// Renders the metrics for a scrape, with the cache size brought up to date.
+    /// Renders the metrics for a scrape, with the gauges that are read rather than counted
+    /// (cache size, peers, etcd registration) brought up to date.
     pub fn render_metrics(&self) -> String {
         self.store.sync();
-        self.metrics
+        let metrics = &self.metrics;
+        metrics
             .cache_size
             .set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
-        self.metrics.render()
+        let health = self.peers.health();
+        metrics
+            .peers
+            .with_label_values(&["local"])
+            .set(health.local_peers.len() as i64);
+        metrics
+            .peers
+            .with_label_values(&["region"])
+            .set(health.region_peers.len() as i64);
+        if let Some(registered) = &self.registration {
+            metrics
+                .etcd_registered
+                .set(i64::from(registered.load(Ordering::Relaxed)));
+        }
+        metrics.render()
     }
 
     /// The node's store (read access for tools and tests).

@@ -119,6 +119,7 @@ pub async fn start_with_clock(
             max_message_size: max_request_size,
         },
         peer_failure_window: config.peer_failure_window,
+        registration: discovery.registration_flag(),
         global: GlobalOptions {
             sync_wait: config.global_sync_wait,
             timeout: config.global_timeout,

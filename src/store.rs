@@ -29,8 +29,17 @@ pub struct Applied {
     pub hit: bool,
 }
 
-/// A callback told whenever the cache evicts a bucket that had not expired yet (it ran out of room).
-pub type EvictionListener = Arc<dyn Fn() + Send + Sync>;
+/// Why a bucket left memory without being deleted by a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Evicted for room before it expired (the store is full).
+    Size,
+    /// Removed after its window ended.
+    Expired,
+}
+
+/// A callback told whenever the cache evicts a bucket.
+pub type EvictionListener = Arc<dyn Fn(Eviction) + Send + Sync>;
 
 /// The bounded store of buckets, keyed by [`LimitKey`].
 #[derive(Clone)]
@@ -42,24 +51,25 @@ pub struct LimitStore {
 impl LimitStore {
     /// A store holding at most `capacity` buckets, reading time from `clock`.
     pub fn new(capacity: u64, clock: Arc<dyn Clock>) -> Self {
-        Self::with_eviction_listener(capacity, clock, Arc::new(|| {}))
+        Self::with_eviction_listener(capacity, clock, Arc::new(|_| {}))
     }
 
-    /// Like [`LimitStore::new`], calling `on_unexpired_eviction` for every bucket evicted for room.
+    /// Like [`LimitStore::new`], calling `on_eviction` for every bucket evicted for room or
+    /// removed after it expired.
     pub fn with_eviction_listener(
         capacity: u64,
         clock: Arc<dyn Clock>,
-        on_unexpired_eviction: EvictionListener,
+        on_eviction: EvictionListener,
     ) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
             .expire_after(ExpireAtBucketEnd {
                 clock: Arc::clone(&clock),
             })
-            .eviction_listener(move |_key, _bucket, cause| {
-                if cause == RemovalCause::Size {
-                    on_unexpired_eviction();
-                }
+            .eviction_listener(move |_key, _bucket, cause| match cause {
+                RemovalCause::Size => on_eviction(Eviction::Size),
+                RemovalCause::Expired => on_eviction(Eviction::Expired),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
             .build();
         Self { cache, clock }

@@ -183,11 +183,7 @@ async fn two_hundred_clients_over_every_node_admit_exactly_the_limit() {
 async fn concurrent_forwarded_items_share_peer_calls() {
     let cluster = Cluster::start(2, &[]).await;
     // Keys all owned by node 1, sent to node 0: every item is forwarded.
-    let keys: Vec<String> = (0..10_000)
-        .map(|i| format!("batch-{i}"))
-        .filter(|key| cluster.owner_of("test", key) == 1)
-        .take(2000)
-        .collect();
+    let keys = cluster.keys_owned_by(1, "batch", 2000);
     let keys = Arc::new(keys);
     let mut tasks = Vec::new();
     for task_index in 0..50 {
@@ -218,14 +214,8 @@ async fn concurrent_forwarded_items_share_peer_calls() {
 #[tokio::test]
 async fn a_stopped_owner_gives_item_errors_and_other_items_succeed() {
     let mut cluster = Cluster::start(3, &["--batch-timeout=300ms"]).await;
-    let key = (0..1000)
-        .map(|i| format!("dead-{i}"))
-        .find(|key| cluster.owner_of("test", key) == 2)
-        .expect("some key is owned by node 2");
-    let local_key = (0..1000)
-        .map(|i| format!("alive-{i}"))
-        .find(|key| cluster.owner_of("test", key) == 0)
-        .expect("some key is owned by node 0");
+    let key = cluster.key_owned_by(2, "dead");
+    let local_key = cluster.key_owned_by(0, "alive");
     let dead_address = cluster.address(2);
     let dead = cluster.nodes.remove(2);
     dead.shutdown().await.expect("owner stops");

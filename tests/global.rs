@@ -66,18 +66,10 @@ async fn converge(cluster: &Cluster, key: &str, remaining: i64) {
     }
 }
 
-/// A key owned by node `owner`.
-fn key_owned_by(cluster: &Cluster, owner: usize, prefix: &str) -> String {
-    (0..10_000)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|key| cluster.owner_of("test", key) == owner)
-        .expect("a key owned by that node")
-}
-
 #[tokio::test]
 async fn hits_on_a_non_owner_reach_the_owner_and_come_back_to_every_node() {
     let cluster = Cluster::start(3, &[SYNC]).await;
-    let key = key_owned_by(&cluster, 0, "nonowner");
+    let key = cluster.key_owned_by(0, "nonowner");
     let mut client = grpc_client(&cluster.nodes[1]).await;
     // The first request fetches the owner's state; the next ones are answered locally.
     let first = one(&mut client, global(token(&key, 1, 100, 60_000))).await;
@@ -95,7 +87,7 @@ async fn hits_on_a_non_owner_reach_the_owner_and_come_back_to_every_node() {
 #[tokio::test]
 async fn hits_on_the_owner_are_broadcast_once() {
     let cluster = Cluster::start(3, &["--global-sync-wait=300ms"]).await;
-    let key = key_owned_by(&cluster, 0, "owner");
+    let key = cluster.key_owned_by(0, "owner");
     let mut client = grpc_client(&cluster.nodes[0]).await;
     client
         .get_rate_limits(proto::GetRateLimitsReq {
@@ -124,7 +116,7 @@ async fn hits_on_the_owner_are_broadcast_once() {
 #[tokio::test]
 async fn hits_spread_over_every_non_owner_converge() {
     let cluster = Cluster::start(4, &[SYNC]).await;
-    let key = key_owned_by(&cluster, 0, "spread");
+    let key = cluster.key_owned_by(0, "spread");
     for index in 1..4 {
         let mut client = grpc_client(&cluster.nodes[index]).await;
         for _ in 0..10 {
@@ -138,7 +130,7 @@ async fn hits_spread_over_every_non_owner_converge() {
 #[tokio::test]
 async fn over_limit_reached_through_several_nodes_is_seen_everywhere_and_sticks() {
     let cluster = Cluster::start(3, &[SYNC]).await;
-    let key = key_owned_by(&cluster, 0, "over");
+    let key = cluster.key_owned_by(0, "over");
     let mut clients = Vec::new();
     for node in &cluster.nodes {
         clients.push(grpc_client(node).await);
@@ -159,7 +151,7 @@ async fn over_limit_reached_through_several_nodes_is_seen_everywhere_and_sticks(
 #[tokio::test]
 async fn negative_hits_propagate() {
     let cluster = Cluster::start(3, &[SYNC]).await;
-    let key = key_owned_by(&cluster, 0, "negative");
+    let key = cluster.key_owned_by(0, "negative");
     let mut client = grpc_client(&cluster.nodes[1]).await;
     one(&mut client, global(token(&key, 5, 10, 60_000))).await;
     one(&mut client, global(token(&key, -3, 10, 60_000))).await;
@@ -170,7 +162,7 @@ async fn negative_hits_propagate() {
 #[tokio::test]
 async fn leaky_global_limits_keep_their_burst() {
     let cluster = Cluster::start(3, &[SYNC]).await;
-    let key = key_owned_by(&cluster, 0, "leaky");
+    let key = cluster.key_owned_by(0, "leaky");
     let mut client = grpc_client(&cluster.nodes[1]).await;
     let item = |hits| {
         global(proto::RateLimitReq {
@@ -197,7 +189,7 @@ async fn leaky_global_limits_keep_their_burst() {
 #[tokio::test]
 async fn reset_remaining_reaches_the_owner_and_every_node() {
     let cluster = Cluster::start(3, &[SYNC]).await;
-    let key = key_owned_by(&cluster, 0, "reset");
+    let key = cluster.key_owned_by(0, "reset");
     let mut client = grpc_client(&cluster.nodes[1]).await;
     one(&mut client, global(token(&key, 6, 10, 60_000))).await;
     converge(&cluster, &key, 4).await;
@@ -225,7 +217,7 @@ async fn reset_remaining_reaches_the_owner_and_every_node() {
 #[tokio::test]
 async fn hits_made_while_the_owner_is_unreachable_are_delivered_when_it_is_back() {
     let mut cluster = Cluster::start(3, &[SYNC, "--global-timeout=200ms"]).await;
-    let key = key_owned_by(&cluster, 2, "outage");
+    let key = cluster.key_owned_by(2, "outage");
     let owner_address = cluster.address(2);
     let mut client = grpc_client(&cluster.nodes[0]).await;
     one(&mut client, global(token(&key, 1, 100, 3_600_000))).await;
@@ -281,7 +273,7 @@ async fn hits_made_while_the_owner_is_unreachable_are_delivered_when_it_is_back(
 #[tokio::test]
 async fn force_global_makes_every_request_global() {
     let cluster = Cluster::start(2, &[SYNC, "--force-global"]).await;
-    let key = key_owned_by(&cluster, 0, "forced");
+    let key = cluster.key_owned_by(0, "forced");
     let mut client = grpc_client(&cluster.nodes[1]).await;
     one(&mut client, token(&key, 1, 10, 60_000)).await;
     one(&mut client, token(&key, 1, 10, 60_000)).await;
@@ -339,8 +331,8 @@ async fn global_over_admission_stays_within_the_documented_bound() {
 async fn a_node_that_joins_gets_the_owners_state_instead_of_a_full_bucket() {
     let cluster = Cluster::start(4, &[SYNC]).await;
     // A key node 0 owns both before and after node 3 joins.
-    let key = (0..10_000)
-        .map(|i| format!("join-{i}"))
+    let key = (0..100_000)
+        .map(|i| common::spread_key("join", i))
         .find(|key| {
             cluster.set_membership(&[0, 1, 2]);
             let owner_before = cluster.owner_of("test", key);

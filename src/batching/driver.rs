@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -76,6 +76,8 @@ pub struct PeerCallMetrics {
     pub calls: IntCounter,
     /// Latency of each call, in seconds.
     pub duration: Histogram,
+    /// Items waiting in the queue.
+    pub queue_length: IntGauge,
 }
 
 /// The sending side of one peer's batching task. Cloning shares the task; dropping the last
@@ -205,6 +207,10 @@ async fn run(
     let mut in_flight: JoinSet<CallToken> = JoinSet::new();
     let mut open = true;
     while open || !in_flight.is_empty() || !queue.is_empty() {
+        caller
+            .metrics
+            .queue_length
+            .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
         let deadline = queue.next_deadline();
         tokio::select! {
             received = receiver.recv(), if open => match received {

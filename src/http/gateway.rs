@@ -17,7 +17,7 @@ use tonic::Code;
 
 use super::json;
 use crate::error::CallError;
-use crate::grpc::{method, observe};
+use crate::grpc::{Surface, method, observe};
 use crate::node::Node;
 use crate::proto;
 
@@ -50,7 +50,13 @@ async fn get_rate_limits(
 ) -> Response {
     let started = Instant::now();
     let result = answer_get_rate_limits(&state, &headers, body).await;
-    observe(&state.node, method::GET_RATE_LIMITS, started, &result);
+    observe(
+        &state.node,
+        method::GET_RATE_LIMITS,
+        Surface::Http,
+        started,
+        &result,
+    );
     match result {
         Ok(responses) => json_response(
             StatusCode::OK,
@@ -85,7 +91,13 @@ async fn answer_get_rate_limits(
 async fn health_check(State(state): State<GatewayState>) -> Response {
     let started = Instant::now();
     let result = state.node.health_check();
-    observe(&state.node, method::HEALTH_CHECK, started, &result);
+    observe(
+        &state.node,
+        method::HEALTH_CHECK,
+        Surface::Http,
+        started,
+        &result,
+    );
     match result {
         Ok(health) => json_response(StatusCode::OK, json::encode_health_check_resp(&health)),
         Err(error) => error_response(&GatewayError::Call(error)),
@@ -95,7 +107,13 @@ async fn health_check(State(state): State<GatewayState>) -> Response {
 async fn live_check(State(state): State<GatewayState>) -> Response {
     let started = Instant::now();
     let result = state.node.live_check();
-    observe(&state.node, method::LIVE_CHECK, started, &result);
+    observe(
+        &state.node,
+        method::LIVE_CHECK,
+        Surface::Http,
+        started,
+        &result,
+    );
     match result {
         Ok(()) => json_response(StatusCode::OK, json::encode_live_check_resp()),
         Err(error) => error_response(&GatewayError::Call(error)),

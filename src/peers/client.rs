@@ -156,6 +156,10 @@ impl PeerClients {
                 .metrics
                 .batch_send_duration
                 .with_label_values(&[address]),
+            queue_length: self
+                .metrics
+                .batch_queue_length
+                .with_label_values(&[address]),
         };
         let batcher = PeerBatcher::spawn(
             client.clone(),

@@ -231,3 +231,32 @@ pub fn metric_sum(scrape: &str, name: &str) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The `i`-th of a series of well-mixed keys starting with `prefix`. Gubernator's FNV-1 ring
+/// spreads keys that differ only in their last characters poorly (`key-1`, `key-2`, … cluster on
+/// one peer), so tests that need keys on particular nodes draw from this series instead.
+pub fn spread_key(prefix: &str, i: u64) -> String {
+    // splitmix64
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{prefix}-{:016x}", z ^ (z >> 31))
+}
+
+impl Cluster {
+    /// A key in namespace `test` owned by node `owner`.
+    pub fn key_owned_by(&self, owner: usize, prefix: &str) -> String {
+        self.keys_owned_by(owner, prefix, 1).remove(0)
+    }
+
+    /// `count` distinct keys in namespace `test` owned by node `owner`.
+    pub fn keys_owned_by(&self, owner: usize, prefix: &str, count: usize) -> Vec<String> {
+        let keys: Vec<String> = (0..1_000_000)
+            .map(|i| spread_key(prefix, i))
+            .filter(|key| self.owner_of("test", key) == owner)
+            .take(count)
+            .collect();
+        assert_eq!(keys.len(), count, "not enough keys owned by node {owner}");
+        keys
+    }
+}

@@ -307,6 +307,11 @@ impl EtcdDiscovery {
         self.registered.load(Ordering::Relaxed)
     }
 
+    /// A shared flag that follows [`EtcdDiscovery::is_registered`], for metrics.
+    pub fn registration_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.registered)
+    }
+
     /// Deletes the registration, revokes the lease and stops watching. Bounded: if etcd does not
     /// answer within a couple of seconds the registration is left to expire with its lease.
     pub async fn leave(self) {

@@ -36,6 +36,15 @@ pub enum DiscoveryHandle {
 }
 
 impl DiscoveryHandle {
+    /// For etcd, a flag that is true while this node is registered; `None` for mechanisms
+    /// without registration.
+    pub fn registration_flag(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        match self {
+            DiscoveryHandle::Etcd(etcd) => Some(etcd.registration_flag()),
+            DiscoveryHandle::Fixed | DiscoveryHandle::Dns(_) => None,
+        }
+    }
+
     /// Leaves the cluster (deregisters where that means something) and stops discovery.
     pub async fn leave(self) {
         match self {

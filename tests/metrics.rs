@@ -1,0 +1,216 @@
+//! `/metrics` after real traffic: Gubernator's metric names (so existing dashboards work) and
+//! ringlimit's own, with values that match the traffic sent.
+
+mod common;
+
+use common::{Cluster, grpc_client, http_url, metric_sum, token};
+use ringlimit::proto;
+
+async fn scrape(cluster: &Cluster, index: usize) -> String {
+    let response = reqwest::get(http_url(&cluster.nodes[index], "/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.expect("body")
+}
+
+/// The value of the one sample `name{labels}` (labels exactly as rendered), or 0.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_reflect_the_traffic() {
+    let cluster = Cluster::start(2, &[]).await;
+    let local = cluster.key_owned_by(0, "local");
+    let over = cluster.key_owned_by(0, "over");
+    let remote = cluster.key_owned_by(1, "remote");
+    let mut client = grpc_client(&cluster.nodes[0]).await;
+    // One call of 4 items: local under, local over, forwarded, item error.
+    client
+        .get_rate_limits(proto::GetRateLimitsReq {
+            requests: vec![
+                token(&local, 1, 10, 60_000),
+                token(&over, 5, 1, 60_000),
+                token(&remote, 1, 10, 60_000),
+                token("", 1, 10, 60_000),
+            ],
+        })
+        .await
+        .expect("call succeeds");
+    // And one HTTP call.
+    reqwest::Client::new()
+        .post(http_url(&cluster.nodes[0], "/v1/GetRateLimits"))
+        .body(format!(
+            r#"{{"requests":[{{"name":"test","unique_key":"{local}","hits":1,"limit":10,"duration":60000}}]}}"#
+        ))
+        .send()
+        .await
+        .expect("HTTP call");
+
+    let node0 = scrape(&cluster, 0).await;
+    let node1 = scrape(&cluster, 1).await;
+    let peer1 = cluster.address(1);
+
+    // Gubernator's names.
+    assert_eq!(
+        sample(
+            &node0,
+            r#"gubernator_getratelimit_counter{calltype="local"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &node0,
+            r#"gubernator_getratelimit_counter{calltype="forward"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &node1,
+            r#"gubernator_getratelimit_counter{calltype="local"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&node0, "gubernator_over_limit_counter"), 1.0);
+    assert_eq!(
+        sample(
+            &node0,
+            r#"gubernator_check_error_counter{error="empty_unique_key"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&node0, r#"gubernator_cache_access_count{type="miss"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&node0, r#"gubernator_cache_access_count{type="hit"}"#),
+        1.0
+    );
+    assert_eq!(sample(&node0, "gubernator_cache_size"), 2.0);
+    assert_eq!(sample(&node0, "gubernator_concurrent_checks_counter"), 0.0);
+    assert_eq!(
+        sample(
+            &node0,
+            r#"gubernator_grpc_request_counts{method="/pb.gubernator.V1/GetRateLimits",status="success"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &node0,
+            r#"gubernator_grpc_request_duration_count{method="/pb.gubernator.V1/GetRateLimits"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &node1,
+            r#"gubernator_grpc_request_counts{method="/pb.gubernator.PeersV1/GetPeerRateLimits",status="success"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &node0,
+            &format!(r#"gubernator_batch_send_duration_count{{peerAddr="{peer1}"}}"#)
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &node0,
+            &format!(r#"gubernator_batch_queue_length{{peerAddr="{peer1}"}}"#)
+        ),
+        0.0
+    );
+    for name in [
+        "gubernator_unexpired_evictions_count",
+        "gubernator_global_send_errors",
+        "gubernator_broadcast_errors",
+        "gubernator_updatepeerglobals_counter",
+        "gubernator_global_send_queue_length",
+        "gubernator_global_queue_length",
+        "gubernator_global_send_duration_count",
+        "gubernator_broadcast_duration_count",
+    ] {
+        assert!(
+            node0.lines().any(|line| line.starts_with(name)),
+            "{name} missing:\n{node0}"
+        );
+    }
+
+    // ringlimit's own.
+    assert_eq!(
+        sample(&node0, r#"ringlimit_decisions_total{status="under"}"#),
+        3.0
+    );
+    assert_eq!(
+        sample(&node0, r#"ringlimit_decisions_total{status="over"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &node0,
+            &format!(r#"ringlimit_forwarded_items_total{{peer="{peer1}"}}"#)
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &node0,
+            &format!(r#"ringlimit_peer_calls_total{{peer="{peer1}"}}"#)
+        ),
+        1.0
+    );
+    assert_eq!(sample(&node0, "ringlimit_items_per_call_count"), 2.0);
+    assert_eq!(sample(&node0, "ringlimit_items_per_call_sum"), 5.0);
+    assert_eq!(
+        sample(
+            &node0,
+            r#"ringlimit_request_duration_seconds_count{method="/pb.gubernator.V1/GetRateLimits",surface="grpc"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &node0,
+            r#"ringlimit_request_duration_seconds_count{method="/pb.gubernator.V1/GetRateLimits",surface="http"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&node0, r#"ringlimit_peers{scope="local"}"#), 2.0);
+    assert_eq!(sample(&node0, r#"ringlimit_peers{scope="region"}"#), 0.0);
+    assert_eq!(
+        sample(
+            &node0,
+            &format!(
+                r#"ringlimit_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    // Latencies are plausible: every call finished within the histogram's 1 s bucket.
+    let within_a_second = metric_sum(
+        &node0
+            .lines()
+            .filter(|line| line.contains(r#"le="1""#))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "ringlimit_request_duration_seconds_bucket",
+    );
+    assert_eq!(within_a_second, 2.0);
+    cluster.shutdown().await;
+}
