@@ -7,9 +7,10 @@ COPY . .
 RUN cargo build --release --locked --bin ringlimit
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 ringlimit
+RUN groupadd --system --gid 10001 ringlimit && useradd --system --uid 10001 --gid 10001 ringlimit
 COPY --from=build /src/target/release/ringlimit /usr/local/bin/ringlimit
-USER ringlimit
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+USER 10001:10001
 ENV GUBER_GRPC_ADDRESS=0.0.0.0:1051 \
     GUBER_HTTP_ADDRESS=0.0.0.0:1050
 EXPOSE 1050 1051
