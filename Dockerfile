@@ -7,10 +7,17 @@ COPY . .
 RUN cargo build --release --locked --bin ringlimit
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 ringlimit
+RUN groupadd --system --gid 10001 ringlimit && useradd --system --uid 10001 --gid 10001 ringlimit
 COPY --from=build /src/target/release/ringlimit /usr/local/bin/ringlimit
-USER ringlimit
+# Numeric, so that Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+USER 10001:10001
 ENV GUBER_GRPC_ADDRESS=0.0.0.0:1051 \
     GUBER_HTTP_ADDRESS=0.0.0.0:1050
 EXPOSE 1050 1051
+# `ringlimit healthcheck` asks this node's HTTP /v1/HealthCheck (at GUBER_HTTP_ADDRESS): exit 0
+# healthy, 2 unhealthy (a peer call failed recently, or the node is draining), 1 on error. Docker
+# counts every non-zero exit as a failed check. Kubernetes ignores HEALTHCHECK and uses the probes
+# in deploy/kubernetes/ instead.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/ringlimit", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/ringlimit"]
