@@ -275,6 +275,9 @@ async fn post_json(server: &RunningServer, body: Vec<u8>) -> Reply {
     .await
 }
 
+/// A named way to make a valid body invalid.
+type Breakage = (&'static str, fn(&mut Value));
+
 /// The gRPC code of an error body.
 fn code(body: &Value) -> i64 {
     body["code"].as_i64().expect("code is an integer")
@@ -451,6 +454,31 @@ async fn get_rate_limits_answers_match_the_spec() {
     assert_eq!(responses[3]["status"], "UNDER_LIMIT");
     assert_eq!(responses[3]["remaining"], "4");
 
+    // The request examples of the spec are accepted and answered without an item error.
+    let examples = spec.operation("post", GET_RATE_LIMITS).unwrap()["requestBody"]["content"]
+        ["application/json"]["examples"]
+        .as_object()
+        .expect("request examples");
+    let schemas = &spec.doc["components"]["schemas"];
+    let mut requests: Vec<(String, Value)> = examples
+        .iter()
+        .map(|(name, example)| (name.clone(), example["value"].clone()))
+        .collect();
+    requests.push((
+        "GetRateLimitsReq".into(),
+        schemas["GetRateLimitsReq"]["example"].clone(),
+    ));
+    requests.push((
+        "RateLimitReq".into(),
+        json!({ "requests": [schemas["RateLimitReq"]["example"]] }),
+    ));
+    for (name, request) in requests {
+        let reply = post_json(&server, request.to_string().into_bytes()).await;
+        assert_eq!(reply.status, 200, "example {name}");
+        let body = spec.check("post", GET_RATE_LIMITS, &reply);
+        assert_eq!(body["responses"][0]["error"], "", "example {name}: {body}");
+    }
+
     for request in [json!({"requests": []}), json!({})] {
         assert_valid(&request_schema, &request, "empty request");
         let reply = post_json(&server, request.to_string().into_bytes()).await;
@@ -570,7 +598,7 @@ async fn the_validator_is_strict() {
     let response_schema =
         spec.validator(&json!({"$ref": "#/components/schemas/GetRateLimitsResp"}));
     assert_valid(&response_schema, &body, "the real answer");
-    let broken: [(&str, fn(&mut Value)); 6] = [
+    let broken: [Breakage; 6] = [
         ("limit as a JSON number", |body| {
             body["responses"][0]["limit"] = json!(10)
         }),
