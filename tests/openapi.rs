@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 const SPEC_TEXT: &str = include_str!("../docs/openapi.yaml");
 /// The gateway's source, read for its route table (`.route("/path", method(handler))`).
 const GATEWAY_SOURCE: &str = include_str!("../src/http/gateway.rs");
-/// The methods probed on every documented path (HEAD is answered as GET by HTTP convention).
+/// The methods probed on every documented path (HEAD, implied by GET in HTTP, is not probed).
 const PROBED_METHODS: [&str; 6] = ["get", "post", "put", "delete", "patch", "options"];
 const GET_RATE_LIMITS: &str = "/v1/GetRateLimits";
 
