@@ -292,7 +292,23 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 29] = [
+        for collector in self.collectors() {
+            // Names are unique constants; registration cannot fail for a fresh registry.
+            let _ = self.registry.register(collector);
+        }
+    }
+
+    /// The names of every metric this node exports (also those with no sample yet).
+    pub fn names(&self) -> Vec<String> {
+        self.collectors()
+            .iter()
+            .flat_map(|collector| collector.desc())
+            .map(|desc| desc.fq_name.clone())
+            .collect()
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 29] {
+        [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
             Box::new(self.check_error_counter.clone()),
@@ -322,11 +338,7 @@ impl Metrics {
             Box::new(self.peers.clone()),
             Box::new(self.etcd_registered.clone()),
             Box::new(self.build_info.clone()),
-        ];
-        for collector in collectors {
-            // Names are unique constants; registration cannot fail for a fresh registry.
-            let _ = self.registry.register(collector);
-        }
+        ]
     }
 
     /// Renders every metric in the Prometheus text format.

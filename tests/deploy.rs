@@ -876,8 +876,11 @@ fn kubernetes_runs_three_nodes_behind_a_headless_and_a_client_service() {
     ));
 }
 
+/// `(name, value)` pairs.
+type Pairs = Vec<(String, String)>;
+
 /// The container's env as name → value, and name → downward API field path.
-fn container_env(container: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn container_env(container: &Value) -> (Pairs, Pairs) {
     let mut values = Vec::new();
     let mut fields = Vec::new();
     for var in container["env"].as_sequence().expect("env") {

@@ -214,3 +214,33 @@ async fn metrics_reflect_the_traffic() {
     assert_eq!(within_a_second, 2.0);
     cluster.shutdown().await;
 }
+
+/// Every metric the Grafana dashboard and the Prometheus alerts use is one this node registers
+/// (the deployment files cannot drift from the code).
+#[test]
+fn dashboards_and_alerts_use_only_exported_metrics() {
+    let exported = ringlimit::metrics::Metrics::new().names();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in [
+        "deploy/grafana/ringlimit.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).expect("file exists");
+        for word in text.split(|c: char| !(c.is_ascii_lowercase() || c == '_')) {
+            if !(word.starts_with("gubernator_") || word.starts_with("ringlimit_")) {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    word.strip_suffix(suffix)
+                        .filter(|base| exported.iter().any(|name| name == base))
+                })
+                .unwrap_or(word);
+            assert!(
+                exported.iter().any(|name| name == base),
+                "{file} uses {word}, which the node does not export"
+            );
+        }
+    }
+}
