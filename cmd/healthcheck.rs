@@ -281,3 +281,53 @@ fn snippet(body: &[u8]) -> String {
         .take(200)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_bare_addresses_give_the_authority() {
+        let ok = |url: &str| authority(url).ok();
+        assert_eq!(ok("http://127.0.0.1:1050"), Some("127.0.0.1:1050".into()));
+        assert_eq!(ok("http://localhost:1050/"), Some("localhost:1050".into()));
+        assert_eq!(ok("10.0.0.1:1050"), Some("10.0.0.1:1050".into()));
+        assert_eq!(ok("0.0.0.0:1050"), Some("127.0.0.1:1050".into()));
+        assert_eq!(ok("[::]:1050"), Some("[::1]:1050".into()));
+        assert!(authority("localhost").is_err());
+        assert!(authority("https://x:1").is_err());
+        assert!(authority("http://x:1/v1/HealthCheck").is_err());
+    }
+
+    #[test]
+    fn responses_are_split_and_dechunked() {
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(raw).ok(), Some((200, b"{}".to_vec())));
+        let raw = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_response(raw).ok(), Some((503, b"abcde".to_vec())));
+        assert!(parse_response(b"").is_err());
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn answers_are_judged() {
+        let healthy = br#"{"status":"healthy","message":"","peer_count":3,"advertise_address":"A","local_peers":[],"region_peers":[]}"#;
+        assert_eq!(interpret(200, healthy).ok(), Some(Health::Healthy(3)));
+        let unhealthy =
+            br#"{"code":14,"message":"this instance is not found in the peer list","details":[]}"#;
+        assert_eq!(
+            interpret(503, unhealthy).ok(),
+            Some(Health::Unhealthy(
+                "this instance is not found in the peer list".into()
+            ))
+        );
+        let odd = br#"{"status":"unhealthy","message":"peer 10.0.0.2 failed"}"#;
+        assert_eq!(
+            interpret(200, odd).ok(),
+            Some(Health::Unhealthy("peer 10.0.0.2 failed".into()))
+        );
+        assert!(interpret(404, b"not found").is_err());
+        assert!(interpret(200, b"<html>").is_err());
+    }
+}

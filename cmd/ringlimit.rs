@@ -7,7 +7,7 @@
 mod check;
 mod healthcheck;
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -264,12 +264,16 @@ fn read_keys(input: impl BufRead) -> std::io::Result<Vec<String>> {
     Ok(keys)
 }
 
+/// Installs the log subscriber: `GUBER_LOG_LEVEL` (or `RUST_LOG`) filters, `GUBER_LOG_FORMAT`
+/// chooses text or one JSON object per line, on standard error.
 fn init_tracing(config: &ServerConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
