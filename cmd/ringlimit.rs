@@ -1,6 +1,13 @@
 //! The `ringlimit` command: one binary, with subcommands. `ringlimit` alone serves.
+//!
+//! Subcommands: `serve` (run a node, the default), `ring` (which peer owns a key), `check` (send
+//! rate-limit requests to a node and print the answers) and `healthcheck` (a node's health as an
+//! exit status, for container and Kubernetes probes).
 
-use std::io::{BufRead, Write};
+mod check;
+mod healthcheck;
+
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -31,6 +38,18 @@ enum Command {
     Serve(ServerConfig),
     /// Print which peer owns each key, as Gubernator v2's consistent-hash ring chooses.
     Ring(RingArgs),
+    /// Send rate-limit requests to a node over gRPC and print the answers.
+    ///
+    /// Builds one GetRateLimits call from flags (one item per --key) or reads it as the HTTP
+    /// gateway's JSON, sends it to a node's gRPC address and prints one line per answer, or the
+    /// response as the gateway's JSON; --count repeats the call.
+    Check(check::CheckArgs),
+    /// Exit 0 if a node reports itself healthy (for container and Kubernetes probes).
+    ///
+    /// Calls the node's HTTP health endpoint, GET /v1/HealthCheck, and exits 0 when it answers
+    /// 200 with status "healthy", 2 when it answers but is unhealthy, and 1 when it cannot be
+    /// asked (connection refused, timeout, an unexpected answer).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Arguments of `ringlimit ring`.
@@ -80,6 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let args_for_errors = args.clone();
     let cli = match command
         .clone()
         .try_get_matches_from(args)
@@ -93,10 +113,15 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::ValueValidation | ErrorKind::InvalidValue
-            ) {
+            // The client subcommands report bad values in clap's own words; only the node's
+            // configuration errors are phrased as configuration errors.
+            let client = command_matches(&args_for_errors, &["check", "healthcheck"]);
+            if !client
+                && matches!(
+                    error.kind(),
+                    ErrorKind::ValueValidation | ErrorKind::InvalidValue
+                )
+            {
                 eprintln!("{}", config::describe_error(&error, &command));
             } else {
                 let _ = error.print();
@@ -108,6 +133,8 @@ fn main() -> ExitCode {
     let server_config = match cli.command {
         Some(Command::Serve(server_config)) => server_config,
         Some(Command::Ring(args)) => return ring(args),
+        Some(Command::Check(args)) => return check::run(args),
+        Some(Command::Healthcheck(args)) => return healthcheck::run(args),
         None => cli.serve,
     };
     init_tracing(&server_config);
@@ -219,6 +246,12 @@ fn ring(args: RingArgs) -> ExitCode {
     }
 }
 
+/// Whether the first argument after the program name is one of `names` (a subcommand).
+fn command_matches(args: &[String], names: &[&str]) -> bool {
+    args.get(1)
+        .is_some_and(|first| names.contains(&first.as_str()))
+}
+
 /// Keys from `input`, one per line (`\n` or `\r\n`), blank lines skipped.
 fn read_keys(input: impl BufRead) -> std::io::Result<Vec<String>> {
     let mut keys = Vec::new();
@@ -231,12 +264,16 @@ fn read_keys(input: impl BufRead) -> std::io::Result<Vec<String>> {
     Ok(keys)
 }
 
+/// Installs the log subscriber: `GUBER_LOG_LEVEL` (or `RUST_LOG`) filters, `GUBER_LOG_FORMAT`
+/// chooses text or one JSON object per line, on standard error.
 fn init_tracing(config: &ServerConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
