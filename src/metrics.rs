@@ -354,6 +354,41 @@ impl Metrics {
     }
 }
 
+/// The labelled counters every evaluated item touches, resolved once: a labelled lookup costs a
+/// hash and a lock, which the per-item path should not pay.
+#[derive(Clone)]
+pub struct ItemCounters {
+    /// `gubernator_getratelimit_counter{calltype="local"}`.
+    pub local: IntCounter,
+    /// `gubernator_getratelimit_counter{calltype="forward"}`.
+    pub forward: IntCounter,
+    /// `gubernator_getratelimit_counter{calltype="global"}`.
+    pub global: IntCounter,
+    /// `ringlimit_decisions_total{status="under"}`.
+    pub under: IntCounter,
+    /// `ringlimit_decisions_total{status="over"}`.
+    pub over: IntCounter,
+    /// `gubernator_cache_access_count{type="hit"}`.
+    pub cache_hit: IntCounter,
+    /// `gubernator_cache_access_count{type="miss"}`.
+    pub cache_miss: IntCounter,
+}
+
+impl Metrics {
+    /// The per-item counters of this registry.
+    pub fn item_counters(&self) -> ItemCounters {
+        ItemCounters {
+            local: self.getratelimit_counter.with_label_values(&["local"]),
+            forward: self.getratelimit_counter.with_label_values(&["forward"]),
+            global: self.getratelimit_counter.with_label_values(&["global"]),
+            under: self.decisions.with_label_values(&["under"]),
+            over: self.decisions.with_label_values(&["over"]),
+            cache_hit: self.cache_access_count.with_label_values(&["hit"]),
+            cache_miss: self.cache_access_count.with_label_values(&["miss"]),
+        }
+    }
+}
+
 /// Latency buckets in seconds, from 50 µs to 1 s.
 fn latency_buckets() -> Vec<f64> {
     vec![

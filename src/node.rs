@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::global::pending::Added;
 use crate::global::{GlobalOptions, GlobalState, replica};
-use crate::metrics::Metrics;
+use crate::metrics::{ItemCounters, Metrics};
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
@@ -39,6 +39,7 @@ pub struct Node {
     global: GlobalState,
     failures: PeerFailures,
     metrics: Metrics,
+    counters: ItemCounters,
     limits: InputLimits,
     registration: Option<Arc<AtomicBool>>,
     shutting_down: AtomicBool,
@@ -64,6 +65,17 @@ pub struct NodeOptions {
     pub metrics: Metrics,
     /// Limits on item fields.
     pub limits: InputLimits,
+}
+
+/// How an item was answered, as `gubernator_getratelimit_counter{calltype}` counts it.
+#[derive(Clone, Copy)]
+enum CallType {
+    /// Evaluated by this node as the owner.
+    Local,
+    /// Answered by the owner after a forward.
+    Forward,
+    /// Answered from this node's copy of a GLOBAL limit.
+    Global,
 }
 
 /// Where one item is evaluated.
@@ -99,6 +111,7 @@ impl Node {
             clients: PeerClients::new(options.peer_clients, options.metrics.clone()),
             global: GlobalState::new(options.global),
             failures: PeerFailures::new(options.peer_failure_window),
+            counters: options.metrics.item_counters(),
             metrics: options.metrics,
             limits: options.limits,
             registration: options.registration,
@@ -240,7 +253,7 @@ impl Node {
         owner: String,
     ) -> proto::RateLimitResp {
         let applied = self.store.apply(key.clone(), request);
-        self.record_decision("global", applied.decision);
+        self.record_decision(CallType::Global, applied.decision);
         // The owner is owed what this copy consumed: admitted hits (and drained ones), never
         // refused ones, which would drain the owner below what the cluster admitted.
         let consumed = request.hits != 0
@@ -336,11 +349,12 @@ impl Node {
             std::mem::take(&mut item.unique_key),
         );
         let applied = self.store.apply(key, request);
-        self.record_decision("local", applied.decision);
-        self.metrics
-            .cache_access_count
-            .with_label_values(&[if applied.hit { "hit" } else { "miss" }])
-            .inc();
+        self.record_decision(CallType::Local, applied.decision);
+        if applied.hit {
+            self.counters.cache_hit.inc();
+        } else {
+            self.counters.cache_miss.inc();
+        }
         decision_response(applied.decision)
     }
 
@@ -397,7 +411,7 @@ impl Node {
         match result {
             Ok(mut response) => {
                 if response.error.is_empty() {
-                    self.record_decision("forward", decision_of(&response));
+                    self.record_decision(CallType::Forward, decision_of(&response));
                 }
                 response
                     .metadata
@@ -438,19 +452,20 @@ impl Node {
         }
     }
 
-    fn record_decision(&self, calltype: &str, decision: Decision) {
-        self.metrics
-            .getratelimit_counter
-            .with_label_values(&[calltype])
-            .inc();
-        let status = match decision.status {
-            Status::UnderLimit => "under",
+    fn record_decision(&self, calltype: CallType, decision: Decision) {
+        let counters = &self.counters;
+        match calltype {
+            CallType::Local => counters.local.inc(),
+            CallType::Forward => counters.forward.inc(),
+            CallType::Global => counters.global.inc(),
+        }
+        match decision.status {
+            Status::UnderLimit => counters.under.inc(),
             Status::OverLimit => {
                 self.metrics.over_limit_counter.inc();
-                "over"
+                counters.over.inc();
             }
-        };
-        self.metrics.decisions.with_label_values(&[status]).inc();
+        }
     }
 
     fn item_error(&self, error: ItemError) -> proto::RateLimitResp {
