@@ -589,10 +589,7 @@ impl Drop for InProgress<'_> {
 /// The wire answer for a decision made by this node as the owner (no `metadata.owner`).
 fn decision_response(decision: Decision) -> proto::RateLimitResp {
     proto::RateLimitResp {
-        status: match decision.status {
-            Status::UnderLimit => proto::Status::UnderLimit as i32,
-            Status::OverLimit => proto::Status::OverLimit as i32,
-        },
+        status: decision.status.wire(),
         limit: decision.limit,
         remaining: decision.remaining,
         reset_time: decision.reset_time,
@@ -604,11 +601,7 @@ fn decision_response(decision: Decision) -> proto::RateLimitResp {
 /// The decision an owner's answer carries.
 fn decision_of(response: &proto::RateLimitResp) -> Decision {
     Decision {
-        status: if response.status == proto::Status::OverLimit as i32 {
-            Status::OverLimit
-        } else {
-            Status::UnderLimit
-        },
+        status: Status::from_wire(response.status),
         limit: response.limit,
         remaining: response.remaining,
         reset_time: response.reset_time,

@@ -73,6 +73,25 @@ pub enum Status {
     OverLimit,
 }
 
+impl Status {
+    /// The wire value (`UNDER_LIMIT = 0`, `OVER_LIMIT = 1`).
+    pub const fn wire(self) -> i32 {
+        match self {
+            Status::UnderLimit => 0,
+            Status::OverLimit => 1,
+        }
+    }
+
+    /// The status a wire value stands for; anything but `OVER_LIMIT` reads as under the limit.
+    pub const fn from_wire(value: i32) -> Self {
+        if value == 1 {
+            Status::OverLimit
+        } else {
+            Status::UnderLimit
+        }
+    }
+}
+
 /// The length of a limit's window, as the request states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitDuration {

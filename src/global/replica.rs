@@ -22,7 +22,7 @@ pub fn to_update(key: &LimitKey, bucket: &Bucket) -> proto::UpdatePeerGlobal {
     let (status, algorithm, duration, created_at) = match bucket {
         Bucket::Token(token) => (
             proto::RateLimitResp {
-                status: wire_status(token.status),
+                status: token.status.wire(),
                 limit: token.limit,
                 remaining: token.remaining,
                 reset_time: token.expire_at,
@@ -44,7 +44,7 @@ pub fn to_update(key: &LimitKey, bucket: &Bucket) -> proto::UpdatePeerGlobal {
             };
             (
                 proto::RateLimitResp {
-                    status: wire_status(status),
+                    status: status.wire(),
                     limit: leaky.limit,
                     remaining,
                     reset_time: leaky.expire_at,
@@ -90,11 +90,7 @@ pub fn from_update(
     let status = update.status.as_ref()?;
     match update.algorithm {
         0 => Some(Bucket::Token(TokenBucket {
-            status: if status.status == proto::Status::OverLimit as i32 {
-                Status::OverLimit
-            } else {
-                Status::UnderLimit
-            },
+            status: Status::from_wire(status.status),
             limit: status.limit,
             duration: update.duration,
             remaining: status.remaining,
@@ -139,11 +135,7 @@ pub fn from_answer(
     let duration = request.duration.wire_value();
     match request.algorithm {
         Algorithm::TokenBucket => Bucket::Token(TokenBucket {
-            status: if answer.status == proto::Status::OverLimit as i32 {
-                Status::OverLimit
-            } else {
-                Status::UnderLimit
-            },
+            status: Status::from_wire(answer.status),
             limit: answer.limit,
             duration,
             remaining: answer.remaining,
@@ -167,13 +159,6 @@ pub fn from_answer(
                 }
             }),
         }),
-    }
-}
-
-fn wire_status(status: Status) -> i32 {
-    match status {
-        Status::UnderLimit => proto::Status::UnderLimit as i32,
-        Status::OverLimit => proto::Status::OverLimit as i32,
     }
 }
 
