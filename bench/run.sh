@@ -143,7 +143,7 @@ wait_tcp() { # wait_tcp PORT PID NAME
 wait_healthy() { # wait_healthy HTTP_PORT PID NAME: until /v1/HealthCheck says healthy
   local i
   for i in $(seq 1 200); do
-    if curl -fsS "http://127.0.0.1:$1/v1/HealthCheck" 2>/dev/null | grep -qi healthy; then return 0; fi
+    if curl -fsS "http://127.0.0.1:$1/v1/HealthCheck" 2>/dev/null | grep -Eq '"status" *: *"healthy"'; then return 0; fi
     kill -0 "$2" 2>/dev/null || die "$3 exited at start (log: $WORK/$3.log): $(tail -5 "$WORK/$3.log" 2>/dev/null)"
     sleep 0.1
     : "$i"
@@ -152,7 +152,8 @@ wait_healthy() { # wait_healthy HTTP_PORT PID NAME: until /v1/HealthCheck says h
 }
 
 LAST_PID=
-# start_node NAME GRPC_PORT HTTP_PORT PEERS CACHE_SIZE: a ringlimit node; its pid in LAST_PID.
+# start_node NAME GRPC_PORT HTTP_PORT PEERS CACHE_SIZE: a ringlimit node, listening; its pid in
+# LAST_PID (wait_healthy once all peers are up).
 start_node() {
   local name=$1 grpc=$2 http=$3 peers=$4 cache=$5 discovery=static
   [ -n "$peers" ] || discovery=none
@@ -162,7 +163,7 @@ start_node() {
   LAST_PID=$!
   PIDS+=("$LAST_PID")
   wait_tcp "$grpc" "$LAST_PID" "$name"
-  wait_healthy "$http" "$LAST_PID" "$name"
+  wait_tcp "$http" "$LAST_PID" "$name"
 }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -244,6 +245,7 @@ free_port G1
 free_port H1
 start_node single "$G1" "$H1" "" 1000000
 SINGLE_PID=$LAST_PID
+wait_healthy "$H1" "$SINGLE_PID" single
 say "one node on 127.0.0.1:$G1"
 rl_bench single_1 --target "127.0.0.1:$G1" "${COMMON[@]}" --time "$BENCH_TIME"
 scenario single_1 "ringlimit single node" "one node, 1 item per call" single_1
@@ -263,6 +265,13 @@ PEERS=127.0.0.1:$GA,127.0.0.1:$GB,127.0.0.1:$GC
 start_node node_a "$GA" "$HA" "$PEERS" 1000000; PID_A=$LAST_PID
 start_node node_b "$GB" "$HB" "$PEERS" 1000000; PID_B=$LAST_PID
 start_node node_c "$GC" "$HC" "$PEERS" 1000000; PID_C=$LAST_PID
+wait_healthy "$HA" "$PID_A" node_a
+wait_healthy "$HB" "$PID_B" node_b
+wait_healthy "$HC" "$PID_C" node_c
+for h in "$HA" "$HB" "$HC"; do
+  curl -fsS "http://127.0.0.1:$h/v1/HealthCheck" | jq -e '(.peer_count // .peerCount) == 3' >/dev/null ||
+    die "the 3 nodes do not see each other: $(curl -sS "http://127.0.0.1:$h/v1/HealthCheck")"
+done
 say "3 nodes: $PEERS"
 rl_bench cluster_1 --targets "$PEERS" "${COMMON[@]}" --time "$BENCH_TIME"
 scenario cluster_1 "ringlimit 3 nodes" "3 nodes, 1 item per call, connections over all 3 (2/3 forwarded)" cluster_1
@@ -354,6 +363,7 @@ free_port GM
 free_port HM
 start_node memory "$GM" "$HM" "" $((MEM_KEYS * 2))
 MEM_PID=$LAST_PID
+wait_healthy "$HM" "$MEM_PID" memory
 rl_bench mem_1k --target "127.0.0.1:$GM" --connections "$CONNECTIONS" --concurrency "$CONCURRENCY" \
   --items 1 --keys 1000 --time "$BENCH_TIME"
 RSS_BEFORE=$(rss_kb "$MEM_PID")

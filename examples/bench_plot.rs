@@ -17,8 +17,10 @@
 //! }
 //! ```
 //!
-//! A system with a curve is drawn as a line through its points (sorted by throughput); a system
-//! with only scenarios is drawn as points. Text uses DejaVu Sans embedded at build time, so no
+//! Each curve is drawn as a line through its points (sorted by throughput); a curve with
+//! `"closed_loop": true` (Redis: redis-benchmark has no rate setting, so its points are client
+//! counts) keeps its points' order and says so in its legend. A file without
+//! curves is drawn from its scenarios, as points. Text uses DejaVu Sans embedded at build time, so no
 //! system fonts are needed.
 
 use std::error::Error;
@@ -54,14 +56,25 @@ fn series_of(results: &Value) -> Vec<Series> {
         if points.is_empty() {
             continue;
         }
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let closed_loop = curve["closed_loop"].as_bool() == Some(true);
+        if !closed_loop {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let system = if closed_loop {
+            format!("{system} (closed loop, 1 to N clients)")
+        } else {
+            system.to_string()
+        };
         out.push(Series {
-            system: system.to_string(),
+            system,
             points,
             line: true,
         });
     }
-    // Systems without a curve: their closed-loop scenarios as single points.
+    if !out.is_empty() {
+        return out;
+    }
+    // No curves (an older or partial results file): the closed-loop scenarios as single points.
     for s in results["scenarios"].as_array().into_iter().flatten() {
         let (Some(system), Some(x), Some(y)) = (
             s["system"].as_str(),
@@ -70,9 +83,6 @@ fn series_of(results: &Value) -> Vec<Series> {
         ) else {
             continue;
         };
-        if out.iter().any(|c| c.line && c.system == system) {
-            continue;
-        }
         match out.iter_mut().find(|c| c.system == system) {
             Some(c) => c.points.push((x, y)),
             None => out.push(Series {
