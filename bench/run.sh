@@ -334,6 +334,10 @@ redis_bench() {
       printf "\"errors\":{},\"config\":{\"tool\":\"redis-benchmark\",\"clients\":%d,\"requests\":%d}}\n", c, n
     }' >"$WORK/$out.json"
   jq -e '.decisions_per_sec > 0' "$WORK/$out.json" >/dev/null || die "redis-benchmark: no result parsed from $WORK/$out.csv"
+  # redis-benchmark counts error replies (a script error, NOSCRIPT) as requests: there must be none.
+  local errors
+  errors=$(redis-cli -h 127.0.0.1 -p "$RP" INFO stats | tr -d '\r' | awk -F: '/^total_error_replies:/ { print $2 }')
+  [ "$errors" = 0 ] || die "Redis answered $errors errors: $(redis-cli -h 127.0.0.1 -p "$RP" INFO errorstats | tr -d '\r' | tr '\n' ' ')"
   say "$out: $(jq -r '"\(.calls_per_sec | floor) calls/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us"' "$WORK/$out.json")"
 }
 # redis-benchmark counts requests, not time: calibrate, then size the run to BENCH_TIME.
@@ -377,6 +381,8 @@ for round in 1 2 3 4 5 6 7 8; do
   say "memory: $held keys held after round $round"
   [ "$held" -lt $((MEM_KEYS * 99 / 100)) ] || break
 done
+[ "$held" -ge $((MEM_KEYS * 9 / 10)) ] ||
+  say "warning: memory: only $held of $MEM_KEYS keys held after loading (does 'ringlimit bench --keys' reuse the same key names?)"
 RSS_AFTER=$(rss_kb "$MEM_PID")
 KEYS_AFTER=$(cache_size "$HM")
 rl_bench mem_1m --target "127.0.0.1:$GM" --connections "$CONNECTIONS" --concurrency "$CONCURRENCY" \
