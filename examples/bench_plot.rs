@@ -106,7 +106,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let results: Value = serde_json::from_str(&text).map_err(|e| format!("{input}: {e}"))?;
     let series = series_of(&results);
     if series.is_empty() {
-        return Err(format!("{input}: no curve or scenario with decisions_per_sec and p99_us").into());
+        return Err(
+            format!("{input}: no curve or scenario with decisions_per_sec and p99_us").into(),
+        );
     }
 
     plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
@@ -122,10 +124,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let y_lo = 10f64.powf(y_min.log10().floor()).max(1.0);
     let y_hi = 10f64.powf(y_max.log10().ceil()).max(y_lo * 10.0);
 
-    if let Some(dir) = std::path::Path::new(&output).parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
+    if let Some(dir) = std::path::Path::new(&output).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
     }
     let root = BitMapBackend::new(&output, (1000, 640)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -136,7 +138,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         _ => "Throughput vs p99 latency".to_string(),
     };
     let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20).into_font().style(FontStyle::Bold))
+        .caption(
+            caption,
+            ("sans-serif", 20).into_font().style(FontStyle::Bold),
+        )
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
@@ -182,10 +187,17 @@ fn main() -> Result<(), Box<dyn Error>> {
             chart.draw_series(LineSeries::new(points.clone(), style))?;
         }
         chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, style.filled())))?
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, style.filled())),
+            )?
             .label(label)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], ShapeStyle::from(&color).stroke_width(2))
+                PathElement::new(
+                    vec![(x, y), (x + 20, y)],
+                    ShapeStyle::from(&color).stroke_width(2),
+                )
             });
     }
     chart
