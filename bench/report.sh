@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Prints BENCHMARKS.md (Markdown) from a results file written by bench/run.sh:
+#   bench/report.sh [bench/results/latest.json] > BENCHMARKS.md
+set -euo pipefail
+
+RESULTS=${1:-$(dirname "${BASH_SOURCE[0]}")/results/latest.json}
+[ -f "$RESULTS" ] || { echo "bench/report.sh: $RESULTS is missing (run bench/run.sh)" >&2; exit 1; }
+
+jq -r '
+  def commas: if length > 3 then (.[:-3] | commas) + "," + .[-3:] else . end;
+  def n0: if . == null then "–" elif . < 0 then "-" + (- . | n0) else (round | tostring | commas) end;
+  def x2: if . == null then "–" else ((. * 100 | round) / 100 | tostring) + "×" end;
+  def ratio($a; $b): if ($b // 0) > 0 and $a != null then $a / $b else null end;
+  . as $r
+  | ($r.scenarios | map(select(.name == "redis_1"))[0].decisions_per_sec) as $redis
+  | ($r.scenarios | map(select(.name == "floor_1"))[0].decisions_per_sec) as $floor
+  | ($r.scenarios | map(select(.name == "single_1"))[0].decisions_per_sec) as $single
+  | [
+    "# Benchmarks",
+    "",
+    "Measured by `bench/run.sh` on \($r.machine.date) at commit `\($r.machine.git_rev)`: every system on this one machine, over loopback, with the same client (\($r.settings.connections) connections, \($r.settings.concurrency) calls in flight, \($r.settings.keys | n0) keys, \($r.settings.time) per scenario after a \($r.settings.warmup) warm-up). The client runs on the same cores as the servers, so absolute numbers are lower than on separate machines; the ratios are what the targets are about. Raw results: `bench/results/latest.json`; this file is generated from it by `bench/report.sh`.",
+    "",
+    "## Machine",
+    "",
+    "| | |",
+    "| --- | --- |",
+    "| CPU | \($r.machine.nproc) × \($r.machine.cpu) |",
+    "| memory | \(($r.machine.memory_kb / 1048576 * 10 | round) / 10) GiB |",
+    "| kernel | \($r.machine.kernel) |",
+    "| rustc | \($r.machine.rustc) |",
+    "| Redis | \($r.machine.redis) |",
+    "| date | \($r.machine.date) |",
+    "",
+    "## Targets",
+    "",
+    "| | target | measured |",
+    "| --- | --- | --- |",
+    ($r.targets[] | "| \(if .pass then "✅" else "❌" end) | \(.target) | \(if .value == null then "–" elif .kind == "min" then (.value | x2) else (.value | n0) end) |"),
+    "",
+    "## Scenarios",
+    "",
+    "| scenario | calls/s | decisions/s | p50 µs | p99 µs | errors | decisions/s vs Redis+Lua | vs floor | vs single node |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ($r.scenarios[] | "| \(.description) | \(.calls_per_sec | n0) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) | \(.errors | n0) | \(ratio(.decisions_per_sec; $redis) | x2) | \(ratio(.decisions_per_sec; $floor) | x2) | \(ratio(.decisions_per_sec; $single) | x2) |"),
+    "",
+    "## Latency under load",
+    "",
+    "| measurement | rate (calls/s) | achieved calls/s | p50 µs | p99 µs |",
+    "| --- | ---: | ---: | ---: | ---: |",
+    "| one node, open loop at half its peak | \($r.latency.half_peak_direct.rate | n0) | \($r.latency.half_peak_direct.calls_per_sec | n0) | \($r.latency.half_peak_direct.p50_us | n0) | \($r.latency.half_peak_direct.p99_us | n0) |",
+    "| 3 nodes, all calls to one node (2/3 of keys owned elsewhere), open loop at half the single-node peak | \($r.latency.half_peak_forwarded.rate | n0) | \($r.latency.half_peak_forwarded.calls_per_sec | n0) | \($r.latency.half_peak_forwarded.p50_us | n0) | \($r.latency.half_peak_forwarded.p99_us | n0) |",
+    "| 3 nodes, one call in flight to one node (2/3 forwarded, so the median call is forwarded) | closed loop | \($r.latency.low_load_forwarded.calls_per_sec | n0) | \($r.latency.low_load_forwarded.p50_us | n0) | \($r.latency.low_load_forwarded.p99_us | n0) |",
+    "",
+    "## Memory and key count",
+    "",
+    "One node (`GUBER_CACHE_SIZE` = 2 × the keys) after a warm-up on 1,000 keys, then loaded with 100-item calls over \($r.memory.target_keys | n0) keys until 99 % of them were held (`gubernator_cache_size`).",
+    "",
+    "| | |",
+    "| --- | ---: |",
+    "| keys held before / after loading | \($r.memory.keys_before | n0) / \($r.memory.keys_after | n0) |",
+    "| RSS before / after (VmRSS) | \(($r.memory.rss_before_kb / 1024 * 10 | round) / 10) MiB / \(($r.memory.rss_after_kb / 1024 * 10 | round) / 10) MiB |",
+    "| **bytes per key** | **\($r.memory.bytes_per_key | n0)** |",
+    "| decisions/s, 1 item per call, over 1,000 keys | \($r.memory.decisions_per_sec_1k_keys | n0) (p99 \($r.memory.p99_us_1k_keys | n0) µs) |",
+    "| decisions/s, 1 item per call, over \($r.memory.target_keys | n0) keys | \($r.memory.decisions_per_sec_1m_keys | n0) (p99 \($r.memory.p99_us_1m_keys | n0) µs) |",
+    "",
+    "## Throughput and p99 latency",
+    "",
+    "![throughput vs p99 latency](docs/bench.png)",
+    "",
+    "Open-loop runs at 25, 50 and 75 % of each system'\''s closed-loop peak (\($r.settings.sweep_time) each), and the peak itself. redis-benchmark has no rate setting: the Redis curve varies the number of clients instead (closed loop).",
+    "",
+    "| system | offered | decisions/s | p50 µs | p99 µs |",
+    "| --- | ---: | ---: | ---: | ---: |",
+    ($r.curves[] | .system as $s | .points[] | "| \($s) | \(if .offered != null then (.offered | n0) + " calls/s" elif .clients != null then "\(.clients) clients" else "peak" end) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) |"),
+    "",
+    "## Commands",
+    "",
+    "Run with `bench/run.sh` (`BENCH_TIME=3s bench/run.sh` for a quick run). Each server was started on free loopback ports (ringlimit nodes with `GUBER_PEER_DISCOVERY_TYPE=static GUBER_PEERS=… GUBER_LOG_LEVEL=warn`), then:",
+    "",
+    "```",
+    ($r.commands[]),
+    "```",
+    ""
+  ] | .[]
+' "$RESULTS"
