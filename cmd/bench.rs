@@ -602,8 +602,11 @@ async fn show_progress(shared: Arc<Shared>) {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    while !shared.finished.load(Ordering::Relaxed) {
+    loop {
         tick.tick().await;
+        if shared.finished.load(Ordering::Relaxed) {
+            break;
+        }
         let now = Instant::now();
         let message = if now < shared.measure_start {
             format!(
@@ -614,10 +617,17 @@ async fn show_progress(shared: Arc<Shared>) {
             let done = shared.done.load(Ordering::Relaxed);
             let failed = shared.failed.load(Ordering::Relaxed);
             let elapsed = (now - shared.measure_start).as_secs_f64().max(1e-9);
+            let goal = match (shared.measure_end, shared.calls) {
+                (Some(end), _) => format!(
+                    "{elapsed:.1}s of {:.1}s",
+                    (end - shared.measure_start).as_secs_f64()
+                ),
+                (None, Some(calls)) => format!("{elapsed:.1}s, {calls} calls to make"),
+                (None, None) => format!("{elapsed:.1}s"),
+            };
             format!(
-                "{done} calls, {:.0} calls/s, {failed} errors, {:.1}s",
-                done as f64 / elapsed,
-                elapsed
+                "{done} calls, {:.0} calls/s, {failed} errors, {goal}",
+                done as f64 / elapsed
             )
         };
         bar.set_message(message);
@@ -833,7 +843,7 @@ async fn call(connection: &mut Connection, request: proto::GetRateLimitsReq) -> 
     match connection {
         Connection::Grpc(client) => match client.get_rate_limits(request).await {
             Ok(response) => CallResult::Answered(response.into_inner()),
-            Err(status) => CallResult::Failed(code_name(status.code()).to_string()),
+            Err(status) => CallResult::Failed(status_kind(&status).to_string()),
         },
         Connection::Http(client, url) => {
             let body = json::encode_get_rate_limits_req(&request);
@@ -867,6 +877,22 @@ async fn call(connection: &mut Connection, request: proto::GetRateLimitsReq) -> 
             }
         }
     }
+}
+
+/// The kind of a failed gRPC call: `DEADLINE_EXCEEDED` when `--timeout` expired, `transport` when
+/// the client failed (the connection, HTTP/2) and the code's name when the server answered it.
+fn status_kind(status: &tonic::Status) -> &'static str {
+    let mut source = std::error::Error::source(status);
+    if source.is_none() {
+        return code_name(status.code());
+    }
+    while let Some(error) = source {
+        if error.is::<tonic::TimeoutExpired>() {
+            return "DEADLINE_EXCEEDED";
+        }
+        source = error.source();
+    }
+    "transport"
 }
 
 /// The canonical gRPC name of a code (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...).

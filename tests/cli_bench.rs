@@ -258,3 +258,66 @@ async fn an_unreachable_target_exits_1() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_items_are_counted_as_item_errors() {
+    let server = common::start_node(&["--max-key-length=16"]).await;
+    let target = server.grpc_address().to_string();
+    let long_name = "n".repeat(64);
+    let report = run_json(bench(
+        &target,
+        &[
+            "--calls", "20", "--items", "3", "--name", &long_name, "--json",
+        ],
+    ))
+    .await;
+    assert_eq!(number(&report, "calls"), 20, "{report}");
+    assert_eq!(report["errors"]["item"], 60, "{report}");
+    assert_eq!(
+        number(&report, "under") + number(&report, "over"),
+        0,
+        "{report}"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_goes_away_gives_errors_not_a_failure() {
+    let server = common::start_node(&[]).await;
+    let target = server.grpc_address().to_string();
+    let child = bench(
+        &target,
+        &[
+            "--time",
+            "1500ms",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "500ms",
+            "--json",
+        ],
+    )
+    .spawn()
+    .expect("the binary runs");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("the node stops in time")
+        .expect("clean shutdown");
+    let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("the bench finishes in time")
+        .expect("the bench runs");
+    assert_eq!(output.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert!(number(&report, "under") > 0, "{report}");
+    let errors = report["errors"].as_object().expect("errors is an object");
+    assert!(!errors.is_empty(), "{report}");
+    assert!(
+        errors.keys().all(
+            |kind| ["UNAVAILABLE", "transport", "CANCELLED", "DEADLINE_EXCEEDED"]
+                .contains(&kind.as_str())
+        ),
+        "{report}"
+    );
+}
