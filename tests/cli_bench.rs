@@ -321,3 +321,54 @@ async fn a_node_that_goes_away_gives_errors_not_a_failure() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_spread_over_the_targets() {
+    let first = common::start_node(&[]).await;
+    let second = common::start_node(&[]).await;
+    let targets = format!("{},{}", first.grpc_address(), second.grpc_address());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlimit"));
+    command
+        .args(["bench", "--targets", &targets, "--warmup", "0s"])
+        .args(["--connections", "2", "--concurrency", "8", "--calls", "200"])
+        .args(["--keys", "1", "--limit", "1000", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let report = run_json(command).await;
+    assert_eq!(number(&report, "calls"), 200, "{report}");
+    assert_no_errors(&report);
+    assert_eq!(
+        report["config"]["targets"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    // Two separate nodes, each with its own bucket for the single key: both were loaded.
+    let remaining_first = remaining(&first, "k0").await;
+    let remaining_second = remaining(&second, "k0").await;
+    assert!(
+        remaining_first < 1000 && remaining_second < 1000,
+        "{remaining_first} {remaining_second}"
+    );
+    assert_eq!(2000 - remaining_first - remaining_second, 200);
+    first.shutdown().await.expect("clean shutdown");
+    second.shutdown().await.expect("clean shutdown");
+}
+
+/// What remains of `bench_<key>` (limit 1000 per minute) on `server`, without taking a hit.
+async fn remaining(server: &ringlimit::server::RunningServer, key: &str) -> i64 {
+    let mut client = common::grpc_client(server).await;
+    let mut item = common::token(key, 0, 1000, 60_000);
+    item.name = "bench".into();
+    let request = ringlimit::proto::GetRateLimitsReq {
+        requests: vec![item],
+    };
+    client
+        .get_rate_limits(request)
+        .await
+        .expect("the probe succeeds")
+        .into_inner()
+        .responses[0]
+        .remaining
+}
