@@ -3,14 +3,15 @@
 //! # What it measures
 //!
 //! Workers (`--concurrency`, spread round robin over `--connections` separate gRPC channels or
-//! HTTP client pools, themselves spread round robin over the `--target`s) send
-//! `GetRateLimits` calls of `--items` items each. Each item's key is drawn from `--keys` keys with
-//! a per-worker SplitMix64 generator, uniformly or with the `hot` skew (half of the draws go to
-//! the hottest 1% of the keys, the other half to the rest). The report gives the measured calls
-//! and decisions (items answered) per second, the latency percentiles of the successful calls
-//! (HdrHistogram, 1 µs to 60 s, 3 significant digits; one histogram per worker, merged at the
-//! end), the failed calls by kind (the gRPC code name, `transport`, `http_<status>`, `decode`),
-//! the items answered with an error (`item`) and the UNDER_LIMIT / OVER_LIMIT answers.
+//! HTTP client pools, themselves spread round robin over the `--target`s) send `GetRateLimits`
+//! calls of `--items` items each. Each item's key is drawn from `--keys` keys with a per-worker
+//! SplitMix64 generator, uniformly or with the `hot` skew (half of the draws go to the hottest 1%
+//! of the keys, the other half to the rest). The report gives the successful calls and the
+//! decisions (items answered UNDER or OVER) per second, the latency percentiles of the successful
+//! calls (HdrHistogram, 1 µs to 60 s, 3 significant digits; one histogram per worker, merged at
+//! the end), the failed calls by kind (the gRPC code name, `DEADLINE_EXCEEDED` for `--timeout`,
+//! `transport`, `http_<status>`, `decode`), the items answered with an error (`item`) and the
+//! UNDER_LIMIT / OVER_LIMIT answers.
 //!
 //! # How: closed and open loop, and coordinated omission
 //!
@@ -72,9 +73,10 @@ is a terminal). With --json, one JSON object:
   {\"calls\":..,\"decisions\":..,\"seconds\":..,\"calls_per_sec\":..,\"decisions_per_sec\":..,
    \"latency_us\":{\"p50\":..,\"p90\":..,\"p99\":..,\"p999\":..,\"max\":..},
    \"errors\":{\"<kind>\":..},\"under\":..,\"over\":..,\"config\":{..}}
-Latencies are those of the successful calls, in microseconds. Error kinds: gRPC code names
-(UNAVAILABLE, DEADLINE_EXCEEDED, ...), transport, http_<status>, decode, and item (items answered
-with an error).
+`calls` counts the successful calls and `decisions` their items answered UNDER_LIMIT or
+OVER_LIMIT; latencies are those of the successful calls, in microseconds. Failed calls are
+counted in `errors` by kind: gRPC code names (UNAVAILABLE, ...), DEADLINE_EXCEEDED (--timeout),
+transport, http_<status>, decode; `item` counts the items answered with an error.
 
 Exit status: 0 when the run completed (even with errors), 1 when a target cannot be reached at
 start, 2 for bad arguments.
@@ -455,7 +457,7 @@ struct Shared {
     warmup_slots: u64,
     /// Open loop: the next slot; closed loop with --calls: measured calls started.
     tickets: AtomicU64,
-    /// Measured calls completed (for the progress line).
+    /// Measured calls answered (for the progress line).
     done: AtomicU64,
     /// Measured calls failed (for the progress line).
     failed: AtomicU64,
@@ -467,21 +469,39 @@ struct Shared {
 
 /// What one worker counted.
 struct WorkerStats {
+    /// The latencies of the successful calls, in microseconds.
     histogram: Histogram<u64>,
+    /// Successful calls (failed ones are in `errors`).
     calls: u64,
-    decisions: u64,
+    /// UNDER_LIMIT answers.
     under: u64,
+    /// OVER_LIMIT answers.
     over: u64,
+    /// Failed calls by kind, and items answered with an error (`item`).
     errors: BTreeMap<String, u64>,
+    /// When the last measured call ended.
     last_done: Option<Instant>,
 }
 
 impl WorkerStats {
+    /// Failed calls: every error but the items'.
+    fn failed_calls(&self) -> u64 {
+        self.errors
+            .iter()
+            .filter(|(kind, _)| kind.as_str() != "item")
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Items answered UNDER_LIMIT or OVER_LIMIT.
+    fn decisions(&self) -> u64 {
+        self.under + self.over
+    }
+
     fn new() -> Result<Self, BenchError> {
         Ok(Self {
             histogram: new_histogram()?,
             calls: 0,
-            decisions: 0,
             under: 0,
             over: 0,
             errors: BTreeMap::new(),
@@ -503,7 +523,6 @@ impl WorkerStats {
             .add(&other.histogram)
             .map_err(|error| BenchError::Histogram(format!("{error:?}")))?;
         self.calls += other.calls;
-        self.decisions += other.decisions;
         self.under += other.under;
         self.over += other.over;
         for (kind, count) in other.errors {
@@ -754,7 +773,6 @@ async fn worker(
         if !measured {
             continue;
         }
-        stats.calls += 1;
         stats.last_done = Some(done);
         match result {
             CallResult::Answered(response) => {
@@ -772,9 +790,12 @@ async fn worker(
                         stats.under += 1;
                     }
                 }
-                stats.decisions += response.responses.len() as u64;
+                stats.calls += 1;
                 if item_errors > 0 {
                     stats.error("item", item_errors);
+                }
+                if shared.progress {
+                    shared.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
             CallResult::Failed(kind) => {
@@ -783,9 +804,6 @@ async fn worker(
                     shared.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        }
-        if shared.progress {
-            shared.done.fetch_add(1, Ordering::Relaxed);
         }
     }
     stats
@@ -982,10 +1000,10 @@ fn json_report(args: &BenchArgs, plan: &Plan, outcome: &Outcome) -> serde_json::
         .collect();
     serde_json::json!({
         "calls": stats.calls,
-        "decisions": stats.decisions,
+        "decisions": stats.decisions(),
         "seconds": outcome.seconds,
         "calls_per_sec": per_second(stats.calls, outcome.seconds),
-        "decisions_per_sec": per_second(stats.decisions, outcome.seconds),
+        "decisions_per_sec": per_second(stats.decisions(), outcome.seconds),
         "latency_us": latency,
         "errors": stats.errors,
         "under": stats.under,
@@ -1008,9 +1026,13 @@ fn write_text_report(
     };
     writeln!(
         out,
-        "{} calls of {} item(s) in {:.2}s: {mode}, {} in flight over {} {} connection(s) to {}",
+        "{} calls of {} item(s){} in {:.2}s: {mode}, {} in flight over {} {} connection(s) to {}",
         stats.calls,
         args.items,
+        match stats.failed_calls() {
+            0 => String::new(),
+            failed => format!(" (and {failed} failed)"),
+        },
         outcome.seconds,
         args.concurrency,
         plan.connections,
@@ -1025,7 +1047,7 @@ fn write_text_report(
     writeln!(
         out,
         "decisions/s  {:.1}",
-        per_second(stats.decisions, outcome.seconds)
+        per_second(stats.decisions(), outcome.seconds)
     )?;
     let latency = percentiles(&stats.histogram)
         .into_iter()

@@ -273,6 +273,7 @@ async fn refused_items_are_counted_as_item_errors() {
     .await;
     assert_eq!(number(&report, "calls"), 20, "{report}");
     assert_eq!(report["errors"]["item"], 60, "{report}");
+    assert_eq!(number(&report, "decisions"), 0, "{report}");
     assert_eq!(
         number(&report, "under") + number(&report, "over"),
         0,
@@ -310,7 +311,13 @@ async fn a_node_that_goes_away_gives_errors_not_a_failure() {
         .expect("the bench runs");
     assert_eq!(output.status.code(), Some(0));
     let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    // Only the answered calls count as calls; the others are errors.
     assert!(number(&report, "under") > 0, "{report}");
+    assert_eq!(
+        number(&report, "calls"),
+        number(&report, "under"),
+        "{report}"
+    );
     let errors = report["errors"].as_object().expect("errors is an object");
     assert!(!errors.is_empty(), "{report}");
     assert!(
