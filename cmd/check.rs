@@ -416,7 +416,7 @@ fn parse_duration_ms(text: &str) -> Result<i64, String> {
 }
 
 /// Parses one `--behavior` value: a name (any case, `-` or `_`) or a non-negative number.
-fn parse_behavior(text: &str) -> Result<i32, String> {
+pub(crate) fn parse_behavior(text: &str) -> Result<i32, String> {
     let normalized = text.trim().to_ascii_lowercase().replace('_', "-");
     let bits = match normalized.as_str() {
         "batching" => proto::Behavior::Batching as i32,

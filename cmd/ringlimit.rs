@@ -2,8 +2,10 @@
 //!
 //! Subcommands: `serve` (run a node, the default), `ring` (which peer owns a key), `check` (send
 //! rate-limit requests to a node and print the answers) and `healthcheck` (a node's health as an
-//! exit status, for container and Kubernetes probes).
+//! exit status, for container and Kubernetes probes) and `bench` (a load generator that measures
+//! a node's or a cluster's throughput and latency).
 
+mod bench;
 mod check;
 mod healthcheck;
 
@@ -50,6 +52,12 @@ enum Command {
     /// 200 with status "healthy", 2 when it answers but is unhealthy, and 1 when it cannot be
     /// asked (connection refused, timeout, an unexpected answer).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Load a node or a cluster with GetRateLimits calls and report throughput and latency.
+    ///
+    /// Sends calls over gRPC (or the HTTP gateway with --http) from many concurrent workers,
+    /// closed loop or at a fixed --rate, and prints calls/s, decisions/s, latency percentiles
+    /// measured from each call's intended send time, errors by kind and UNDER/OVER counts.
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `ringlimit ring`.
@@ -115,7 +123,7 @@ fn main() -> ExitCode {
             use clap::error::ErrorKind;
             // The client subcommands report bad values in clap's own words; only the node's
             // configuration errors are phrased as configuration errors.
-            let client = command_matches(&args_for_errors, &["check", "healthcheck"]);
+            let client = command_matches(&args_for_errors, &["check", "healthcheck", "bench"]);
             if !client
                 && matches!(
                     error.kind(),
@@ -135,6 +143,7 @@ fn main() -> ExitCode {
         Some(Command::Ring(args)) => return ring(args),
         Some(Command::Check(args)) => return check::run(args),
         Some(Command::Healthcheck(args)) => return healthcheck::run(args),
+        Some(Command::Bench(args)) => return bench::run(args),
         None => cli.serve,
     };
     init_tracing(&server_config);

@@ -1,0 +1,381 @@
+//! `ringlimit bench` against a real node: closed loop by count, several items per call, the open
+//! loop's rate, the HTTP gateway, OVER_LIMIT counting, and the exit status for bad arguments (2)
+//! and an unreachable target (1).
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+/// How long one run of the binary may take before the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// `ringlimit bench --target TARGET --warmup 0s ARGS...`, quiet and short.
+fn bench(target: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlimit"));
+    command
+        .args(["bench", "--target", target, "--warmup", "0s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(mut command: Command) -> Output {
+    tokio::time::timeout(RUN_LIMIT, command.output())
+        .await
+        .expect("the bench finishes in time")
+        .expect("the binary runs")
+}
+
+/// Runs a `--json` bench that must succeed and returns its report.
+async fn run_json(command: Command) -> Value {
+    let output = run(command).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "not one JSON object ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn number(report: &Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is a number in {report}"))
+}
+
+fn latency(report: &Value, field: &str) -> u64 {
+    report["latency_us"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("latency_us.{field} is a number in {report}"))
+}
+
+fn assert_no_errors(report: &Value) {
+    assert_eq!(
+        report["errors"].as_object().map(|errors| errors.len()),
+        Some(0),
+        "{report}"
+    );
+}
+
+/// The latency fields are positive and ordered.
+fn assert_latencies(report: &Value) {
+    let [p50, p90, p99, p999, max] =
+        ["p50", "p90", "p99", "p999", "max"].map(|f| latency(report, f));
+    assert!(p50 > 0, "{report}");
+    assert!(
+        p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_loop_makes_exactly_the_calls_asked() {
+    let server = common::start_node(&[]).await;
+    let target = server.grpc_address().to_string();
+    let report = run_json(bench(&target, &["--calls", "500", "--json"])).await;
+    assert_eq!(number(&report, "calls"), 500, "{report}");
+    assert_eq!(number(&report, "decisions"), 500, "{report}");
+    assert_eq!(number(&report, "under"), 500, "{report}");
+    assert_eq!(number(&report, "over"), 0, "{report}");
+    assert_latencies(&report);
+    assert_no_errors(&report);
+    assert!(
+        report["seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{report}"
+    );
+    assert!(
+        report["calls_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{report}"
+    );
+    assert!(
+        report["decisions_per_sec"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{report}"
+    );
+    assert_eq!(report["config"]["loop"], "closed", "{report}");
+    assert_eq!(report["config"]["concurrency"], 64, "{report}");
+
+    // Several items per call: every item is a decision.
+    let report = run_json(bench(
+        &target,
+        &[
+            "--calls",
+            "100",
+            "--items",
+            "10",
+            "--distribution",
+            "hot",
+            "--json",
+        ],
+    ))
+    .await;
+    assert_eq!(number(&report, "calls"), 100, "{report}");
+    assert_eq!(number(&report, "decisions"), 1000, "{report}");
+    assert_eq!(number(&report, "under"), 1000, "{report}");
+    assert_latencies(&report);
+    assert_no_errors(&report);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_loop_holds_the_rate() {
+    let server = common::start_node(&[]).await;
+    let target = server.grpc_address().to_string();
+    let report = run_json(bench(
+        &target,
+        &[
+            "--rate",
+            "200",
+            "--time",
+            "1s",
+            "--concurrency",
+            "16",
+            "--json",
+        ],
+    ))
+    .await;
+    let calls = number(&report, "calls");
+    assert!((160..=240).contains(&calls), "{report}");
+    assert_latencies(&report);
+    assert_no_errors(&report);
+    assert_eq!(report["config"]["loop"], "open", "{report}");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_gateway_can_be_the_target() {
+    let server = common::start_node(&[]).await;
+    let target = format!("http://{}", server.http_address());
+    let report = run_json(bench(
+        &target,
+        &["--http", "--calls", "200", "--items", "2", "--json"],
+    ))
+    .await;
+    assert_eq!(number(&report, "calls"), 200, "{report}");
+    assert_eq!(number(&report, "decisions"), 400, "{report}");
+    assert_eq!(report["config"]["protocol"], "http", "{report}");
+    assert_latencies(&report);
+    assert_no_errors(&report);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_limit_is_soon_over() {
+    let server = common::start_node(&[]).await;
+    let target = server.grpc_address().to_string();
+    let report = run_json(bench(
+        &target,
+        &[
+            "--calls", "60", "--limit", "10", "--keys", "1", "--name", "small", "--json",
+        ],
+    ))
+    .await;
+    assert_eq!(number(&report, "under"), 10, "{report}");
+    assert_eq!(number(&report, "over"), 50, "{report}");
+    assert_no_errors(&report);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_text_report_names_its_numbers() {
+    let server = common::start_node(&[]).await;
+    let target = server.grpc_address().to_string();
+    let output = run(bench(&target, &["--calls", "50", "--concurrency", "4"])).await;
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for word in [
+        "50 calls",
+        "calls/s",
+        "decisions/s",
+        "p99.9",
+        "UNDER 50",
+        "errors       none",
+    ] {
+        assert!(text.contains(word), "{word:?} in {text}");
+    }
+    // Standard error is not a terminal: no progress line.
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_exit_2() {
+    for args in [
+        &["--calls", "0"][..],
+        &["--rate", "0"],
+        &["--time", "soon"],
+        &["--time", "1s", "--calls", "5"],
+        &["--distribution", "zipf"],
+        &["--behavior", "sometimes"],
+        &["--concurrency", "0"],
+        &["--limit", "-1"],
+        &["--no-such-flag"],
+    ] {
+        let output = run(bench("127.0.0.1:1051", args)).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    let output = run(bench("not-an-address", &["--calls", "1"])).await;
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_target_exits_1() {
+    // A port that was free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    for extra in [&[][..], &["--http"]] {
+        let mut command = bench(&target, &["--calls", "5", "--timeout", "1s"]);
+        command.args(extra);
+        let output = run(command).await;
+        assert_eq!(output.status.code(), Some(1), "{extra:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("cannot connect"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_items_are_counted_as_item_errors() {
+    let server = common::start_node(&["--max-key-length=16"]).await;
+    let target = server.grpc_address().to_string();
+    let long_name = "n".repeat(64);
+    let report = run_json(bench(
+        &target,
+        &[
+            "--calls", "20", "--items", "3", "--name", &long_name, "--json",
+        ],
+    ))
+    .await;
+    assert_eq!(number(&report, "calls"), 20, "{report}");
+    assert_eq!(report["errors"]["item"], 60, "{report}");
+    assert_eq!(number(&report, "decisions"), 0, "{report}");
+    assert_eq!(
+        number(&report, "under") + number(&report, "over"),
+        0,
+        "{report}"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_goes_away_gives_errors_not_a_failure() {
+    let server = common::start_node(&[]).await;
+    let target = server.grpc_address().to_string();
+    let child = bench(
+        &target,
+        &[
+            "--time",
+            "1500ms",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "500ms",
+            "--json",
+        ],
+    )
+    .spawn()
+    .expect("the binary runs");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("the node stops in time")
+        .expect("clean shutdown");
+    let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("the bench finishes in time")
+        .expect("the bench runs");
+    assert_eq!(output.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    // Only the answered calls count as calls; the others are errors.
+    assert!(number(&report, "under") > 0, "{report}");
+    assert_eq!(
+        number(&report, "calls"),
+        number(&report, "under"),
+        "{report}"
+    );
+    let errors = report["errors"].as_object().expect("errors is an object");
+    assert!(!errors.is_empty(), "{report}");
+    assert!(
+        errors.keys().all(
+            |kind| ["UNAVAILABLE", "transport", "CANCELLED", "DEADLINE_EXCEEDED"]
+                .contains(&kind.as_str())
+        ),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_spread_over_the_targets() {
+    let first = common::start_node(&[]).await;
+    let second = common::start_node(&[]).await;
+    let targets = format!("{},{}", first.grpc_address(), second.grpc_address());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlimit"));
+    command
+        .args(["bench", "--targets", &targets, "--warmup", "0s"])
+        .args(["--connections", "2", "--concurrency", "8", "--calls", "200"])
+        .args(["--keys", "1", "--limit", "1000", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let report = run_json(command).await;
+    assert_eq!(number(&report, "calls"), 200, "{report}");
+    assert_no_errors(&report);
+    assert_eq!(
+        report["config"]["targets"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    // Two separate nodes, each with its own bucket for the single key: both were loaded.
+    let remaining_first = remaining(&first, "k0").await;
+    let remaining_second = remaining(&second, "k0").await;
+    assert!(
+        remaining_first < 1000 && remaining_second < 1000,
+        "{remaining_first} {remaining_second}"
+    );
+    assert_eq!(2000 - remaining_first - remaining_second, 200);
+    first.shutdown().await.expect("clean shutdown");
+    second.shutdown().await.expect("clean shutdown");
+}
+
+/// What remains of `bench_<key>` (limit 1000 per minute) on `server`, without taking a hit.
+async fn remaining(server: &ringlimit::server::RunningServer, key: &str) -> i64 {
+    let mut client = common::grpc_client(server).await;
+    let mut item = common::token(key, 0, 1000, 60_000);
+    item.name = "bench".into();
+    let request = ringlimit::proto::GetRateLimitsReq {
+        requests: vec![item],
+    };
+    client
+        .get_rate_limits(request)
+        .await
+        .expect("the probe succeeds")
+        .into_inner()
+        .responses[0]
+        .remaining
+}
