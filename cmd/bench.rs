@@ -360,34 +360,13 @@ fn plan(args: &BenchArgs) -> Result<Plan, BenchError> {
     })
 }
 
-/// `http://HOST:PORT` from `HOST:PORT` or `http://HOST:PORT[/]`; a wildcard host is reached
-/// through the loopback interface.
+/// `http://HOST:PORT` for a `--target` value.
 fn target_uri(address: &str) -> Result<String, BenchError> {
-    let trimmed = address.trim().trim_end_matches('/');
-    let invalid = || {
+    crate::address::http_uri(address).ok_or_else(|| {
         BenchError::Usage(format!(
             "invalid --target '{address}': expected HOST:PORT or http://HOST:PORT"
         ))
-    };
-    let rest = match trimmed.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(_) => return Err(invalid()),
-        None => trimmed,
-    };
-    let valid = rest
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !valid || rest.contains('/') {
-        return Err(invalid());
-    }
-    let rest = if let Some(port) = rest.strip_prefix("0.0.0.0:") {
-        format!("127.0.0.1:{port}")
-    } else if let Some(port) = rest.strip_prefix("[::]:") {
-        format!("[::1]:{port}")
-    } else {
-        rest.to_string()
-    };
-    Ok(format!("http://{rest}"))
+    })
 }
 
 /// One connection: a gRPC client or an HTTP client pool with its URL.

@@ -327,34 +327,13 @@ fn read_source(source: &str) -> Result<Vec<u8>, CheckError> {
     Ok(body)
 }
 
-/// `http://HOST:PORT` from `HOST:PORT` or `http://HOST:PORT`; a wildcard host (`0.0.0.0`, `[::]`),
-/// as a listen address in `GUBER_GRPC_ADDRESS` may be, is reached through the loopback interface.
+/// `http://HOST:PORT` for an `--address` value.
 fn endpoint_uri(address: &str) -> Result<String, CheckError> {
-    let trimmed = address.trim().trim_end_matches('/');
-    let invalid = || {
+    crate::address::http_uri(address).ok_or_else(|| {
         CheckError::Usage(format!(
             "invalid --address '{address}': expected HOST:PORT or http://HOST:PORT"
         ))
-    };
-    let rest = match trimmed.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(_) => return Err(invalid()),
-        None => trimmed,
-    };
-    let valid = rest
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !valid || rest.contains('/') {
-        return Err(invalid());
-    }
-    let rest = if let Some(port) = rest.strip_prefix("0.0.0.0:") {
-        format!("127.0.0.1:{port}")
-    } else if let Some(port) = rest.strip_prefix("[::]:") {
-        format!("[::1]:{port}")
-    } else {
-        rest.to_string()
-    };
-    Ok(format!("http://{rest}"))
+    })
 }
 
 /// Writes the answers of one call.

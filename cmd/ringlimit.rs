@@ -5,6 +5,7 @@
 //! exit status, for container and Kubernetes probes) and `bench` (a load generator that measures
 //! a node's or a cluster's throughput and latency).
 
+mod address;
 mod bench;
 mod check;
 mod healthcheck;
