@@ -137,7 +137,7 @@ pub struct BenchArgs {
 
     /// The algorithm.
     #[arg(long, value_enum, default_value = "token", ignore_case = true)]
-    algorithm: Algorithm,
+    algorithm: crate::check::AlgorithmArg,
 
     /// Behaviour flags, as `ringlimit check` takes them (`global`, `no-batching`, ... or a
     /// number), repeatable or comma-separated.
@@ -186,26 +186,6 @@ enum Distribution {
     Uniform,
     /// Half of the draws go to the hottest 1% of the keys (at least one key).
     Hot,
-}
-
-/// `--algorithm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Algorithm {
-    /// TOKEN_BUCKET.
-    #[value(alias = "token-bucket", alias = "token_bucket")]
-    Token,
-    /// LEAKY_BUCKET.
-    #[value(alias = "leaky-bucket", alias = "leaky_bucket")]
-    Leaky,
-}
-
-impl Algorithm {
-    fn to_proto(self) -> proto::Algorithm {
-        match self {
-            Self::Token => proto::Algorithm::TokenBucket,
-            Self::Leaky => proto::Algorithm::LeakyBucket,
-        }
-    }
 }
 
 /// Why `ringlimit bench` could not run.

@@ -126,9 +126,9 @@ pub struct CheckArgs {
     timeout: Duration,
 }
 
-/// `--algorithm`.
+/// `--algorithm` (shared by `check` and `bench`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum AlgorithmArg {
+pub(crate) enum AlgorithmArg {
     /// TOKEN_BUCKET (0).
     #[value(alias = "token-bucket", alias = "token_bucket", alias = "0")]
     Token,
@@ -138,7 +138,8 @@ enum AlgorithmArg {
 }
 
 impl AlgorithmArg {
-    fn to_proto(self) -> proto::Algorithm {
+    /// The wire algorithm.
+    pub(crate) fn to_proto(self) -> proto::Algorithm {
         match self {
             Self::Token => proto::Algorithm::TokenBucket,
             Self::Leaky => proto::Algorithm::LeakyBucket,
