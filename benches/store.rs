@@ -100,7 +100,7 @@ fn miss_path(c: &mut Criterion) {
     let request = request();
     let mut group = c.benchmark_group("store_apply_miss");
     group.throughput(Throughput::Elements(1));
-    // Bounded like a real node: once full, new keys also pay for moka's evictions.
+    // Bounded like a real node: once full, new keys also pay for evictions.
     let store = LimitStore::new(1_000_000, Arc::new(ManualClock::new(NOW_MS)));
     let mut next = 0u64;
     group.bench_function("new_key", |b| {
