@@ -66,7 +66,8 @@ call at once even when late, and its latency is counted from the time it was due
 server shows in the percentiles (no coordinated omission).
 
 Keys are `k<N>` for N in 0..--keys under the rate limit --name. --distribution hot sends half of
-the items to the hottest 1% of the keys (at least one key) and the other half to the others.
+the items to the hottest 1% of the keys (at least one key) and the other half to the others;
+--distribution sequential uses k0, k1, ... in order across all workers (to load a key space).
 
 Output: a report on standard output at the end (a live progress line on standard error when it
 is a terminal). With --json, one JSON object:
@@ -186,6 +187,9 @@ enum Distribution {
     Uniform,
     /// Half of the draws go to the hottest 1% of the keys (at least one key).
     Hot,
+    /// Keys in order, `k0, k1, …`, shared by all workers, wrapping after the last: every key is
+    /// used once before any is used twice (to load a key space exactly).
+    Sequential,
 }
 
 /// Why `ringlimit bench` could not run.
@@ -414,6 +418,12 @@ struct Shared {
     interval_ns: Option<u64>,
     /// Open loop: calls due during the warm-up.
     warmup_slots: u64,
+    /// Open loop: every call slot of the run (warm-up included); workers past it stop.
+    total_slots: u64,
+    /// Open loop: one permit per call slot that is due, released by the pacer thread at the slot's
+    /// intended time (to within the OS timer's ~50 µs, where tokio's timer would round up to the
+    /// next millisecond and add that to every measured latency).
+    due_slots: tokio::sync::Semaphore,
     /// Open loop: the next slot; closed loop with --calls: measured calls started.
     tickets: AtomicU64,
     /// Measured calls answered (for the progress line).
@@ -526,6 +536,14 @@ async fn drive(args: &BenchArgs, plan: &Plan) -> Result<Outcome, BenchError> {
         },
         interval_ns: plan.interval_ns,
         warmup_slots,
+        total_slots: match (plan.interval_ns, plan.stop) {
+            (None, _) => 0,
+            (Some(_), Stop::Calls(calls)) => warmup_slots.saturating_add(calls),
+            (Some(interval), Stop::After(time)) => {
+                ((args.warmup + time).as_nanos() as u64).div_ceil(interval)
+            }
+        },
+        due_slots: tokio::sync::Semaphore::new(0),
         tickets: AtomicU64::new(0),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -543,6 +561,14 @@ async fn drive(args: &BenchArgs, plan: &Plan) -> Result<Outcome, BenchError> {
         keys: KeyPicker::new(args.keys, args.distribution),
     });
     let progress_task = progress.then(|| tokio::spawn(show_progress(Arc::clone(&shared))));
+    if let Some(interval) = plan.interval_ns {
+        let shared = Arc::clone(&shared);
+        let wake_at_end = args.concurrency as usize;
+        std::thread::Builder::new()
+            .name("bench-pacer".into())
+            .spawn(move || pace(&shared, interval, wake_at_end))
+            .map_err(BenchError::Runtime)?;
+    }
     let mut workers = Vec::with_capacity(args.concurrency as usize);
     for index in 0..args.concurrency as usize {
         let connection = connections[index % connections.len()].clone();
@@ -649,26 +675,32 @@ impl Template {
     }
 }
 
-/// Draws key indexes, uniformly or with the hot skew.
-#[derive(Debug, Clone, Copy)]
+/// Draws key indexes, uniformly, with the hot skew, or in order.
+#[derive(Debug, Clone)]
 struct KeyPicker {
     keys: u64,
-    /// With the hot skew: the hot keys are `0..hot`; 0 for uniform.
+    /// With the hot skew: the hot keys are `0..hot`; 0 otherwise.
     hot: u64,
+    /// With the sequential order: the next index, shared by every worker.
+    next: Option<Arc<AtomicU64>>,
 }
 
 impl KeyPicker {
     fn new(keys: u64, distribution: Distribution) -> Self {
         let hot = match distribution {
-            Distribution::Uniform => 0,
+            Distribution::Uniform | Distribution::Sequential => 0,
             Distribution::Hot => (keys * HOT_KEYS_PERCENT / 100).max(1),
         };
-        Self { keys, hot }
+        let next = (distribution == Distribution::Sequential).then(|| Arc::new(AtomicU64::new(0)));
+        Self { keys, hot, next }
     }
 
     /// A key index in `0..keys`: with the hot skew, half of the draws fall in `0..hot` and half in
-    /// `hot..keys` (all in `0..hot` when every key is hot).
+    /// `hot..keys` (all in `0..hot` when every key is hot); in order, the next index.
     fn pick(&self, rng: &mut SplitMix64) -> u64 {
+        if let Some(next) = &self.next {
+            return next.fetch_add(1, Ordering::Relaxed) % self.keys;
+        }
         let draw = rng.next();
         if self.hot == 0 {
             return below(draw, self.keys);
@@ -795,24 +827,40 @@ async fn next_send(shared: &Shared) -> Option<(Instant, bool)> {
             Some((now, true))
         }
         Some(interval) => {
+            // Wait for a slot to be due; a closed semaphore cannot happen (it is never closed).
+            shared.due_slots.acquire().await.ok()?.forget();
             let slot = shared.tickets.fetch_add(1, Ordering::Relaxed);
-            let offset = Duration::from_nanos(slot.saturating_mul(interval));
-            let intended = shared.start + offset;
-            let measured = slot >= shared.warmup_slots;
-            let over = match (shared.calls, shared.measure_end) {
-                (Some(calls), _) => slot >= shared.warmup_slots.saturating_add(calls),
-                (None, Some(end)) => intended >= end,
-                (None, None) => true,
-            };
-            if over {
+            if slot >= shared.total_slots {
                 shared.finished.store(true, Ordering::Relaxed);
                 return None;
             }
-            tokio::time::sleep_until(intended.into()).await;
+            let intended = shared.start + Duration::from_nanos(slot.saturating_mul(interval));
             // Measured by the slot's time, so the warm-up boundary is the same for every worker.
-            Some((intended, measured && intended >= shared.measure_start))
+            let measured = slot >= shared.warmup_slots && intended >= shared.measure_start;
+            Some((intended, measured))
         }
     }
+}
+
+/// Open loop: releases each call slot when it is due, from an OS thread whose sleeps are precise
+/// to the kernel's timer slack. Slots that are due while every worker is busy wait as permits, and
+/// their latency still counts from the intended time. After the last slot it releases one more
+/// permit per worker, so that every worker wakes, sees the end, and stops.
+fn pace(shared: &Shared, interval_ns: u64, wake_at_end: usize) {
+    let mut released = 0u64;
+    while released < shared.total_slots && !shared.finished.load(Ordering::Relaxed) {
+        let elapsed = shared.start.elapsed().as_nanos() as u64;
+        let due = (elapsed / interval_ns + 1).min(shared.total_slots);
+        if due > released {
+            shared
+                .due_slots
+                .add_permits(usize::try_from(due - released).unwrap_or(usize::MAX >> 4));
+            released = due;
+        }
+        let next = shared.start + Duration::from_nanos(released.saturating_mul(interval_ns));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    shared.due_slots.add_permits(wake_at_end);
 }
 
 /// Sends one call.
@@ -928,6 +976,7 @@ fn config_json(args: &BenchArgs, plan: &Plan) -> serde_json::Value {
         "distribution": match args.distribution {
             Distribution::Uniform => "uniform",
             Distribution::Hot => "hot",
+            Distribution::Sequential => "sequential",
         },
         "hits": args.hits,
         "limit": args.limit,
@@ -1074,6 +1123,19 @@ mod tests {
         assert!((45_000..55_000).contains(&hot), "{hot}");
         let single = KeyPicker::new(1, Distribution::Hot);
         assert!((0..100).all(|_| single.pick(&mut rng) == 0));
+    }
+
+    #[test]
+    fn sequential_keys_cover_the_space_once_across_clones_then_wrap() {
+        let picker = KeyPicker::new(1000, Distribution::Sequential);
+        let other_worker = picker.clone();
+        let mut rng = SplitMix64::new(7);
+        let mut seen: Vec<u64> = (0..500)
+            .flat_map(|_| [picker.pick(&mut rng), other_worker.pick(&mut rng)])
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        assert_eq!(picker.pick(&mut rng), 0);
     }
 
     #[test]
