@@ -281,8 +281,25 @@ sweep "ringlimit 3 nodes" "$(val cluster_1 .calls_per_sec)" cluster_1 --targets 
 # Through one node: with keys spread over 3 owners, 2/3 of the items go to another node.
 HALF_SINGLE=$(awk -v p="$SINGLE_PEAK" 'BEGIN { r = int(p / 2); if (r < 1) r = 1; print r }')
 rl_bench half_peak_forwarded --target "127.0.0.1:$GB" "${COMMON[@]}" --rate "$HALF_SINGLE" --time "$BENCH_TIME"
+# Low load, one call in flight to node B: a key B owns (direct) and a key another node owns
+# (every call forwarded). The limit names are picked with `ringlimit ring` so that `NAME_k0` lands
+# where wanted; the difference of the two medians is the cost of the peer hop.
+owner_of() { "$BIN" ring --peers "$PEERS" --name "$1" k0 | cut -f2; }
+DIRECT_NAME=""; FORWARD_NAME=""
+for i in $(seq 0 99); do
+  owner=$(owner_of "lowload$i")
+  if [ "$owner" = "127.0.0.1:$GB" ]; then
+    [ -n "$DIRECT_NAME" ] || DIRECT_NAME="lowload$i"
+  else
+    [ -n "$FORWARD_NAME" ] || FORWARD_NAME="lowload$i"
+  fi
+  [ -z "$DIRECT_NAME" ] || [ -z "$FORWARD_NAME" ] || break
+done
+[ -n "$DIRECT_NAME" ] && [ -n "$FORWARD_NAME" ] || die "no limit name found that node B owns and one it does not"
+rl_bench low_load_direct --target "127.0.0.1:$GB" --connections 1 --concurrency 1 --items 1 \
+  --keys 1 --name "$DIRECT_NAME" --time "$BENCH_TIME"
 rl_bench low_load_forwarded --target "127.0.0.1:$GB" --connections 1 --concurrency 1 --items 1 \
-  --keys "$KEYS" --time "$BENCH_TIME"
+  --keys 1 --name "$FORWARD_NAME" --time "$BENCH_TIME"
 stop "$PID_A" "$PID_B" "$PID_C"
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +433,7 @@ jq -n \
   --argjson concurrency "$CONCURRENCY" --argjson connections "$CONNECTIONS" --argjson keys "$KEYS" \
   --slurpfile scenarios "$SCENARIOS" --slurpfile curves "$CURVES" --slurpfile memory "$WORK/memory.json" \
   --slurpfile hpd "$WORK/half_peak_direct.json" --slurpfile hpf "$WORK/half_peak_forwarded.json" \
-  --slurpfile llf "$WORK/low_load_forwarded.json" \
+  --slurpfile llf "$WORK/low_load_forwarded.json" --slurpfile lld "$WORK/low_load_direct.json" \
   --rawfile commands "$COMMANDS" '
   def s($n): $scenarios | map(select(.name == $n))[0];
   def ratio($a; $b): if ($b // 0) > 0 then $a / $b else null end;
@@ -432,7 +449,8 @@ jq -n \
     latency: {
       half_peak_direct: {rate: ($hpd[0].config.rate // null), calls_per_sec: $hpd[0].calls_per_sec, p50_us: $hpd[0].latency_us.p50, p99_us: $hpd[0].latency_us.p99},
       half_peak_forwarded: {rate: ($hpf[0].config.rate // null), calls_per_sec: $hpf[0].calls_per_sec, p50_us: $hpf[0].latency_us.p50, p99_us: $hpf[0].latency_us.p99},
-      low_load_forwarded: {calls_per_sec: $llf[0].calls_per_sec, p50_us: $llf[0].latency_us.p50, p99_us: $llf[0].latency_us.p99}
+      low_load_forwarded: {calls_per_sec: $llf[0].calls_per_sec, p50_us: $llf[0].latency_us.p50, p99_us: $llf[0].latency_us.p99},
+      low_load_direct: {calls_per_sec: $lld[0].calls_per_sec, p50_us: $lld[0].latency_us.p50, p99_us: $lld[0].latency_us.p99}
     },
     memory: $mem,
     commands: ($commands | split("\n") | map(select(length > 0)))
