@@ -102,7 +102,98 @@ impl LimitStore {
 
     /// Evaluates `request` against the bucket of `key` and stores the result, atomically per key.
     pub fn apply(&self, key: LimitKey, request: &RateLimitRequest) -> Applied {
+        self.apply_ref(&key, request)
+    }
+
+    /// Like [`LimitStore::apply`], then shows the key and the outcome to `inspect` (after the
+    /// shard's lock is released): how the admin views see each decision.
+    pub fn apply_and_inspect(
+        &self,
+        key: LimitKey,
+        request: &RateLimitRequest,
+        inspect: impl FnOnce(&LimitKey, &Applied),
+    ) -> Applied {
+        let applied = self.apply_ref(&key, request);
+        inspect(&key, &applied);
+        applied
+    }
+
+    /// Like [`LimitStore::apply`], but only when `key` holds a live bucket; `None` (and nothing
+    /// changed) when it does not, so the caller can route the request elsewhere.
+    pub fn apply_existing(&self, key: LimitKey, request: &RateLimitRequest) -> Option<Applied> {
         let hash = self.hash(&key);
+        let mut shard = self.lock_shard(hash);
+        let now_ms = self.inner.clock.now_ms();
+        let bucket = shard
+            .get_mut(hash, &key.name, &key.unique_key)
+            .filter(|bucket| !bucket.is_expired(now_ms))?;
+        let evaluation = algorithms::evaluate(Some(bucket), request, now_ms);
+        match evaluation.next {
+            Next::Unchanged => {}
+            Next::Put(next) => *bucket = next,
+            Next::Remove => {
+                shard.remove(hash, &key.name, &key.unique_key);
+            }
+        }
+        Some(Applied {
+            decision: evaluation.decision,
+            hit: true,
+        })
+    }
+
+    /// Replaces the bucket of `key` with what `merge` makes of the stored one (`None` given when
+    /// there is none or it expired), atomically per key; `merge` returning `None` changes nothing.
+    /// `merge` gets the server time. Returns whether the store changed.
+    pub fn merge_in(
+        &self,
+        key: LimitKey,
+        merge: impl FnOnce(Option<&Bucket>, i64) -> Option<Bucket>,
+    ) -> bool {
+        let hash = self.hash(&key);
+        let mut shard = self.lock_shard(hash);
+        let now_ms = self.inner.clock.now_ms();
+        if let Some(stored) = shard.get_mut(hash, &key.name, &key.unique_key) {
+            let live = (!stored.is_expired(now_ms)).then_some(&*stored);
+            return match merge(live, now_ms) {
+                Some(bucket) => {
+                    *stored = bucket;
+                    true
+                }
+                None => false,
+            };
+        }
+        let Some(bucket) = merge(None, now_ms) else {
+            return false;
+        };
+        let listener = &self.inner.on_eviction;
+        shard.insert_new(
+            hash,
+            &key.name,
+            &key.unique_key,
+            bucket,
+            now_ms,
+            &mut |cause| listener(cause),
+        );
+        true
+    }
+
+    /// Removes `key` only if its bucket is still `expected`, atomically per key. `Ok` when it was
+    /// removed or is already gone; `Err(current)` when it changed since.
+    pub fn remove_if_unchanged(&self, key: &LimitKey, expected: &Bucket) -> Result<(), Bucket> {
+        let hash = self.hash(key);
+        let mut shard = self.lock_shard(hash);
+        match shard.peek(hash, &key.name, &key.unique_key) {
+            Some(current) if current != expected => Err(*current),
+            Some(_) => {
+                shard.remove(hash, &key.name, &key.unique_key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn apply_ref(&self, key: &LimitKey, request: &RateLimitRequest) -> Applied {
+        let hash = self.hash(key);
         let mut shard = self.lock_shard(hash);
         let now_ms = self.inner.clock.now_ms();
         if let Some(bucket) = shard.get_mut(hash, &key.name, &key.unique_key) {
@@ -202,7 +293,7 @@ impl LimitStore {
 
     /// Every live bucket with its key, one shard at a time (a consistent view of each shard, not
     /// of the whole store).
-    pub fn live_entries(&self) -> Vec<(LimitKey, Bucket)> {
+    pub fn entries(&self) -> Vec<(LimitKey, Bucket)> {
         let now_ms = self.inner.clock.now_ms();
         let mut entries = Vec::new();
         for shard in &self.inner.shards {
@@ -386,9 +477,9 @@ mod tests {
         for i in 0..10 {
             store.apply(LimitKey::new("n", i.to_string()), &token_request(1, 5));
         }
-        assert_eq!(store.live_entries().len(), 10);
+        assert_eq!(store.entries().len(), 10);
         clock.advance(60_001);
-        assert!(store.live_entries().is_empty());
+        assert!(store.entries().is_empty());
         assert_eq!(store.len(), 10);
         store.sync();
         assert_eq!(store.len(), 0);
@@ -426,5 +517,58 @@ mod tests {
             let total: u64 = shard_capacities(capacity, shards).map(|c| c as u64).sum();
             assert_eq!(total, capacity);
         }
+    }
+
+    #[test]
+    fn handoff_methods_enumerate_merge_and_remove_only_unchanged() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let store = LimitStore::new(10, clock.clone());
+        let key = LimitKey::new("n", "k");
+        assert!(
+            store
+                .apply_existing(key.clone(), &token_request(1, 5))
+                .is_none()
+        );
+        assert!(
+            store.get(&key).is_none(),
+            "apply_existing never creates a bucket"
+        );
+        store.apply(key.clone(), &token_request(1, 5));
+        let entries = store.entries();
+        assert_eq!(entries.len(), 1);
+        let (_, first) = entries[0].clone();
+        let applied = store.apply_existing(key.clone(), &token_request(1, 5));
+        assert_eq!(applied.map(|applied| applied.decision.remaining), Some(3));
+        let current = store.get(&key);
+        assert_eq!(store.remove_if_unchanged(&key, &first).err(), current);
+        let Some(current) = current else {
+            panic!("the bucket is gone");
+        };
+        assert_eq!(store.remove_if_unchanged(&key, &current), Ok(()));
+        assert!(store.get(&key).is_none());
+        assert_eq!(store.remove_if_unchanged(&key, &current), Ok(()));
+        assert!(store.merge_in(key.clone(), |held, _| {
+            assert!(held.is_none());
+            Some(first)
+        }));
+        assert_eq!(store.get(&key), Some(first));
+        assert!(!store.merge_in(key.clone(), |_, _| None));
+        clock.advance(60_001);
+        assert!(store.entries().is_empty(), "expired buckets are not listed");
+    }
+
+    #[test]
+    fn apply_and_inspect_shows_the_key_and_the_outcome() {
+        let store = LimitStore::new(10, Arc::new(ManualClock::new(1_000_000)));
+        let mut seen = None;
+        let applied = store.apply_and_inspect(
+            LimitKey::new("n", "k"),
+            &token_request(2, 5),
+            |key, applied| {
+                seen = Some((key.clone(), *applied));
+            },
+        );
+        assert_eq!(seen, Some((LimitKey::new("n", "k"), applied)));
+        assert_eq!(applied.decision.remaining, 3);
     }
 }
