@@ -11,7 +11,7 @@
 //! access-order links, a timer wheel, a per-key lock map). A rate limiter needs none of that
 //! machinery: it needs one atomic read-modify-write per decision and a bound on memory. The shards
 //! here ([`shard`]) keep a dense vector of entries and a table of `u32` indices, and evict by
-//! sampled LRU, which measured ~100 ns per decision and ~150 bytes per key (`BENCHMARKS.md`).
+//! sampled LRU, which measured ~100 ns per decision and ~130 bytes per key (`BENCHMARKS.md`).
 //!
 //! The algorithms decide expiry by the injected clock; the store only reclaims the memory of
 //! expired buckets (a few at each insert, all of them in [`LimitStore::sync`]) and prefers them

@@ -2,8 +2,8 @@
 //! with sampled least-recently-used eviction.
 //!
 //! The layout is chosen for memory and speed at millions of keys. An entry is the bucket, the key's
-//! text in one allocation (name and unique key back to back), the key's hash, and a recency stamp;
-//! the table holds only a `u32` index per slot. Nothing is reference-counted and nothing is linked,
+//! text (name and unique key back to back; inside the entry when short), the key's hash, and a
+//! recency stamp; the table holds only a `u32` index per slot. Nothing is reference-counted and nothing is linked,
 //! so a live key costs its entry, its slot and its key text.
 //!
 //! Eviction works like Redis's approximated LRU: when the shard is full, a few entries are sampled
@@ -24,38 +24,87 @@ const EVICTION_SAMPLES: usize = 5;
 /// How many entries are checked for expiry each time a new key is inserted.
 const EXPIRY_CHECKS_PER_INSERT: usize = 2;
 
-/// A key as stored: `name` and `unique_key` in one allocation.
+/// Key text up to this many bytes (name and unique key together) is stored inside the entry, so a
+/// lookup reads no other memory; longer text goes to the heap. 29 makes the key 32 bytes.
+const INLINE_KEY_BYTES: usize = 29;
+
+/// A key as stored: the bytes of `name` then `unique_key`, and where the name ends; inside the
+/// entry when short, else in one allocation.
 #[derive(Debug)]
-struct StoredKey {
-    text: Box<str>,
-    name_len: u32,
+enum StoredKey {
+    Inline {
+        len: u8,
+        name_len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap {
+        bytes: Box<[u8]>,
+        name_len: u32,
+    },
 }
 
 impl StoredKey {
     fn new(name: &str, unique_key: &str) -> Self {
-        let mut text = String::with_capacity(name.len() + unique_key.len());
-        text.push_str(name);
-        text.push_str(unique_key);
-        Self {
-            text: text.into_boxed_str(),
-            // Names are limited far below 4 GiB by validation; saturate rather than wrap anyway.
-            name_len: u32::try_from(name.len()).unwrap_or(u32::MAX),
+        let total = name.len() + unique_key.len();
+        if total <= INLINE_KEY_BYTES {
+            let mut bytes = [0; INLINE_KEY_BYTES];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            bytes[name.len()..total].copy_from_slice(unique_key.as_bytes());
+            // Both fit in a u8: they are at most INLINE_KEY_BYTES.
+            StoredKey::Inline {
+                len: total as u8,
+                name_len: name.len() as u8,
+                bytes,
+            }
+        } else {
+            let mut bytes = Vec::with_capacity(total);
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(unique_key.as_bytes());
+            StoredKey::Heap {
+                bytes: bytes.into_boxed_slice(),
+                // Names are limited far below 4 GiB by validation; saturate rather than wrap.
+                name_len: u32::try_from(name.len()).unwrap_or(u32::MAX),
+            }
         }
     }
 
-    fn name(&self) -> &str {
-        self.text.get(..self.name_len as usize).unwrap_or_default()
+    /// The name's bytes and the unique key's bytes.
+    fn split(&self) -> (&[u8], &[u8]) {
+        let (bytes, name_len) = match self {
+            StoredKey::Inline {
+                len,
+                name_len,
+                bytes,
+            } => (
+                bytes.get(..usize::from(*len)).unwrap_or_default(),
+                usize::from(*name_len),
+            ),
+            StoredKey::Heap { bytes, name_len } => (&bytes[..], *name_len as usize),
+        };
+        bytes.split_at(name_len.min(bytes.len()))
     }
 
+    /// Heap bytes held outside the entry.
+    fn heap_len(&self) -> usize {
+        match self {
+            StoredKey::Inline { .. } => 0,
+            StoredKey::Heap { bytes, .. } => bytes.len(),
+        }
+    }
+
+    /// The name; the text was built from two `str`s split at this boundary, so it is UTF-8.
+    fn name(&self) -> &str {
+        std::str::from_utf8(self.split().0).unwrap_or_default()
+    }
+
+    /// The unique key (UTF-8 for the same reason as the name).
     fn unique_key(&self) -> &str {
-        self.text.get(self.name_len as usize..).unwrap_or_default()
+        std::str::from_utf8(self.split().1).unwrap_or_default()
     }
 
     fn matches(&self, name: &str, unique_key: &str) -> bool {
-        self.name_len as usize == name.len()
-            && self.text.len() == name.len() + unique_key.len()
-            && self.text.starts_with(name)
-            && self.text.ends_with(unique_key)
+        let (stored_name, stored_key) = self.split();
+        stored_name == name.as_bytes() && stored_key == unique_key.as_bytes()
     }
 }
 
@@ -191,7 +240,7 @@ impl Shard {
 
     /// Bytes of heap this shard holds (entries, table and key text), for memory accounting.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let key_text: usize = self.entries.iter().map(|entry| entry.key.text.len()).sum();
+        let key_text: usize = self.entries.iter().map(|entry| entry.key.heap_len()).sum();
         self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.table.allocation_size()
             + key_text
@@ -426,6 +475,49 @@ mod tests {
             let i: usize = key[1..].parse().unwrap_or(0);
             assert_eq!(i % 2, 1);
         }
+    }
+
+    #[test]
+    fn an_entry_stays_small() {
+        // The memory target (≤ 200 bytes per key at 1M keys) rests on this.
+        assert!(std::mem::size_of::<StoredKey>() <= 32);
+        assert!(std::mem::size_of::<Entry>() <= 104);
+    }
+
+    #[test]
+    fn short_and_long_keys_round_trip() {
+        let mut shard = Shard::new(10, 1);
+        let long = "x".repeat(100);
+        for (name, key) in [
+            ("n", "k"),
+            ("", ""),
+            ("name", long.as_str()),
+            ("ünï", "cödé"),
+        ] {
+            shard.insert_new(hash(name, key), name, key, bucket(1000, 1), 0, &mut |_| {});
+            assert!(
+                shard.peek(hash(name, key), name, key).is_some(),
+                "{name}/{key}"
+            );
+        }
+        let mut stored: Vec<(String, String)> = shard
+            .iter()
+            .map(|(name, key, _)| (name.to_string(), key.to_string()))
+            .collect();
+        stored.sort();
+        assert_eq!(
+            stored,
+            vec![
+                (String::new(), String::new()),
+                ("n".into(), "k".into()),
+                ("name".into(), long.clone()),
+                ("ünï".into(), "cödé".into()),
+            ]
+        );
+        // The same text split elsewhere, under the same hash, is another key.
+        let moved = format!("e{long}");
+        assert!(shard.peek(hash("name", &long), "nam", &moved).is_none());
+        assert!(shard.heap_bytes() >= 4 * std::mem::size_of::<Entry>() + long.len());
     }
 
     #[test]
