@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithms;
+pub mod allow;
 pub mod batching;
 pub mod clock;
 pub mod config;
@@ -26,3 +27,5 @@ pub mod proto;
 pub mod request;
 pub mod server;
 pub mod store;
+pub mod proxy;
+pub mod refill;
