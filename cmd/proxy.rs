@@ -9,9 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use http::HeaderName;
 use ringlimit::config::{ServerConfig, go_duration};
-use ringlimit::proxy::{
-    self, Decider, FailureMode, ProxyConfig, Rules, TrustedProxies, Upstream,
-};
+use ringlimit::proxy::{self, Decider, FailureMode, ProxyConfig, Rules, TrustedProxies, Upstream};
 use ringlimit::refill::{RefillRate, TokenBucket};
 
 /// Arguments of `ringlimit proxy`.
@@ -58,7 +56,12 @@ pub struct ProxyArgs {
     trusted_proxies: TrustedProxies,
 
     /// When the cluster cannot decide: let requests through (`open`) or answer 503 (`closed`).
-    #[arg(long, env = "GUBER_PROXY_ON_CLUSTER_ERROR", value_enum, default_value = "open")]
+    #[arg(
+        long,
+        env = "GUBER_PROXY_ON_CLUSTER_ERROR",
+        value_enum,
+        default_value = "open"
+    )]
     on_cluster_error: FailureMode,
 
     /// Decide through this ringlimit node's gRPC address instead of an embedded node.
@@ -81,7 +84,8 @@ pub struct ProxyArgs {
 }
 
 fn parse_upstream(text: &str) -> Result<Upstream, String> {
-    text.parse().map_err(|error: proxy::UpstreamError| error.to_string())
+    text.parse()
+        .map_err(|error: proxy::UpstreamError| error.to_string())
 }
 
 fn parse_header_name(text: &str) -> Result<HeaderName, String> {
@@ -121,8 +125,8 @@ pub fn run(args: ProxyArgs) -> ExitCode {
 fn proxy_config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
     let rate = RefillRate::per_second(args.rate_limit_rps)
         .map_err(|error| format!("RATE_LIMIT_RPS (--rate-limit-rps): {error}"))?;
-    let default = TokenBucket::new(rate, args.burst)
-        .map_err(|error| format!("BURST (--burst): {error}"))?;
+    let default =
+        TokenBucket::new(rate, args.burst).map_err(|error| format!("BURST (--burst): {error}"))?;
     let rules = match &args.rules_file {
         Some(path) => Rules::load(path, default).map_err(|error| error.to_string())?,
         None => Rules::only_default(default),

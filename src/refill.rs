@@ -35,7 +35,9 @@ pub struct RefillRate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefillError {
     /// The rate is zero, negative, not a number, or has more than three decimals.
-    #[error("the rate must be a positive number of tokens per second with at most 3 decimals, got {0}")]
+    #[error(
+        "the rate must be a positive number of tokens per second with at most 3 decimals, got {0}"
+    )]
     Rate(String),
     /// The burst is below 1.
     #[error("the burst must be at least 1, got {0}")]
@@ -52,8 +54,7 @@ impl RefillRate {
         let rounded = millis.round();
         if !rps.is_finite()
             || rps <= 0.0
-            || rounded < 1.0
-            || rounded > 1e15
+            || !(1.0..=1e15).contains(&rounded)
             || (millis - rounded).abs() > 1e-6 * rounded.max(1.0)
         {
             return Err(RefillError::Rate(rps.to_string()));
@@ -130,7 +131,12 @@ impl TokenBucket {
     }
 
     /// The Gubernator item that takes `hits` tokens of `name`/`unique_key` from this bucket.
-    pub fn request(&self, name: String, unique_key: String, hits: i64) -> crate::proto::RateLimitReq {
+    pub fn request(
+        &self,
+        name: String,
+        unique_key: String,
+        hits: i64,
+    ) -> crate::proto::RateLimitReq {
         crate::proto::RateLimitReq {
             name,
             unique_key,
@@ -276,7 +282,9 @@ mod tests {
             }
             evaluation.decision
         };
-        let admitted = (0..8).filter(|_| hit(t0).status == Status::UnderLimit).count();
+        let admitted = (0..8)
+            .filter(|_| hit(t0).status == Status::UnderLimit)
+            .count();
         assert_eq!(admitted, 5);
         // One token per 100 ms afterwards.
         assert_eq!(hit(t0 + 99).status, Status::OverLimit);

@@ -26,7 +26,12 @@ impl Answer {
     }
 }
 
-async fn allow(server: &RunningServer, query: &str, key: Option<&str>, body: Option<&str>) -> Answer {
+async fn allow(
+    server: &RunningServer,
+    query: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
     let mut request = reqwest::Client::new().post(http_url(server, &format!("/allow?{query}")));
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
@@ -49,27 +54,45 @@ async fn spends_then_denies_with_the_seed_shape() {
     let node = start_node(&[RESOURCES]).await;
     let first = allow(&node, "user_id=alice", None, None).await;
     assert_eq!(first.status, 200, "{}", first.body);
-    assert_eq!(first.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":4}"#);
+    assert_eq!(
+        first.body,
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":4}"#
+    );
     assert_eq!(first.header("ratelimit-limit"), Some("5"));
     assert_eq!(first.header("ratelimit-remaining"), Some("4"));
     assert_eq!(first.header("ratelimit-reset"), Some("12"));
     assert_eq!(first.header("content-type"), Some("application/json"));
 
     // The same call as a JSON body, spending the rest.
-    let rest = allow(&node, "", None, Some(r#"{"user_id":"alice","resource":"default","cost":4}"#)).await;
-    assert_eq!(rest.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":0}"#);
+    let rest = allow(
+        &node,
+        "",
+        None,
+        Some(r#"{"user_id":"alice","resource":"default","cost":4}"#),
+    )
+    .await;
+    assert_eq!(
+        rest.body,
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":0}"#
+    );
 
     let denied = allow(&node, "user_id=alice&cost=2", None, None).await;
     assert_eq!(denied.status, 429);
     // Two tokens at one every 12 s.
-    assert_eq!(denied.body, r#"{"allowed":false,"retry_after":24.0,"tokens_left":0}"#);
+    assert_eq!(
+        denied.body,
+        r#"{"allowed":false,"retry_after":24.0,"tokens_left":0}"#
+    );
     assert_eq!(denied.header("retry-after"), Some("24"));
     assert_eq!(denied.header("ratelimit-remaining"), Some("0"));
     assert_eq!(denied.header("ratelimit-reset"), Some("60"));
 
     // Other users and other resources have their own buckets.
     let bob = allow(&node, "user_id=bob&resource=uploads&cost=2", None, None).await;
-    assert_eq!(bob.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":0}"#);
+    assert_eq!(
+        bob.body,
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":0}"#
+    );
     let bob_default = allow(&node, "user_id=bob", None, None).await;
     assert_eq!(bob_default.status, 200);
     node.shutdown().await.unwrap();
@@ -80,7 +103,10 @@ async fn bad_calls_are_400_with_a_reason() {
     let node = start_node(&[RESOURCES]).await;
     for (query, expected) in [
         ("", "user_id is required"),
-        ("user_id=a&resource=videos", "resource 'videos' is not configured"),
+        (
+            "user_id=a&resource=videos",
+            "resource 'videos' is not configured",
+        ),
         ("user_id=a&cost=0", "cost must be at least 1"),
         ("user_id=a&cost=6", "it would never be allowed"),
         ("user_id=a&cost=lots", "cost must be a whole number"),
@@ -89,7 +115,11 @@ async fn bad_calls_are_400_with_a_reason() {
         assert_eq!(answer.status, 400, "{query}: {}", answer.body);
         let body = answer.json();
         assert_eq!(body["error"], "invalid_request");
-        assert!(body["message"].as_str().unwrap().contains(expected), "{query}: {}", answer.body);
+        assert!(
+            body["message"].as_str().unwrap().contains(expected),
+            "{query}: {}",
+            answer.body
+        );
     }
     node.shutdown().await.unwrap();
 }
@@ -99,7 +129,10 @@ async fn an_idempotent_repeat_on_the_same_node_spends_once() {
     let node = start_node(&[RESOURCES]).await;
     let first = allow(&node, "user_id=carol&cost=2", Some("order-1"), None).await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":3}"#);
+    assert_eq!(
+        first.body,
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":3}"#
+    );
     assert_eq!(first.header("idempotent-replayed"), None);
     let repeat = allow(&node, "user_id=carol&cost=2", Some("order-1"), None).await;
     assert_eq!(repeat.status, 200);
@@ -107,7 +140,10 @@ async fn an_idempotent_repeat_on_the_same_node_spends_once() {
     assert_eq!(repeat.header("idempotent-replayed"), Some("true"));
     // Only one spend happened: a plain call finds 3 tokens.
     let plain = allow(&node, "user_id=carol", None, None).await;
-    assert_eq!(plain.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":2}"#);
+    assert_eq!(
+        plain.body,
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":2}"#
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -143,18 +179,34 @@ async fn an_idempotent_repeat_on_another_node_spends_once() {
     let query = format!("user_id={user}&cost=2");
     let first = allow(&cluster.nodes[0], &query, Some("pay-7"), None).await;
     assert_eq!(first.status, 200, "{}", first.body);
-    assert_eq!(first.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":3}"#);
+    assert_eq!(
+        first.body,
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":3}"#
+    );
     for node in [1, 2, 0] {
         let repeat = allow(&cluster.nodes[node], &query, Some("pay-7"), None).await;
         assert_eq!(repeat.status, 200, "node {node}: {}", repeat.body);
         assert_eq!(repeat.body, first.body, "node {node}");
-        assert_eq!(repeat.header("idempotent-replayed"), Some("true"), "node {node}");
+        assert_eq!(
+            repeat.header("idempotent-replayed"),
+            Some("true"),
+            "node {node}"
+        );
     }
     // Spent once: 3 tokens are left, seen from any node.
     let plain = allow(&cluster.nodes[1], &format!("user_id={user}"), None, None).await;
-    assert_eq!(plain.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":2}"#);
+    assert_eq!(
+        plain.body,
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":2}"#
+    );
     // A conflicting reuse is caught on any node too.
-    let conflict = allow(&cluster.nodes[0], &format!("user_id={user}&cost=1"), Some("pay-7"), None).await;
+    let conflict = allow(
+        &cluster.nodes[0],
+        &format!("user_id={user}&cost=1"),
+        Some("pay-7"),
+        None,
+    )
+    .await;
     assert_eq!(conflict.status, 422, "{}", conflict.body);
     cluster.shutdown().await;
 }
@@ -171,7 +223,10 @@ async fn concurrent_repeats_across_the_cluster_spend_once() {
         .filter(|answer| answer.header("idempotent-replayed").is_some())
         .count();
     for answer in &answers {
-        assert_eq!(answer.body, r#"{"allowed":true,"retry_after":0.0,"tokens_left":4}"#);
+        assert_eq!(
+            answer.body,
+            r#"{"allowed":true,"retry_after":0.0,"tokens_left":4}"#
+        );
     }
     assert_eq!(replays, 8, "exactly one call decided");
     cluster.shutdown().await;

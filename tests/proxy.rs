@@ -29,12 +29,17 @@ struct Echo {
 async fn echo(State(hits): State<Arc<AtomicUsize>>, request: Request) -> axum::Json<Value> {
     hits.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let headers: BTreeMap<String, String> = parts
         .headers
         .iter()
         .map(|(name, value)| {
-            (name.to_string(), value.to_str().unwrap_or("<binary>").to_string())
+            (
+                name.to_string(),
+                value.to_str().unwrap_or("<binary>").to_string(),
+            )
         })
         .collect();
     axum::Json(json!({
@@ -83,7 +88,8 @@ impl Default for Setup {
 }
 
 async fn start_proxy(upstream: SocketAddr, decider: Decider, setup: Setup) -> RunningProxy {
-    let default = TokenBucket::new(RefillRate::per_second(setup.rps).unwrap(), setup.burst).unwrap();
+    let default =
+        TokenBucket::new(RefillRate::per_second(setup.rps).unwrap(), setup.burst).unwrap();
     let rules = match setup.rules {
         Some(text) => Rules::parse(text, default).unwrap(),
         None => Rules::only_default(default),
@@ -147,7 +153,10 @@ async fn allowed_requests_reach_the_upstream_unchanged() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "ratelimit-limit").as_deref(), Some("5"));
-    assert_eq!(header(&response, "ratelimit-remaining").as_deref(), Some("4"));
+    assert_eq!(
+        header(&response, "ratelimit-remaining").as_deref(),
+        Some("4")
+    );
     assert_eq!(header(&response, "ratelimit-reset").as_deref(), Some("1"));
     assert_eq!(header(&response, "retry-after"), None);
     let seen: Value = response.json().await.unwrap();
@@ -158,7 +167,10 @@ async fn allowed_requests_reach_the_upstream_unchanged() {
     assert_eq!(seen["headers"]["x-custom"], "kept");
     assert_eq!(seen["headers"]["x-api-key"], "client-1");
     assert_eq!(seen["headers"]["host"], upstream.address.to_string());
-    assert_eq!(seen["headers"]["x-forwarded-host"], proxy.address().to_string());
+    assert_eq!(
+        seen["headers"]["x-forwarded-host"],
+        proxy.address().to_string()
+    );
     // The peer is not a trusted proxy: its X-Forwarded-For is replaced, not extended.
     assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
     assert!(seen["headers"].get("x-hop").is_none(), "{seen}");
@@ -176,27 +188,45 @@ async fn denied_requests_get_the_exact_429() {
         burst: 2,
         ..Setup::default()
     };
-    let proxy = start_proxy(upstream.address, Decider::Embedded(node.node().clone()), setup).await;
+    let proxy = start_proxy(
+        upstream.address,
+        Decider::Embedded(node.node().clone()),
+        setup,
+    )
+    .await;
     let client = reqwest::Client::new();
     let key = [("x-api-key", "denied-client")];
     for remaining in ["1", "0"] {
         let response = get(&client, &url(&proxy, "/"), &key).await;
         assert_eq!(response.status(), 200);
-        assert_eq!(header(&response, "ratelimit-remaining").as_deref(), Some(remaining));
+        assert_eq!(
+            header(&response, "ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
     }
     let response = get(&client, &url(&proxy, "/"), &key).await;
     assert_eq!(response.status(), 429);
-    assert_eq!(header(&response, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&response, "content-type").as_deref(),
+        Some("application/json")
+    );
     // One token every 2 s; the bucket of 2 is full again 4 s after it emptied.
     assert_eq!(header(&response, "retry-after").as_deref(), Some("2"));
     assert_eq!(header(&response, "ratelimit-limit").as_deref(), Some("2"));
-    assert_eq!(header(&response, "ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(
+        header(&response, "ratelimit-remaining").as_deref(),
+        Some("0")
+    );
     assert_eq!(header(&response, "ratelimit-reset").as_deref(), Some("4"));
     assert_eq!(
         response.text().await.unwrap(),
         r#"{"error":"rate_limited","retry_after":2}"#
     );
-    assert_eq!(upstream.hits.load(Ordering::SeqCst), 2, "denied requests never reach the upstream");
+    assert_eq!(
+        upstream.hits.load(Ordering::SeqCst),
+        2,
+        "denied requests never reach the upstream"
+    );
     // Another key has its own bucket.
     let other = get(&client, &url(&proxy, "/"), &[("x-api-key", "other")]).await;
     assert_eq!(other.status(), 200);
@@ -224,8 +254,17 @@ async fn two_proxies_in_front_of_one_cluster_share_one_limit() {
     let client = reqwest::Client::new();
     let mut allowed = 0;
     for i in 0..10 {
-        let proxy = if i % 2 == 0 { &remote_proxy } else { &embedded_proxy };
-        let response = get(&client, &url(proxy, "/shared"), &[("x-api-key", "shared-key")]).await;
+        let proxy = if i % 2 == 0 {
+            &remote_proxy
+        } else {
+            &embedded_proxy
+        };
+        let response = get(
+            &client,
+            &url(proxy, "/shared"),
+            &[("x-api-key", "shared-key")],
+        )
+        .await;
         match response.status().as_u16() {
             200 => allowed += 1,
             429 => {}
@@ -258,9 +297,19 @@ async fn forwarded_headers_are_believed_only_from_trusted_peers() {
         setup("127.0.0.1/32"),
     )
     .await;
-    let first = get(&client, &url(&trusting, "/"), &[("x-forwarded-for", "203.0.113.1")]).await;
+    let first = get(
+        &client,
+        &url(&trusting, "/"),
+        &[("x-forwarded-for", "203.0.113.1")],
+    )
+    .await;
     assert_eq!(first.status(), 200);
-    let repeat = get(&client, &url(&trusting, "/"), &[("x-forwarded-for", "203.0.113.1")]).await;
+    let repeat = get(
+        &client,
+        &url(&trusting, "/"),
+        &[("x-forwarded-for", "203.0.113.1")],
+    )
+    .await;
     assert_eq!(repeat.status(), 429);
     let other = get(
         &client,
@@ -269,7 +318,12 @@ async fn forwarded_headers_are_believed_only_from_trusted_peers() {
     )
     .await;
     assert_eq!(other.status(), 200);
-    let third = get(&client, &url(&trusting, "/"), &[("x-forwarded-for", "203.0.113.3")]).await;
+    let third = get(
+        &client,
+        &url(&trusting, "/"),
+        &[("x-forwarded-for", "203.0.113.3")],
+    )
+    .await;
     assert_eq!(third.status(), 200);
     let seen: Value = third.json().await.unwrap();
     assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.3, 127.0.0.1");
@@ -284,12 +338,26 @@ async fn forwarded_headers_are_believed_only_from_trusted_peers() {
         setup("10.0.0.0/8"),
     )
     .await;
-    let first = get(&client, &url(&strict, "/"), &[("x-forwarded-for", "203.0.113.1")]).await;
+    let first = get(
+        &client,
+        &url(&strict, "/"),
+        &[("x-forwarded-for", "203.0.113.1")],
+    )
+    .await;
     assert_eq!(first.status(), 200);
     let seen: Value = first.json().await.unwrap();
     assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
-    let spoofed = get(&client, &url(&strict, "/"), &[("x-forwarded-for", "203.0.113.2")]).await;
-    assert_eq!(spoofed.status(), 429, "a spoofed X-Forwarded-For does not buy a new bucket");
+    let spoofed = get(
+        &client,
+        &url(&strict, "/"),
+        &[("x-forwarded-for", "203.0.113.2")],
+    )
+    .await;
+    assert_eq!(
+        spoofed.status(),
+        429,
+        "a spoofed X-Forwarded-For does not buy a new bucket"
+    );
     strict.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
 }
@@ -327,14 +395,24 @@ async fn an_unreachable_cluster_fails_open_or_closed_as_configured() {
     .await;
     let response = get(&client, &url(&closed, "/blocked"), &[]).await;
     assert_eq!(response.status(), 503);
-    assert_eq!(header(&response, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&response, "content-type").as_deref(),
+        Some("application/json")
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "rate_limiter_unavailable");
     assert!(
-        body["message"].as_str().unwrap().contains("could not decide"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not decide"),
         "{body}"
     );
-    assert_eq!(upstream.hits.load(Ordering::SeqCst), 1, "only the fail-open request went through");
+    assert_eq!(
+        upstream.hits.load(Ordering::SeqCst),
+        1,
+        "only the fail-open request went through"
+    );
     closed.shutdown().await.unwrap();
 }
 
@@ -342,10 +420,18 @@ async fn an_unreachable_cluster_fails_open_or_closed_as_configured() {
 async fn an_unreachable_upstream_is_a_502_with_a_clear_body() {
     let nowhere = dead_address().await;
     let node = start_node(&[]).await;
-    let proxy = start_proxy(nowhere, Decider::Embedded(node.node().clone()), Setup::default()).await;
+    let proxy = start_proxy(
+        nowhere,
+        Decider::Embedded(node.node().clone()),
+        Setup::default(),
+    )
+    .await;
     let response = get(&reqwest::Client::new(), &url(&proxy, "/x"), &[]).await;
     assert_eq!(response.status(), 502);
-    assert_eq!(header(&response, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&response, "content-type").as_deref(),
+        Some("application/json")
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
     let message = body["message"].as_str().unwrap();
@@ -383,7 +469,12 @@ unlimited = true
     )
     .await;
     let client = reqwest::Client::new();
-    let post = |path: &str| client.post(url(&proxy, path)).header("x-api-key", "r").send();
+    let post = |path: &str| {
+        client
+            .post(url(&proxy, path))
+            .header("x-api-key", "r")
+            .send()
+    };
     assert_eq!(post("/login").await.unwrap().status(), 200);
     let denied = post("/login/").await.unwrap();
     assert_eq!(denied.status(), 429);
@@ -416,7 +507,12 @@ async fn large_upstream_answers_stream_back() {
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     let node = start_node(&[]).await;
-    let proxy = start_proxy(address, Decider::Embedded(node.node().clone()), Setup::default()).await;
+    let proxy = start_proxy(
+        address,
+        Decider::Embedded(node.node().clone()),
+        Setup::default(),
+    )
+    .await;
     let response = get(&reqwest::Client::new(), &url(&proxy, "/big"), &[]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap(), big);

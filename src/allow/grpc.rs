@@ -22,7 +22,10 @@ pub fn server(service: Arc<AllowService>) -> pb::allow_v1_server::AllowV1Server<
 
 #[tonic::async_trait]
 impl AllowV1 for AllowGrpc {
-    async fn allow(&self, request: Request<pb::AllowReq>) -> Result<Response<pb::AllowResp>, Status> {
+    async fn allow(
+        &self,
+        request: Request<pb::AllowReq>,
+    ) -> Result<Response<pb::AllowResp>, Status> {
         let request = from_wire(request.into_inner());
         match self.service.allow_as_records_owner(request).await {
             Ok(answer) => Ok(Response::new(to_wire_answer(&answer))),

@@ -44,7 +44,12 @@ async fn allow(
         .and_then(|Query(query)| parse_request(&query, &body, &headers));
     let request = match request {
         Ok(request) => request,
-        Err(message) => return json(StatusCode::BAD_REQUEST, error_body("invalid_request", &message)),
+        Err(message) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                error_body("invalid_request", &message),
+            );
+        }
     };
     match service.allow(request).await {
         Ok(answer) => answer_response(&answer),
@@ -64,12 +69,17 @@ pub fn parse_request(
             fields.insert(name, value.clone());
         }
     }
-    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "user_id" | "resource" | "cost")) {
-        return Err(format!("unknown parameter '{unknown}'; expected user_id, resource, cost"));
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !matches!(k.as_str(), "user_id" | "resource" | "cost"))
+    {
+        return Err(format!(
+            "unknown parameter '{unknown}'; expected user_id, resource, cost"
+        ));
     }
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|error| format!("the body is not JSON: {error}"))?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| format!("the body is not JSON: {error}"))?;
         let Value::Object(object) = value else {
             return Err("the body must be a JSON object".into());
         };
@@ -79,7 +89,9 @@ pub fn parse_request(
                 "resource" => "resource",
                 "cost" => "cost",
                 other => {
-                    return Err(format!("unknown field '{other}'; expected user_id, resource, cost"));
+                    return Err(format!(
+                        "unknown field '{other}'; expected user_id, resource, cost"
+                    ));
                 }
             };
             let text = match value {
@@ -166,7 +178,10 @@ fn error_response(error: &AllowError) -> Response {
 fn json(status: StatusCode, body: String) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -178,7 +193,10 @@ mod tests {
     use crate::refill::Outcome;
 
     fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -213,7 +231,11 @@ mod tests {
         check(&[], b"{", "not JSON");
         check(&[], br#"{"cost":1.5}"#, "whole number");
         check(&[], br#"{"colour":1}"#, "unknown field");
-        check(&[("user_id", "a")], br#"{"user_id":"b"}"#, "in the query but");
+        check(
+            &[("user_id", "a")],
+            br#"{"user_id":"b"}"#,
+            "in the query but",
+        );
     }
 
     #[test]

@@ -122,28 +122,45 @@ mod tests {
     async fn a_repeat_replays_and_a_different_request_conflicts() {
         let store = IdempotencyStore::new(100, Duration::from_secs(60));
         let calls = AtomicUsize::new(0);
-        let decide = || async {
-            Ok::<_, ()>(calls.fetch_add(1, Ordering::SeqCst))
-        };
-        assert_eq!(store.once(key("a"), print(1), decide).await, Ok(Remembered::Fresh(0)));
-        assert_eq!(store.once(key("a"), print(1), decide).await, Ok(Remembered::Replayed(0)));
-        assert_eq!(store.once(key("a"), print(2), decide).await, Ok(Remembered::Conflict));
-        assert_eq!(store.once(key("b"), print(2), decide).await, Ok(Remembered::Fresh(1)));
+        let decide = || async { Ok::<_, ()>(calls.fetch_add(1, Ordering::SeqCst)) };
+        assert_eq!(
+            store.once(key("a"), print(1), decide).await,
+            Ok(Remembered::Fresh(0))
+        );
+        assert_eq!(
+            store.once(key("a"), print(1), decide).await,
+            Ok(Remembered::Replayed(0))
+        );
+        assert_eq!(
+            store.once(key("a"), print(2), decide).await,
+            Ok(Remembered::Conflict)
+        );
+        assert_eq!(
+            store.once(key("b"), print(2), decide).await,
+            Ok(Remembered::Fresh(1))
+        );
         // Keys are per user.
         let other_user = RecordKey {
             user_id: "v".into(),
             key: "a".into(),
         };
-        assert_eq!(store.once(other_user, print(5), decide).await, Ok(Remembered::Fresh(2)));
+        assert_eq!(
+            store.once(other_user, print(5), decide).await,
+            Ok(Remembered::Fresh(2))
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn a_failed_decision_is_not_remembered() {
         let store = IdempotencyStore::<u32>::new(100, Duration::from_secs(60));
-        let failed = store.once(key("a"), print(1), || async { Err("down") }).await;
+        let failed = store
+            .once(key("a"), print(1), || async { Err("down") })
+            .await;
         assert_eq!(failed, Err("down"));
-        let retried = store.once(key("a"), print(1), || async { Ok::<_, &str>(7) }).await;
+        let retried = store
+            .once(key("a"), print(1), || async { Ok::<_, &str>(7) })
+            .await;
         assert_eq!(retried, Ok(Remembered::Fresh(7)));
     }
 
@@ -180,17 +197,24 @@ mod tests {
     #[tokio::test]
     async fn records_expire_after_the_ttl() {
         let store = IdempotencyStore::new(100, Duration::from_millis(50));
-        let first = store.once(key("a"), print(1), || async { Ok::<_, ()>(1) }).await;
+        let first = store
+            .once(key("a"), print(1), || async { Ok::<_, ()>(1) })
+            .await;
         assert_eq!(first, Ok(Remembered::Fresh(1)));
         // Bounded poll: the record must be gone within a few seconds of its 50 ms TTL.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let again = store.once(key("a"), print(2), || async { Ok::<_, ()>(2) }).await;
+            let again = store
+                .once(key("a"), print(2), || async { Ok::<_, ()>(2) })
+                .await;
             if again == Ok(Remembered::Fresh(2)) {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "the record never expired");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the record never expired"
+            );
         }
     }
 }

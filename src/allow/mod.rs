@@ -134,10 +134,13 @@ impl AllowService {
     pub async fn allow(&self, request: AllowRequest) -> Result<AllowAnswer, AllowError> {
         let bucket = self.validate(&request)?;
         if request.idempotency_key.is_none() {
-            return self.spend(&request, &bucket).await.map(|outcome| AllowAnswer {
-                outcome,
-                replayed: false,
-            });
+            return self
+                .spend(&request, &bucket)
+                .await
+                .map(|outcome| AllowAnswer {
+                    outcome,
+                    replayed: false,
+                });
         }
         let Some(owner) = self.records_owner(&request.user_id) else {
             return self.allow_as_records_owner(request).await;
@@ -168,10 +171,13 @@ impl AllowService {
     ) -> Result<AllowAnswer, AllowError> {
         let bucket = self.validate(&request)?;
         let Some(key) = request.idempotency_key.clone() else {
-            return self.spend(&request, &bucket).await.map(|outcome| AllowAnswer {
-                outcome,
-                replayed: false,
-            });
+            return self
+                .spend(&request, &bucket)
+                .await
+                .map(|outcome| AllowAnswer {
+                    outcome,
+                    replayed: false,
+                });
         };
         let record = RecordKey {
             user_id: request.user_id.clone(),
@@ -248,7 +254,11 @@ impl AllowService {
     }
 
     /// Spends `cost` tokens through the cluster (the node forwards to the limit's owner).
-    async fn spend(&self, request: &AllowRequest, bucket: &TokenBucket) -> Result<Outcome, AllowError> {
+    async fn spend(
+        &self,
+        request: &AllowRequest,
+        bucket: &TokenBucket,
+    ) -> Result<Outcome, AllowError> {
         let item = bucket.request(
             format!("allow_{}", request.resource),
             request.user_id.clone(),
@@ -288,7 +298,10 @@ impl AllowService {
         let answer = tokio::time::timeout(self.options.peer_timeout, call)
             .await
             .map_err(|_| {
-                OwnerCallError::Unreachable(format!("no answer within {:?}", self.options.peer_timeout))
+                OwnerCallError::Unreachable(format!(
+                    "no answer within {:?}",
+                    self.options.peer_timeout
+                ))
             })?
             .map_err(OwnerCallError::from)?
             .into_inner();
@@ -302,7 +315,9 @@ impl AllowService {
             return Ok(client.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| OwnerCallError::Unreachable(format!("bad address {address}: {error}")))?
+            .map_err(|error| {
+                OwnerCallError::Unreachable(format!("bad address {address}: {error}"))
+            })?
             .connect_timeout(self.options.peer_timeout);
         let client = AllowV1Client::new(endpoint.connect_lazy());
         if let Ok(mut clients) = self.clients.write() {

@@ -52,7 +52,8 @@ impl FromStr for AllowResources {
                     "resource name '{name}' must be 1 to 64 letters, digits, '_', '-' or '.'"
                 ));
             }
-            let bucket = parse_spec(spec.trim()).map_err(|reason| format!("'{entry}': {reason}"))?;
+            let bucket =
+                parse_spec(spec.trim()).map_err(|reason| format!("'{entry}': {reason}"))?;
             if buckets.insert(name.to_string(), bucket).is_some() {
                 return Err(format!("resource '{name}' is configured twice"));
             }
@@ -114,15 +115,26 @@ mod tests {
     fn resources_parse_with_default_and_explicit_burst() {
         let resources: AllowResources = "default=10/1s, uploads=100/1h/20".parse().unwrap();
         let default = resources.get("default").unwrap();
-        assert_eq!((default.burst(), default.limit(), default.duration_ms()), (10, 10, 1000));
+        assert_eq!(
+            (default.burst(), default.limit(), default.duration_ms()),
+            (10, 10, 1000)
+        );
         let uploads = resources.get("uploads").unwrap();
         assert_eq!(uploads.burst(), 20);
         // 100 per hour is one per 36 s; a burst of 20 refills in 720 s.
         assert_eq!((uploads.limit(), uploads.duration_ms()), (20, 720_000));
-        assert_eq!(resources.names().collect::<Vec<_>>(), ["default", "uploads"]);
+        assert_eq!(
+            resources.names().collect::<Vec<_>>(),
+            ["default", "uploads"]
+        );
         assert!(resources.get("other").is_none());
         assert_eq!(resources.to_string(), "default=10/1s, uploads=100/1h/20");
-        assert!("".parse::<AllowResources>().unwrap().get("default").is_none());
+        assert!(
+            "".parse::<AllowResources>()
+                .unwrap()
+                .get("default")
+                .is_none()
+        );
     }
 
     #[test]

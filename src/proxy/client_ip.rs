@@ -172,7 +172,10 @@ mod tests {
     fn headers_from_untrusted_peers_are_ignored() {
         let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(trusted.client_ip(ip("198.51.100.1"), &h), ip("198.51.100.1"));
+        assert_eq!(
+            trusted.client_ip(ip("198.51.100.1"), &h),
+            ip("198.51.100.1")
+        );
         let nobody = TrustedProxies::default();
         assert_eq!(nobody.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
     }

@@ -49,7 +49,10 @@ impl Decider {
     }
 
     /// Decides one item; an item error (an unreachable owner, say) is a [`DecideError`] too.
-    pub async fn decide(&self, item: proto::RateLimitReq) -> Result<proto::RateLimitResp, DecideError> {
+    pub async fn decide(
+        &self,
+        item: proto::RateLimitReq,
+    ) -> Result<proto::RateLimitResp, DecideError> {
         let answers = match self {
             Decider::Embedded(node) => node
                 .get_rate_limits(vec![item])
@@ -63,7 +66,9 @@ impl Decider {
                 tokio::time::timeout(*timeout, call)
                     .await
                     .map_err(|_| DecideError(format!("no answer within {timeout:?}")))?
-                    .map_err(|status| DecideError(format!("{}: {}", status.code(), status.message())))?
+                    .map_err(|status| {
+                        DecideError(format!("{}: {}", status.code(), status.message()))
+                    })?
                     .into_inner()
                     .responses
             }

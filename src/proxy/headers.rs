@@ -82,8 +82,16 @@ pub fn upstream_request_headers(
 /// is full again, rounded up) for `outcome`, and `Retry-After` when it was denied.
 pub fn add_rate_limit_headers(headers: &mut HeaderMap, outcome: &Outcome) {
     set(headers, "ratelimit-limit", &outcome.limit.to_string());
-    set(headers, "ratelimit-remaining", &outcome.remaining.to_string());
-    set(headers, "ratelimit-reset", &outcome.reset_secs().to_string());
+    set(
+        headers,
+        "ratelimit-remaining",
+        &outcome.remaining.to_string(),
+    );
+    set(
+        headers,
+        "ratelimit-reset",
+        &outcome.reset_secs().to_string(),
+    );
     if !outcome.allowed {
         set(
             headers,
@@ -159,10 +167,7 @@ mod tests {
         assert_eq!(trusted["x-forwarded-host"], "api.example.com");
         assert_eq!(trusted["x-forwarded-proto"], "http");
 
-        let mut untrusted = map(&[
-            ("x-forwarded-for", "6.6.6.6"),
-            ("forwarded", "for=6.6.6.6"),
-        ]);
+        let mut untrusted = map(&[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]);
         upstream_request_headers(&mut untrusted, ip, false, "up:80");
         assert_eq!(untrusted["x-forwarded-for"], "10.0.0.5");
         assert!(untrusted.get("forwarded").is_none());

@@ -82,10 +82,7 @@ impl std::str::FromStr for Upstream {
             Some(_) => return Err(error("only http:// upstreams are supported")),
             None => return Err(error("give the scheme, e.g. http://127.0.0.1:9000")),
         }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| error("no host"))?
-            .to_string();
+        let authority = uri.authority().ok_or_else(|| error("no host"))?.to_string();
         if uri.query().is_some() {
             return Err(error("a query is not allowed in the upstream URL"));
         }
@@ -105,9 +102,7 @@ impl Upstream {
     /// The upstream URI for a request to `original` (the base path, then the request's path and
     /// query, unchanged).
     pub fn uri_for(&self, original: &Uri) -> Result<Uri, http::Error> {
-        let path_and_query = original
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str());
+        let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str());
         Uri::builder()
             .scheme("http")
             .authority(self.authority.as_str())
@@ -154,7 +149,12 @@ mod tests {
             up.uri_for(&"/".parse().unwrap()).unwrap().to_string(),
             "http://example.com/"
         );
-        for bad in ["https://example.com", "example.com:80", "http://x/?q=1", "::"] {
+        for bad in [
+            "https://example.com",
+            "example.com:80",
+            "http://x/?q=1",
+            "::",
+        ] {
             assert!(bad.parse::<Upstream>().is_err(), "{bad}");
         }
     }

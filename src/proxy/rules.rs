@@ -74,7 +74,8 @@ impl Rule {
             .as_deref()
             .is_none_or(|prefix| path_has_prefix(path, prefix));
         let method_ok = self.methods.is_empty() || self.methods.contains(method);
-        let key_ok = self.keys.is_empty() || key.is_some_and(|key| self.keys.iter().any(|k| k == key));
+        let key_ok =
+            self.keys.is_empty() || key.is_some_and(|key| self.keys.iter().any(|k| k == key));
         path_ok && method_ok && key_ok
     }
 }
@@ -274,10 +275,16 @@ unlimited = true
             rules.find(&method, path, key).name.clone()
         };
         assert_eq!(find(Method::POST, "/login", None), "login");
-        assert_eq!(find(Method::POST, "/login/sso", Some("partner-key-1")), "login");
+        assert_eq!(
+            find(Method::POST, "/login/sso", Some("partner-key-1")),
+            "login"
+        );
         assert_eq!(find(Method::GET, "/login", None), "default");
         assert_eq!(find(Method::POST, "/loginx", None), "default");
-        assert_eq!(find(Method::GET, "/orders", Some("partner-key-1")), "partners");
+        assert_eq!(
+            find(Method::GET, "/orders", Some("partner-key-1")),
+            "partners"
+        );
         assert_eq!(find(Method::GET, "/orders", Some("other")), "default");
         assert_eq!(
             rules.find(&Method::GET, "/healthz", None).limit,
@@ -290,10 +297,15 @@ unlimited = true
     #[test]
     fn bad_files_say_which_rule_and_why() {
         let check = |text: &str, expected: &str| {
-            let error = Rules::parse(text, default_bucket()).unwrap_err().to_string();
+            let error = Rules::parse(text, default_bucket())
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{error} lacks {expected}");
         };
-        check("[[rule]]\nname='a'\n", "rule 1: 'a': set both rate_limit_rps and burst");
+        check(
+            "[[rule]]\nname='a'\n",
+            "rule 1: 'a': set both rate_limit_rps and burst",
+        );
         check(
             "[[rule]]\nname='a'\nunlimited=true\n[[rule]]\nname='a'\nunlimited=true\n",
             "rule 2: the name 'a' is used twice",
@@ -307,8 +319,14 @@ unlimited = true
             "[[rule]]\nname='a'\nrate_limit_rps=0\nburst=1\n",
             "positive number",
         );
-        check("[[rule]]\nname='a'\nrate_limit_rps=1\nburst=0\n", "burst must be at least 1");
-        check("[[rule]]\nname='a'\nunlimited=true\nburts=3\n", "unknown field");
+        check(
+            "[[rule]]\nname='a'\nrate_limit_rps=1\nburst=0\n",
+            "burst must be at least 1",
+        );
+        check(
+            "[[rule]]\nname='a'\nunlimited=true\nburts=3\n",
+            "unknown field",
+        );
         check("[[rule]]\nname='a b'\nunlimited=true\n", "letters, digits");
         check(
             "[[rule]]\nname='a'\nmethods=['GE T']\nunlimited=true\n",
@@ -319,7 +337,12 @@ unlimited = true
 
     #[test]
     fn missing_file_is_reported() {
-        let error = Rules::load(Path::new("/nonexistent/rules.toml"), default_bucket()).unwrap_err();
-        assert!(error.to_string().contains("/nonexistent/rules.toml: cannot read it"));
+        let error =
+            Rules::load(Path::new("/nonexistent/rules.toml"), default_bucket()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("/nonexistent/rules.toml: cannot read it")
+        );
     }
 }
