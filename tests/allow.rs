@@ -125,6 +125,19 @@ async fn bad_calls_are_400_with_a_reason() {
 }
 
 #[tokio::test]
+async fn only_post_is_served() {
+    let node = start_node(&[RESOURCES]).await;
+    let response = reqwest::get(http_url(&node, "/allow?user_id=a"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_idempotent_repeat_on_the_same_node_spends_once() {
     let node = start_node(&[RESOURCES]).await;
     let first = allow(&node, "user_id=carol&cost=2", Some("order-1"), None).await;

@@ -29,7 +29,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `POST /allow`, served by `service`.
 pub fn router(service: Arc<AllowService>) -> Router {
     Router::new()
-        .route("/allow", post(allow))
+        .route("/allow", post(allow).fallback(method_not_allowed))
         .with_state(service)
 }
 
@@ -55,6 +55,17 @@ async fn allow(
         Ok(answer) => answer_response(&answer),
         Err(error) => error_response(&error),
     }
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        error_body("method_not_allowed", "use POST /allow"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
 }
 
 /// Builds the request from the query, the JSON body and the `Idempotency-Key` header.
