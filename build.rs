@@ -5,7 +5,12 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let protos = ["proto/gubernator.proto", "proto/peers.proto"];
+    let protos = [
+        "proto/gubernator.proto",
+        "proto/peers.proto",
+        // ringlimit's own services (package `ringlimit.v1`): `AllowV1`, the owner side of `/allow`.
+        "proto/allow.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -9,6 +9,7 @@ mod address;
 mod bench;
 mod check;
 mod healthcheck;
+mod proxy;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -59,6 +60,12 @@ enum Command {
     /// closed loop or at a fixed --rate, and prints calls/s, decisions/s, latency percentiles
     /// measured from each call's intended send time, errors by kind and UNDER/OVER counts.
     Bench(bench::BenchArgs),
+    /// Run a rate-limiting reverse proxy in front of an HTTP API (UPSTREAM_URL).
+    ///
+    /// Decides through the cluster: as a member itself (an embedded node configured by the
+    /// GUBER_* variables) or through a remote node (--remote), so every proxy replica shares
+    /// each limit.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Arguments of `ringlimit ring`.
@@ -145,6 +152,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => return check::run(args),
         Some(Command::Healthcheck(args)) => return healthcheck::run(args),
         Some(Command::Bench(args)) => return bench::run(args),
+        Some(Command::Proxy(args)) => return proxy::run(args),
         None => cli.serve,
     };
     init_tracing(&server_config);

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithms;
+pub mod allow;
 pub mod batching;
 pub mod clock;
 pub mod config;
@@ -23,6 +24,8 @@ pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod proto;
+pub mod proxy;
+pub mod refill;
 pub mod request;
 pub mod server;
 pub mod store;

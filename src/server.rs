@@ -133,6 +133,11 @@ pub async fn start_with_clock(
         },
     }));
 
+    let allow = Arc::new(crate::allow::AllowService::new(
+        Arc::clone(&node),
+        crate::allow::AllowOptions::from_config(config),
+    ));
+
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {
         health
@@ -163,6 +168,7 @@ pub async fn start_with_clock(
             proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
         )
+        .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
@@ -174,6 +180,7 @@ pub async fn start_with_clock(
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
+    let http_router = http_router.merge(crate::allow::http::router(allow));
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
             .with_graceful_shutdown(wait_for_stop(stopped))

@@ -207,6 +207,25 @@ pub struct ServerConfig {
     /// On SIGTERM, how long in-flight calls may take to finish before the process exits anyway.
     #[arg(long, env = "GUBER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = go_duration::parse)]
     pub shutdown_timeout: Duration,
+
+    /// `POST /allow` resources: comma-separated `NAME=LIMIT/DURATION[/BURST]` (LIMIT tokens refill
+    /// every DURATION; the bucket holds BURST, default LIMIT), e.g. `default=10/1s,uploads=100/1h/20`.
+    #[arg(long, env = "GUBER_ALLOW_RESOURCES", default_value = "default=10/1s",
+          value_parser = parse_allow_resources)]
+    pub allow_resources: crate::allow::AllowResources,
+
+    /// `POST /allow`: how long an Idempotency-Key's first answer is kept.
+    #[arg(long, env = "GUBER_ALLOW_IDEMPOTENCY_TTL", default_value = "1h", value_parser = go_duration::parse)]
+    pub allow_idempotency_ttl: Duration,
+
+    /// `POST /allow`: the most idempotency records one node keeps (least recently used go first).
+    #[arg(long, env = "GUBER_ALLOW_IDEMPOTENCY_CAPACITY", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub allow_idempotency_capacity: u64,
+}
+
+fn parse_allow_resources(text: &str) -> Result<crate::allow::AllowResources, String> {
+    text.parse()
 }
 
 impl ServerConfig {
@@ -294,6 +313,15 @@ impl ServerConfig {
                 duration(self.shutdown_drain_delay),
             ),
             ("GUBER_SHUTDOWN_TIMEOUT", duration(self.shutdown_timeout)),
+            ("GUBER_ALLOW_RESOURCES", self.allow_resources.to_string()),
+            (
+                "GUBER_ALLOW_IDEMPOTENCY_TTL",
+                duration(self.allow_idempotency_ttl),
+            ),
+            (
+                "GUBER_ALLOW_IDEMPOTENCY_CAPACITY",
+                self.allow_idempotency_capacity.to_string(),
+            ),
         ]
     }
 }

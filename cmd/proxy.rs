@@ -1,0 +1,199 @@
+//! `ringlimit proxy`: a rate-limiting reverse proxy in front of `UPSTREAM_URL`, deciding through
+//! the cluster: as a cluster member itself (an embedded node, configured by the usual `GUBER_*`
+//! variables), or through a remote ringlimit node (`--remote`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use http::HeaderName;
+use ringlimit::config::{ServerConfig, go_duration};
+use ringlimit::proxy::{self, Decider, FailureMode, ProxyConfig, Rules, TrustedProxies, Upstream};
+use ringlimit::refill::{RefillRate, TokenBucket};
+
+/// Arguments of `ringlimit proxy`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each request is keyed by the key header (X-API-Key), else by the client's IP address (taken from
+X-Forwarded-For / Forwarded only when the direct peer is a trusted proxy), matched against the
+rules file (first match wins; unmatched requests get RATE_LIMIT_RPS and BURST), and decided by the
+cluster. Denied requests get 429 with Retry-After, RateLimit-* headers and
+{\"error\":\"rate_limited\",\"retry_after\":N}.
+
+Examples:
+  UPSTREAM_URL=http://127.0.0.1:9000 RATE_LIMIT_RPS=5 BURST=10 ringlimit proxy
+  ringlimit proxy --upstream-url http://api:80 --remote ringlimit:1051 --on-cluster-error closed")]
+pub struct ProxyArgs {
+    /// Where the proxy listens (`:8080` means every interface).
+    #[arg(long, env = "BIND_ADDR", default_value = ":8080")]
+    bind_addr: String,
+
+    /// The upstream API, `http://HOST:PORT[/BASE]`.
+    #[arg(long, env = "UPSTREAM_URL", value_parser = parse_upstream)]
+    upstream_url: Upstream,
+
+    /// The default limit: tokens per second (at most 3 decimals).
+    #[arg(long, env = "RATE_LIMIT_RPS", default_value = "10")]
+    rate_limit_rps: f64,
+
+    /// The default limit: the most requests at once (bucket capacity).
+    #[arg(long, env = "BURST", default_value_t = 20)]
+    burst: i64,
+
+    /// A TOML file of per-route / per-key rules (see the README).
+    #[arg(long, env = "GUBER_PROXY_RULES_FILE", value_name = "FILE")]
+    rules_file: Option<PathBuf>,
+
+    /// The header whose value keys the client (else the client's IP address).
+    #[arg(long, env = "GUBER_PROXY_KEY_HEADER", default_value = "X-API-Key",
+          value_parser = parse_header_name)]
+    key_header: HeaderName,
+
+    /// Peers whose X-Forwarded-For / Forwarded are believed: comma-separated CIDRs or addresses.
+    #[arg(long, env = "GUBER_PROXY_TRUSTED_PROXIES", default_value = "",
+          value_parser = parse_trusted_proxies)]
+    trusted_proxies: TrustedProxies,
+
+    /// When the cluster cannot decide: let requests through (`open`) or answer 503 (`closed`).
+    #[arg(
+        long,
+        env = "GUBER_PROXY_ON_CLUSTER_ERROR",
+        value_enum,
+        default_value = "open"
+    )]
+    on_cluster_error: FailureMode,
+
+    /// Decide through this ringlimit node's gRPC address instead of an embedded node.
+    #[arg(long, env = "GUBER_PROXY_REMOTE", value_name = "HOST:PORT")]
+    remote: Option<String>,
+
+    /// How long a decision may take before the cluster counts as unreachable (`--remote`).
+    #[arg(long, env = "GUBER_PROXY_DECISION_TIMEOUT", default_value = "500ms",
+          value_parser = go_duration::parse)]
+    decision_timeout: Duration,
+
+    /// How long the upstream may take to start its answer (then 504).
+    #[arg(long, env = "GUBER_PROXY_UPSTREAM_TIMEOUT", default_value = "30s",
+          value_parser = go_duration::parse)]
+    upstream_timeout: Duration,
+
+    /// The embedded node (used when --remote is not given).
+    #[command(flatten, next_help_heading = "Embedded node (without --remote)")]
+    node: ServerConfig,
+}
+
+fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    text.parse()
+        .map_err(|error: proxy::UpstreamError| error.to_string())
+}
+
+fn parse_header_name(text: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(text.trim().as_bytes())
+        .map_err(|_| format!("'{text}' is not a valid header name"))
+}
+
+fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
+    text.parse()
+        .map_err(|error: proxy::client_ip::TrustedProxyError| error.to_string())
+}
+
+/// Runs the proxy until SIGINT or SIGTERM.
+pub fn run(args: ProxyArgs) -> ExitCode {
+    crate::init_tracing(&args.node);
+    let config = match proxy_config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(args, config))
+}
+
+/// The validated proxy configuration, with errors that name the variable.
+fn proxy_config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
+    let rate = RefillRate::per_second(args.rate_limit_rps)
+        .map_err(|error| format!("RATE_LIMIT_RPS (--rate-limit-rps): {error}"))?;
+    let default =
+        TokenBucket::new(rate, args.burst).map_err(|error| format!("BURST (--burst): {error}"))?;
+    let rules = match &args.rules_file {
+        Some(path) => Rules::load(path, default).map_err(|error| error.to_string())?,
+        None => Rules::only_default(default),
+    };
+    Ok(ProxyConfig {
+        bind_addr: proxy::normalize_bind_addr(&args.bind_addr),
+        upstream: args.upstream_url.clone(),
+        rules,
+        key_header: args.key_header.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        failure_mode: args.on_cluster_error,
+        upstream_timeout: args.upstream_timeout,
+    })
+}
+
+async fn serve(args: ProxyArgs, config: ProxyConfig) -> ExitCode {
+    let (decider, node) = match &args.remote {
+        Some(address) => match Decider::remote(address, args.decision_timeout) {
+            Ok(decider) => (decider, None),
+            Err(error) => {
+                eprintln!("invalid configuration: GUBER_PROXY_REMOTE (--remote): {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => match ringlimit::server::start(&args.node).await {
+            Ok(server) => (Decider::Embedded(server.node().clone()), Some(server)),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the embedded node");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let running = match proxy::start(config, decider).await {
+        Ok(running) => running,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the proxy");
+            return ExitCode::FAILURE;
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    let mut code = ExitCode::SUCCESS;
+    if let Err(error) = running.shutdown().await {
+        tracing::error!(%error, "unclean proxy shutdown");
+        code = ExitCode::FAILURE;
+    }
+    if let Some(node) = node
+        && let Err(error) = node.shutdown().await
+    {
+        tracing::error!(%error, "unclean node shutdown");
+        code = ExitCode::FAILURE;
+    }
+    code
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,220 @@
+//! Idempotency records: the first answer to a `(user, Idempotency-Key)` pair, kept for a TTL, so a
+//! repeat gets that answer without spending again.
+//!
+//! The store is a bounded `moka` cache (least recently used records go first beyond the capacity)
+//! whose entries expire a fixed time after they were written. Each entry is a `OnceCell`: callers
+//! with the same key that arrive together wait for the first one's decision instead of deciding
+//! twice. A decision that fails leaves the cell empty, so the next repeat decides afresh. A record
+//! also keeps the request it answered (its fingerprint); reusing the key for a different request
+//! is a conflict, never a silent replay.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use tokio::sync::OnceCell;
+
+/// What identifies a record: idempotency keys are scoped per user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordKey {
+    /// The user the call was for.
+    pub user_id: String,
+    /// The `Idempotency-Key` header.
+    pub key: String,
+}
+
+/// What a repeat must match: the rest of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The resource.
+    pub resource: String,
+    /// The cost.
+    pub cost: i64,
+}
+
+/// How a call with an idempotency key was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remembered<A> {
+    /// Decided now, and recorded.
+    Fresh(A),
+    /// The recorded answer of an earlier call.
+    Replayed(A),
+    /// The key was used for a different request within the TTL.
+    Conflict,
+}
+
+struct Record<A> {
+    fingerprint: Fingerprint,
+    answer: A,
+}
+
+/// The bounded, expiring record store.
+pub struct IdempotencyStore<A> {
+    records: Cache<RecordKey, Arc<OnceCell<Record<A>>>>,
+}
+
+impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
+    /// At most `capacity` records, each kept for `ttl` after it was written.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            records: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// Answers from the record of `key` if there is one; otherwise runs `decide` (once, however
+    /// many callers arrive together) and records its answer.
+    pub async fn once<F, Fut, E>(
+        &self,
+        key: RecordKey,
+        fingerprint: Fingerprint,
+        decide: F,
+    ) -> Result<Remembered<A>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<A, E>>,
+    {
+        let cell = self.records.get_with(key, || Arc::new(OnceCell::new()));
+        let mut decided_here = false;
+        let record = cell
+            .get_or_try_init(|| async {
+                decided_here = true;
+                let answer = decide().await?;
+                Ok(Record {
+                    fingerprint: fingerprint.clone(),
+                    answer,
+                })
+            })
+            .await?;
+        Ok(if record.fingerprint != fingerprint {
+            Remembered::Conflict
+        } else if decided_here {
+            Remembered::Fresh(record.answer.clone())
+        } else {
+            Remembered::Replayed(record.answer.clone())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn key(k: &str) -> RecordKey {
+        RecordKey {
+            user_id: "u".into(),
+            key: k.into(),
+        }
+    }
+
+    fn print(cost: i64) -> Fingerprint {
+        Fingerprint {
+            resource: "default".into(),
+            cost,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeat_replays_and_a_different_request_conflicts() {
+        let store = IdempotencyStore::new(100, Duration::from_secs(60));
+        let calls = AtomicUsize::new(0);
+        let decide = || async { Ok::<_, ()>(calls.fetch_add(1, Ordering::SeqCst)) };
+        assert_eq!(
+            store.once(key("a"), print(1), decide).await,
+            Ok(Remembered::Fresh(0))
+        );
+        assert_eq!(
+            store.once(key("a"), print(1), decide).await,
+            Ok(Remembered::Replayed(0))
+        );
+        assert_eq!(
+            store.once(key("a"), print(2), decide).await,
+            Ok(Remembered::Conflict)
+        );
+        assert_eq!(
+            store.once(key("b"), print(2), decide).await,
+            Ok(Remembered::Fresh(1))
+        );
+        // Keys are per user.
+        let other_user = RecordKey {
+            user_id: "v".into(),
+            key: "a".into(),
+        };
+        assert_eq!(
+            store.once(other_user, print(5), decide).await,
+            Ok(Remembered::Fresh(2))
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_decision_is_not_remembered() {
+        let store = IdempotencyStore::<u32>::new(100, Duration::from_secs(60));
+        let failed = store
+            .once(key("a"), print(1), || async { Err("down") })
+            .await;
+        assert_eq!(failed, Err("down"));
+        let retried = store
+            .once(key("a"), print(1), || async { Ok::<_, &str>(7) })
+            .await;
+        assert_eq!(retried, Ok(Remembered::Fresh(7)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_repeats_decide_once() {
+        let store = Arc::new(IdempotencyStore::new(100, Duration::from_secs(60)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let calls = Arc::clone(&calls);
+                tokio::spawn(async move {
+                    store
+                        .once(key("same"), print(1), || async {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok::<_, ()>(calls.fetch_add(1, Ordering::SeqCst))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut fresh = 0;
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                Remembered::Fresh(0) => fresh += 1,
+                Remembered::Replayed(0) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(fresh, 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn records_expire_after_the_ttl() {
+        let store = IdempotencyStore::new(100, Duration::from_millis(50));
+        let first = store
+            .once(key("a"), print(1), || async { Ok::<_, ()>(1) })
+            .await;
+        assert_eq!(first, Ok(Remembered::Fresh(1)));
+        // Bounded poll: the record must be gone within a few seconds of its 50 ms TTL.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let again = store
+                .once(key("a"), print(2), || async { Ok::<_, ()>(2) })
+                .await;
+            if again == Ok(Remembered::Fresh(2)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the record never expired"
+            );
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! `POST /allow`: "may this user spend `cost` tokens of this resource?", with idempotency keys that
+//! hold across the cluster.
+//!
+//! The limit itself is an ordinary cluster limit (`allow_<resource>` keyed by user, a token bucket
+//! from [`resources`]), so any node can decide it. An `Idempotency-Key` needs more: a repeat must get
+//! the first answer wherever it lands. So every call with a key goes to one node, the owner of the
+//! user's records (`allow_idempotency` + the user id on the consistent-hash ring), over ringlimit's
+//! own gRPC service `ringlimit.v1.AllowV1`; that node keeps the records ([`idempotency`]) and spends
+//! through the cluster. Keys are scoped per user, and the record's node knows all of a user's keys,
+//! so reusing a key for a different resource or cost is detected as a conflict.
+
+pub mod grpc;
+pub mod http;
+pub mod idempotency;
+pub mod resources;
+
+/// The `ringlimit.v1` wire types and the `AllowV1` service, generated from `proto/allow.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("ringlimit.v1");
+}
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::ServerConfig;
+use crate::node::Node;
+use crate::proto;
+use crate::refill::{Outcome, TokenBucket};
+use idempotency::{Fingerprint, IdempotencyStore, RecordKey, Remembered};
+use pb::allow_v1_client::AllowV1Client;
+pub use resources::AllowResources;
+
+/// The ring name under which a user's idempotency records are placed.
+pub const RECORDS_RING_NAME: &str = "allow_idempotency";
+
+/// The longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// How `/allow` is configured.
+#[derive(Debug, Clone)]
+pub struct AllowOptions {
+    /// The resources and their limits.
+    pub resources: AllowResources,
+    /// How long an idempotency record is kept.
+    pub idempotency_ttl: Duration,
+    /// The most idempotency records kept on one node.
+    pub idempotency_capacity: u64,
+    /// How long a call to the records' node may take.
+    pub peer_timeout: Duration,
+    /// The longest user id accepted (the node's key length limit).
+    pub max_user_id_bytes: usize,
+}
+
+impl AllowOptions {
+    /// The options a node's configuration gives.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self {
+            resources: config.allow_resources.clone(),
+            idempotency_ttl: config.allow_idempotency_ttl,
+            idempotency_capacity: config.allow_idempotency_capacity,
+            // The records' node may itself forward to the limit's owner.
+            peer_timeout: config.batch_timeout.saturating_mul(2),
+            max_user_id_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// One `/allow` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRequest {
+    /// Whose tokens.
+    pub user_id: String,
+    /// Which resource (`default` unless given).
+    pub resource: String,
+    /// How many tokens (1 unless given).
+    pub cost: i64,
+    /// The `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to one `/allow` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowAnswer {
+    /// The decision as the client sees it.
+    pub outcome: Outcome,
+    /// Whether this is the recorded answer of an earlier call with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// Why `/allow` did not decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowError {
+    /// Bad input, or a resource that is not configured (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The idempotency key was used for a different request within the TTL (HTTP 422).
+    #[error("{0}")]
+    Conflict(String),
+    /// The cluster could not decide (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// `/allow` on one node.
+pub struct AllowService {
+    node: Arc<Node>,
+    options: AllowOptions,
+    records: IdempotencyStore<Outcome>,
+    clients: RwLock<HashMap<String, AllowV1Client<Channel>>>,
+}
+
+impl AllowService {
+    /// The service of `node`.
+    pub fn new(node: Arc<Node>, options: AllowOptions) -> Self {
+        Self {
+            records: IdempotencyStore::new(options.idempotency_capacity, options.idempotency_ttl),
+            node,
+            options,
+            clients: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The configured resources.
+    pub fn resources(&self) -> &AllowResources {
+        &self.options.resources
+    }
+
+    /// Answers a client's call: without an idempotency key here, with one on the node that keeps
+    /// the user's records.
+    pub async fn allow(&self, request: AllowRequest) -> Result<AllowAnswer, AllowError> {
+        let bucket = self.validate(&request)?;
+        if request.idempotency_key.is_none() {
+            return self
+                .spend(&request, &bucket)
+                .await
+                .map(|outcome| AllowAnswer {
+                    outcome,
+                    replayed: false,
+                });
+        }
+        let Some(owner) = self.records_owner(&request.user_id) else {
+            return self.allow_as_records_owner(request).await;
+        };
+        match self.call_owner(&owner, &request).await {
+            Err(OwnerCallError::Unreachable(reason)) => {
+                // The membership may have changed: ask the current owner once more.
+                match self.records_owner(&request.user_id) {
+                    None => self.allow_as_records_owner(request).await,
+                    Some(now) if now != owner => self
+                        .call_owner(&now, &request)
+                        .await
+                        .map_err(OwnerCallError::into_allow_error),
+                    Some(_) => Err(AllowError::Unavailable(format!(
+                        "the node keeping this user's idempotency records ({owner}) is unreachable: {reason}"
+                    ))),
+                }
+            }
+            other => other.map_err(OwnerCallError::into_allow_error),
+        }
+    }
+
+    /// Answers a call on the node that keeps the user's records (a peer's `AllowV1.Allow`, or a
+    /// client's call that landed here); never forwarded again.
+    pub async fn allow_as_records_owner(
+        &self,
+        request: AllowRequest,
+    ) -> Result<AllowAnswer, AllowError> {
+        let bucket = self.validate(&request)?;
+        let Some(key) = request.idempotency_key.clone() else {
+            return self
+                .spend(&request, &bucket)
+                .await
+                .map(|outcome| AllowAnswer {
+                    outcome,
+                    replayed: false,
+                });
+        };
+        let record = RecordKey {
+            user_id: request.user_id.clone(),
+            key,
+        };
+        let fingerprint = Fingerprint {
+            resource: request.resource.clone(),
+            cost: request.cost,
+        };
+        let remembered = self
+            .records
+            .once(record, fingerprint, || self.spend(&request, &bucket))
+            .await?;
+        match remembered {
+            Remembered::Fresh(outcome) => Ok(AllowAnswer {
+                outcome,
+                replayed: false,
+            }),
+            Remembered::Replayed(outcome) => Ok(AllowAnswer {
+                outcome,
+                replayed: true,
+            }),
+            Remembered::Conflict => Err(AllowError::Conflict(
+                "this Idempotency-Key was already used for a different request (resource or cost) \
+                 by this user; use a new key"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Checks the request and finds its resource's bucket.
+    fn validate(&self, request: &AllowRequest) -> Result<TokenBucket, AllowError> {
+        if request.user_id.is_empty() {
+            return Err(AllowError::Invalid("user_id is required".into()));
+        }
+        if request.user_id.len() > self.options.max_user_id_bytes {
+            return Err(AllowError::Invalid(format!(
+                "user_id is longer than {} bytes",
+                self.options.max_user_id_bytes
+            )));
+        }
+        let Some(bucket) = self.options.resources.get(&request.resource).copied() else {
+            let known: Vec<&str> = self.options.resources.names().collect();
+            return Err(AllowError::Invalid(format!(
+                "resource '{}' is not configured (GUBER_ALLOW_RESOURCES); configured: [{}]",
+                request.resource,
+                known.join(", ")
+            )));
+        };
+        if request.cost < 1 {
+            return Err(AllowError::Invalid(format!(
+                "cost must be at least 1, got {}",
+                request.cost
+            )));
+        }
+        if request.cost > bucket.burst() {
+            return Err(AllowError::Invalid(format!(
+                "cost {} is more than resource '{}' can ever hold ({}); it would never be allowed",
+                request.cost,
+                request.resource,
+                bucket.burst()
+            )));
+        }
+        if let Some(key) = &request.idempotency_key
+            && (key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+                || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(AllowError::Invalid(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+            )));
+        }
+        Ok(bucket)
+    }
+
+    /// Spends `cost` tokens through the cluster (the node forwards to the limit's owner).
+    async fn spend(
+        &self,
+        request: &AllowRequest,
+        bucket: &TokenBucket,
+    ) -> Result<Outcome, AllowError> {
+        let item = bucket.request(
+            format!("allow_{}", request.resource),
+            request.user_id.clone(),
+            request.cost,
+        );
+        let answer = self
+            .node
+            .get_rate_limits(vec![item])
+            .await
+            .map_err(|error| AllowError::Unavailable(error.to_string()))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| AllowError::Unavailable("the cluster gave no answer".into()))?;
+        if !answer.error.is_empty() {
+            return Err(AllowError::Unavailable(answer.error));
+        }
+        let allowed = answer.status != proto::Status::OverLimit as i32;
+        Ok(bucket.outcome(allowed, answer.remaining, request.cost))
+    }
+
+    /// The gRPC address of the node keeping `user_id`'s records, or `None` for this node.
+    fn records_owner(&self, user_id: &str) -> Option<String> {
+        self.node.owner_address(&proto::RateLimitReq {
+            name: RECORDS_RING_NAME.into(),
+            unique_key: user_id.into(),
+            ..Default::default()
+        })
+    }
+
+    async fn call_owner(
+        &self,
+        owner: &str,
+        request: &AllowRequest,
+    ) -> Result<AllowAnswer, OwnerCallError> {
+        let mut client = self.client(owner)?;
+        let call = client.allow(grpc::to_wire(request));
+        let answer = tokio::time::timeout(self.options.peer_timeout, call)
+            .await
+            .map_err(|_| {
+                OwnerCallError::Unreachable(format!(
+                    "no answer within {:?}",
+                    self.options.peer_timeout
+                ))
+            })?
+            .map_err(OwnerCallError::from)?
+            .into_inner();
+        Ok(grpc::from_wire_answer(&answer))
+    }
+
+    fn client(&self, address: &str) -> Result<AllowV1Client<Channel>, OwnerCallError> {
+        if let Ok(clients) = self.clients.read()
+            && let Some(client) = clients.get(address)
+        {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| {
+                OwnerCallError::Unreachable(format!("bad address {address}: {error}"))
+            })?
+            .connect_timeout(self.options.peer_timeout);
+        let client = AllowV1Client::new(endpoint.connect_lazy());
+        if let Ok(mut clients) = self.clients.write() {
+            // Forget clients of nodes that left, so the map stays as small as the cluster.
+            let members = self.node.peers().membership();
+            clients.retain(|known, _| members.peers.iter().any(|p| &p.grpc_address == known));
+            clients.insert(address.to_string(), client.clone());
+        }
+        Ok(client)
+    }
+}
+
+/// A failed call to the records' node.
+enum OwnerCallError {
+    /// It answered with an error of the call.
+    Answered(AllowError),
+    /// It could not be reached (worth one retry with a fresh membership).
+    Unreachable(String),
+}
+
+impl OwnerCallError {
+    fn into_allow_error(self) -> AllowError {
+        match self {
+            OwnerCallError::Answered(error) => error,
+            OwnerCallError::Unreachable(reason) => AllowError::Unavailable(format!(
+                "the node keeping this user's idempotency records is unreachable: {reason}"
+            )),
+        }
+    }
+}
+
+impl From<tonic::Status> for OwnerCallError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            tonic::Code::InvalidArgument => OwnerCallError::Answered(AllowError::Invalid(message)),
+            tonic::Code::FailedPrecondition => {
+                OwnerCallError::Answered(AllowError::Conflict(message))
+            }
+            code => OwnerCallError::Unreachable(format!("{code}: {message}")),
+        }
+    }
+}

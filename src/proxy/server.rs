@@ -1,0 +1,241 @@
+//! The proxy's HTTP side: accept a request, ask the cluster, stream it to the upstream and the
+//! answer back. Everything that is a rule rather than I/O is in the sibling modules.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, Version, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::headers::{
+    add_rate_limit_headers, error_body, rate_limited_body, remove_hop_by_hop,
+    upstream_request_headers,
+};
+use super::{Decider, FailureMode, ProxyConfig, RuleLimit, client_key, limit_name};
+use crate::proto;
+use crate::refill::Outcome;
+
+/// Why the proxy could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("proxy server failed: {0}")]
+    Serve(std::io::Error),
+    /// The server task panicked.
+    #[error("proxy task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A proxy that is serving; stop it with [`RunningProxy::shutdown`].
+pub struct RunningProxy {
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningProxy {
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops accepting connections and waits for in-flight requests to finish.
+    pub async fn shutdown(self) -> Result<(), ProxyError> {
+        let _ = self.stop.send(true);
+        self.task.await?.map_err(ProxyError::Serve)
+    }
+}
+
+struct ProxyState {
+    config: ProxyConfig,
+    decider: Decider,
+    client: Client<HttpConnector, Body>,
+}
+
+/// Binds `config.bind_addr` and serves, deciding through `decider`.
+pub async fn start(config: ProxyConfig, decider: Decider) -> Result<RunningProxy, ProxyError> {
+    let bind_error = |source| ProxyError::Bind {
+        address: config.bind_addr.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&config.bind_addr)
+        .await
+        .map_err(bind_error)?;
+    let address = listener.local_addr().map_err(bind_error)?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let state = Arc::new(ProxyState {
+        config,
+        decider,
+        client,
+    });
+    let app = Router::new().fallback(handle).with_state(state);
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+    });
+    tracing::info!(%address, "ringlimit proxy is serving");
+    Ok(RunningProxy {
+        address,
+        stop,
+        task,
+    })
+}
+
+async fn handle(
+    State(state): State<Arc<ProxyState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let config = &state.config;
+    let (mut parts, body) = request.into_parts();
+    let client_ip = config.trusted_proxies.client_ip(peer.ip(), &parts.headers);
+    let api_key = parts
+        .headers
+        .get(&config.key_header)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty());
+    let rule = config.rules.find(&parts.method, parts.uri.path(), api_key);
+    let outcome = match rule.limit {
+        RuleLimit::Unlimited => None,
+        RuleLimit::Limited(bucket) => {
+            let item = bucket.request(limit_name(&rule.name), client_key(api_key, client_ip), 1);
+            match state.decider.decide(item).await {
+                Ok(answer) => {
+                    let allowed = answer.status != proto::Status::OverLimit as i32;
+                    let outcome = bucket.outcome(allowed, answer.remaining, 1);
+                    if !allowed {
+                        return too_many_requests(&outcome);
+                    }
+                    Some(outcome)
+                }
+                Err(error) => match config.failure_mode {
+                    FailureMode::Open => {
+                        tracing::warn!(%error, "letting a request through (fail-open)");
+                        None
+                    }
+                    FailureMode::Closed => {
+                        tracing::warn!(%error, "refusing a request (fail-closed)");
+                        return json(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            error_body("rate_limiter_unavailable", &error.to_string()),
+                        );
+                    }
+                },
+            }
+        }
+    };
+
+    parts.uri = match config.upstream.uri_for(&parts.uri) {
+        Ok(uri) => uri,
+        Err(error) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                error_body("bad_request", &format!("cannot forward this path: {error}")),
+            );
+        }
+    };
+    let peer_trusted = config.trusted_proxies.contains(peer.ip());
+    upstream_request_headers(
+        &mut parts.headers,
+        peer.ip(),
+        peer_trusted,
+        config.upstream.authority(),
+    );
+    parts.version = Version::HTTP_11;
+    let upstream_call = state.client.request(Request::from_parts(parts, body));
+    let mut response = match tokio::time::timeout(config.upstream_timeout, upstream_call).await {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(error = %chain(&error), "upstream request failed");
+            return json(
+                StatusCode::BAD_GATEWAY,
+                error_body(
+                    "bad_gateway",
+                    &format!(
+                        "the upstream {} did not answer: {}",
+                        config.upstream.authority(),
+                        chain(&error)
+                    ),
+                ),
+            );
+        }
+        Err(_) => {
+            return json(
+                StatusCode::GATEWAY_TIMEOUT,
+                error_body(
+                    "gateway_timeout",
+                    &format!(
+                        "the upstream {} did not answer within {:?}",
+                        config.upstream.authority(),
+                        config.upstream_timeout
+                    ),
+                ),
+            );
+        }
+    };
+    if let Some(outcome) = outcome {
+        add_rate_limit_headers(response.headers_mut(), &outcome);
+    }
+    response
+}
+
+fn too_many_requests(outcome: &Outcome) -> Response {
+    let mut response = json(StatusCode::TOO_MANY_REQUESTS, rate_limited_body(outcome));
+    add_rate_limit_headers(response.headers_mut(), outcome);
+    response
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// An error and its causes, `outer: inner: innermost`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
