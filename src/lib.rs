@@ -19,6 +19,7 @@ pub mod error;
 pub mod global;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod peers;
