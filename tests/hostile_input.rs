@@ -60,7 +60,10 @@ async fn slow_header_clients_are_cut_off() {
     let elapsed = started.elapsed();
     assert!(cut_off, "the slow client was never disconnected");
     assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "cut off after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "cut off after {elapsed:?}"
+    );
 
     // A connection that never sends a byte is closed too.
     let mut silent = TcpStream::connect(server.http_address()).await.unwrap();
@@ -100,7 +103,11 @@ async fn oversized_messages_are_refused_on_both_surfaces() {
     let big = vec![common::token(&"k".repeat(1000), 1, 10, 60_000); 4];
     let mut grpc = ApiClient::new(&server, Surface::Grpc).await;
     let failure = grpc.get_rate_limits(big.clone()).await.unwrap_err();
-    assert_eq!(failure.code, tonic::Code::ResourceExhausted as i32, "{failure:?}");
+    assert_eq!(
+        failure.code,
+        tonic::Code::ResourceExhausted as i32,
+        "{failure:?}"
+    );
     let response = reqwest::Client::new()
         .post(common::http_url(&server, "/v1/GetRateLimits"))
         .body(ringlimit::http::json::encode_get_rate_limits_req(
@@ -317,7 +324,10 @@ fn any_item() -> impl Strategy<Value = proto::RateLimitReq> {
         ),
     )
         .prop_map(
-            |((name, unique_key, hits, limit, duration), (algorithm, behavior, burst, created_at))| {
+            |(
+                (name, unique_key, hits, limit, duration),
+                (algorithm, behavior, burst, created_at),
+            )| {
                 proto::RateLimitReq {
                     name,
                     unique_key,

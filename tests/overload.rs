@@ -66,7 +66,10 @@ fn route_to(server: &RunningServer, owner_address: &str) -> String {
     (0..10_000)
         .map(|i| spread_key("slow", i))
         .find(|key| {
-            server.node().owner_address(&token(key, 1, 10, 60_000)).as_deref()
+            server
+                .node()
+                .owner_address(&token(key, 1, 10, 60_000))
+                .as_deref()
                 == Some(owner_address)
         })
         .expect("some key is owned by the other peer")
@@ -76,7 +79,12 @@ fn route_to(server: &RunningServer, owner_address: &str) -> String {
 fn local_key(server: &RunningServer) -> String {
     (0..10_000)
         .map(|i| spread_key("fast", i))
-        .find(|key| server.node().owner_address(&token(key, 1, 10, 60_000)).is_none())
+        .find(|key| {
+            server
+                .node()
+                .owner_address(&token(key, 1, 10, 60_000))
+                .is_none()
+        })
         .expect("some key is local")
 }
 
@@ -120,7 +128,9 @@ async fn calls_beyond_the_concurrency_bound_are_refused_at_once() {
         let mut client = ApiClient::new(&server, Surface::Grpc).await;
         let key = slow_key.clone();
         hanging.push(tokio::spawn(async move {
-            client.get_rate_limits(vec![token(&key, 1, 10, 60_000)]).await
+            client
+                .get_rate_limits(vec![token(&key, 1, 10, 60_000)])
+                .await
         }));
     }
 
@@ -132,7 +142,10 @@ async fn calls_beyond_the_concurrency_bound_are_refused_at_once() {
     let mut refused = None;
     for _ in 0..100 {
         let sent = Instant::now();
-        match grpc.get_rate_limits(vec![token(&local_key, 0, 10, 60_000)]).await {
+        match grpc
+            .get_rate_limits(vec![token(&local_key, 0, 10, 60_000)])
+            .await
+        {
             Err(failure) => {
                 refused = Some((failure, sent.elapsed()));
                 break;

@@ -13,7 +13,7 @@ fuzz_target!(|body: &[u8]| {
         return;
     };
     let encoded = json::encode_get_rate_limits_req(&request);
-    let again = json::decode_get_rate_limits_req(&encoded)
-        .expect("the encoder's output always decodes");
+    let again =
+        json::decode_get_rate_limits_req(&encoded).expect("the encoder's output always decodes");
     assert_eq!(again, request, "a decoded request survives a round trip");
 });

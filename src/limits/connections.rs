@@ -193,11 +193,8 @@ mod tests {
     #[tokio::test]
     async fn incoming_streams_drop_the_excess_and_pass_errors() {
         let limit = ConnectionLimit::new(1, "test");
-        let accepted = futures_util::stream::iter(vec![
-            Ok(1),
-            Ok(2),
-            Err(io::Error::other("accept failed")),
-        ]);
+        let accepted =
+            futures_util::stream::iter(vec![Ok(1), Ok(2), Err(io::Error::other("accept failed"))]);
         let out: Vec<io::Result<Limited<i32>>> = limit.limit_incoming(accepted).collect().await;
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].as_ref().map(|l| *l.get_ref()).ok(), Some(1));

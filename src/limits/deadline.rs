@@ -113,13 +113,27 @@ mod tests {
         assert_eq!(parse_grpc_timeout("4S"), Some(Duration::from_secs(4)));
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         assert_eq!(parse_grpc_timeout("0m"), Some(Duration::ZERO));
     }
 
     #[test]
     fn rejects_malformed_grpc_timeouts() {
-        for bad in ["", "m", "5", "123456789m", "-5m", "5x", "5 m", "1.5S", "５m", "m5"] {
+        for bad in [
+            "",
+            "m",
+            "5",
+            "123456789m",
+            "-5m",
+            "5x",
+            "5 m",
+            "1.5S",
+            "５m",
+            "m5",
+        ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
     }
