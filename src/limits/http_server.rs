@@ -196,7 +196,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_fails_with_body_timeout() {
         let body = TimedBody::new(Stalled, Duration::from_secs(5));
-        let error = body.collect().await.err().expect("the body times out");
+        let error = body.collect().await.expect_err("the body times out");
         assert_eq!(
             body_timeout_in(error.as_ref()),
             Some(BodyTimeout(Duration::from_secs(5)))
