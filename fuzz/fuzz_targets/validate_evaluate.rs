@@ -51,17 +51,37 @@ fuzz_target!(|input: Input| {
     for step in input.steps.into_iter().take(64) {
         now_ms = now_ms.saturating_add(step.clock_step);
         let item = step.item;
+        // Most arbitrary strings and algorithms fail validation at once; keep half the items
+        // valid in those respects so the algorithms see them.
+        let plausible = item.algorithm & 0x100 == 0;
         let wire = proto::RateLimitReq {
-            name: item.name,
-            unique_key: item.unique_key,
+            name: if plausible && item.name.is_empty() {
+                "name".into()
+            } else {
+                item.name
+            },
+            unique_key: if plausible && item.unique_key.is_empty() {
+                "key".into()
+            } else {
+                item.unique_key
+            },
             hits: item.hits,
             limit: item.limit,
             duration: item.duration,
-            algorithm: item.algorithm,
+            algorithm: if plausible {
+                item.algorithm & 1
+            } else {
+                item.algorithm
+            },
             behavior: item.behavior,
             burst: item.burst,
             created_at: item.created_at,
             metadata: Default::default(),
+        };
+        let limits = if plausible {
+            InputLimits::default()
+        } else {
+            limits
         };
         let Ok(request) = request::validate(&wire, now_ms, limits) else {
             continue;
