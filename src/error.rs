@@ -31,6 +31,18 @@ pub enum CallError {
     /// The node cannot serve: it is unhealthy or shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many calls are executing on this node; the call was refused at once, not queued.
+    #[error("too many concurrent requests (this node executes at most {max}); retry later")]
+    Overloaded {
+        /// `GUBER_MAX_CONCURRENT_REQUESTS`.
+        max: usize,
+    },
+    /// The caller's deadline (`grpc-timeout`) passed before the answer was ready.
+    #[error("the deadline of the call expired before it was answered")]
+    DeadlineExceeded,
+    /// The HTTP client did not send the whole body within `GUBER_HTTP_BODY_TIMEOUT`.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
 }
 
 impl CallError {
@@ -41,6 +53,8 @@ impl CallError {
             CallError::InvalidArgument(_) => Code::InvalidArgument,
             CallError::TooLarge { .. } => Code::ResourceExhausted,
             CallError::Unavailable(_) => Code::Unavailable,
+            CallError::Overloaded { .. } => Code::ResourceExhausted,
+            CallError::DeadlineExceeded | CallError::BodyTimeout(_) => Code::DeadlineExceeded,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod global;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod peers;

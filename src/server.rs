@@ -20,6 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
 use crate::global::{self, GlobalOptions};
 use crate::grpc::{PeersService, V1Service};
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
 use crate::peers::client::PeerClientOptions;
@@ -154,8 +155,17 @@ pub async fn start_with_clock(
         .build_v1alpha()?;
 
     let (stop, stopped) = watch::channel(false);
-    let mut builder =
-        tonic::transport::Server::builder().layer(crate::grpc::oversized_message_layer());
+    // Overload and hostile-client protection (src/limits): one concurrency bound for both
+    // surfaces, per-call deadlines, and a connection bound per listener.
+    let admission = limits::Admission::new(config.max_concurrent_requests as usize);
+    let grpc_connections = limits::ConnectionLimit::new(config.max_connections as usize, "grpc");
+    let http_connections = limits::ConnectionLimit::new(config.max_connections as usize, "http");
+    let mut builder = tonic::transport::Server::builder()
+        .layer(crate::grpc::oversized_message_layer())
+        .layer(limits::CallLimitsLayer::<limits::GrpcRejection>::new(
+            admission.clone(),
+            crate::grpc::method::GET_RATE_LIMITS,
+        ));
     if config.grpc_max_conn_age_sec > 0 {
         builder = builder.max_connection_age(Duration::from_secs(config.grpc_max_conn_age_sec));
     }
@@ -173,19 +183,28 @@ pub async fn start_with_clock(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let grpc_task = tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(grpc_listener),
+        grpc_connections.limit_incoming(TcpListenerStream::new(grpc_listener)),
         wait_for_stop(stopped.clone()),
     ));
 
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
 
-    let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
-    let http_router = http_router.merge(crate::allow::http::router(allow));
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_router)
-            .with_graceful_shutdown(wait_for_stop(stopped))
-            .await
-    });
+    let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
+        .merge(crate::allow::http::router(allow))
+        .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
+            admission,
+            "/v1/GetRateLimits",
+        ));
+    let http_timeouts = limits::http_server::HttpTimeouts {
+        header: config.http_header_timeout,
+        body: config.http_body_timeout,
+    };
+    let http_task = tokio::spawn(limits::http_server::serve(
+        limits::connections::LimitedListener::new(http_listener, http_connections),
+        http_router,
+        http_timeouts,
+        wait_for_stop(stopped),
+    ));
 
     tracing::info!(grpc = %grpc_address, http = %http_address, "ringlimit is serving");
     Ok(RunningServer {

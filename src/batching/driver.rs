@@ -65,6 +65,8 @@ impl ForwardError {
 pub struct Forward {
     item: proto::RateLimitReq,
     reply: oneshot::Sender<Result<proto::RateLimitResp, ForwardError>>,
+    /// The deadline of the caller's call, if it has one (see [`crate::limits::deadline`]).
+    deadline: Option<Instant>,
 }
 
 /// Counters and timings of one peer's calls.
@@ -115,7 +117,14 @@ impl PeerBatcher {
     ) -> Result<proto::RateLimitResp, ForwardError> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .try_send((Forward { item, reply }, no_batching))
+            .try_send((
+                Forward {
+                    item,
+                    reply,
+                    deadline: crate::limits::deadline::current(),
+                },
+                no_batching,
+            ))
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => ForwardError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => ForwardError::Closed,
@@ -134,7 +143,19 @@ struct PeerCaller {
 
 impl PeerCaller {
     /// Sends `forwards` in one call and answers each in order.
-    async fn call(self, forwards: Vec<Forward>) {
+    async fn call(self, mut forwards: Vec<Forward>) {
+        // Items whose caller gave up (its deadline passed) are not sent: nobody would see the
+        // answer, and the caller was told its hits were not counted.
+        forwards.retain(|forward| !forward.reply.is_closed());
+        if forwards.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let timeout = crate::limits::deadline::peer_call_timeout(
+            self.timeout,
+            forwards.iter().map(|forward| forward.deadline),
+            started,
+        );
         let (items, replies): (Vec<_>, Vec<_>) = forwards
             .into_iter()
             .map(|forward| (forward.item, forward.reply))
@@ -142,11 +163,13 @@ impl PeerCaller {
         let sent = items.len();
         self.metrics.calls.inc();
         self.metrics.items.inc_by(sent as u64);
-        let started = Instant::now();
         let mut client = self.client;
-        let call = client.get_peer_rate_limits(proto::GetPeerRateLimitsReq { requests: items });
-        let outcome = match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(ForwardError::Timeout(self.timeout)),
+        // The peer bounds its own work by the same timeout (`grpc-timeout`).
+        let mut request = tonic::Request::new(proto::GetPeerRateLimitsReq { requests: items });
+        request.set_timeout(timeout);
+        let call = client.get_peer_rate_limits(request);
+        let outcome = match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(ForwardError::Timeout(timeout)),
             Ok(Err(status)) => Err(status_error(status)),
             Ok(Ok(response)) => {
                 let answers = response.into_inner().rate_limits;

@@ -208,6 +208,27 @@ pub struct ServerConfig {
     #[arg(long, env = "GUBER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = go_duration::parse)]
     pub shutdown_timeout: Duration,
 
+    /// Most `GetRateLimits` calls executing at once on this node (gRPC and HTTP together); beyond
+    /// it calls are refused at once with RESOURCE_EXHAUSTED (HTTP 429) instead of queueing.
+    #[arg(long, env = "GUBER_MAX_CONCURRENT_REQUESTS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_requests: u32,
+
+    /// Most open connections per listener (gRPC and HTTP each); connections beyond it are closed
+    /// as soon as they are accepted.
+    #[arg(long, env = "GUBER_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// How long an HTTP client may take to send a request's headers (also the idle time allowed
+    /// between requests on a kept-alive connection); slower connections are closed.
+    #[arg(long, env = "GUBER_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// How long an HTTP client may take to send a request's body once its headers arrived; slower
+    /// requests are answered 408 and the connection is closed.
+    #[arg(long, env = "GUBER_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_body_timeout: Duration,
     /// `POST /allow` resources: comma-separated `NAME=LIMIT/DURATION[/BURST]` (LIMIT tokens refill
     /// every DURATION; the bucket holds BURST, default LIMIT), e.g. `default=10/1s,uploads=100/1h/20`.
     #[arg(long, env = "GUBER_ALLOW_RESOURCES", default_value = "default=10/1s",
@@ -322,6 +343,16 @@ impl ServerConfig {
                 "GUBER_ALLOW_IDEMPOTENCY_CAPACITY",
                 self.allow_idempotency_capacity.to_string(),
             ),
+            (
+                "GUBER_MAX_CONCURRENT_REQUESTS",
+                self.max_concurrent_requests.to_string(),
+            ),
+            ("GUBER_MAX_CONNECTIONS", self.max_connections.to_string()),
+            (
+                "GUBER_HTTP_HEADER_TIMEOUT",
+                duration(self.http_header_timeout),
+            ),
+            ("GUBER_HTTP_BODY_TIMEOUT", duration(self.http_body_timeout)),
         ]
     }
 }
@@ -341,6 +372,14 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
         "1" | "t" | "true" | "yes" | "on" => Ok(true),
         "0" | "f" | "false" | "no" | "off" | "" => Ok(false),
         other => Err(format!("'{other}' is not a boolean (true or false)")),
+    }
+}
+
+/// A Go duration that must be greater than zero (a zero timeout would refuse every client).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match go_duration::parse(text)? {
+        duration if duration.is_zero() => Err(format!("'{text}' must be greater than 0")),
+        duration => Ok(duration),
     }
 }
 

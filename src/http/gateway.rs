@@ -77,6 +77,8 @@ async fn answer_get_rate_limits(
             GatewayError::Call(CallError::TooLarge {
                 limit: state.max_body_bytes,
             })
+        } else if let Some(timeout) = crate::limits::http_server::body_timeout_in(&rejection) {
+            GatewayError::Call(CallError::BodyTimeout(timeout.0))
         } else {
             GatewayError::Call(CallError::InvalidArgument(format!(
                 "cannot read the request body: {rejection}"
@@ -166,6 +168,7 @@ impl GatewayError {
         match self {
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Call(CallError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Call(CallError::BodyTimeout(_)) => StatusCode::REQUEST_TIMEOUT,
             other => http_status_for(other.code()),
         }
     }

@@ -1,0 +1,83 @@
+//! Admission control: a bound on the `GetRateLimits` calls executing at once on a node.
+//!
+//! Beyond the bound a call is refused at once (load shedding) rather than queued: a queue in front
+//! of a saturated node only adds latency until every caller times out, while an immediate
+//! `RESOURCE_EXHAUSTED` lets clients back off or try another node.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::CallError;
+
+/// The concurrency bound shared by every surface of a node. Cloning shares the bound.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+/// One admitted call; its slot is free again when this is dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    /// At most `max` calls at once (at least 1).
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Admits one call, or refuses it at once with [`CallError::Overloaded`] when `max` calls are
+    /// already executing. Never waits.
+    pub fn try_admit(&self) -> Result<Admitted, CallError> {
+        Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map(|slot| Admitted { _slot: slot })
+            .map_err(|_| CallError::Overloaded { max: self.max })
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The calls executing now.
+    pub fn in_use(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_beyond_the_bound_and_frees_slots_on_drop() {
+        let admission = Admission::new(2);
+        let first = admission.try_admit().expect("first call fits");
+        let second = admission.try_admit().expect("second call fits");
+        assert_eq!(admission.in_use(), 2);
+        assert_eq!(
+            admission.try_admit().map(|_| ()),
+            Err(CallError::Overloaded { max: 2 })
+        );
+        drop(first);
+        assert_eq!(admission.in_use(), 1);
+        let _third = admission.try_admit().expect("a freed slot is reused");
+        drop(second);
+        assert_eq!(admission.in_use(), 1);
+    }
+
+    #[test]
+    fn a_zero_bound_still_admits_one_call() {
+        let admission = Admission::new(0);
+        assert_eq!(admission.max(), 1);
+        assert!(admission.try_admit().is_ok());
+    }
+}

@@ -1,0 +1,160 @@
+//! The tower layer that applies [`Admission`] and per-call deadlines to a server.
+//!
+//! The same layer wraps the tonic server and the axum gateway; only the way a refusal is written
+//! differs ([`GrpcRejection`]: a gRPC status; [`HttpRejection`]: grpc-gateway's JSON error with its
+//! HTTP status). It runs before any decoding, so a refused call costs almost nothing.
+//!
+//! Only the rate-limit call (`guarded_path`) takes an admission slot: health checks, reflection
+//! and `/metrics` must keep answering on a saturated node, and peer calls are already bounded by
+//! every peer's batching (at most 4 calls in flight per peer). Deadlines apply to every call.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tower::{Layer, Service};
+
+use super::admission::Admission;
+use super::deadline;
+use crate::error::CallError;
+
+/// Writes the response that refuses a call.
+pub trait Rejection<B> {
+    /// The response for `error`.
+    fn reject(error: &CallError) -> http::Response<B>;
+}
+
+/// Refusals as gRPC statuses (trailers-only responses).
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcRejection;
+
+impl Rejection<tonic::body::Body> for GrpcRejection {
+    fn reject(error: &CallError) -> http::Response<tonic::body::Body> {
+        tonic::Status::from(error.clone()).into_http()
+    }
+}
+
+/// Refusals as the HTTP gateway's JSON errors (`RESOURCE_EXHAUSTED` is 429, `DEADLINE_EXCEEDED`
+/// is 504).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRejection;
+
+impl Rejection<axum::body::Body> for HttpRejection {
+    fn reject(error: &CallError) -> http::Response<axum::body::Body> {
+        let code = error.code();
+        let body = crate::http::json::encode_error(code as i32, &error.to_string());
+        let mut response = http::Response::new(axum::body::Body::from(body));
+        *response.status_mut() = crate::http::gateway::http_status_for(code);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+/// Applies admission to calls of `guarded_path` and `grpc-timeout` deadlines to every call.
+pub struct CallLimitsLayer<R> {
+    admission: Admission,
+    guarded_path: &'static str,
+    _rejection: PhantomData<fn() -> R>,
+}
+
+impl<R> CallLimitsLayer<R> {
+    /// A layer that admits calls to `guarded_path` through `admission`.
+    pub fn new(admission: Admission, guarded_path: &'static str) -> Self {
+        Self {
+            admission,
+            guarded_path,
+            _rejection: PhantomData,
+        }
+    }
+}
+
+impl<R> Clone for CallLimitsLayer<R> {
+    fn clone(&self) -> Self {
+        Self::new(self.admission.clone(), self.guarded_path)
+    }
+}
+
+impl<S, R> Layer<S> for CallLimitsLayer<R> {
+    type Service = CallLimits<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallLimits {
+            inner,
+            admission: self.admission.clone(),
+            guarded_path: self.guarded_path,
+            _rejection: PhantomData,
+        }
+    }
+}
+
+/// The service made by [`CallLimitsLayer`].
+pub struct CallLimits<S, R> {
+    inner: S,
+    admission: Admission,
+    guarded_path: &'static str,
+    _rejection: PhantomData<fn() -> R>,
+}
+
+impl<S: Clone, R> Clone for CallLimits<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            admission: self.admission.clone(),
+            guarded_path: self.guarded_path,
+            _rejection: PhantomData,
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, R, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallLimits<S, R>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+    R: Rejection<ResBody>,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let received = Instant::now();
+        let deadline = deadline::from_headers(request.headers(), received);
+        let admitted = if request.uri().path() == self.guarded_path {
+            match self.admission.try_admit() {
+                Ok(admitted) => Some(admitted),
+                Err(refused) => return Box::pin(std::future::ready(Ok(R::reject(&refused)))),
+            }
+        } else {
+            None
+        };
+        if deadline.is_some_and(|deadline| deadline <= received) {
+            let expired = R::reject(&CallError::DeadlineExceeded);
+            return Box::pin(std::future::ready(Ok(expired)));
+        }
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            // The slot is held until the answer is ready.
+            let _admitted = admitted;
+            match deadline {
+                None => call.await,
+                Some(deadline) => match deadline::within(deadline, call).await {
+                    Ok(answered) => answered,
+                    Err(expired) => Ok(R::reject(&expired)),
+                },
+            }
+        })
+    }
+}

@@ -1,0 +1,26 @@
+//! Protection against overload and hostile clients, kept apart from request logic.
+//!
+//! A rate limiter sits in front of everything else, so it must itself stay up when clients misbehave
+//! or simply send too much. Every guard here sheds work early and cheaply instead of queueing it:
+//!
+//! - [`admission`]: at most `GUBER_MAX_CONCURRENT_REQUESTS` `GetRateLimits` calls execute at once;
+//!   the next one is refused at once with `RESOURCE_EXHAUSTED` (HTTP 429).
+//! - [`deadline`]: a caller's `grpc-timeout` bounds the node's work, including the calls it makes
+//!   to peers on the caller's behalf; an expired deadline is answered `DEADLINE_EXCEEDED`.
+//! - [`layer`]: the tower layer that applies both to the gRPC server and to the HTTP gateway.
+//! - [`connections`]: at most `GUBER_MAX_CONNECTIONS` open connections per listener.
+//! - [`http_server`]: the HTTP/1.1 server loop with header and body read timeouts, so slow clients
+//!   (slowloris) cannot hold connections and memory.
+//!
+//! Input limits on the request itself (message size, key and name length, i64 ranges) live where
+//! requests are decoded and validated: [`crate::request`], [`crate::http::gateway`], [`crate::grpc`].
+
+pub mod admission;
+pub mod connections;
+pub mod deadline;
+pub mod http_server;
+pub mod layer;
+
+pub use admission::Admission;
+pub use connections::ConnectionLimit;
+pub use layer::{CallLimitsLayer, GrpcRejection, HttpRejection};
