@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod global;
+pub mod handoff;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

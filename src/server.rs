@@ -19,6 +19,7 @@ use crate::batching::{BatchConfig, BatchConfigError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
 use crate::global::{self, GlobalOptions};
+use crate::handoff::{self, HandoffOptions};
 use crate::grpc::{PeersService, V1Service};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
@@ -78,6 +79,7 @@ pub struct RunningServer {
     global_task: JoinHandle<()>,
     drain_delay: Duration,
     shutdown_timeout: Duration,
+    handoff_task: JoinHandle<()>,
 }
 
 /// Binds both listeners and starts serving `config` with the system clock.
@@ -133,6 +135,12 @@ pub async fn start_with_clock(
         },
     }));
 
+    let handoff_options = handoff_options(config);
+    if let Some(path) = &handoff_options.snapshot_path {
+        handoff::run::restore_snapshot(&node, path);
+    }
+    node.handoff().configure(handoff_options);
+
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {
         health
@@ -163,6 +171,12 @@ pub async fn start_with_clock(
             proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
         )
+        .add_service(
+            handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
+                Arc::clone(&node),
+            ))
+            .max_decoding_message_size(max_request_size),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
@@ -172,6 +186,7 @@ pub async fn start_with_clock(
     ));
 
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
+    let handoff_task = handoff::run::spawn(Arc::clone(&node), stopped.clone());
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
     let http_task = tokio::spawn(async move {
@@ -193,6 +208,7 @@ pub async fn start_with_clock(
         global_task,
         drain_delay: config.shutdown_drain_delay,
         shutdown_timeout: config.shutdown_timeout,
+        handoff_task,
     })
 }
 
@@ -224,7 +240,16 @@ impl RunningServer {
     /// to finish.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.node.begin_shutdown();
+        // Graceful leave: hand owned state to the owners without this node while peers still
+        // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
+        let handoff = self.node.handoff().options();
+        let new_owners = if handoff.on_leave {
+            handoff::run::leave(&self.node).await
+        } else {
+            Vec::new()
+        };
         self.discovery.leave().await;
+        handoff::run::finish_leave(&self.node, &new_owners).await;
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(service, ServingStatus::NotServing)
@@ -243,13 +268,40 @@ impl RunningServer {
             http?.map_err(ServerError::Http)?;
             Ok::<(), ServerError>(())
         };
-        match tokio::time::timeout(self.shutdown_timeout, servers).await {
+        let outcome = tokio::time::timeout(self.shutdown_timeout, servers).await;
+        self.handoff_task.abort();
+        if let Some(path) = &handoff.snapshot_path {
+            handoff::run::save_snapshot(&self.node, path);
+        }
+        match outcome {
             Ok(result) => {
                 tracing::info!("ringlimit stopped");
                 result
             }
             Err(_) => Err(ServerError::ShutdownTimeout(self.shutdown_timeout)),
         }
+    }
+}
+
+/// State handoff and snapshot settings, from `GUBER_HANDOFF_*` and `GUBER_SNAPSHOT_PATH`.
+fn handoff_options(config: &ServerConfig) -> HandoffOptions {
+    use crate::config::DiscoveryType;
+    HandoffOptions {
+        delay: config.handoff_delay,
+        timeout: config.handoff_timeout,
+        join_wait: config.handoff_join_wait,
+        leave_wait: config.handoff_leave_wait,
+        on_leave: matches!(
+            config.peer_discovery_type,
+            DiscoveryType::Etcd | DiscoveryType::Dns
+        ),
+        snapshot_path: config
+            .snapshot_path
+            .as_deref()
+            .map(str::trim)
+            .filter(|path| !path.is_empty())
+            .map(std::path::PathBuf::from),
+        ..HandoffOptions::default()
     }
 }
 

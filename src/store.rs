@@ -125,6 +125,87 @@ impl LimitStore {
     }
 }
 
+/// Enumeration and per-key merge, for state handoff and snapshots (`crate::handoff`).
+impl LimitStore {
+    /// Every live bucket, with its key (a point-in-time copy; entries change meanwhile).
+    pub fn entries(&self) -> Vec<(LimitKey, Bucket)> {
+        let now_ms = self.clock.now_ms();
+        self.cache
+            .iter()
+            .filter(|(_, bucket)| !bucket.is_expired(now_ms))
+            .map(|(key, bucket)| (LimitKey::clone(&key), bucket))
+            .collect()
+    }
+
+    /// Replaces the bucket of `key` with what `merge` makes of the stored one (`None` given when
+    /// there is none or it expired), atomically per key; `merge` returning `None` changes nothing.
+    /// `merge` gets the server time. Returns whether the store changed.
+    pub fn merge_in(
+        &self,
+        key: LimitKey,
+        merge: impl FnOnce(Option<&Bucket>, i64) -> Option<Bucket>,
+    ) -> bool {
+        let mut changed = false;
+        self.cache.entry(key).and_compute_with(|entry| {
+            let now_ms = self.clock.now_ms();
+            let stored = entry
+                .as_ref()
+                .map(|entry| entry.value())
+                .filter(|bucket| !bucket.is_expired(now_ms));
+            match merge(stored, now_ms) {
+                Some(bucket) => {
+                    changed = true;
+                    Op::Put(bucket)
+                }
+                None => Op::Nop,
+            }
+        });
+        changed
+    }
+
+    /// Removes `key` only if its bucket is still `expected`, atomically per key. `Ok` when it was
+    /// removed or is already gone; `Err(current)` when it changed since.
+    pub fn remove_if_unchanged(&self, key: &LimitKey, expected: &Bucket) -> Result<(), Bucket> {
+        let mut outcome = Ok(());
+        self.cache.entry_by_ref(key).and_compute_with(|entry| match entry {
+            Some(entry) if entry.value() != expected => {
+                outcome = Err(*entry.value());
+                Op::Nop
+            }
+            Some(_) => Op::Remove,
+            None => Op::Nop,
+        });
+        outcome
+    }
+
+    /// Like [`LimitStore::apply`], but only when `key` holds a live bucket; `None` (and nothing
+    /// changed) when it does not, so the caller can route the request elsewhere.
+    pub fn apply_existing(&self, key: LimitKey, request: &RateLimitRequest) -> Option<Applied> {
+        let mut outcome = None;
+        self.cache.entry(key).and_compute_with(|entry| {
+            let now_ms = self.clock.now_ms();
+            let Some(stored) = entry
+                .as_ref()
+                .map(|entry| entry.value())
+                .filter(|bucket| !bucket.is_expired(now_ms))
+            else {
+                return Op::Nop;
+            };
+            let evaluation = algorithms::evaluate(Some(stored), request, now_ms);
+            outcome = Some(Applied {
+                decision: evaluation.decision,
+                hit: true,
+            });
+            match evaluation.next {
+                Next::Unchanged => Op::Nop,
+                Next::Put(bucket) => Op::Put(bucket),
+                Next::Remove => Op::Remove,
+            }
+        });
+        outcome
+    }
+}
+
 /// moka expiry policy: each bucket lives until just after its own `expire_at`.
 struct ExpireAtBucketEnd {
     clock: Arc<dyn Clock>,
@@ -237,6 +318,34 @@ mod tests {
         let applied = store.apply(key, &later);
         assert!(!applied.hit);
         assert_eq!(applied.decision.remaining, 4);
+    }
+
+    #[test]
+    fn handoff_methods_enumerate_merge_and_remove_only_unchanged() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let store = LimitStore::new(10, clock.clone());
+        let key = LimitKey::new("n", "k");
+        assert!(store.apply_existing(key.clone(), &token_request(1, 5)).is_none());
+        assert!(store.get(&key).is_none(), "apply_existing never creates a bucket");
+        store.apply(key.clone(), &token_request(1, 5));
+        let entries = store.entries();
+        assert_eq!(entries.len(), 1);
+        let (_, first) = entries[0].clone();
+        let applied = store.apply_existing(key.clone(), &token_request(1, 5)).unwrap();
+        assert_eq!(applied.decision.remaining, 3);
+        assert_eq!(store.remove_if_unchanged(&key, &first), Err(store.get(&key).unwrap()));
+        let current = store.get(&key).unwrap();
+        assert_eq!(store.remove_if_unchanged(&key, &current), Ok(()));
+        assert!(store.get(&key).is_none());
+        assert_eq!(store.remove_if_unchanged(&key, &current), Ok(()));
+        assert!(store.merge_in(key.clone(), |held, _| {
+            assert!(held.is_none());
+            Some(first)
+        }));
+        assert_eq!(store.get(&key), Some(first));
+        assert!(!store.merge_in(key.clone(), |_, _| None));
+        clock.advance(60_001);
+        assert!(store.entries().is_empty(), "expired buckets are not listed");
     }
 
     #[test]

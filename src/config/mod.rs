@@ -207,6 +207,27 @@ pub struct ServerConfig {
     /// On SIGTERM, how long in-flight calls may take to finish before the process exits anyway.
     #[arg(long, env = "GUBER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = go_duration::parse)]
     pub shutdown_timeout: Duration,
+
+    /// After a membership change, how long to wait before handing state to new owners (changes
+    /// within it make one pass).
+    #[arg(long, env = "GUBER_HANDOFF_DELAY", default_value = "50ms", value_parser = go_duration::parse)]
+    pub handoff_delay: Duration,
+
+    /// The most one state handoff call to a peer may take.
+    #[arg(long, env = "GUBER_HANDOFF_TIMEOUT", default_value = "2s", value_parser = go_duration::parse)]
+    pub handoff_timeout: Duration,
+
+    /// After peers join, the most a request for a key not held here waits for their handoff.
+    #[arg(long, env = "GUBER_HANDOFF_JOIN_WAIT", default_value = "250ms", value_parser = go_duration::parse)]
+    pub handoff_join_wait: Duration,
+
+    /// On a graceful leave, the most time spent waiting for peers to drop this node.
+    #[arg(long, env = "GUBER_HANDOFF_LEAVE_WAIT", default_value = "5s", value_parser = go_duration::parse)]
+    pub handoff_leave_wait: Duration,
+
+    /// File the cache is saved to on shutdown and restored from on start (empty: no snapshot).
+    #[arg(long, env = "GUBER_SNAPSHOT_PATH")]
+    pub snapshot_path: Option<String>,
 }
 
 impl ServerConfig {
@@ -294,6 +315,14 @@ impl ServerConfig {
                 duration(self.shutdown_drain_delay),
             ),
             ("GUBER_SHUTDOWN_TIMEOUT", duration(self.shutdown_timeout)),
+            ("GUBER_HANDOFF_DELAY", duration(self.handoff_delay)),
+            ("GUBER_HANDOFF_TIMEOUT", duration(self.handoff_timeout)),
+            ("GUBER_HANDOFF_JOIN_WAIT", duration(self.handoff_join_wait)),
+            ("GUBER_HANDOFF_LEAVE_WAIT", duration(self.handoff_leave_wait)),
+            (
+                "GUBER_SNAPSHOT_PATH",
+                self.snapshot_path.clone().unwrap_or_default(),
+            ),
         ]
     }
 }
