@@ -451,15 +451,18 @@ impl Node {
         items: Vec<proto::RateLimitReq>,
         now_ms: i64,
     ) -> Vec<proto::RateLimitResp> {
-        let answers = items.into_iter().enumerate().map(|(index, item)| async move {
-            match request::validate(&item, now_ms, self.limits) {
-                Ok(request) if request.behavior.contains(Behavior::GLOBAL) => {
-                    (index, self.evaluate_global_as_owner(item, &request))
+        let answers = items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| async move {
+                match request::validate(&item, now_ms, self.limits) {
+                    Ok(request) if request.behavior.contains(Behavior::GLOBAL) => {
+                        (index, self.evaluate_global_as_owner(item, &request))
+                    }
+                    Ok(request) => self.evaluate_in_handoff(index, item, request).await,
+                    Err(error) => (index, self.item_error(error)),
                 }
-                Ok(request) => self.evaluate_in_handoff(index, item, request).await,
-                Err(error) => (index, self.item_error(error)),
-            }
-        });
+            });
         join_all(answers)
             .await
             .into_iter()

@@ -19,8 +19,8 @@ use crate::batching::{BatchConfig, BatchConfigError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
 use crate::global::{self, GlobalOptions};
-use crate::handoff::{self, HandoffOptions};
 use crate::grpc::{PeersService, V1Service};
+use crate::handoff::{self, HandoffOptions};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
 use crate::peers::client::PeerClientOptions;
@@ -180,13 +180,14 @@ pub async fn start_with_clock(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    // Before serving: a node that joins must know whom it waits for before its first request.
+    let handoff_task = handoff::run::spawn(Arc::clone(&node), stopped.clone());
     let grpc_task = tokio::spawn(grpc_router.serve_with_incoming_shutdown(
         TcpListenerStream::new(grpc_listener),
         wait_for_stop(stopped.clone()),
     ));
 
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
-    let handoff_task = handoff::run::spawn(Arc::clone(&node), stopped.clone());
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
     let http_task = tokio::spawn(async move {

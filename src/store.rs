@@ -167,14 +167,16 @@ impl LimitStore {
     /// removed or is already gone; `Err(current)` when it changed since.
     pub fn remove_if_unchanged(&self, key: &LimitKey, expected: &Bucket) -> Result<(), Bucket> {
         let mut outcome = Ok(());
-        self.cache.entry_by_ref(key).and_compute_with(|entry| match entry {
-            Some(entry) if entry.value() != expected => {
-                outcome = Err(*entry.value());
-                Op::Nop
-            }
-            Some(_) => Op::Remove,
-            None => Op::Nop,
-        });
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| match entry {
+                Some(entry) if entry.value() != expected => {
+                    outcome = Err(*entry.value());
+                    Op::Nop
+                }
+                Some(_) => Op::Remove,
+                None => Op::Nop,
+            });
         outcome
     }
 
@@ -325,15 +327,27 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let store = LimitStore::new(10, clock.clone());
         let key = LimitKey::new("n", "k");
-        assert!(store.apply_existing(key.clone(), &token_request(1, 5)).is_none());
-        assert!(store.get(&key).is_none(), "apply_existing never creates a bucket");
+        assert!(
+            store
+                .apply_existing(key.clone(), &token_request(1, 5))
+                .is_none()
+        );
+        assert!(
+            store.get(&key).is_none(),
+            "apply_existing never creates a bucket"
+        );
         store.apply(key.clone(), &token_request(1, 5));
         let entries = store.entries();
         assert_eq!(entries.len(), 1);
         let (_, first) = entries[0].clone();
-        let applied = store.apply_existing(key.clone(), &token_request(1, 5)).unwrap();
+        let applied = store
+            .apply_existing(key.clone(), &token_request(1, 5))
+            .unwrap();
         assert_eq!(applied.decision.remaining, 3);
-        assert_eq!(store.remove_if_unchanged(&key, &first), Err(store.get(&key).unwrap()));
+        assert_eq!(
+            store.remove_if_unchanged(&key, &first),
+            Err(store.get(&key).unwrap())
+        );
         let current = store.get(&key).unwrap();
         assert_eq!(store.remove_if_unchanged(&key, &current), Ok(()));
         assert!(store.get(&key).is_none());

@@ -318,7 +318,10 @@ impl ServerConfig {
             ("GUBER_HANDOFF_DELAY", duration(self.handoff_delay)),
             ("GUBER_HANDOFF_TIMEOUT", duration(self.handoff_timeout)),
             ("GUBER_HANDOFF_JOIN_WAIT", duration(self.handoff_join_wait)),
-            ("GUBER_HANDOFF_LEAVE_WAIT", duration(self.handoff_leave_wait)),
+            (
+                "GUBER_HANDOFF_LEAVE_WAIT",
+                duration(self.handoff_leave_wait),
+            ),
             (
                 "GUBER_SNAPSHOT_PATH",
                 self.snapshot_path.clone().unwrap_or_default(),

@@ -46,7 +46,9 @@ pub fn merge(
             });
             Bucket::Token(resend.unwrap_or_else(|| merge_token(held, incoming)))
         }
-        (Bucket::Leaky(held), Bucket::Leaky(incoming)) => Bucket::Leaky(merge_leaky(held, incoming)),
+        (Bucket::Leaky(held), Bucket::Leaky(incoming)) => {
+            Bucket::Leaky(merge_leaky(held, incoming))
+        }
         // Different algorithms: the sender's bucket wins (see the module table).
         _ => *incoming,
     })
@@ -190,9 +192,12 @@ mod tests {
     fn token_different_windows_take_fewer_tokens_and_the_later_reset() {
         let older = token(1, NOW - 1_000);
         let newer = token(9, NOW);
-        let Some(Bucket::Token(merged)) =
-            merge(Some(&Bucket::Token(older)), &Bucket::Token(newer), None, NOW)
-        else {
+        let Some(Bucket::Token(merged)) = merge(
+            Some(&Bucket::Token(older)),
+            &Bucket::Token(newer),
+            None,
+            NOW,
+        ) else {
             panic!("a token bucket");
         };
         assert_eq!(merged.remaining, 1);
@@ -204,9 +209,12 @@ mod tests {
     fn token_over_limit_is_kept() {
         let mut over = token(0, NOW);
         over.status = Status::OverLimit;
-        let Some(Bucket::Token(merged)) =
-            merge(Some(&Bucket::Token(token(4, NOW))), &Bucket::Token(over), None, NOW)
-        else {
+        let Some(Bucket::Token(merged)) = merge(
+            Some(&Bucket::Token(token(4, NOW))),
+            &Bucket::Token(over),
+            None,
+            NOW,
+        ) else {
             panic!("a token bucket");
         };
         assert_eq!(merged.status, Status::OverLimit);

@@ -192,6 +192,9 @@ impl HandoffState {
         let awaiting = {
             let mut awaiting = lock(&self.awaiting);
             if awaiting.deadline.is_some_and(|deadline| deadline <= now) {
+                if !awaiting.sources.is_empty() {
+                    tracing::warn!(peers = ?awaiting.sources, "joined peers did not complete their handoff within the join wait");
+                }
                 *awaiting = Awaiting::default();
             }
             !awaiting.sources.is_empty()
@@ -366,15 +369,24 @@ mod tests {
         let state = HandoffState::default();
         state.start_leaving(ring(&["b:1"]));
         assert!(state.is_active());
-        assert_eq!(state.on_miss(&LimitKey::new("n", "k"), "a:1"), Miss::Forward("b:1".into()));
-        assert!(state.settle(Instant::now()), "leaving keeps the transition active");
+        assert_eq!(
+            state.on_miss(&LimitKey::new("n", "k"), "a:1"),
+            Miss::Forward("b:1".into())
+        );
+        assert!(
+            state.settle(Instant::now()),
+            "leaving keeps the transition active"
+        );
     }
 
     #[test]
     fn misses_wait_for_joined_peers_until_they_complete_or_the_deadline() {
         let state = HandoffState::default();
         let key = LimitKey::new("n", "k");
-        state.begin_transition(&["b:1".into(), "c:1".into()], Instant::now() + Duration::from_secs(60));
+        state.begin_transition(
+            &["b:1".into(), "c:1".into()],
+            Instant::now() + Duration::from_secs(60),
+        );
         assert_eq!(state.on_miss(&key, "a:1"), Miss::Wait);
         state.source_complete("b:1");
         assert_eq!(state.on_miss(&key, "a:1"), Miss::Wait);
@@ -382,7 +394,11 @@ mod tests {
         assert_eq!(state.on_miss(&key, "a:1"), Miss::Local);
 
         state.begin_transition(&["d:1".into()], Instant::now());
-        assert_eq!(state.on_miss(&key, "a:1"), Miss::Local, "the deadline passed");
+        assert_eq!(
+            state.on_miss(&key, "a:1"),
+            Miss::Local,
+            "the deadline passed"
+        );
     }
 
     #[tokio::test]

@@ -102,7 +102,12 @@ mod tests {
 
     fn entries(count: usize) -> Vec<(LimitKey, Bucket)> {
         (0..count)
-            .map(|i| (LimitKey::new("n", format!("key-{i:x}-{}", i * 7919)), bucket()))
+            .map(|i| {
+                (
+                    LimitKey::new("n", format!("key-{i:x}-{}", i * 7919)),
+                    bucket(),
+                )
+            })
             .collect()
     }
 
@@ -112,10 +117,21 @@ mod tests {
         let after = ring(&["a:1", "b:1", "c:1"]);
         let all = entries(400);
         let batches = plan(all.clone(), Some(&before), &after, "a:1", 1000);
-        let moved: Vec<&LimitKey> = batches.iter().flat_map(|b| b.buckets.iter().map(|(k, _)| k)).collect();
+        let moved: Vec<&LimitKey> = batches
+            .iter()
+            .flat_map(|b| b.buckets.iter().map(|(k, _)| k))
+            .collect();
         for (key, _) in &all {
-            let was_mine = before.owner_of(&key.name, &key.unique_key).unwrap().grpc_address == "a:1";
-            let now_c = after.owner_of(&key.name, &key.unique_key).unwrap().grpc_address == "c:1";
+            let was_mine = before
+                .owner_of(&key.name, &key.unique_key)
+                .unwrap()
+                .grpc_address
+                == "a:1";
+            let now_c = after
+                .owner_of(&key.name, &key.unique_key)
+                .unwrap()
+                .grpc_address
+                == "c:1";
             assert_eq!(moved.contains(&key), was_mine && now_c, "{key:?}");
         }
         assert!(!moved.is_empty(), "some keys move to the new peer");
@@ -137,7 +153,13 @@ mod tests {
         assert!(batches.iter().all(|b| b.buckets.len() <= 40));
         for batch in &batches {
             for (key, _) in &batch.buckets {
-                assert_eq!(after.owner_of(&key.name, &key.unique_key).unwrap().grpc_address, batch.owner);
+                assert_eq!(
+                    after
+                        .owner_of(&key.name, &key.unique_key)
+                        .unwrap()
+                        .grpc_address,
+                    batch.owner
+                );
             }
         }
         let owners: Vec<&str> = batches.iter().map(|b| b.owner.as_str()).collect();

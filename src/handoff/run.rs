@@ -52,10 +52,15 @@ pub fn spawn(node: Arc<Node>, stopped: watch::Receiver<bool>) -> JoinHandle<()> 
     let options = node.handoff().options();
     node.handoff()
         .begin_transition(&joined, Instant::now() + options.join_wait);
-    tokio::spawn(run(node, alone, stopped))
+    tokio::spawn(run(node, alone, joined, stopped))
 }
 
-async fn run(node: Arc<Node>, mut last: Ring, mut stopped: watch::Receiver<bool>) {
+async fn run(
+    node: Arc<Node>,
+    mut last: Ring,
+    mut announced: Vec<String>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut changes = node.peers().subscribe();
     let me = node.peers().me().grpc_address.clone();
     let mut pending = true;
@@ -83,25 +88,43 @@ async fn run(node: Arc<Node>, mut last: Ring, mut stopped: watch::Receiver<bool>
         if current.ring.peers() == last.peers() {
             continue;
         }
+        // Peers already awaited for this change are not awaited again: their completion may
+        // have arrived already.
         let joined = plan::joined(&last, &current.ring, &me);
+        let new: Vec<String> = joined
+            .iter()
+            .filter(|peer| !announced.contains(peer))
+            .cloned()
+            .collect();
         node.handoff()
-            .begin_transition(&joined, Instant::now() + options.join_wait);
+            .begin_transition(&new, Instant::now() + options.join_wait);
+        announced.extend(new);
         // Let a burst of changes settle (and every peer see this one) before moving anything.
         tokio::time::sleep(options.delay).await;
         changes.borrow_and_update();
         let current = node.peers().membership();
         let joined = plan::joined(&last, &current.ring, &me);
+        let new: Vec<String> = joined
+            .iter()
+            .filter(|peer| !announced.contains(peer))
+            .cloned()
+            .collect();
         node.handoff()
-            .begin_transition(&joined, Instant::now() + options.join_wait);
+            .begin_transition(&new, Instant::now() + options.join_wait);
         if node.handoff().is_leaving() {
             continue;
         }
         let _one_at_a_time = node.handoff().pass_lock().lock().await;
         let report = pass(&node, Some(&last), &current.ring, &joined).await;
         if report.moved > 0 || report.kept > 0 {
-            tracing::info!(moved = report.moved, kept = report.kept, "handed off state after a membership change");
+            tracing::info!(
+                moved = report.moved,
+                kept = report.kept,
+                "handed off state after a membership change"
+            );
         }
         last = current.ring.clone();
+        announced.clear();
     }
 }
 
@@ -150,8 +173,10 @@ async fn transfer(
 ) -> PassReport {
     let me = node.peers().me().grpc_address.clone();
     let mut report = PassReport::default();
-    let mut to_send: Vec<(LimitKey, Bucket, Option<Bucket>)> =
-        buckets.into_iter().map(|(key, bucket)| (key, bucket, None)).collect();
+    let mut to_send: Vec<(LimitKey, Bucket, Option<Bucket>)> = buckets
+        .into_iter()
+        .map(|(key, bucket)| (key, bucket, None))
+        .collect();
     for _ in 0..MAX_ROUNDS {
         if to_send.is_empty() {
             break;
@@ -256,7 +281,11 @@ pub async fn leave(node: &Node) -> Vec<PeerInfo> {
     node.handoff().start_leaving(ring.clone());
     let _one_at_a_time = node.handoff().pass_lock().lock().await;
     let report = pass(node, None, &ring, &[]).await;
-    tracing::info!(moved = report.moved, kept = report.kept, "leaving: handed off owned state");
+    tracing::info!(
+        moved = report.moved,
+        kept = report.kept,
+        "leaving: handed off owned state"
+    );
     ring.peers().to_vec()
 }
 
@@ -297,14 +326,25 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
         }
     }
     if !waiting.is_empty() {
-        tracing::warn!(peers = waiting.len(), "peers did not confirm the leave in time");
+        tracing::warn!(
+            peers = waiting.len(),
+            "peers did not confirm the leave in time"
+        );
     }
     let ring = ring_without_me(node);
-    let ring = if ring.is_empty() { Ring::new(peers) } else { ring };
+    let ring = if ring.is_empty() {
+        Ring::new(peers)
+    } else {
+        ring
+    };
     let _one_at_a_time = node.handoff().pass_lock().lock().await;
     let report = pass(node, None, &ring, &[]).await;
     if report.moved > 0 || report.kept > 0 {
-        tracing::info!(moved = report.moved, kept = report.kept, "leaving: handed off late changes");
+        tracing::info!(
+            moved = report.moved,
+            kept = report.kept,
+            "leaving: handed off late changes"
+        );
     }
 }
 
@@ -334,7 +374,9 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
 pub fn save_snapshot(node: &Node, path: &Path) {
     let entries = node.store().entries();
     match snapshot::write(path, &entries, node.clock_now_ms()) {
-        Ok(()) => tracing::info!(path = %path.display(), buckets = entries.len(), "wrote the snapshot"),
+        Ok(()) => {
+            tracing::info!(path = %path.display(), buckets = entries.len(), "wrote the snapshot")
+        }
         Err(error) => tracing::warn!(%error, "cannot write the snapshot"),
     }
 }

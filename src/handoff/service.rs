@@ -43,6 +43,7 @@ pub fn receive(node: &Node, request: &TransferReq) -> i32 {
         }
     }
     if request.complete {
+        tracing::debug!(sender = %request.sender, "handoff complete");
         node.handoff().source_complete(&request.sender);
     }
     if !request.buckets.is_empty() {

@@ -80,7 +80,11 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Vec<(LimitKey, Bucket)>, Snap
 }
 
 /// Writes a snapshot of `entries` to `path` atomically (temporary file, sync, rename).
-pub fn write(path: &Path, entries: &[(LimitKey, Bucket)], now_ms: i64) -> Result<(), SnapshotError> {
+pub fn write(
+    path: &Path,
+    entries: &[(LimitKey, Bucket)],
+    now_ms: i64,
+) -> Result<(), SnapshotError> {
     let io = |source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
@@ -147,8 +151,14 @@ mod tests {
     #[test]
     fn bad_files_are_errors_not_panics() {
         assert!(matches!(decode(b"", 0), Err(SnapshotError::BadHeader)));
-        assert!(matches!(decode(b"XXXX\0\0\0\x01", 0), Err(SnapshotError::BadHeader)));
-        assert!(matches!(decode(b"RLSN\0\0\0\x09", 0), Err(SnapshotError::Version(9))));
+        assert!(matches!(
+            decode(b"XXXX\0\0\0\x01", 0),
+            Err(SnapshotError::BadHeader)
+        ));
+        assert!(matches!(
+            decode(b"RLSN\0\0\0\x09", 0),
+            Err(SnapshotError::Version(9))
+        ));
         let mut bytes = encode(&[(LimitKey::new("n", "k"), token(5000))], 0);
         bytes.truncate(bytes.len() - 3);
         assert!(matches!(decode(&bytes, 0), Err(SnapshotError::Decode(_))));
@@ -165,6 +175,9 @@ mod tests {
         assert_eq!(read_back[0].0, LimitKey::new("n", "b"));
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary file is left behind");
-        assert!(matches!(read(&dir.path().join("missing"), 0), Err(SnapshotError::Io { .. })));
+        assert!(matches!(
+            read(&dir.path().join("missing"), 0),
+            Err(SnapshotError::Io { .. })
+        ));
     }
 }
