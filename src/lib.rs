@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod global;
 pub mod grpc;
+pub mod handoff;
 pub mod http;
 pub mod limits;
 pub mod metrics;

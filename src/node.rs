@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::global::pending::Added;
 use crate::global::{GlobalOptions, GlobalState, replica};
+use crate::handoff::{self, HandoffState, Miss};
 use crate::metrics::{ItemCounters, Metrics};
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::failures::PeerFailures;
@@ -43,6 +44,7 @@ pub struct Node {
     limits: InputLimits,
     registration: Option<Arc<AtomicBool>>,
     shutting_down: AtomicBool,
+    handoff: HandoffState,
 }
 
 /// What builds a [`Node`].
@@ -116,6 +118,7 @@ impl Node {
             limits: options.limits,
             registration: options.registration,
             shutting_down: AtomicBool::new(false),
+            handoff: HandoffState::default(),
         }
     }
 
@@ -133,6 +136,7 @@ impl Node {
         self.forget_departed_peers(&membership);
         let mut responses = vec![proto::RateLimitResp::default(); items.len()];
         let mut forwarded = Vec::new();
+        let mut in_handoff = Vec::new();
         for (index, mut item) in items.into_iter().enumerate() {
             if self.global.options().force {
                 item.behavior |= Behavior::GLOBAL.bits();
@@ -148,6 +152,9 @@ impl Node {
             match self.route(&membership, &item) {
                 Route::Local if global => {
                     responses[index] = self.evaluate_global_as_owner(item, &request);
+                }
+                Route::Local if self.handoff.is_active() => {
+                    in_handoff.push(self.evaluate_in_handoff(index, item, request));
                 }
                 Route::Local => responses[index] = self.evaluate_local(item, &request),
                 Route::Owner(owner) => {
@@ -168,7 +175,8 @@ impl Node {
                 }
             }
         }
-        for (index, response) in join_all(forwarded).await {
+        let (forwarded, in_handoff) = tokio::join!(join_all(forwarded), join_all(in_handoff));
+        for (index, response) in forwarded.into_iter().chain(in_handoff) {
             responses[index] = response;
         }
         Ok(responses)
@@ -184,6 +192,9 @@ impl Node {
         check_size(&items)?;
         let _in_progress = InProgress::start(&self.metrics);
         let now_ms = self.clock.now_ms();
+        if self.handoff.is_active() {
+            return Ok(self.get_peer_rate_limits_in_handoff(items, now_ms).await);
+        }
         Ok(items
             .into_iter()
             .map(|item| match request::validate(&item, now_ms, self.limits) {
@@ -433,6 +444,93 @@ impl Node {
         }
     }
 
+    /// `GetPeerRateLimits` while a handoff transition is under way: like the normal path, but
+    /// items for keys not held here go through [`Node::evaluate_in_handoff`].
+    async fn get_peer_rate_limits_in_handoff(
+        &self,
+        items: Vec<proto::RateLimitReq>,
+        now_ms: i64,
+    ) -> Vec<proto::RateLimitResp> {
+        let answers = items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| async move {
+                match request::validate(&item, now_ms, self.limits) {
+                    Ok(request) if request.behavior.contains(Behavior::GLOBAL) => {
+                        (index, self.evaluate_global_as_owner(item, &request))
+                    }
+                    Ok(request) => self.evaluate_in_handoff(index, item, request).await,
+                    Err(error) => (index, self.item_error(error)),
+                }
+            });
+        join_all(answers)
+            .await
+            .into_iter()
+            .map(|(_, answer)| answer)
+            .collect()
+    }
+
+    /// Evaluates an item this node would evaluate locally, while a handoff transition is under
+    /// way (see `crate::handoff`): a held bucket is evaluated here; a key handed off, or (when
+    /// leaving) any key not held, is forwarded to its new owner once; a key a joined peer may still
+    /// be handing over waits for it (bounded).
+    async fn evaluate_in_handoff(
+        &self,
+        index: usize,
+        mut item: proto::RateLimitReq,
+        request: RateLimitRequest,
+    ) -> (usize, proto::RateLimitResp) {
+        let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
+        if let Some(applied) = self.store.apply_existing(key.clone(), &request) {
+            self.record_decision(CallType::Local, applied.decision);
+            self.counters.cache_hit.inc();
+            return (index, decision_response(applied.decision));
+        }
+        // An item already forwarded by a handoff is evaluated here, never forwarded again.
+        if !item.metadata.contains_key(handoff::HOP_METADATA_KEY) {
+            match self.handoff.on_miss(&key, &self.peers.me().grpc_address) {
+                Miss::Forward(owner) => {
+                    item.created_at = Some(request.created_at);
+                    item.metadata
+                        .insert(handoff::HOP_METADATA_KEY.to_string(), "1".to_string());
+                    let no_batching = request.behavior.contains(Behavior::NO_BATCHING);
+                    let result = self.clients.forward(&owner, item, no_batching).await;
+                    return (index, self.forwarded_answer(result, owner));
+                }
+                Miss::Wait => self.handoff.wait_for_sources().await,
+                Miss::Local => {}
+            }
+        }
+        (index, self.evaluate_local(item, &request))
+    }
+
+    /// The answer to a handoff forward: the owner's, or an item error naming it.
+    fn forwarded_answer(
+        &self,
+        result: Result<proto::RateLimitResp, ForwardError>,
+        owner: String,
+    ) -> proto::RateLimitResp {
+        match result {
+            Ok(mut response) => {
+                if response.error.is_empty() {
+                    self.record_decision(CallType::Forward, decision_of(&response));
+                }
+                response
+                    .metadata
+                    .insert(OWNER_METADATA_KEY.to_string(), owner);
+                response
+            }
+            Err(error) => {
+                self.record_failure(&owner, &error);
+                proto::RateLimitResp {
+                    error: format!("error while forwarding to new owner {owner}: {error}"),
+                    metadata: [(OWNER_METADATA_KEY.to_string(), owner)].into(),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
     fn record_failure(&self, peer: &str, error: &ForwardError) {
         // A full local queue says nothing about the peer's health.
         if *error != ForwardError::QueueFull {
@@ -558,6 +656,16 @@ impl Node {
     /// The node's membership view.
     pub fn peers(&self) -> &PeerList {
         &self.peers
+    }
+
+    /// The node's state handoff transition state.
+    pub fn handoff(&self) -> &HandoffState {
+        &self.handoff
+    }
+
+    /// The node's clock, in epoch milliseconds.
+    pub fn clock_now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 

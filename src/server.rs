@@ -20,6 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
 use crate::global::{self, GlobalOptions};
 use crate::grpc::{PeersService, V1Service};
+use crate::handoff::{self, HandoffOptions};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
@@ -79,6 +80,7 @@ pub struct RunningServer {
     global_task: JoinHandle<()>,
     drain_delay: Duration,
     shutdown_timeout: Duration,
+    handoff_task: JoinHandle<()>,
 }
 
 /// Binds both listeners and starts serving `config` with the system clock.
@@ -138,6 +140,11 @@ pub async fn start_with_clock(
         Arc::clone(&node),
         crate::allow::AllowOptions::from_config(config),
     ));
+    let handoff_options = handoff_options(config);
+    if let Some(path) = &handoff_options.snapshot_path {
+        handoff::run::restore_snapshot(&node, path);
+    }
+    node.handoff().configure(handoff_options);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in HEALTH_SERVICES {
@@ -179,9 +186,17 @@ pub async fn start_with_clock(
                 .max_decoding_message_size(max_request_size),
         )
         .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
+        .add_service(
+            handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
+                Arc::clone(&node),
+            ))
+            .max_decoding_message_size(max_request_size),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    // Before serving: a node that joins must know whom it waits for before its first request.
+    let handoff_task = handoff::run::spawn(Arc::clone(&node), stopped.clone());
     let grpc_task = tokio::spawn(grpc_router.serve_with_incoming_shutdown(
         grpc_connections.limit_incoming(TcpListenerStream::new(grpc_listener)),
         wait_for_stop(stopped.clone()),
@@ -219,6 +234,7 @@ pub async fn start_with_clock(
         global_task,
         drain_delay: config.shutdown_drain_delay,
         shutdown_timeout: config.shutdown_timeout,
+        handoff_task,
     })
 }
 
@@ -250,7 +266,16 @@ impl RunningServer {
     /// to finish.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.node.begin_shutdown();
+        // Graceful leave: hand owned state to the owners without this node while peers still
+        // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
+        let handoff = self.node.handoff().options();
+        let new_owners = if handoff.on_leave {
+            handoff::run::leave(&self.node).await
+        } else {
+            Vec::new()
+        };
         self.discovery.leave().await;
+        handoff::run::finish_leave(&self.node, &new_owners).await;
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(service, ServingStatus::NotServing)
@@ -269,13 +294,40 @@ impl RunningServer {
             http?.map_err(ServerError::Http)?;
             Ok::<(), ServerError>(())
         };
-        match tokio::time::timeout(self.shutdown_timeout, servers).await {
+        let outcome = tokio::time::timeout(self.shutdown_timeout, servers).await;
+        self.handoff_task.abort();
+        if let Some(path) = &handoff.snapshot_path {
+            handoff::run::save_snapshot(&self.node, path);
+        }
+        match outcome {
             Ok(result) => {
                 tracing::info!("ringlimit stopped");
                 result
             }
             Err(_) => Err(ServerError::ShutdownTimeout(self.shutdown_timeout)),
         }
+    }
+}
+
+/// State handoff and snapshot settings, from `GUBER_HANDOFF_*` and `GUBER_SNAPSHOT_PATH`.
+fn handoff_options(config: &ServerConfig) -> HandoffOptions {
+    use crate::config::DiscoveryType;
+    HandoffOptions {
+        delay: config.handoff_delay,
+        timeout: config.handoff_timeout,
+        join_wait: config.handoff_join_wait,
+        leave_wait: config.handoff_leave_wait,
+        on_leave: matches!(
+            config.peer_discovery_type,
+            DiscoveryType::Etcd | DiscoveryType::Dns
+        ),
+        snapshot_path: config
+            .snapshot_path
+            .as_deref()
+            .map(str::trim)
+            .filter(|path| !path.is_empty())
+            .map(std::path::PathBuf::from),
+        ..HandoffOptions::default()
     }
 }
 

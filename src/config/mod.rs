@@ -208,6 +208,27 @@ pub struct ServerConfig {
     #[arg(long, env = "GUBER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = go_duration::parse)]
     pub shutdown_timeout: Duration,
 
+    /// After a membership change, how long to wait before handing state to new owners (changes
+    /// within it make one pass).
+    #[arg(long, env = "GUBER_HANDOFF_DELAY", default_value = "50ms", value_parser = go_duration::parse)]
+    pub handoff_delay: Duration,
+
+    /// The most one state handoff call to a peer may take.
+    #[arg(long, env = "GUBER_HANDOFF_TIMEOUT", default_value = "2s", value_parser = go_duration::parse)]
+    pub handoff_timeout: Duration,
+
+    /// After peers join, the most a request for a key not held here waits for their handoff.
+    #[arg(long, env = "GUBER_HANDOFF_JOIN_WAIT", default_value = "250ms", value_parser = go_duration::parse)]
+    pub handoff_join_wait: Duration,
+
+    /// On a graceful leave, the most time spent waiting for peers to drop this node.
+    #[arg(long, env = "GUBER_HANDOFF_LEAVE_WAIT", default_value = "5s", value_parser = go_duration::parse)]
+    pub handoff_leave_wait: Duration,
+
+    /// File the cache is saved to on shutdown and restored from on start (empty: no snapshot).
+    #[arg(long, env = "GUBER_SNAPSHOT_PATH")]
+    pub snapshot_path: Option<String>,
+
     /// Most `GetRateLimits` calls executing at once on this node (gRPC and HTTP together); beyond
     /// it calls are refused at once with RESOURCE_EXHAUSTED (HTTP 429) instead of queueing.
     #[arg(long, env = "GUBER_MAX_CONCURRENT_REQUESTS", default_value_t = 2000,
@@ -229,6 +250,7 @@ pub struct ServerConfig {
     /// requests are answered 408 and the connection is closed.
     #[arg(long, env = "GUBER_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub http_body_timeout: Duration,
+
     /// `POST /allow` resources: comma-separated `NAME=LIMIT/DURATION[/BURST]` (LIMIT tokens refill
     /// every DURATION; the bucket holds BURST, default LIMIT), e.g. `default=10/1s,uploads=100/1h/20`.
     #[arg(long, env = "GUBER_ALLOW_RESOURCES", default_value = "default=10/1s",
@@ -353,6 +375,17 @@ impl ServerConfig {
                 duration(self.http_header_timeout),
             ),
             ("GUBER_HTTP_BODY_TIMEOUT", duration(self.http_body_timeout)),
+            ("GUBER_HANDOFF_DELAY", duration(self.handoff_delay)),
+            ("GUBER_HANDOFF_TIMEOUT", duration(self.handoff_timeout)),
+            ("GUBER_HANDOFF_JOIN_WAIT", duration(self.handoff_join_wait)),
+            (
+                "GUBER_HANDOFF_LEAVE_WAIT",
+                duration(self.handoff_leave_wait),
+            ),
+            (
+                "GUBER_SNAPSHOT_PATH",
+                self.snapshot_path.clone().unwrap_or_default(),
+            ),
         ]
     }
 }

@@ -56,6 +56,8 @@ impl Membership {
 pub struct PeerList {
     me: PeerInfo,
     current: Arc<RwLock<Arc<Membership>>>,
+    /// Bumped on every change, for tasks that react to membership changes (state handoff).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl PeerList {
@@ -65,6 +67,7 @@ impl PeerList {
         Self {
             me,
             current: Arc::new(RwLock::new(Arc::new(membership))),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -97,7 +100,14 @@ impl PeerList {
             return false;
         }
         *current = Arc::new(membership);
+        drop(current);
+        self.changes.send_modify(|version| *version += 1);
         true
+    }
+
+    /// A receiver told of every change made by [`PeerList::replace`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The health answer for this membership: healthy unless this node is missing from its own

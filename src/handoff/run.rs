@@ -1,0 +1,382 @@
+//! The thin I/O of handoff: the per-membership-change pass, the graceful-leave sequence, and the
+//! snapshot at start and stop.
+//!
+//! A pass lists the store, asks [`plan`](super::plan) what moves, and sends each batch with one
+//! `Transfer` call (one retry). Only after the new owner answered does it record a tombstone and
+//! remove each key — and only if the key did not change meanwhile; a key that changed is sent again
+//! with the delivered version as `previous`, so the owner adds just the difference (at most
+//! [`MAX_ROUNDS`] times). A batch that cannot be delivered stays here. Finally every joined peer is
+//! told the pass is complete.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::algorithms::Bucket;
+use crate::node::Node;
+use crate::peers::{PeerInfo, Ring};
+use crate::proto::{self, v1_client::V1Client};
+use crate::request::LimitKey;
+
+use super::pb::{TransferReq, handoff_client::HandoffClient};
+use super::{BATCH_LIMIT, plan, snapshot, wire};
+
+/// How many times a key that keeps changing is sent before it is left here.
+pub const MAX_ROUNDS: usize = 5;
+/// How often the background task expires tombstones while a transition settles.
+const SETTLE_TICK: Duration = Duration::from_millis(500);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    /// Keys moved to their new owner and dropped here.
+    pub moved: usize,
+    /// Keys that could not be delivered or kept changing, and stay here.
+    pub kept: usize,
+}
+
+/// Starts the background task that hands off after every membership change. The first change
+/// is the one from "this node alone" (how every node starts) to the membership discovery found,
+/// and it is registered before this returns, so no request is served before the node knows whom
+/// to wait for.
+pub fn spawn(node: Arc<Node>, stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+    let me = node.peers().me().clone();
+    let alone = Ring::new(std::slice::from_ref(&me));
+    let current = node.peers().membership();
+    let joined = plan::joined(&alone, &current.ring, &me.grpc_address);
+    let options = node.handoff().options();
+    node.handoff()
+        .begin_transition(&joined, Instant::now() + options.join_wait);
+    tokio::spawn(run(node, alone, joined, stopped))
+}
+
+async fn run(
+    node: Arc<Node>,
+    mut last: Ring,
+    mut announced: Vec<String>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut changes = node.peers().subscribe();
+    let me = node.peers().me().grpc_address.clone();
+    let mut pending = true;
+    loop {
+        if !pending {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stopped.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(SETTLE_TICK) => {
+                    node.handoff().settle(Instant::now());
+                    continue;
+                }
+            }
+        }
+        pending = false;
+        if node.handoff().is_leaving() {
+            continue;
+        }
+        let options = node.handoff().options();
+        let current = node.peers().membership();
+        if current.ring.peers() == last.peers() {
+            continue;
+        }
+        // Peers already awaited for this change are not awaited again: their completion may
+        // have arrived already.
+        let joined = plan::joined(&last, &current.ring, &me);
+        let new: Vec<String> = joined
+            .iter()
+            .filter(|peer| !announced.contains(peer))
+            .cloned()
+            .collect();
+        node.handoff()
+            .begin_transition(&new, Instant::now() + options.join_wait);
+        announced.extend(new);
+        // Let a burst of changes settle (and every peer see this one) before moving anything.
+        tokio::time::sleep(options.delay).await;
+        changes.borrow_and_update();
+        let current = node.peers().membership();
+        let joined = plan::joined(&last, &current.ring, &me);
+        let new: Vec<String> = joined
+            .iter()
+            .filter(|peer| !announced.contains(peer))
+            .cloned()
+            .collect();
+        node.handoff()
+            .begin_transition(&new, Instant::now() + options.join_wait);
+        if node.handoff().is_leaving() {
+            continue;
+        }
+        let _one_at_a_time = node.handoff().pass_lock().lock().await;
+        let report = pass(&node, Some(&last), &current.ring, &joined).await;
+        if report.moved > 0 || report.kept > 0 {
+            tracing::info!(
+                moved = report.moved,
+                kept = report.kept,
+                "handed off state after a membership change"
+            );
+        }
+        last = current.ring.clone();
+        announced.clear();
+    }
+}
+
+/// One pass: moves the keys `me` owned in `before` (every key when `None`) and another peer owns
+/// in `after`, then tells every peer of `complete_to` that it is done.
+pub async fn pass(
+    node: &Node,
+    before: Option<&Ring>,
+    after: &Ring,
+    complete_to: &[String],
+) -> PassReport {
+    let me = node.peers().me().grpc_address.clone();
+    let batches = plan::plan(node.store().entries(), before, after, &me, BATCH_LIMIT);
+    let mut clients = Clients::default();
+    let mut report = PassReport::default();
+    for batch in batches {
+        let Some(mut client) = clients.get(&batch.owner, node) else {
+            report.kept += batch.buckets.len();
+            continue;
+        };
+        let sent = transfer(node, &mut client, &batch.owner, batch.buckets).await;
+        report.moved += sent.moved;
+        report.kept += sent.kept;
+    }
+    for peer in complete_to {
+        if let Some(mut client) = clients.get(peer, node) {
+            let request = TransferReq {
+                sender: me.clone(),
+                buckets: Vec::new(),
+                complete: true,
+            };
+            if let Err(error) = call(node, &mut client, request).await {
+                tracing::warn!(peer = %peer, %error, "could not tell a joined peer the handoff is complete");
+            }
+        }
+    }
+    report
+}
+
+/// Sends one batch to `owner` and drops what it accepted (see the module docs).
+async fn transfer(
+    node: &Node,
+    client: &mut HandoffClient<Channel>,
+    owner: &str,
+    buckets: Vec<(LimitKey, Bucket)>,
+) -> PassReport {
+    let me = node.peers().me().grpc_address.clone();
+    let mut report = PassReport::default();
+    let mut to_send: Vec<(LimitKey, Bucket, Option<Bucket>)> = buckets
+        .into_iter()
+        .map(|(key, bucket)| (key, bucket, None))
+        .collect();
+    for _ in 0..MAX_ROUNDS {
+        if to_send.is_empty() {
+            break;
+        }
+        let request = TransferReq {
+            sender: me.clone(),
+            buckets: to_send
+                .iter()
+                .map(|(key, bucket, previous)| wire::to_wire(key, bucket, previous.as_ref()))
+                .collect(),
+            complete: false,
+        };
+        if let Err(error) = call(node, client, request).await {
+            tracing::warn!(owner = %owner, %error, keys = to_send.len(), "handoff failed; the keys stay here");
+            report.kept += to_send.len();
+            return report;
+        }
+        let mut changed = Vec::new();
+        for (key, bucket, _) in to_send {
+            // Forward before removing, so no request finds a gap in between.
+            node.handoff().tombstone(key.clone(), owner);
+            match node.store().remove_if_unchanged(&key, &bucket) {
+                Ok(()) => report.moved += 1,
+                Err(current) => changed.push((key, current, Some(bucket))),
+            }
+        }
+        to_send = changed;
+    }
+    if !to_send.is_empty() {
+        tracing::warn!(owner = %owner, keys = to_send.len(), "keys kept changing during handoff; they stay here");
+        report.kept += to_send.len();
+    }
+    report
+}
+
+/// One `Transfer` call, bounded by the handoff timeout, retried once.
+async fn call(
+    node: &Node,
+    client: &mut HandoffClient<Channel>,
+    request: TransferReq,
+) -> Result<(), tonic::Status> {
+    let timeout = node.handoff().options().timeout;
+    let mut outcome = Err(tonic::Status::unavailable("not sent"));
+    for _ in 0..2 {
+        outcome = match tokio::time::timeout(timeout, client.transfer(request.clone())).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            ))),
+        };
+    }
+    outcome
+}
+
+/// Handoff clients of one pass, by gRPC address.
+#[derive(Default)]
+struct Clients(HashMap<String, HandoffClient<Channel>>);
+
+impl Clients {
+    fn get(&mut self, address: &str, node: &Node) -> Option<HandoffClient<Channel>> {
+        if let Some(client) = self.0.get(address) {
+            return Some(client.clone());
+        }
+        let timeout = node.handoff().options().timeout;
+        let endpoint = match Endpoint::from_shared(format!("http://{address}")) {
+            Ok(endpoint) => endpoint.connect_timeout(timeout).tcp_nodelay(true),
+            Err(error) => {
+                tracing::warn!(peer = %address, %error, "invalid peer address; nothing handed off to it");
+                return None;
+            }
+        };
+        let client = HandoffClient::new(endpoint.connect_lazy());
+        self.0.insert(address.to_string(), client.clone());
+        Some(client)
+    }
+}
+
+/// The ring of the current membership without this node.
+fn ring_without_me(node: &Node) -> Ring {
+    let me = &node.peers().me().grpc_address;
+    let others: Vec<PeerInfo> = node
+        .peers()
+        .membership()
+        .ring
+        .peers()
+        .iter()
+        .filter(|peer| &peer.grpc_address != me)
+        .cloned()
+        .collect();
+    Ring::new(&others)
+}
+
+/// The first half of a graceful leave, before deregistering: enter leaving mode (keys not held
+/// here go to their owner without this node) and hand every key to that owner. Returns the peers
+/// that will own them, or nothing when this node is alone.
+pub async fn leave(node: &Node) -> Vec<PeerInfo> {
+    let ring = ring_without_me(node);
+    if ring.is_empty() {
+        return Vec::new();
+    }
+    node.handoff().start_leaving(ring.clone());
+    let _one_at_a_time = node.handoff().pass_lock().lock().await;
+    let report = pass(node, None, &ring, &[]).await;
+    tracing::info!(
+        moved = report.moved,
+        kept = report.kept,
+        "leaving: handed off owned state"
+    );
+    ring.peers().to_vec()
+}
+
+/// The second half of a graceful leave, after deregistering: wait (at most the leave wait) until
+/// no peer lists this node any more, then hand off whatever arrived meanwhile.
+pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
+    if peers.is_empty() {
+        return;
+    }
+    let options = node.handoff().options();
+    let me = node.peers().me().grpc_address.clone();
+    let deadline = Instant::now() + options.leave_wait;
+    let mut clients: HashMap<String, V1Client<Channel>> = HashMap::new();
+    let mut waiting: Vec<&PeerInfo> = peers.iter().collect();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for peer in waiting {
+            let client = clients.entry(peer.grpc_address.clone()).or_insert_with(|| {
+                let endpoint = Endpoint::from_shared(format!("http://{}", peer.grpc_address))
+                    .unwrap_or_else(|_| Endpoint::from_static("http://invalid.invalid:1"))
+                    .connect_timeout(Duration::from_millis(500));
+                V1Client::new(endpoint.connect_lazy())
+            });
+            let answer = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.health_check(proto::HealthCheckReq {}),
+            )
+            .await;
+            let forgotten = matches!(&answer, Ok(Ok(health))
+                if !health.get_ref().local_peers.iter().any(|p| p.grpc_address == me));
+            if !forgotten {
+                still.push(peer);
+            }
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if !waiting.is_empty() {
+        tracing::warn!(
+            peers = waiting.len(),
+            "peers did not confirm the leave in time"
+        );
+    }
+    let ring = ring_without_me(node);
+    let ring = if ring.is_empty() {
+        Ring::new(peers)
+    } else {
+        ring
+    };
+    let _one_at_a_time = node.handoff().pass_lock().lock().await;
+    let report = pass(node, None, &ring, &[]).await;
+    if report.moved > 0 || report.kept > 0 {
+        tracing::info!(
+            moved = report.moved,
+            kept = report.kept,
+            "leaving: handed off late changes"
+        );
+    }
+}
+
+/// Restores the snapshot at `path` into the store; a missing or bad file is a warning.
+pub fn restore_snapshot(node: &Node, path: &Path) {
+    let now_ms = node.clock_now_ms();
+    match snapshot::read(path, now_ms) {
+        Ok(entries) => {
+            let count = entries.len();
+            for (key, bucket) in entries {
+                node.store().put(key, bucket);
+            }
+            tracing::info!(path = %path.display(), buckets = count, "restored the snapshot");
+        }
+        Err(snapshot::SnapshotError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            tracing::warn!(path = %path.display(), "no snapshot to restore; starting empty");
+        }
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot restore the snapshot; starting empty");
+        }
+    }
+}
+
+/// Writes the store to the snapshot at `path`; a failure is logged, never fatal.
+pub fn save_snapshot(node: &Node, path: &Path) {
+    let entries = node.store().entries();
+    match snapshot::write(path, &entries, node.clock_now_ms()) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), buckets = entries.len(), "wrote the snapshot")
+        }
+        Err(error) => tracing::warn!(%error, "cannot write the snapshot"),
+    }
+}

@@ -1,0 +1,502 @@
+//! State handoff with real processes of the binary on loopback, so SIGTERM and restarts are real.
+//!
+//! Membership comes from a real etcd (`tests/support_etcd`): a static `GUBER_PEERS` list never
+//! changes at run time, so with it no ring ever changes and there is nothing to hand off; etcd is
+//! how a node joins and leaves a running cluster. Every wait is a bounded poll. Durations on the
+//! 2-core CI machine: join ≈ 3 s, leave ≈ 3 s, rolling restart ≈ 15–25 s, snapshots ≈ 3 s.
+
+mod common;
+mod support_etcd;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use common::{OVER, UNDER, spread_key, token};
+use ringlimit::peers::{PeerInfo, Ring};
+use ringlimit::proto::{self, v1_client::V1Client};
+use support_etcd::{Etcd, eventually, unique_prefix};
+use tonic::transport::Channel;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// One ringlimit process.
+struct Proc {
+    child: Option<Child>,
+    grpc: String,
+    http: String,
+    args: Vec<String>,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    /// Starts the binary on fresh loopback ports with `extra` flags; its stderr goes to `log`.
+    fn start(extra: &[String], log: std::path::PathBuf) -> Proc {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut proc = Proc {
+            child: None,
+            grpc,
+            http,
+            args: extra.to_vec(),
+            log,
+        };
+        proc.spawn();
+        proc
+    }
+
+    /// (Re)starts the process on the same addresses and flags.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringlimit"))
+            .arg(format!("--grpc-address={}", self.grpc))
+            .arg(format!("--http-address={}", self.http))
+            .arg("--shutdown-timeout=10s")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("the binary starts");
+        self.child = Some(child);
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the exit; returns the exit code.
+    async fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(exit) = child.try_wait().expect("wait works") {
+                return exit.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not exit within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn peer(&self) -> PeerInfo {
+        PeerInfo {
+            grpc_address: self.grpc.clone(),
+            http_address: self.http.clone(),
+            data_center: String::new(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A client of `grpc`, connecting as soon as the node listens (bounded: 20 s).
+async fn client(grpc: &str) -> V1Client<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match V1Client::connect(format!("http://{grpc}")).await {
+            Ok(client) => return client,
+            Err(error) if Instant::now() > deadline => panic!("{grpc} never came up: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Waits (at most 20 s) until every node in `nodes` is healthy and sees exactly `nodes`.
+async fn wait_for_membership(nodes: &[&Proc]) {
+    let expected: Vec<String> = {
+        let mut addresses: Vec<String> = nodes.iter().map(|p| p.grpc.clone()).collect();
+        addresses.sort();
+        addresses
+    };
+    for node in nodes {
+        let client = client(&node.grpc).await;
+        let last = Arc::new(Mutex::new(String::new()));
+        let agreed = eventually(Duration::from_secs(20), || {
+            let mut client = client.clone();
+            let expected = expected.clone();
+            let last = last.clone();
+            async move {
+                match client.health_check(proto::HealthCheckReq {}).await {
+                    Ok(health) => {
+                        let mut seen: Vec<String> = health
+                            .into_inner()
+                            .local_peers
+                            .into_iter()
+                            .map(|p| p.grpc_address)
+                            .collect();
+                        seen.sort();
+                        *last.lock().unwrap() = format!("{seen:?}");
+                        seen == expected
+                    }
+                    Err(status) => {
+                        *last.lock().unwrap() = status.to_string();
+                        false
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            agreed,
+            "{} never saw the membership {expected:?}; last answer: {}",
+            node.grpc,
+            last.lock().unwrap()
+        );
+    }
+}
+
+fn etcd_args(etcd: &Etcd, prefix: &str) -> Vec<String> {
+    vec![
+        "--peer-discovery-type=etcd".into(),
+        format!("--etcd-endpoints={}", etcd.endpoint()),
+        format!("--etcd-key-prefix={prefix}"),
+    ]
+}
+
+/// `count` keys (namespace `test`) that `owner` owns in the ring of `members`.
+fn keys_owned_by(members: &[PeerInfo], owner: &str, prefix: &str, count: usize) -> Vec<String> {
+    let ring = Ring::new(members);
+    let keys: Vec<String> = (0..100_000)
+        .map(|i| spread_key(prefix, i))
+        .filter(|key| ring.owner_of("test", key).map(|p| p.grpc_address.as_str()) == Some(owner))
+        .take(count)
+        .collect();
+    assert_eq!(keys.len(), count);
+    keys
+}
+
+async fn one(client: &mut V1Client<Channel>, item: proto::RateLimitReq) -> proto::RateLimitResp {
+    let mut answers = client
+        .get_rate_limits(proto::GetRateLimitsReq {
+            requests: vec![item],
+        })
+        .await
+        .expect("the call succeeds")
+        .into_inner()
+        .responses;
+    assert_eq!(answers.len(), 1);
+    answers.remove(0)
+}
+
+/// Spends `spent` of `limit` on every key through `client`, checking each answer.
+async fn spend(client: &mut V1Client<Channel>, keys: &[String], spent: i64, limit: i64) {
+    for key in keys {
+        let answer = one(client, token(key, spent, limit, 600_000)).await;
+        assert_eq!(answer.error, "");
+        assert_eq!(
+            (answer.status, answer.remaining),
+            (UNDER, limit - spent),
+            "{key}"
+        );
+    }
+}
+
+/// Checks that every key continues from `limit - spent`: a query answers it, the rest of the
+/// limit is admitted and one more hit is refused.
+async fn assert_counts_continue(
+    client: &mut V1Client<Channel>,
+    keys: &[String],
+    spent: i64,
+    limit: i64,
+) {
+    for key in keys {
+        let query = one(client, token(key, 0, limit, 600_000)).await;
+        assert_eq!(query.error, "", "{key}");
+        assert_eq!(
+            query.remaining,
+            limit - spent,
+            "{key}: the count was reset or lost"
+        );
+        let rest = one(client, token(key, limit - spent, limit, 600_000)).await;
+        assert_eq!((rest.status, rest.remaining), (UNDER, 0), "{key}");
+        let over = one(client, token(key, 1, limit, 600_000)).await;
+        assert_eq!(over.status, OVER, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_with_handoff_keeps_counts() {
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("handoff-join");
+    let dir = tempfile::tempdir().unwrap();
+    let args = etcd_args(&etcd, &prefix);
+    let a = Proc::start(&args, dir.path().join("a.log"));
+    let b = Proc::start(&args, dir.path().join("b.log"));
+    wait_for_membership(&[&a, &b]).await;
+
+    // Keys that the third node will own once it joins; spend on them before it exists.
+    let mut c = Proc::start(&args, dir.path().join("c.log"));
+    let c_child = c.child.take();
+    let _ = c_child.map(|mut child| {
+        let _ = child.kill();
+        child.wait()
+    });
+    let members = [a.peer(), b.peer(), c.peer()];
+    let keys = keys_owned_by(&members, &c.grpc, "join", 20);
+    let mut via_a = client(&a.grpc).await;
+    spend(&mut via_a, &keys, 6, 10).await;
+
+    c.spawn();
+    wait_for_membership(&[&a, &b, &c]).await;
+    // The new owner answers, and the counts continue rather than restart.
+    let answer = one(&mut via_a, token(&keys[0], 0, 10, 600_000)).await;
+    assert_eq!(
+        answer.metadata.get("owner"),
+        Some(&c.grpc),
+        "the joined node owns the key"
+    );
+    assert_counts_continue(&mut via_a, &keys, 6, 10).await;
+    let mut via_c = client(&c.grpc).await;
+    let local = one(&mut via_c, token(&keys[1], 0, 10, 600_000)).await;
+    assert_eq!((local.remaining, local.metadata.get("owner")), (0, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_keeps_counts() {
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("handoff-leave");
+    let dir = tempfile::tempdir().unwrap();
+    let args = etcd_args(&etcd, &prefix);
+    let a = Proc::start(&args, dir.path().join("a.log"));
+    let b = Proc::start(&args, dir.path().join("b.log"));
+    let mut c = Proc::start(&args, dir.path().join("c.log"));
+    wait_for_membership(&[&a, &b, &c]).await;
+    let members = [a.peer(), b.peer(), c.peer()];
+    let keys = keys_owned_by(&members, &c.grpc, "leave", 20);
+    let mut via_a = client(&a.grpc).await;
+    spend(&mut via_a, &keys, 7, 10).await;
+
+    assert_eq!(c.terminate().await, Some(0), "a graceful leave exits 0");
+    wait_for_membership(&[&a, &b]).await;
+    assert_counts_continue(&mut via_a, &keys, 7, 10).await;
+}
+
+/// Per-run figures of the rolling restart.
+#[derive(Default)]
+struct Load {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    admitted: Mutex<HashMap<String, i64>>,
+    first_error: Mutex<Option<String>>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_under_load_has_no_errors_and_no_over_admission() {
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("handoff-rolling");
+    let dir = tempfile::tempdir().unwrap();
+    let args = etcd_args(&etcd, &prefix);
+    let mut nodes = vec![
+        Proc::start(&args, dir.path().join("n0.log")),
+        Proc::start(&args, dir.path().join("n1.log")),
+        Proc::start(&args, dir.path().join("n2.log")),
+    ];
+    wait_for_membership(&nodes.iter().collect::<Vec<_>>()).await;
+
+    // 30 watched keys spread over the owners, with limits from 20 to 136 so that some run out
+    // early and most during the restarts.
+    let keys: Vec<(String, i64)> = (0..30)
+        .map(|i| (spread_key("rolling", i), 20 + 4 * i as i64))
+        .collect();
+    let targets: Arc<RwLock<Vec<Option<V1Client<Channel>>>>> = Arc::new(RwLock::new(Vec::new()));
+    for node in &nodes {
+        let connected = client(&node.grpc).await;
+        targets.write().unwrap().push(Some(connected));
+    }
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    const MAX_CALLS_PER_WORKER: u64 = 100_000;
+    let mut workers = Vec::new();
+    for worker in 0..4u64 {
+        let (targets, load, stop, keys) =
+            (targets.clone(), load.clone(), stop.clone(), keys.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = worker;
+            for _ in 0..MAX_CALLS_PER_WORKER {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                i += 1;
+                let (key, limit) = &keys[(i as usize * 7) % keys.len()];
+                let target = {
+                    let targets = targets.read().unwrap();
+                    let live: Vec<&V1Client<Channel>> = targets.iter().flatten().collect();
+                    live[i as usize % live.len()].clone()
+                };
+                let mut target = target;
+                load.calls.fetch_add(1, Ordering::Relaxed);
+                let result = target
+                    .get_rate_limits(proto::GetRateLimitsReq {
+                        requests: vec![token(key, 1, *limit, 600_000)],
+                    })
+                    .await;
+                let failure = match result {
+                    Ok(answer) => match answer.into_inner().responses.pop() {
+                        Some(answer) if answer.error.is_empty() => {
+                            if answer.status == UNDER {
+                                *load
+                                    .admitted
+                                    .lock()
+                                    .unwrap()
+                                    .entry(key.clone())
+                                    .or_default() += 1;
+                            }
+                            None
+                        }
+                        Some(answer) => Some(answer.error),
+                        None => Some("no answer".to_string()),
+                    },
+                    Err(status) => Some(status.to_string()),
+                };
+                if let Some(failure) = failure {
+                    load.errors.fetch_add(1, Ordering::Relaxed);
+                    load.first_error.lock().unwrap().get_or_insert(failure);
+                }
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for index in 0..nodes.len() {
+        // As a load balancer would on not-ready: stop sending to the node, then terminate it.
+        targets.write().unwrap()[index] = None;
+        assert_eq!(
+            nodes[index].terminate().await,
+            Some(0),
+            "node {index} exits 0"
+        );
+        nodes[index].spawn();
+        wait_for_membership(&nodes.iter().collect::<Vec<_>>()).await;
+        let fresh = client(&nodes[index].grpc).await;
+        targets.write().unwrap()[index] = Some(fresh);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        tokio::time::timeout(Duration::from_secs(30), worker)
+            .await
+            .expect("the load stops")
+            .unwrap();
+    }
+
+    let calls = load.calls.load(Ordering::Relaxed);
+    let errors = load.errors.load(Ordering::Relaxed);
+    let admitted = load.admitted.lock().unwrap().clone();
+    let mut worst = (0i64, 0i64, String::new());
+    let mut exhausted = 0;
+    for (key, limit) in &keys {
+        let got = admitted.get(key).copied().unwrap_or(0);
+        if got == *limit {
+            exhausted += 1;
+        }
+        if got - limit > worst.0 - worst.1 || worst.2.is_empty() {
+            worst = (got, *limit, key.clone());
+        }
+    }
+    println!(
+        "rolling restart: {calls} calls in {:.1} s, {errors} errors, {exhausted}/{} keys admitted exactly their limit, \
+         worst key admitted {} of {} ({})",
+        started.elapsed().as_secs_f64(),
+        keys.len(),
+        worst.0,
+        worst.1,
+        worst.2
+    );
+    let over = keys
+        .iter()
+        .any(|(key, limit)| admitted.get(key).copied().unwrap_or(0) > *limit);
+    if errors > 0 || over {
+        for (index, node) in nodes.iter().enumerate() {
+            let log = std::fs::read_to_string(dir.path().join(format!("n{index}.log")))
+                .unwrap_or_default();
+            println!("--- node {index} ({}) log ---\n{log}", node.grpc);
+        }
+    }
+    assert_eq!(
+        errors,
+        0,
+        "client errors; first: {:?}",
+        load.first_error.lock().unwrap()
+    );
+    for (key, limit) in &keys {
+        let got = admitted.get(key).copied().unwrap_or(0);
+        assert!(
+            got <= *limit,
+            "{key} admitted {got} with a limit of {limit}"
+        );
+    }
+    assert!(
+        exhausted > 0,
+        "the load ran some keys out, so over-admission would show"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_restores_counts_on_a_single_node_and_survives_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("ringlimit.snapshot");
+    let args = vec![format!("--snapshot-path={}", snapshot.display())];
+    let log = dir.path().join("node.log");
+    let mut node = Proc::start(&args, log.clone());
+    let keys: Vec<String> = (0..50).map(|i| spread_key("snap", i)).collect();
+    let mut api = client(&node.grpc).await;
+    spend(&mut api, &keys, 3, 10).await;
+    // A bucket whose window ends before the restart is not restored.
+    let short = one(&mut api, token("short-lived", 5, 10, 300)).await;
+    assert_eq!(short.remaining, 5);
+    assert_eq!(node.terminate().await, Some(0));
+    assert!(snapshot.is_file(), "the snapshot was written");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    node.spawn();
+    let mut api = client(&node.grpc).await;
+    assert_counts_continue(&mut api, &keys, 3, 10).await;
+    let fresh = one(&mut api, token("short-lived", 0, 10, 300)).await;
+    assert_eq!(fresh.remaining, 10, "an expired bucket is not restored");
+    assert_eq!(node.terminate().await, Some(0));
+
+    // A corrupt file: a clear warning, an empty start, never a crash.
+    std::fs::write(
+        &snapshot,
+        b"RLSN\0\0\0\x01 this is not protobuf \xff\xff\xff",
+    )
+    .unwrap();
+    node.spawn();
+    let mut api = client(&node.grpc).await;
+    let answer = one(&mut api, token(&keys[0], 1, 10, 600_000)).await;
+    assert_eq!(
+        (answer.error.as_str(), answer.remaining),
+        ("", 9),
+        "started empty"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("cannot restore the snapshot; starting empty"),
+        "a clear warning is logged:\n{logged}"
+    );
+    assert_eq!(node.terminate().await, Some(0));
+}
