@@ -5,7 +5,11 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let protos = ["proto/gubernator.proto", "proto/peers.proto"];
+    let protos = [
+        "proto/gubernator.proto",
+        "proto/peers.proto",
+        "proto/admin.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

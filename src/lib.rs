@@ -7,10 +7,12 @@
 //! - [`node`]: the single code path behind every API surface;
 //! - [`grpc`] and [`http`]: thin translations from gRPC and JSON to [`node::Node`];
 //! - [`server`]: listeners, health, reflection and graceful shutdown;
-//! - [`config`], [`metrics`], [`peers`], [`clock`], [`error`]: the supporting pieces.
+//! - [`config`], [`metrics`], [`peers`], [`clock`], [`error`]: the supporting pieces;
+//! - [`admin`]: the admin views (stats, top offenders, one key's state, peers).
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod algorithms;
 pub mod batching;
 pub mod clock;

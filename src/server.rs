@@ -131,6 +131,7 @@ pub async fn start_with_clock(
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
         },
+        admin: config.admin_options(),
     }));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -163,6 +164,7 @@ pub async fn start_with_clock(
             proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
         )
+        .add_optional_service(crate::admin::grpc::service(&node))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
 use crate::algorithms::{self, Bucket, Decision, Next, RateLimitRequest};
@@ -77,11 +77,22 @@ impl LimitStore {
 
     /// Evaluates `request` against the bucket of `key` and stores the result, atomically per key.
     pub fn apply(&self, key: LimitKey, request: &RateLimitRequest) -> Applied {
+        self.apply_and_inspect(key, request, |_, _| {})
+    }
+
+    /// Like [`LimitStore::apply`], then shows the key and the outcome to `inspect` (after the
+    /// key's lock is released, without cloning the key): how the admin views see each decision.
+    pub fn apply_and_inspect(
+        &self,
+        key: LimitKey,
+        request: &RateLimitRequest,
+        inspect: impl FnOnce(&LimitKey, &Applied),
+    ) -> Applied {
         let mut outcome = Applied {
             decision: Decision::default(),
             hit: false,
         };
-        self.cache.entry(key).and_compute_with(|entry| {
+        let result = self.cache.entry(key).and_compute_with(|entry| {
             let now_ms = self.clock.now_ms();
             let stored = entry.as_ref().map(|entry| entry.value());
             outcome.hit = stored.is_some_and(|bucket| !bucket.is_expired(now_ms));
@@ -93,6 +104,7 @@ impl LimitStore {
                 Next::Remove => Op::Remove,
             }
         });
+        inspect(stored_key(&result), &outcome);
         outcome
     }
 
@@ -122,6 +134,17 @@ impl LimitStore {
     /// Runs moka's pending housekeeping so that counts and evictions are up to date.
     pub fn sync(&self) {
         self.cache.run_pending_tasks();
+    }
+}
+
+/// The key a compute operation ran on.
+fn stored_key(result: &CompResult<LimitKey, Bucket>) -> &LimitKey {
+    match result {
+        CompResult::StillNone(key) => key,
+        CompResult::Unchanged(entry)
+        | CompResult::Inserted(entry)
+        | CompResult::ReplacedWith(entry)
+        | CompResult::Removed(entry) => entry.key(),
     }
 }
 

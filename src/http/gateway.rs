@@ -32,9 +32,10 @@ pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(GatewayState {
-            node,
+            node: Arc::clone(&node),
             max_body_bytes,
         })
+        .merge(crate::admin::http::routes(node))
 }
 
 #[derive(Clone)]
