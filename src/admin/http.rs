@@ -32,8 +32,9 @@ use crate::request::LimitKey;
 /// How many keys a list shows unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 10;
 
-/// The admin routes of `node`; no routes at all when admin views are disabled (so they answer 404).
-pub fn routes(node: Arc<Node>) -> Router {
+/// The admin routes of `node`, for a router of any state; no routes at all when admin views are
+/// disabled (so they answer 404).
+pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
     if !node.admin().options().enabled {
         return Router::new();
     }
