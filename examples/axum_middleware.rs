@@ -44,7 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("serving on {url}");
 
     let http = reqwest::Client::new();
-    for (n, key) in ["alice", "alice", "alice", "alice", "bob"].iter().enumerate() {
+    for (n, key) in ["alice", "alice", "alice", "alice", "bob"]
+        .iter()
+        .enumerate()
+    {
         let response = http.get(&url).header("x-api-key", *key).send().await?;
         let status = response.status();
         let retry_after = response
@@ -54,7 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|value| format!(" (Retry-After: {value})"))
             .unwrap_or_default();
         let body = response.text().await?;
-        println!("request {} as {key}: {status}{retry_after} {}", n + 1, body.trim());
+        println!(
+            "request {} as {key}: {status}{retry_after} {}",
+            n + 1,
+            body.trim()
+        );
     }
     if let Some(node) = local {
         node.shutdown().await?;

@@ -125,9 +125,8 @@ pub fn consume_request(
     limit: i64,
     duration: Duration,
 ) -> Result<proto::RateLimitReq, ClientError> {
-    let duration = i64::try_from(duration.as_millis()).map_err(|_| {
-        ClientError::InvalidRequest(format!("duration {duration:?} is too long"))
-    })?;
+    let duration = i64::try_from(duration.as_millis())
+        .map_err(|_| ClientError::InvalidRequest(format!("duration {duration:?} is too long")))?;
     Ok(proto::RateLimitReq {
         name: name.to_string(),
         unique_key: key.to_string(),

@@ -273,7 +273,9 @@ where
                 .consume(&settings.name, &key, settings.limit, settings.duration)
                 .await;
             match decision {
-                Ok(decision) if decision.allowed => pass(inner.call(request).await?, Some(&decision)),
+                Ok(decision) if decision.allowed => {
+                    pass(inner.call(request).await?, Some(&decision))
+                }
                 Ok(decision) => Ok(refuse(grpc, &decision)),
                 Err(error) => match failure {
                     FailurePolicy::Open => {
@@ -331,7 +333,10 @@ fn reset_in_secs(decision: &Decision) -> u64 {
 fn refuse<ResBody>(grpc: bool, decision: &Decision) -> Response<RateLimitBody<ResBody>> {
     let retry_after = decision.retry_after_secs().max(1);
     let mut response = if grpc {
-        grpc_status(8, &format!("rate limit exceeded; retry after {retry_after}s"))
+        grpc_status(
+            8,
+            &format!("rate limit exceeded; retry after {retry_after}s"),
+        )
     } else {
         json_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -415,7 +420,10 @@ mod tests {
     #[test]
     fn header_keys_ignore_missing_and_empty_values() {
         let key = HeaderKey::from_static("x-api-key");
-        let with = Request::builder().header("x-api-key", "abc").body(()).unwrap();
+        let with = Request::builder()
+            .header("x-api-key", "abc")
+            .body(())
+            .unwrap();
         let empty = Request::builder().header("x-api-key", "").body(()).unwrap();
         let without = Request::builder().body(()).unwrap();
         assert_eq!(key.key(&with), Some("abc".into()));

@@ -51,7 +51,10 @@ async fn stats_and_offenders_match_the_traffic_sent() {
         hit(&mut client, "alpha", 3, 5).await,
         [UNDER, UNDER, UNDER, OVER, OVER]
     );
-    assert_eq!(hit(&mut client, "beta", 1, 4).await, [UNDER, OVER, OVER, OVER]);
+    assert_eq!(
+        hit(&mut client, "beta", 1, 4).await,
+        [UNDER, OVER, OVER, OVER]
+    );
     let mut http = ApiClient::new(&server, Surface::Http).await;
     assert_eq!(hit(&mut http, "gamma", 10, 2).await, [UNDER, UNDER]);
 
@@ -64,7 +67,10 @@ async fn stats_and_offenders_match_the_traffic_sent() {
     let top = &stats["top_limited"];
     assert_eq!(top.as_array().unwrap().len(), 2, "{top}");
     assert_eq!(top[0]["unique_key"], "beta");
-    assert_eq!((top[0]["count"].as_u64(), top[0]["error"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (top[0]["count"].as_u64(), top[0]["error"].as_u64()),
+        (Some(3), Some(0))
+    );
     assert_eq!(top[1]["unique_key"], "alpha");
     assert_eq!(top[1]["count"], 2);
     assert_eq!(top[1]["name"], "test");
@@ -122,7 +128,10 @@ async fn peeking_at_a_key_never_spends() {
     assert_eq!(missing["found"], false);
     assert!(missing.get("remaining").is_none(), "{missing}");
     // Peeking at a key does not create it either.
-    assert_eq!(get(&server, "/admin/keys/test/never-used").await.1["found"], false);
+    assert_eq!(
+        get(&server, "/admin/keys/test/never-used").await.1["found"],
+        false
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -150,15 +159,21 @@ async fn top_offenders_stay_bounded_under_a_flood_of_distinct_keys() {
         admin.tracked_keys()
     );
     for window in ["minute", "hour", "day"] {
-        let (status, view) =
-            get(&server, &format!("/admin/top_offenders?window={window}&limit=1000")).await;
+        let (status, view) = get(
+            &server,
+            &format!("/admin/top_offenders?window={window}&limit=1000"),
+        )
+        .await;
         assert_eq!(status, 200);
         let offenders = view["offenders"].as_array().unwrap();
         assert_eq!(offenders.len(), capacity, "{view}");
         assert_eq!(view["total"], 4000);
         let top = &offenders[0];
         assert_eq!(top["unique_key"], "hot");
-        let (count, error) = (top["count"].as_u64().unwrap(), top["error"].as_u64().unwrap());
+        let (count, error) = (
+            top["count"].as_u64().unwrap(),
+            top["error"].as_u64().unwrap(),
+        );
         assert!(count >= 1000 && count - error <= 1000, "{top}");
     }
     let (_, stats) = get(&server, "/admin/stats?limit=1000").await;
@@ -171,7 +186,9 @@ async fn top_offenders_stay_bounded_under_a_flood_of_distinct_keys() {
 async fn any_node_of_a_cluster_answers_for_the_whole_cluster() {
     let mut cluster = Cluster::start(3, &[]).await;
     // One key per owner, each sent through a node that does not own it: 1 admitted, 2 refused.
-    let keys: Vec<String> = (0..3).map(|owner| cluster.key_owned_by(owner, "adm")).collect();
+    let keys: Vec<String> = (0..3)
+        .map(|owner| cluster.key_owned_by(owner, "adm"))
+        .collect();
     for (owner, key) in keys.iter().enumerate() {
         let via = (owner + 1) % 3;
         let mut client = ApiClient::new(&cluster.nodes[via], Surface::Grpc).await;
@@ -197,7 +214,10 @@ async fn any_node_of_a_cluster_answers_for_the_whole_cluster() {
         assert_eq!(nodes, expected);
         for key in &keys {
             let entry = offender(&stats["top_limited"], key).expect("every key is listed");
-            assert_eq!((entry["count"].as_u64(), entry["error"].as_u64()), (Some(2), Some(0)));
+            assert_eq!(
+                (entry["count"].as_u64(), entry["error"].as_u64()),
+                (Some(2), Some(0))
+            );
         }
         let (_, minute) = get(node, "/admin/top_offenders?window=minute").await;
         assert_eq!(minute["total"], 6);
@@ -217,7 +237,10 @@ async fn any_node_of_a_cluster_answers_for_the_whole_cluster() {
         let listed = peers["peers"].as_array().unwrap();
         assert_eq!(listed.len(), 3);
         assert!(listed.iter().all(|peer| peer["healthy"] == true), "{peers}");
-        assert_eq!(listed.iter().filter(|peer| peer["is_self"] == true).count(), 1);
+        assert_eq!(
+            listed.iter().filter(|peer| peer["is_self"] == true).count(),
+            1
+        );
     }
 
     // A dead member is reported, and the others still answer.
@@ -255,10 +278,20 @@ async fn a_configured_token_is_required() {
         let (status, body) = get(&server, path).await;
         assert_eq!(status, 401, "{path}");
         assert_eq!(body["error"], "unauthorized");
-        assert_eq!(get_with(&server, path, Some("wrong")).await.0, 401, "{path}");
-        assert_eq!(get_with(&server, path, Some("s3cret")).await.0, 200, "{path}");
+        assert_eq!(
+            get_with(&server, path, Some("wrong")).await.0,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            get_with(&server, path, Some("s3cret")).await.0,
+            200,
+            "{path}"
+        );
     }
-    let response = reqwest::get(http_url(&server, "/admin/stats")).await.unwrap();
+    let response = reqwest::get(http_url(&server, "/admin/stats"))
+        .await
+        .unwrap();
     assert!(
         response
             .headers()
@@ -273,7 +306,11 @@ async fn a_cluster_with_a_token_fans_out_with_it() {
     let cluster = Cluster::start(2, &["--admin-token=s3cret"]).await;
     let (status, stats) = get_with(&cluster.nodes[0], "/admin/stats", Some("s3cret")).await;
     assert_eq!(status, 200);
-    assert_eq!(stats["failed_peers"].as_array().unwrap().len(), 0, "{stats}");
+    assert_eq!(
+        stats["failed_peers"].as_array().unwrap().len(),
+        0,
+        "{stats}"
+    );
     assert_eq!(stats["nodes"].as_array().unwrap().len(), 2);
     cluster.shutdown().await;
 }
@@ -281,7 +318,12 @@ async fn a_cluster_with_a_token_fans_out_with_it() {
 #[tokio::test]
 async fn disabled_views_are_not_found() {
     let server = start_node(&["--admin-enabled=false"]).await;
-    for path in ["/admin/stats", "/admin/top_offenders", "/admin/keys/test/k", "/admin/peers"] {
+    for path in [
+        "/admin/stats",
+        "/admin/top_offenders",
+        "/admin/keys/test/k",
+        "/admin/peers",
+    ] {
         assert_eq!(get(&server, path).await.0, 404, "{path}");
     }
     // Nothing is tracked either.
@@ -289,7 +331,9 @@ async fn disabled_views_are_not_found() {
     hit(&mut client, "k", 1, 2).await;
     assert_eq!(server.node().admin().decisions(), (0, 0));
     // The gateway still works.
-    let health = reqwest::get(http_url(&server, "/v1/HealthCheck")).await.unwrap();
+    let health = reqwest::get(http_url(&server, "/v1/HealthCheck"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     server.shutdown().await.unwrap();
 }

@@ -53,7 +53,13 @@ async fn the_client_consumes_until_over_the_limit() {
     assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= MINUTE);
     assert!((1..=60).contains(&refused.retry_after_secs()));
     // Another key is untouched.
-    assert!(client.consume("lib", "user:2", 3, MINUTE).await.unwrap().allowed);
+    assert!(
+        client
+            .consume("lib", "user:2", 3, MINUTE)
+            .await
+            .unwrap()
+            .allowed
+    );
 
     // The full call, and typed errors.
     let answers = client
@@ -141,9 +147,18 @@ async fn a_key_function_and_an_embedded_backend() {
         .route("/users/{id}", get(|| async { "profile" }))
         .layer(RateLimitLayer::new(&node, "profiles", 1, MINUTE, by_user));
     let url = serve(app).await;
-    assert_eq!(get_status(&format!("{url}/users/1"), None).await.status(), 200);
-    assert_eq!(get_status(&format!("{url}/users/1"), None).await.status(), 429);
-    assert_eq!(get_status(&format!("{url}/users/2"), None).await.status(), 200);
+    assert_eq!(
+        get_status(&format!("{url}/users/1"), None).await.status(),
+        200
+    );
+    assert_eq!(
+        get_status(&format!("{url}/users/1"), None).await.status(),
+        429
+    );
+    assert_eq!(
+        get_status(&format!("{url}/users/2"), None).await.status(),
+        200
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -182,10 +197,15 @@ async fn the_middleware_answers_grpc_with_resource_exhausted() {
     // `x-api-key` metadata entry.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let service = proto::v1_server::V1Server::new(ringlimit::grpc::V1Service::new(
-        node.node().clone(),
-    ));
-    let layer = RateLimitLayer::new(&node, "grpc_test", 2, MINUTE, HeaderKey::from_static("x-api-key"));
+    let service =
+        proto::v1_server::V1Server::new(ringlimit::grpc::V1Service::new(node.node().clone()));
+    let layer = RateLimitLayer::new(
+        &node,
+        "grpc_test",
+        2,
+        MINUTE,
+        HeaderKey::from_static("x-api-key"),
+    );
     tokio::spawn(
         tonic::transport::Server::builder()
             .layer(layer)
@@ -211,7 +231,11 @@ async fn the_middleware_answers_grpc_with_resource_exhausted() {
 
 #[tokio::test]
 async fn an_embedded_node_answers_and_shuts_down() {
-    let node = EmbeddedNode::builder().cache_size(1000).start().await.unwrap();
+    let node = EmbeddedNode::builder()
+        .cache_size(1000)
+        .start()
+        .await
+        .unwrap();
     assert!(node.consume("emb", "k", 2, MINUTE).await.unwrap().allowed);
     // Over gRPC, the same state: one hit left.
     let mut client = node.client().unwrap();

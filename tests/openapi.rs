@@ -687,13 +687,22 @@ async fn admin_answers_match_the_spec() {
         {"name": "openapi", "unique_key": "leaky", "hits": 1, "limit": 5, "duration": 60000,
          "algorithm": "LEAKY_BUCKET"},
     ]});
-    assert_eq!(post_json(&server, body.to_string().into_bytes()).await.status, 200);
+    assert_eq!(
+        post_json(&server, body.to_string().into_bytes())
+            .await
+            .status,
+        200
+    );
 
     let get = |path: &'static str| call(&server, Method::GET, path, None, None);
     let stats = spec.check("get", "/admin/stats", &get("/admin/stats").await);
     assert_eq!(stats["decisions"]["over_limit"], 2);
     assert_eq!(stats["top_limited"][0]["count"], 2);
-    let top = spec.check("get", "/admin/top_offenders", &get("/admin/top_offenders?window=hour").await);
+    let top = spec.check(
+        "get",
+        "/admin/top_offenders",
+        &get("/admin/top_offenders?window=hour").await,
+    );
     assert_eq!(top["offenders"][0]["unique_key"], "admin");
     const KEY: &str = "/admin/keys/{name}/{unique_key}";
     for (path, algorithm) in [

@@ -240,7 +240,10 @@ pub async fn peek(
         ..Default::default()
     };
     match node.owner_address(&item) {
-        None => Ok((node.peers().me().grpc_address.clone(), peek_local(node, key))),
+        None => Ok((
+            node.peers().me().grpc_address.clone(),
+            peek_local(node, key),
+        )),
         Some(owner) => {
             let state = node.admin().clients().peek(&owner, key).await?;
             Ok((owner, state))
@@ -351,7 +354,9 @@ pub fn sketch_to_wire(summary: &SpaceSaving) -> proto::Sketch {
 
 /// A summary received from a peer (a peer's capacity is honoured up to 10,000 entries).
 pub fn sketch_from_wire(sketch: proto::Sketch) -> SpaceSaving {
-    let capacity = usize::try_from(sketch.capacity).unwrap_or(1).clamp(1, 10_000);
+    let capacity = usize::try_from(sketch.capacity)
+        .unwrap_or(1)
+        .clamp(1, 10_000);
     let entries = sketch
         .entries
         .into_iter()

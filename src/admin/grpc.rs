@@ -37,7 +37,9 @@ impl AdminService {
         if self.node.admin().authorized(presented) {
             Ok(())
         } else {
-            Err(Status::unauthenticated("a valid admin bearer token is required"))
+            Err(Status::unauthenticated(
+                "a valid admin bearer token is required",
+            ))
         }
     }
 }

@@ -171,16 +171,12 @@ async fn stats(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(response) = authorize(&node, &headers) {
-        return response;
-    }
-    let (limit, scope) = match (list_limit(&node, &query), scope_of(&query)) {
-        (Ok(limit), Ok(scope)) => (limit, scope),
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
+) -> Result<Json<StatsView>, AdminError> {
+    authorize(&node, &headers)?;
+    let limit = list_limit(&node, &query)?;
+    let scope = scope_of(&query)?;
     let stats = gather(&node, Window::SinceStart, scope).await;
-    Json(StatsView {
+    Ok(Json(StatsView {
         scope: scope.label(),
         decisions: Decisions {
             under_limit: stats.under_limit,
@@ -190,93 +186,76 @@ async fn stats(
         capacity: node.admin().options().capacity,
         nodes: stats.answered,
         failed_peers: stats.failed,
-    })
-    .into_response()
+    }))
 }
 
 async fn top_offenders(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(response) = authorize(&node, &headers) {
-        return response;
-    }
-    let (limit, scope) = match (list_limit(&node, &query), scope_of(&query)) {
-        (Ok(limit), Ok(scope)) => (limit, scope),
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
+) -> Result<Json<TopOffendersView>, AdminError> {
+    authorize(&node, &headers)?;
+    let limit = list_limit(&node, &query)?;
+    let scope = scope_of(&query)?;
     let window = match query.get("window").map(String::as_str) {
         None => Window::Minute,
-        Some(name) => match Window::parse(name).filter(|w| *w != Window::SinceStart) {
-            Some(window) => window,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_argument",
-                    &format!("window '{name}' is not one of minute, hour, day"),
-                );
-            }
-        },
+        Some(name) => Window::parse(name)
+            .filter(|window| *window != Window::SinceStart)
+            .ok_or_else(|| {
+                AdminError::InvalidArgument(format!(
+                    "window '{name}' is not one of minute, hour, day"
+                ))
+            })?,
     };
     let stats = gather(&node, window, scope).await;
-    Json(TopOffendersView {
+    Ok(Json(TopOffendersView {
         window: window.label(),
         scope: scope.label(),
         total: stats.offenders.total(),
         offenders: stats.offenders.top(limit),
         nodes: stats.answered,
         failed_peers: stats.failed,
-    })
-    .into_response()
+    }))
 }
 
 async fn key_state(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
     Path((name, unique_key)): Path<(String, String)>,
-) -> Response {
-    if let Err(response) = authorize(&node, &headers) {
-        return response;
-    }
+) -> Result<Json<KeyView>, AdminError> {
+    authorize(&node, &headers)?;
     let key = LimitKey::new(name, unique_key);
-    match cluster::peek(&node, &key).await {
-        Ok((owner, state)) => {
-            let found = state.found;
-            let now = state.now;
-            let state = found.then(|| KeyStateView {
-                refill_eta_ms: state.reset_time.saturating_sub(now).max(0),
-                algorithm: state.algorithm,
-                status: state.status,
-                limit: state.limit,
-                duration: state.duration,
-                burst: state.burst,
-                remaining: state.remaining,
-                reset_time: state.reset_time,
-                expire_at: state.expire_at,
-            });
-            Json(KeyView {
-                name: key.name,
-                unique_key: key.unique_key,
-                owner,
-                found,
-                state,
-                now,
-            })
-            .into_response()
-        }
-        Err(failure) => error(
-            StatusCode::BAD_GATEWAY,
-            "owner_unavailable",
-            &format!("the owner of this key did not answer: {failure}"),
-        ),
-    }
+    let (owner, state) = cluster::peek(&node, &key)
+        .await
+        .map_err(|failure| AdminError::OwnerUnavailable(failure.to_string()))?;
+    let found = state.found;
+    let now = state.now;
+    let state = found.then(|| KeyStateView {
+        refill_eta_ms: state.reset_time.saturating_sub(now).max(0),
+        algorithm: state.algorithm,
+        status: state.status,
+        limit: state.limit,
+        duration: state.duration,
+        burst: state.burst,
+        remaining: state.remaining,
+        reset_time: state.reset_time,
+        expire_at: state.expire_at,
+    });
+    Ok(Json(KeyView {
+        name: key.name,
+        unique_key: key.unique_key,
+        owner,
+        found,
+        state,
+        now,
+    }))
 }
 
-async fn peers(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&node, &headers) {
-        return response;
-    }
+async fn peers(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+) -> Result<Json<PeersView>, AdminError> {
+    authorize(&node, &headers)?;
     let views = cluster::peers(&node).await;
     let ring_size = node.peers().membership().ring.len();
     let peers = views
@@ -305,12 +284,41 @@ async fn peers(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
             }
         })
         .collect();
-    Json(PeersView {
+    Ok(Json(PeersView {
         me: node.peers().me().grpc_address.clone(),
         ring_size,
         peers,
-    })
-    .into_response()
+    }))
+}
+
+/// Why an admin view was refused; answered as `{"error": "<kind>", "message": "<text>"}`.
+#[derive(Debug, thiserror::Error)]
+enum AdminError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    #[error("the owner of this key did not answer: {0}")]
+    OwnerUnavailable(String),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            AdminError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminError::OwnerUnavailable(_) => (StatusCode::BAD_GATEWAY, "owner_unavailable"),
+        };
+        let body = Json(serde_json::json!({ "error": kind, "message": self.to_string() }));
+        let mut response = (status, body).into_response();
+        if let AdminError::Unauthorized = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ringlimit-admin\""),
+            );
+        }
+        response
+    }
 }
 
 /// Whether a view answers for the cluster or this node only.
@@ -336,57 +344,36 @@ async fn gather(node: &Node, window: Window, scope: Scope) -> ClusterStats {
     }
 }
 
-fn scope_of(query: &HashMap<String, String>) -> Result<Scope, Response> {
+fn scope_of(query: &HashMap<String, String>) -> Result<Scope, AdminError> {
     match query.get("scope").map(String::as_str) {
         None | Some("cluster") => Ok(Scope::Cluster),
         Some("local") => Ok(Scope::Local),
-        Some(other) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
-            &format!("scope '{other}' is not one of cluster, local"),
-        )),
+        Some(other) => Err(AdminError::InvalidArgument(format!(
+            "scope '{other}' is not one of cluster, local"
+        ))),
     }
 }
 
-fn list_limit(node: &Node, query: &HashMap<String, String>) -> Result<usize, Response> {
+fn list_limit(node: &Node, query: &HashMap<String, String>) -> Result<usize, AdminError> {
     let capacity = node.admin().options().capacity;
     match query.get("limit") {
         None => Ok(DEFAULT_LIMIT.min(capacity)),
         Some(text) => match text.parse::<usize>() {
             Ok(limit) if limit >= 1 => Ok(limit.min(capacity)),
-            _ => Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                &format!("limit '{text}' is not a positive whole number"),
-            )),
+            _ => Err(AdminError::InvalidArgument(format!(
+                "limit '{text}' is not a positive whole number"
+            ))),
         },
     }
 }
 
-fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), AdminError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     if node.admin().authorized(presented) {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(AdminError::Unauthorized)
     }
-    let mut response = error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "a valid admin bearer token is required",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"ringlimit-admin\""),
-    );
-    Err(response)
-}
-
-/// The admin error shape: `{"error": "<kind>", "message": "<text>"}`.
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": kind, "message": message })),
-    )
-        .into_response()
 }

@@ -132,8 +132,11 @@ impl AdminState {
         match self.options.token.as_deref() {
             None | Some("") => true,
             Some(token) => presented
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes())),
+                .and_then(|value| value.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .is_some_and(|(_, given)| {
+                    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+                }),
         }
     }
 
@@ -180,6 +183,7 @@ mod tests {
             ..AdminOptions::default()
         });
         assert!(locked.authorized(Some("Bearer s3cret")));
+        assert!(locked.authorized(Some("bearer s3cret")));
         assert!(!locked.authorized(Some("Bearer wrong")));
         assert!(!locked.authorized(Some("s3cret")));
         assert!(!locked.authorized(None));

@@ -181,7 +181,12 @@ mod tests {
         let mut offenders = Offenders::new(4);
         offenders.record("n", "k", T0);
         offenders.record("n", "k", T0 + 1);
-        for window in [Window::Minute, Window::Hour, Window::Day, Window::SinceStart] {
+        for window in [
+            Window::Minute,
+            Window::Hour,
+            Window::Day,
+            Window::SinceStart,
+        ] {
             assert_eq!(count_of(&offenders.summary(window, T0), "k"), Some(2));
         }
         // Still within the minute's five older slots 40 s later.
@@ -191,10 +196,19 @@ mod tests {
         );
         // Gone from the minute once its slot is more than five slots old; still in the hour.
         let later = T0 + 61_000;
-        assert_eq!(count_of(&offenders.summary(Window::Minute, later), "k"), None);
-        assert_eq!(count_of(&offenders.summary(Window::Hour, later), "k"), Some(2));
+        assert_eq!(
+            count_of(&offenders.summary(Window::Minute, later), "k"),
+            None
+        );
+        assert_eq!(
+            count_of(&offenders.summary(Window::Hour, later), "k"),
+            Some(2)
+        );
         let next_day = T0 + 86_400_000 + 1;
-        assert_eq!(count_of(&offenders.summary(Window::Day, next_day), "k"), None);
+        assert_eq!(
+            count_of(&offenders.summary(Window::Day, next_day), "k"),
+            None
+        );
         assert_eq!(
             count_of(&offenders.summary(Window::SinceStart, next_day), "k"),
             Some(2)
@@ -231,14 +245,24 @@ mod tests {
             offenders.record("flood", &i.to_string(), T0 + i * 7);
         }
         assert!(offenders.tracked_keys() <= 5 * (3 * SLOTS + 1));
-        for window in [Window::Minute, Window::Hour, Window::Day, Window::SinceStart] {
+        for window in [
+            Window::Minute,
+            Window::Hour,
+            Window::Day,
+            Window::SinceStart,
+        ] {
             assert!(offenders.summary(window, T0 + 140_000).len() <= 5);
         }
     }
 
     #[test]
     fn window_names_round_trip() {
-        for window in [Window::Minute, Window::Hour, Window::Day, Window::SinceStart] {
+        for window in [
+            Window::Minute,
+            Window::Hour,
+            Window::Day,
+            Window::SinceStart,
+        ] {
             assert_eq!(Window::parse(window.label()), Some(window));
         }
         assert_eq!(Window::parse("week"), None);

@@ -122,7 +122,8 @@ impl SpaceSaving {
         if let Some((mut key, counter)) = replaced {
             key.reuse_for(name, unique_key);
             let count = counter.count.saturating_add(weight);
-            self.counters.insert(key, Counter::new(count, counter.count));
+            self.counters
+                .insert(key, Counter::new(count, counter.count));
         }
     }
 
@@ -196,7 +197,7 @@ impl SpaceSaving {
     /// Keeps the largest `capacity` of `entries` (replacing the counters), raising the floor to the
     /// largest count dropped.
     fn absorb(&mut self, mut entries: Vec<Counted>) {
-        entries.sort_by(|a, b| b.count.cmp(&a.count));
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.count));
         if entries.len() > self.capacity {
             let dropped = entries.split_off(self.capacity);
             let largest_dropped = dropped.first().map_or(0, |entry| entry.count);

@@ -330,7 +330,10 @@ impl ServerConfig {
                 "GUBER_ADMIN_TOP_CAPACITY",
                 self.admin_top_capacity.to_string(),
             ),
-            ("GUBER_ADMIN_PEER_TIMEOUT", duration(self.admin_peer_timeout)),
+            (
+                "GUBER_ADMIN_PEER_TIMEOUT",
+                duration(self.admin_peer_timeout),
+            ),
         ]
     }
 }
