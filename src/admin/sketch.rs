@@ -13,7 +13,19 @@
 //!
 //! Recording a key that replaces another reuses the evicted key's string buffers, so the hot path
 //! allocates only when a new key is longer than the one it replaces. Lookups take borrowed `&str`s
-//! (through the [`KeyParts`] trait object), so a tracked key is found without building a key.
+//! (through a private `KeyParts` trait object), so a tracked key is found without building a key.
+//!
+//! ```
+//! use ringlimit::admin::sketch::SpaceSaving;
+//!
+//! let mut summary = SpaceSaving::new(2);
+//! for key in ["a", "b", "a", "c", "a"] {
+//!     summary.record("logins", key, 1);
+//! }
+//! let top = summary.top(1);
+//! assert_eq!((top[0].unique_key.as_str(), top[0].count, top[0].error), ("a", 3, 0));
+//! assert!(summary.len() <= 2);
+//! ```
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
