@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // ringlimit's own services (package `ringlimit.v1`): `AllowV1`, the owner side of `/allow`.
         "proto/allow.proto",
         "proto/handoff.proto",
+        "proto/admin.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -7,15 +7,21 @@
 //! - [`node`]: the single code path behind every API surface;
 //! - [`grpc`] and [`http`]: thin translations from gRPC and JSON to [`node::Node`];
 //! - [`server`]: listeners, health, reflection and graceful shutdown;
-//! - [`config`], [`metrics`], [`peers`], [`clock`], [`error`]: the supporting pieces.
+//! - [`config`], [`metrics`], [`peers`], [`clock`], [`error`]: the supporting pieces;
+//! - [`admin`]: the admin views (stats, top offenders, one key's state, peers);
+//! - [`client`], [`embedded`] and [`middleware`]: the Rust library (a client with `consume`, a
+//!   node inside your own process, and a `tower` layer for axum and tonic services).
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod algorithms;
 pub mod allow;
 pub mod batching;
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod global;
 pub mod grpc;
@@ -23,6 +29,7 @@ pub mod handoff;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod middleware;
 pub mod node;
 pub mod peers;
 pub mod proto;
@@ -31,3 +38,5 @@ pub mod refill;
 pub mod request;
 pub mod server;
 pub mod store;
+
+pub use embedded::EmbeddedNode;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
+use crate::admin::{AdminOptions, AdminState};
 use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
 use crate::batching::ForwardError;
 use crate::clock::Clock;
@@ -45,6 +46,7 @@ pub struct Node {
     registration: Option<Arc<AtomicBool>>,
     shutting_down: AtomicBool,
     handoff: HandoffState,
+    admin: AdminState,
 }
 
 /// What builds a [`Node`].
@@ -67,6 +69,8 @@ pub struct NodeOptions {
     pub metrics: Metrics,
     /// Limits on item fields.
     pub limits: InputLimits,
+    /// The admin views' settings.
+    pub admin: AdminOptions,
 }
 
 /// How an item was answered, as `gubernator_getratelimit_counter{calltype}` counts it.
@@ -119,6 +123,7 @@ impl Node {
             registration: options.registration,
             shutting_down: AtomicBool::new(false),
             handoff: HandoffState::default(),
+            admin: AdminState::new(options.admin),
         }
     }
 
@@ -265,6 +270,8 @@ impl Node {
     ) -> proto::RateLimitResp {
         let applied = self.store.apply(key.clone(), request);
         self.record_decision(CallType::Global, applied.decision);
+        self.admin
+            .record(&key, applied.decision.status, self.clock.as_ref());
         // The owner is owed what this copy consumed: admitted hits (and drained ones), never
         // refused ones, which would drain the owner below what the cluster admitted.
         let consumed = request.hits != 0
@@ -359,7 +366,10 @@ impl Node {
             std::mem::take(&mut item.name),
             std::mem::take(&mut item.unique_key),
         );
-        let applied = self.store.apply(key, request);
+        let applied = self.store.apply_and_inspect(key, request, |key, applied| {
+            self.admin
+                .record(key, applied.decision.status, self.clock.as_ref())
+        });
         self.record_decision(CallType::Local, applied.decision);
         if applied.hit {
             self.counters.cache_hit.inc();
@@ -666,6 +676,16 @@ impl Node {
     /// The node's clock, in epoch milliseconds.
     pub fn clock_now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// The node's admin counters, summaries and settings.
+    pub fn admin(&self) -> &AdminState {
+        &self.admin
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 }
 

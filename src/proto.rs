@@ -7,5 +7,11 @@
 
 tonic::include_proto!("pb.gubernator");
 
+/// ringlimit's own services, package `ringlimit.v1` (`proto/allow.proto`, `proto/handoff.proto`,
+/// `proto/admin.proto`): generated once here, so the three features share one set of types.
+pub mod ringlimit_v1 {
+    tonic::include_proto!("ringlimit.v1");
+}
+
 /// The encoded `FileDescriptorSet` of `proto/`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("gubernator_descriptor");

@@ -134,6 +134,7 @@ pub async fn start_with_clock(
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
         },
+        admin: config.admin_options(),
     }));
 
     let allow = Arc::new(crate::allow::AllowService::new(
@@ -192,6 +193,7 @@ pub async fn start_with_clock(
             ))
             .max_decoding_message_size(max_request_size),
         )
+        .add_optional_service(crate::admin::grpc::service(&node))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

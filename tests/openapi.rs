@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 const SPEC_TEXT: &str = include_str!("../docs/openapi.yaml");
 /// The gateway's source, read for its route table (`.route("/path", method(handler))`).
 const GATEWAY_SOURCE: &str = include_str!("../src/http/gateway.rs");
+/// The admin views' source, read for their route table (merged into the gateway's router).
+const ADMIN_SOURCE: &str = include_str!("../src/admin/http.rs");
 /// The methods probed on every documented path (HEAD, implied by GET in HTTP, is not probed).
 const PROBED_METHODS: [&str; 6] = ["get", "post", "put", "delete", "patch", "options"];
 const GET_RATE_LIMITS: &str = "/v1/GetRateLimits";
@@ -393,6 +395,14 @@ async fn the_documented_routes_are_exactly_the_served_routes() {
         4,
         "the gateway's route table: {registered:?}"
     );
+    // The admin views' routes are merged into the gateway from their own module.
+    let mut registered = registered;
+    registered.extend(ADMIN_SOURCE.lines().filter_map(|line| {
+        let rest = line.trim().strip_prefix(".route(\"")?;
+        let (path, rest) = rest.split_once('"')?;
+        let method = rest.trim_start_matches([',', ' ']).split('(').next()?;
+        Some((path.to_owned(), method.to_owned()))
+    }));
     assert_eq!(spec.operations(), registered);
 
     let server = start_node(&[]).await;
@@ -663,4 +673,57 @@ async fn the_validator_is_strict() {
         assert_eq!(code(&spec.check("post", GET_RATE_LIMITS, &reply)), 3);
     }
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn admin_answers_match_the_spec() {
+    let spec = Spec::load();
+    let server = start_node(&[]).await;
+    // Traffic: one admitted and two refused hits of one key, one leaky bucket.
+    let body = json!({"requests": [
+        {"name": "openapi", "unique_key": "admin", "hits": 1, "limit": 1, "duration": 60000},
+        {"name": "openapi", "unique_key": "admin", "hits": 1, "limit": 1, "duration": 60000},
+        {"name": "openapi", "unique_key": "admin", "hits": 1, "limit": 1, "duration": 60000},
+        {"name": "openapi", "unique_key": "leaky", "hits": 1, "limit": 5, "duration": 60000,
+         "algorithm": "LEAKY_BUCKET"},
+    ]});
+    assert_eq!(
+        post_json(&server, body.to_string().into_bytes())
+            .await
+            .status,
+        200
+    );
+
+    let get = |path: &'static str| call(&server, Method::GET, path, None, None);
+    let stats = spec.check("get", "/admin/stats", &get("/admin/stats").await);
+    assert_eq!(stats["decisions"]["over_limit"], 2);
+    assert_eq!(stats["top_limited"][0]["count"], 2);
+    let top = spec.check(
+        "get",
+        "/admin/top_offenders",
+        &get("/admin/top_offenders?window=hour").await,
+    );
+    assert_eq!(top["offenders"][0]["unique_key"], "admin");
+    const KEY: &str = "/admin/keys/{name}/{unique_key}";
+    for (path, algorithm) in [
+        ("/admin/keys/openapi/admin", "TOKEN_BUCKET"),
+        ("/admin/keys/openapi/leaky", "LEAKY_BUCKET"),
+    ] {
+        let state = spec.check("get", KEY, &get(path).await);
+        assert_eq!(state["algorithm"], algorithm);
+    }
+    let missing = spec.check("get", KEY, &get("/admin/keys/openapi/none").await);
+    assert_eq!(missing["found"], false);
+    let peers = spec.check("get", "/admin/peers", &get("/admin/peers").await);
+    assert_eq!(peers["peers"][0]["is_self"], true);
+    let bad = get("/admin/top_offenders?window=week").await;
+    assert_eq!(bad.status, 400);
+    spec.check("get", "/admin/top_offenders", &bad);
+    server.shutdown().await.unwrap();
+
+    let locked = start_node(&["--admin-token=t"]).await;
+    let refused = call(&locked, Method::GET, "/admin/peers", None, None).await;
+    assert_eq!(refused.status, 401);
+    spec.check("get", "/admin/peers", &refused);
+    locked.shutdown().await.unwrap();
 }

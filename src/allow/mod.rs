@@ -14,11 +14,8 @@ pub mod http;
 pub mod idempotency;
 pub mod resources;
 
-/// The `ringlimit.v1` wire types and the `AllowV1` service, generated from `proto/allow.proto`.
-#[allow(missing_docs, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("ringlimit.v1");
-}
+/// The `ringlimit.v1` wire types (`AllowV1` service among them), generated in [`crate::proto`].
+pub use crate::proto::ringlimit_v1 as pb;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

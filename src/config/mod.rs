@@ -265,6 +265,36 @@ pub struct ServerConfig {
     #[arg(long, env = "GUBER_ALLOW_IDEMPOTENCY_CAPACITY", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub allow_idempotency_capacity: u64,
+
+    /// Serve the admin views (`/admin/*` on the HTTP port, `ringlimit.v1.Admin` on gRPC).
+    #[arg(long, env = "GUBER_ADMIN_ENABLED", default_value = "true", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub admin_enabled: bool,
+
+    /// Bearer token the admin views require (`Authorization: Bearer <token>`); unset: none.
+    #[arg(long, env = "GUBER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Most keys each top-offenders summary tracks (per node and time slot).
+    #[arg(long, env = "GUBER_ADMIN_TOP_CAPACITY", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub admin_top_capacity: u32,
+
+    /// How long an admin view waits for each peer when answering for the cluster.
+    #[arg(long, env = "GUBER_ADMIN_PEER_TIMEOUT", default_value = "2s", value_parser = go_duration::parse)]
+    pub admin_peer_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The admin views' settings.
+    pub fn admin_options(&self) -> crate::admin::AdminOptions {
+        crate::admin::AdminOptions {
+            enabled: self.admin_enabled,
+            token: self.admin_token.clone().filter(|token| !token.is_empty()),
+            capacity: usize::try_from(self.admin_top_capacity).unwrap_or(100),
+            peer_timeout: self.admin_peer_timeout,
+        }
+    }
 }
 
 fn parse_allow_resources(text: &str) -> Result<crate::allow::AllowResources, String> {
@@ -385,6 +415,16 @@ impl ServerConfig {
             (
                 "GUBER_SNAPSHOT_PATH",
                 self.snapshot_path.clone().unwrap_or_default(),
+            ),
+            ("GUBER_ADMIN_ENABLED", self.admin_enabled.to_string()),
+            ("GUBER_ADMIN_TOKEN", redact(self.admin_token.as_deref())),
+            (
+                "GUBER_ADMIN_TOP_CAPACITY",
+                self.admin_top_capacity.to_string(),
+            ),
+            (
+                "GUBER_ADMIN_PEER_TIMEOUT",
+                duration(self.admin_peer_timeout),
             ),
         ]
     }

@@ -28,11 +28,8 @@ pub mod service;
 pub mod snapshot;
 pub mod wire;
 
-/// The `ringlimit.v1` messages and the `Handoff` service, generated from `proto/handoff.proto`.
-#[allow(missing_docs, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("ringlimit.v1");
-}
+/// The `ringlimit.v1` wire types (`Handoff` service among them), generated in [`crate::proto`].
+pub use crate::proto::ringlimit_v1 as pb;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -1,0 +1,214 @@
+//! Admin views: who is being limited, the state of one key, and the cluster's health.
+//!
+//! Operators need to see which keys the cluster refuses and why, without a second system. Every
+//! node counts the decisions it makes itself (as a key's owner, or from its copy of a GLOBAL
+//! limit; a forwarded item is counted by its owner only, so a cluster-wide sum counts each decision
+//! once), and keeps bounded heavy-hitter summaries of the keys it refused ([`offenders`], built on
+//! [`sketch`]). The HTTP views ([`http`]) answer for the whole cluster by asking every peer over
+//! the `ringlimit.v1.Admin` gRPC service ([`grpc`], [`cluster`]) and merging the summaries; a peer
+//! that does not answer is listed, not fatal. Reading a key's state ([`peek`]) never spends: it
+//! reads the owner's store.
+
+pub mod cluster;
+pub mod grpc;
+pub mod http;
+pub mod offenders;
+pub mod peek;
+pub mod sketch;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::algorithms::Status;
+use crate::clock::Clock;
+use crate::request::LimitKey;
+
+use self::offenders::{Offenders, Window};
+use self::sketch::SpaceSaving;
+
+/// The `ringlimit.v1` wire types (admin messages and service among them), generated in [`crate::proto`].
+pub use crate::proto::ringlimit_v1 as proto;
+
+/// How the admin views are served.
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    /// Whether the admin routes and the admin gRPC service are served at all.
+    pub enabled: bool,
+    /// The bearer token callers must present, if any.
+    pub token: Option<String>,
+    /// The most keys each offender summary tracks.
+    pub capacity: usize,
+    /// How long a call to a peer may take when answering for the cluster.
+    pub peer_timeout: Duration,
+}
+
+impl Default for AdminOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token: None,
+            capacity: 100,
+            peer_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One node's admin state: its options, its decision counters and offender summaries, and its
+/// connections to peers' admin services.
+pub struct AdminState {
+    options: AdminOptions,
+    under_limit: AtomicU64,
+    over_limit: AtomicU64,
+    offenders: Mutex<Offenders>,
+    clients: cluster::AdminClients,
+}
+
+impl AdminState {
+    /// Empty counters and summaries.
+    pub fn new(options: AdminOptions) -> Self {
+        let capacity = options.capacity.max(1);
+        Self {
+            under_limit: AtomicU64::new(0),
+            over_limit: AtomicU64::new(0),
+            offenders: Mutex::new(Offenders::new(capacity)),
+            clients: cluster::AdminClients::new(options.peer_timeout, options.token.clone()),
+            options,
+        }
+    }
+
+    /// The options this state was built with.
+    pub fn options(&self) -> &AdminOptions {
+        &self.options
+    }
+
+    /// Records one decision made by this node. Under the limit this is one atomic increment; a
+    /// refusal also updates the offender summaries (no allocation when the key is tracked).
+    pub fn record(&self, key: &LimitKey, status: Status, clock: &dyn Clock) {
+        if !self.options.enabled {
+            return;
+        }
+        match status {
+            Status::UnderLimit => {
+                self.under_limit.fetch_add(1, Ordering::Relaxed);
+            }
+            Status::OverLimit => {
+                self.over_limit.fetch_add(1, Ordering::Relaxed);
+                let now_ms = clock.now_ms();
+                self.lock_offenders()
+                    .record(&key.name, &key.unique_key, now_ms);
+            }
+        }
+    }
+
+    /// This node's decision counts: (under the limit, over the limit).
+    pub fn decisions(&self) -> (u64, u64) {
+        (
+            self.under_limit.load(Ordering::Relaxed),
+            self.over_limit.load(Ordering::Relaxed),
+        )
+    }
+
+    /// This node's offender summary of `window` at `now_ms`.
+    pub fn offenders(&self, window: Window, now_ms: i64) -> SpaceSaving {
+        self.lock_offenders().summary(window, now_ms)
+    }
+
+    /// The number of keys held over all of this node's offender summaries.
+    pub fn tracked_keys(&self) -> usize {
+        self.lock_offenders().tracked_keys()
+    }
+
+    /// Connections to the peers' admin services.
+    pub fn clients(&self) -> &cluster::AdminClients {
+        &self.clients
+    }
+
+    /// Whether `presented` (an `Authorization` value) satisfies the configured token.
+    pub fn authorized(&self, presented: Option<&str>) -> bool {
+        match self.options.token.as_deref() {
+            None | Some("") => true,
+            Some(token) => presented
+                .and_then(|value| value.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .is_some_and(|(_, given)| {
+                    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+                }),
+        }
+    }
+
+    fn lock_offenders(&self) -> std::sync::MutexGuard<'_, Offenders> {
+        match self.offenders.lock() {
+            Ok(offenders) => offenders,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths, so a caller cannot
+/// learn a token byte by byte from response times.
+pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(given.len() != expected.len());
+    for (index, byte) in expected.iter().enumerate() {
+        let other = given.get(index).copied().unwrap_or(!byte);
+        difference |= byte ^ other;
+    }
+    difference == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret!", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn bearer_token_is_required_when_configured() {
+        let open = AdminState::new(AdminOptions::default());
+        assert!(open.authorized(None));
+        let locked = AdminState::new(AdminOptions {
+            token: Some("s3cret".into()),
+            ..AdminOptions::default()
+        });
+        assert!(locked.authorized(Some("Bearer s3cret")));
+        assert!(locked.authorized(Some("bearer s3cret")));
+        assert!(!locked.authorized(Some("Bearer wrong")));
+        assert!(!locked.authorized(Some("s3cret")));
+        assert!(!locked.authorized(None));
+    }
+
+    #[test]
+    fn decisions_are_counted_by_status_and_refusals_tracked() {
+        let state = AdminState::new(AdminOptions::default());
+        let clock = ManualClock::new(1_700_000_000_000);
+        let key = LimitKey::new("n", "k");
+        state.record(&key, Status::UnderLimit, &clock);
+        state.record(&key, Status::OverLimit, &clock);
+        state.record(&key, Status::OverLimit, &clock);
+        assert_eq!(state.decisions(), (1, 2));
+        let top = state.offenders(Window::Minute, clock.now_ms()).top(10);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].count, 2);
+    }
+
+    #[test]
+    fn a_disabled_state_records_nothing() {
+        let state = AdminState::new(AdminOptions {
+            enabled: false,
+            ..AdminOptions::default()
+        });
+        let clock = ManualClock::new(0);
+        state.record(&LimitKey::new("n", "k"), Status::OverLimit, &clock);
+        assert_eq!(state.decisions(), (0, 0));
+        assert_eq!(state.tracked_keys(), 0);
+    }
+}
