@@ -492,6 +492,8 @@ impl Node {
     ) -> (usize, proto::RateLimitResp) {
         let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
         if let Some(applied) = self.store.apply_existing(key.clone(), &request) {
+            self.admin
+                .record(&key, applied.decision.status, self.clock.as_ref());
             self.record_decision(CallType::Local, applied.decision);
             self.counters.cache_hit.inc();
             return (index, decision_response(applied.decision));
