@@ -8,7 +8,7 @@
 //! [`MAX_ROUNDS`] times). A batch that cannot be delivered stays here. Finally every joined peer is
 //! told the pass is complete.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,6 +83,15 @@ async fn run(
         if node.handoff().is_leaving() {
             continue;
         }
+        // Only keys held when the change was seen can have been owned here under the old ring.
+        // Keys created since are this node's own under the new ring, or copies of GLOBAL limits
+        // owned elsewhere: those must stay (the owner has the authoritative state).
+        let held_before: HashSet<LimitKey> = node
+            .store()
+            .entries()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
         let options = node.handoff().options();
         let current = node.peers().membership();
         if current.ring.peers() == last.peers() {
@@ -115,7 +124,14 @@ async fn run(
             continue;
         }
         let _one_at_a_time = node.handoff().pass_lock().lock().await;
-        let report = pass(&node, Some(&last), &current.ring, &joined).await;
+        let report = pass(
+            &node,
+            Some(&last),
+            &current.ring,
+            &joined,
+            Some(&held_before),
+        )
+        .await;
         if report.moved > 0 || report.kept > 0 {
             tracing::info!(
                 moved = report.moved,
@@ -129,15 +145,22 @@ async fn run(
 }
 
 /// One pass: moves the keys `me` owned in `before` (every key when `None`) and another peer owns
-/// in `after`, then tells every peer of `complete_to` that it is done.
+/// in `after` (only those in `held_before`, when given), then tells every peer of `complete_to`
+/// that it is done.
 pub async fn pass(
     node: &Node,
     before: Option<&Ring>,
     after: &Ring,
     complete_to: &[String],
+    held_before: Option<&HashSet<LimitKey>>,
 ) -> PassReport {
     let me = node.peers().me().grpc_address.clone();
-    let batches = plan::plan(node.store().entries(), before, after, &me, BATCH_LIMIT);
+    let entries = node
+        .store()
+        .entries()
+        .into_iter()
+        .filter(|(key, _)| held_before.is_none_or(|held| held.contains(key)));
+    let batches = plan::plan(entries, before, after, &me, BATCH_LIMIT);
     let mut clients = Clients::default();
     let mut report = PassReport::default();
     for batch in batches {
@@ -280,7 +303,7 @@ pub async fn leave(node: &Node) -> Vec<PeerInfo> {
     }
     node.handoff().start_leaving(ring.clone());
     let _one_at_a_time = node.handoff().pass_lock().lock().await;
-    let report = pass(node, None, &ring, &[]).await;
+    let report = pass(node, None, &ring, &[], None).await;
     tracing::info!(
         moved = report.moved,
         kept = report.kept,
@@ -338,7 +361,7 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
         ring
     };
     let _one_at_a_time = node.handoff().pass_lock().lock().await;
-    let report = pass(node, None, &ring, &[]).await;
+    let report = pass(node, None, &ring, &[], None).await;
     if report.moved > 0 || report.kept > 0 {
         tracing::info!(
             moved = report.moved,
