@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod owner_failure;
 pub mod peers;
 pub mod proto;
 pub mod request;

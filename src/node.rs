@@ -20,6 +20,7 @@ use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::global::pending::Added;
 use crate::global::{GlobalOptions, GlobalState, replica};
 use crate::metrics::{ItemCounters, Metrics};
+use crate::owner_failure::{self, OwnerFailureOptions, OwnerFailurePolicy, OwnerFallback};
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
@@ -43,6 +44,7 @@ pub struct Node {
     limits: InputLimits,
     registration: Option<Arc<AtomicBool>>,
     shutting_down: AtomicBool,
+    owner_fallback: OwnerFallback,
 }
 
 /// What builds a [`Node`].
@@ -65,6 +67,8 @@ pub struct NodeOptions {
     pub metrics: Metrics,
     /// Limits on item fields.
     pub limits: InputLimits,
+    /// What to answer when an owner cannot be reached.
+    pub owner_failure: OwnerFailureOptions,
 }
 
 /// How an item was answered, as `gubernator_getratelimit_counter{calltype}` counts it.
@@ -104,6 +108,7 @@ impl Node {
                     .inc(),
             }),
         );
+        let owner_fallback = OwnerFallback::new(options.owner_failure, Arc::clone(&options.clock));
         Self {
             store,
             clock: options.clock,
@@ -116,6 +121,7 @@ impl Node {
             limits: options.limits,
             registration: options.registration,
             shutting_down: AtomicBool::new(false),
+            owner_fallback,
         }
     }
 
@@ -401,7 +407,9 @@ impl Node {
                 match self.route(&self.peers.membership(), &item) {
                     Route::Local => return self.evaluate_local(item, &request),
                     Route::Owner(new_owner) => (
-                        self.clients.forward(&new_owner, item, no_batching).await,
+                        self.clients
+                            .forward(&new_owner, item.clone(), no_batching)
+                            .await,
                         new_owner,
                     ),
                 }
@@ -424,13 +432,39 @@ impl Node {
                     .check_error_counter
                     .with_label_values(&["forward_failed"])
                     .inc();
-                proto::RateLimitResp {
-                    error: format!("error while forwarding to owner {owner}: {error}"),
-                    metadata: [(OWNER_METADATA_KEY.to_string(), owner)].into(),
-                    ..Default::default()
-                }
+                self.answer_without_owner(item, &request, owner, &error)
             }
         }
+    }
+
+    /// Answers an item whose owner could not be reached, as `GUBER_OWNER_FAILURE_POLICY` says
+    /// (see [`owner_failure`]).
+    fn answer_without_owner(
+        &self,
+        item: proto::RateLimitReq,
+        request: &RateLimitRequest,
+        owner: String,
+        error: &ForwardError,
+    ) -> proto::RateLimitResp {
+        let policy = self.owner_fallback.policy();
+        if policy == OwnerFailurePolicy::Error || !owner_failure::owner_unreachable(error) {
+            return owner_failure::error_response(&owner, error);
+        }
+        if request.behavior.contains(Behavior::GLOBAL) {
+            // A GLOBAL limit already has a local copy whose owed hits reconcile with the owner.
+            let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
+            let mut response = self.evaluate_global_copy(key, item, request, owner);
+            owner_failure::mark_fallback(&mut response);
+            return response;
+        }
+        let (response, decision) = self.owner_fallback.answer(item, request, owner);
+        self.record_decision(CallType::Local, decision);
+        response
+    }
+
+    /// The fallback buckets and owed hits of `GUBER_OWNER_FAILURE_POLICY=local`.
+    pub fn owner_fallback(&self) -> &OwnerFallback {
+        &self.owner_fallback
     }
 
     fn record_failure(&self, peer: &str, error: &ForwardError) {

@@ -22,7 +22,9 @@ use crate::global::{self, GlobalOptions};
 use crate::grpc::{PeersService, V1Service};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
+use crate::owner_failure::{self, OwnerFailureOptions};
 use crate::peers::client::PeerClientOptions;
+use crate::peers::liveness::LivenessConfig;
 use crate::peers::discovery::{self, DiscoveryHandle};
 use crate::peers::{PeerInfo, PeerList};
 use crate::proto;
@@ -117,6 +119,12 @@ pub async fn start_with_clock(
             batch: batch_config(config)?,
             timeout: config.batch_timeout,
             max_message_size: max_request_size,
+            liveness: LivenessConfig {
+                threshold: config.peer_down_threshold,
+                backoff: config.peer_down_backoff,
+                max_backoff: config.peer_down_max_backoff,
+                probe_timeout: config.batch_timeout,
+            },
         },
         peer_failure_window: config.peer_failure_window,
         registration: discovery.registration_flag(),
@@ -130,6 +138,13 @@ pub async fn start_with_clock(
         metrics: Metrics::new(),
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
+        },
+        owner_failure: OwnerFailureOptions {
+            policy: config.owner_failure_policy,
+            fallback_capacity: config.cache_size,
+            sync_wait: config.global_sync_wait,
+            timeout: config.batch_timeout,
+            ..OwnerFailureOptions::default()
         },
     }));
 
@@ -172,6 +187,8 @@ pub async fn start_with_clock(
     ));
 
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
+    // Sends hits taken locally while owners were unreachable; ends with the server.
+    tokio::spawn(owner_failure::run(Arc::clone(&node), stopped.clone()));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
     let http_task = tokio::spawn(async move {
