@@ -110,7 +110,7 @@ DOC
   crash itself. A dead owner is detected on the first refused connection, or after
   `GUBER_PEER_DOWN_THRESHOLD` (3) consecutive failed calls (timeouts), and then its items fail at
   once instead of each waiting for `GUBER_BATCH_TIMEOUT`; it is probed again after
-  `GUBER_PEER_DOWN_BACKOFF` (1 s, doubling up to `GUBER_PEER_DOWN_MAX_BACKOFF`, 8 s). After its etcd
+  `GUBER_PEER_DOWN_BACKOFF` (1 s, doubling up to `GUBER_PEER_DOWN_MAX_BACKOFF`, 4 s). After its etcd
   lease TTL at the latest the dead node leaves every ring and its keys are answered by a live owner.
 - **`GUBER_OWNER_FAILURE_POLICY=local`**: while the owner is unreachable, each node that receives a
   key answers it from a fallback bucket of its own, which starts full. The bound, per key and per

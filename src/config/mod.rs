@@ -231,7 +231,7 @@ pub struct ServerConfig {
     pub peer_down_backoff: Duration,
 
     /// The longest a peer stays down between probes.
-    #[arg(long, env = "GUBER_PEER_DOWN_MAX_BACKOFF", default_value = "8s", value_parser = go_duration::parse)]
+    #[arg(long, env = "GUBER_PEER_DOWN_MAX_BACKOFF", default_value = "4s", value_parser = go_duration::parse)]
     pub peer_down_max_backoff: Duration,
 }
 

@@ -41,7 +41,7 @@ impl Default for LivenessConfig {
         Self {
             threshold: DEFAULT_THRESHOLD,
             backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(8),
+            max_backoff: Duration::from_secs(4),
             probe_timeout: Duration::from_millis(500),
         }
     }
