@@ -305,8 +305,8 @@ mod tests {
         clock: &ManualClock,
         item: proto::RateLimitReq,
     ) -> proto::RateLimitResp {
-        let request = request::validate(&item, clock.now_ms(), InputLimits::default())
-            .expect("valid item");
+        let request =
+            request::validate(&item, clock.now_ms(), InputLimits::default()).expect("valid item");
         fallback.answer(item, &request, "b:1051".into()).0
     }
 
@@ -382,7 +382,11 @@ mod tests {
         assert_eq!(fallback.put_back(failed), 0);
         let owed = fallback.take_owed();
         assert_eq!(owed[0].1.hits, 5);
-        assert_eq!(owed[0].1.created_at, Some(1_000_000), "the older window start");
+        assert_eq!(
+            owed[0].1.created_at,
+            Some(1_000_000),
+            "the older window start"
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ async fn wait_serving(grpc: &str) -> V1Client<Channel> {
         {
             return client;
         }
-        assert!(Instant::now() < deadline, "{grpc} did not start within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "{grpc} did not start within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -277,7 +280,12 @@ async fn a_killed_owner_fails_its_items_fast_and_its_keys_move_after_the_lease_t
         !members(&a).contains(&victim) && !members(&b).contains(&victim)
     })
     .await;
-    assert!(gone_everywhere, "a: {:?}, b: {:?}", members(&a), members(&b));
+    assert!(
+        gone_everywhere,
+        "a: {:?}, b: {:?}",
+        members(&a),
+        members(&b)
+    );
     a.shutdown().await.expect("clean shutdown");
     b.shutdown().await.expect("clean shutdown");
 }

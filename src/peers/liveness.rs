@@ -306,7 +306,11 @@ mod tests {
         liveness.on_failure(PEER, Failure::Call, "timed out");
         assert_eq!(down_for(liveness.admit(PEER)), 1_000);
         assert!(liveness.is_down(PEER));
-        assert_eq!(liveness.admit("c:1051"), Admission::Up, "other peers are up");
+        assert_eq!(
+            liveness.admit("c:1051"),
+            Admission::Up,
+            "other peers are up"
+        );
     }
 
     #[test]
@@ -339,7 +343,11 @@ mod tests {
         assert_eq!(down_for(liveness.admit(PEER)), 1);
         clock.advance(1);
         assert_eq!(liveness.admit(PEER), Admission::Probe);
-        assert_eq!(down_for(liveness.admit(PEER)), 500, "the probe is in flight");
+        assert_eq!(
+            down_for(liveness.admit(PEER)),
+            500,
+            "the probe is in flight"
+        );
         // The probe never reported (its caller gave up): after its timeout another call probes.
         clock.advance(500);
         assert_eq!(liveness.admit(PEER), Admission::Probe);
