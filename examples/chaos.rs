@@ -56,13 +56,14 @@ struct Options {
     #[arg(long, default_value_t = 10)]
     interval_ms: u64,
     /// Watched keys per phase.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 9)]
     watched_keys: usize,
     /// Limit of each watched key per window.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 100)]
     limit: i64,
-    /// Window of each watched key, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Window of each watched key, in milliseconds (longer than a phase, so that the oracle is
+    /// exactly one limit per key and any lost count shows).
+    #[arg(long, default_value_t = 60_000)]
     window_ms: i64,
 }
 
@@ -630,7 +631,7 @@ impl Load {
                 (Some(start), None) => start.elapsed().as_secs_f64(),
                 _ => 0.0,
             };
-            let (mut admitted, mut allowed, mut over_keys, mut worst) = (0i64, 0i64, 0, 0i64);
+            let (mut admitted, mut allowed, mut over_keys, mut worst) = (0i64, 0i64, 0, i64::MIN);
             for key in stats.watched.values() {
                 let elapsed = key.last_answered.duration_since(key.first_sent).as_millis() as i64;
                 // Token bucket windows start at a hit on an expired bucket and last window_ms,
@@ -657,10 +658,10 @@ impl Load {
                 stats.watched.len(),
                 admitted,
                 allowed,
-                if worst > 0 {
-                    format!("+{worst}")
-                } else {
-                    format!("{worst}")
+                match worst {
+                    i64::MIN => "n/a".to_string(),
+                    w if w > 0 => format!("+{w}"),
+                    w => w.to_string(),
                 },
             ));
         }
