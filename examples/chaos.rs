@@ -585,7 +585,7 @@ impl Load {
                     Ok(Ok(response)) => {
                         let responses = response.into_inner().responses;
                         for (index, answer) in responses.iter().enumerate() {
-                            if answer.metadata.get("fallback").is_some() {
+                            if answer.metadata.contains_key("fallback") {
                                 stats.fallback_answers += 1;
                             }
                             if !answer.error.is_empty() {

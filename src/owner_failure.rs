@@ -177,12 +177,12 @@ impl OwnerFallback {
     }
 
     /// Takes every limit's owed hits, oldest first.
-    pub fn take_owed(&self) -> Vec<(LimitKey, proto::RateLimitReq)> {
+    pub fn take_owed(&self) -> Vec<OwedHits> {
         lock(&self.owed).take(usize::MAX)
     }
 
     /// Puts back owed hits that could not be delivered; returns how many limits were dropped.
-    pub fn put_back(&self, failed: Vec<(LimitKey, proto::RateLimitReq)>) -> usize {
+    pub fn put_back(&self, failed: Vec<OwedHits>) -> usize {
         lock(&self.owed).put_back(failed)
     }
 
@@ -198,6 +198,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
+/// One limit's owed hits: its key and the summed item.
+type OwedHits = (LimitKey, proto::RateLimitReq);
 
 /// Sends owed hits every sync interval until `stop` turns true, then tries once more.
 pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
@@ -226,7 +229,7 @@ pub async fn reconcile(node: &Node) {
     if owed.is_empty() {
         return;
     }
-    let mut by_owner: Vec<(Option<String>, Vec<(LimitKey, proto::RateLimitReq)>)> = Vec::new();
+    let mut by_owner: Vec<(Option<String>, Vec<OwedHits>)> = Vec::new();
     for (key, item) in owed {
         let owner = node.owner_address(&item);
         match by_owner.iter_mut().find(|(o, _)| *o == owner) {
