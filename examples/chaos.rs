@@ -175,21 +175,31 @@ struct ChaosCluster {
     lease_ttl_secs: u64,
 }
 
-fn free_port() -> Result<u16, Error> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A free loopback port below Linux's ephemeral range (32768–60999): nodes are restarted on the
+/// same ports, and an ephemeral port could meanwhile become the source port of some outgoing
+/// connection. `taken` holds the ports already chosen.
+fn free_port(taken: &mut Vec<u16>) -> Result<u16, Error> {
+    let start = (std::process::id() as usize * 7919) % 10_000;
+    let port = (0..10_000)
+        .map(|i| 20_000 + ((start + i) % 10_000) as u16)
+        .find(|port| !taken.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .ok_or("no free loopback port between 20000 and 30000")?;
+    taken.push(port);
+    Ok(port)
 }
 
 impl ChaosCluster {
     fn new(options: &Options, dir: &Path) -> Result<Self, Error> {
+        let mut taken = Vec::new();
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push((free_port()?, free_port()?));
+            nodes.push((free_port(&mut taken)?, free_port(&mut taken)?));
         }
         Ok(Self {
             binary: options.binary.clone(),
             etcd_binary: options.etcd.clone(),
             dir: dir.to_path_buf(),
-            etcd_ports: (free_port()?, free_port()?),
+            etcd_ports: (free_port(&mut taken)?, free_port(&mut taken)?),
             etcd: None,
             nodes,
             children: vec![None, None, None],

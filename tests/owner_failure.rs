@@ -26,16 +26,27 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A free loopback port below Linux's ephemeral range (32768–60999), for a node that is restarted
+/// on the same address: an ephemeral port could meanwhile be taken as the source port of some
+/// outgoing connection, and the restart could not bind it.
+fn free_restartable_port() -> u16 {
+    let start = (std::process::id() as usize * 7919) % 10_000;
+    (0..10_000)
+        .map(|i| 20_000 + ((start + i) % 10_000) as u16)
+        .find(|&port| StdListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free loopback port between 20000 and 30000")
+}
+
 /// A `ringlimit` process on `grpc` (and a free HTTP port) with `args`.
 fn spawn_node(grpc: &str, args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ringlimit"))
         .arg(format!("--grpc-address={grpc}"))
         .arg(format!("--http-address=127.0.0.1:{}", free_port()))
         .args(args)
-        .env("GUBER_LOG_LEVEL", "warn")
+        .env("GUBER_LOG_LEVEL", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .expect("ringlimit starts")
@@ -215,7 +226,7 @@ async fn a_killed_owner_fails_its_items_fast_and_its_keys_move_after_the_lease_t
     let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
     let a = start_node(&flag_refs).await;
     let b = start_node(&flag_refs).await;
-    let victim = format!("127.0.0.1:{}", free_port());
+    let victim = format!("127.0.0.1:{}", free_restartable_port());
     let mut child = spawn_node(&victim, &flags);
     wait_serving(&victim).await;
     let all_three = eventually(Duration::from_secs(10), || async {
@@ -298,7 +309,7 @@ async fn a_killed_owner_with_the_local_policy_is_answered_locally_and_reconciled
         "--peer-down-max-backoff=400ms",
     ];
     let cluster = Cluster::start(2, &local).await;
-    let victim = format!("127.0.0.1:{}", free_port());
+    let victim = format!("127.0.0.1:{}", free_restartable_port());
     let mut static_flags = vec![
         "--peer-discovery-type=static".to_string(),
         format!(

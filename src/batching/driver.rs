@@ -209,6 +209,13 @@ impl From<tonic::Status> for ForwardError {
 }
 
 fn status_error(status: tonic::Status) -> ForwardError {
+    // A connection that fails under a call (the peer died) is reported as `Unknown` with the
+    // transport error as its source: the peer is unreachable, not answering with an error.
+    let broken_connection = std::error::Error::source(&status)
+        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    if broken_connection {
+        return ForwardError::Unavailable(status.message().to_string());
+    }
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Cancelled => {
             ForwardError::Unavailable(status.message().to_string())
