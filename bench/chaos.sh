@@ -125,7 +125,7 @@ DOC
   count includes them, and the next windows are exact again. Between the owner's return and the
   arrival of the owed hits (one sync interval plus one probe backoff at most), the returned owner
   starts from a full bucket, which is part of the crash's extra limit above.
-- **Client call errors** during the kill phase are calls that were in flight to the node at the
+- **Client call errors** during the kill phase, when there are any, are calls that were in flight to the node at the
   moment of SIGKILL (their connection is reset); the client then stops sending to it.
 - **etcd outage**: the nodes keep the last peer list while etcd is down and keep serving, so an
   outage of etcd alone changes no owner and admits nothing extra; the nodes register again when
