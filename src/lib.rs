@@ -31,6 +31,7 @@ pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod node;
+pub mod owner_failure;
 pub mod peers;
 pub mod proto;
 pub mod proxy;

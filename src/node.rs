@@ -22,6 +22,7 @@ use crate::global::pending::Added;
 use crate::global::{GlobalOptions, GlobalState, replica};
 use crate::handoff::{self, HandoffState, Miss};
 use crate::metrics::{ItemCounters, Metrics};
+use crate::owner_failure::{self, OwnerFailureOptions, OwnerFailurePolicy, OwnerFallback};
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
@@ -47,6 +48,7 @@ pub struct Node {
     shutting_down: AtomicBool,
     handoff: HandoffState,
     admin: AdminState,
+    owner_fallback: OwnerFallback,
 }
 
 /// What builds a [`Node`].
@@ -71,6 +73,8 @@ pub struct NodeOptions {
     pub limits: InputLimits,
     /// The admin views' settings.
     pub admin: AdminOptions,
+    /// What to answer when an owner cannot be reached.
+    pub owner_failure: OwnerFailureOptions,
 }
 
 /// How an item was answered, as `gubernator_getratelimit_counter{calltype}` counts it.
@@ -110,6 +114,7 @@ impl Node {
                     .inc(),
             }),
         );
+        let owner_fallback = OwnerFallback::new(options.owner_failure, Arc::clone(&options.clock));
         Self {
             store,
             clock: options.clock,
@@ -124,6 +129,7 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             handoff: HandoffState::default(),
             admin: AdminState::new(options.admin),
+            owner_fallback,
         }
     }
 
@@ -422,7 +428,9 @@ impl Node {
                 match self.route(&self.peers.membership(), &item) {
                     Route::Local => return self.evaluate_local(item, &request),
                     Route::Owner(new_owner) => (
-                        self.clients.forward(&new_owner, item, no_batching).await,
+                        self.clients
+                            .forward(&new_owner, item.clone(), no_batching)
+                            .await,
                         new_owner,
                     ),
                 }
@@ -445,11 +453,7 @@ impl Node {
                     .check_error_counter
                     .with_label_values(&["forward_failed"])
                     .inc();
-                proto::RateLimitResp {
-                    error: format!("error while forwarding to owner {owner}: {error}"),
-                    metadata: [(OWNER_METADATA_KEY.to_string(), owner)].into(),
-                    ..Default::default()
-                }
+                self.answer_without_owner(item, &request, owner, &error)
             }
         }
     }
@@ -541,6 +545,36 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Answers an item whose owner could not be reached, as `GUBER_OWNER_FAILURE_POLICY` says
+    /// (see [`owner_failure`]).
+    fn answer_without_owner(
+        &self,
+        item: proto::RateLimitReq,
+        request: &RateLimitRequest,
+        owner: String,
+        error: &ForwardError,
+    ) -> proto::RateLimitResp {
+        let policy = self.owner_fallback.policy();
+        if policy == OwnerFailurePolicy::Error || !owner_failure::owner_unreachable(error) {
+            return owner_failure::error_response(&owner, error);
+        }
+        if request.behavior.contains(Behavior::GLOBAL) {
+            // A GLOBAL limit already has a local copy whose owed hits reconcile with the owner.
+            let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
+            let mut response = self.evaluate_global_copy(key, item, request, owner);
+            owner_failure::mark_fallback(&mut response);
+            return response;
+        }
+        let (response, decision) = self.owner_fallback.answer(item, request, owner);
+        self.record_decision(CallType::Local, decision);
+        response
+    }
+
+    /// The fallback buckets and owed hits of `GUBER_OWNER_FAILURE_POLICY=local`.
+    pub fn owner_fallback(&self) -> &OwnerFallback {
+        &self.owner_fallback
     }
 
     fn record_failure(&self, peer: &str, error: &ForwardError) {

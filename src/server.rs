@@ -24,8 +24,10 @@ use crate::handoff::{self, HandoffOptions};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
+use crate::owner_failure::{self, OwnerFailureOptions};
 use crate::peers::client::PeerClientOptions;
 use crate::peers::discovery::{self, DiscoveryHandle};
+use crate::peers::liveness::LivenessConfig;
 use crate::peers::{PeerInfo, PeerList};
 use crate::proto;
 use crate::request::InputLimits;
@@ -120,6 +122,12 @@ pub async fn start_with_clock(
             batch: batch_config(config)?,
             timeout: config.batch_timeout,
             max_message_size: max_request_size,
+            liveness: LivenessConfig {
+                threshold: config.peer_down_threshold,
+                backoff: config.peer_down_backoff,
+                max_backoff: config.peer_down_max_backoff,
+                probe_timeout: config.batch_timeout,
+            },
         },
         peer_failure_window: config.peer_failure_window,
         registration: discovery.registration_flag(),
@@ -135,6 +143,13 @@ pub async fn start_with_clock(
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
         },
         admin: config.admin_options(),
+        owner_failure: OwnerFailureOptions {
+            policy: config.owner_failure_policy,
+            fallback_capacity: config.cache_size,
+            sync_wait: config.global_sync_wait,
+            timeout: config.batch_timeout,
+            ..OwnerFailureOptions::default()
+        },
     }));
 
     let allow = Arc::new(crate::allow::AllowService::new(
@@ -205,6 +220,8 @@ pub async fn start_with_clock(
     ));
 
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
+    // Sends hits taken locally while owners were unreachable; ends with the server.
+    tokio::spawn(owner_failure::run(Arc::clone(&node), stopped.clone()));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
         .merge(crate::allow::http::router(allow))

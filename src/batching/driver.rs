@@ -48,6 +48,9 @@ pub enum ForwardError {
     /// The peer left the cluster (its queue was closed) before the item was sent.
     #[error("the peer left the cluster")]
     Closed,
+    /// The peer is marked down after repeated failures and is not being called for a while.
+    #[error("{0}")]
+    PeerDown(String),
 }
 
 impl ForwardError {
@@ -56,7 +59,10 @@ impl ForwardError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ForwardError::Timeout(_) | ForwardError::Unavailable(_) | ForwardError::Closed
+            ForwardError::Timeout(_)
+                | ForwardError::Unavailable(_)
+                | ForwardError::Closed
+                | ForwardError::PeerDown(_)
         )
     }
 }
@@ -82,6 +88,9 @@ pub struct PeerCallMetrics {
     pub queue_length: IntGauge,
 }
 
+/// Told the outcome of every batched call to the peer (for dead-peer detection).
+pub type CallObserver = Arc<dyn Fn(Result<(), &ForwardError>) + Send + Sync>;
+
 /// The sending side of one peer's batching task. Cloning shares the task; dropping the last
 /// clone lets the task finish what is queued and stop.
 #[derive(Clone)]
@@ -97,6 +106,17 @@ impl PeerBatcher {
         timeout: Duration,
         metrics: PeerCallMetrics,
     ) -> Result<Self, BatchConfigError> {
+        Self::spawn_observed(client, config, timeout, metrics, Arc::new(|_| {}))
+    }
+
+    /// Like [`PeerBatcher::spawn`], telling `observer` the outcome of every call.
+    pub fn spawn_observed(
+        client: PeersV1Client<Channel>,
+        config: BatchConfig,
+        timeout: Duration,
+        metrics: PeerCallMetrics,
+        observer: CallObserver,
+    ) -> Result<Self, BatchConfigError> {
         let queue = PeerQueue::new(config)?;
         // The channel only hands items to the task; the queue's own bound refuses the excess.
         let (sender, receiver) = mpsc::channel(queue.config().max_queue.max(1));
@@ -104,6 +124,7 @@ impl PeerBatcher {
             client,
             timeout,
             metrics: Arc::new(metrics),
+            observer,
         };
         tokio::spawn(run(queue, receiver, caller));
         Ok(Self { sender })
@@ -139,6 +160,7 @@ struct PeerCaller {
     client: PeersV1Client<Channel>,
     timeout: Duration,
     metrics: Arc<PeerCallMetrics>,
+    observer: CallObserver,
 }
 
 impl PeerCaller {
@@ -186,6 +208,7 @@ impl PeerCaller {
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
+        (self.observer)(outcome.as_ref().map(|_| ()));
         match outcome {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
@@ -209,6 +232,13 @@ impl From<tonic::Status> for ForwardError {
 }
 
 fn status_error(status: tonic::Status) -> ForwardError {
+    // A connection that fails under a call (the peer died) is reported as `Unknown` with the
+    // transport error as its source: the peer is unreachable, not answering with an error.
+    let broken_connection = std::error::Error::source(&status)
+        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    if broken_connection {
+        return ForwardError::Unavailable(status.message().to_string());
+    }
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Cancelled => {
             ForwardError::Unavailable(status.message().to_string())

@@ -283,6 +283,32 @@ pub struct ServerConfig {
     /// How long an admin view waits for each peer when answering for the cluster.
     #[arg(long, env = "GUBER_ADMIN_PEER_TIMEOUT", default_value = "2s", value_parser = go_duration::parse)]
     pub admin_peer_timeout: Duration,
+
+    /// What to answer for items whose owner cannot be reached: `error` (a per-item error naming
+    /// the owner) or `local` (answer from a local fallback bucket and send the hits to the owner
+    /// later).
+    #[arg(
+        long,
+        env = "GUBER_OWNER_FAILURE_POLICY",
+        value_enum,
+        default_value = "error",
+        ignore_case = true
+    )]
+    pub owner_failure_policy: crate::owner_failure::OwnerFailurePolicy,
+
+    /// Consecutive failed calls to a peer that mark it down (a refused connection marks it down at
+    /// once); calls to a down peer fail at once instead of waiting for timeouts.
+    #[arg(long, env = "GUBER_PEER_DOWN_THRESHOLD", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub peer_down_threshold: u32,
+
+    /// How long a peer stays down before one call probes it; doubles after each failed probe.
+    #[arg(long, env = "GUBER_PEER_DOWN_BACKOFF", default_value = "1s", value_parser = go_duration::parse)]
+    pub peer_down_backoff: Duration,
+
+    /// The longest a peer stays down between probes.
+    #[arg(long, env = "GUBER_PEER_DOWN_MAX_BACKOFF", default_value = "4s", value_parser = go_duration::parse)]
+    pub peer_down_max_backoff: Duration,
 }
 
 impl ServerConfig {
@@ -425,6 +451,19 @@ impl ServerConfig {
             (
                 "GUBER_ADMIN_PEER_TIMEOUT",
                 duration(self.admin_peer_timeout),
+            ),
+            (
+                "GUBER_OWNER_FAILURE_POLICY",
+                self.owner_failure_policy.as_str().to_string(),
+            ),
+            (
+                "GUBER_PEER_DOWN_THRESHOLD",
+                self.peer_down_threshold.to_string(),
+            ),
+            ("GUBER_PEER_DOWN_BACKOFF", duration(self.peer_down_backoff)),
+            (
+                "GUBER_PEER_DOWN_MAX_BACKOFF",
+                duration(self.peer_down_max_backoff),
             ),
         ]
     }
@@ -629,6 +668,10 @@ mod tests {
         assert!(error.contains("GUBER_BATCH_LIMIT"), "{error}");
         let error = parse(&["--peer-discovery-type", "carrier-pigeon"]).unwrap_err();
         assert!(error.contains("GUBER_PEER_DISCOVERY_TYPE"), "{error}");
+        let error = parse(&["--owner-failure-policy", "pray"]).unwrap_err();
+        assert!(error.contains("GUBER_OWNER_FAILURE_POLICY"), "{error}");
+        let error = parse(&["--peer-down-threshold", "0"]).unwrap_err();
+        assert!(error.contains("GUBER_PEER_DOWN_THRESHOLD"), "{error}");
     }
 
     #[test]

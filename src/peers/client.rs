@@ -2,13 +2,14 @@
 //! peer, created on first use and dropped when the peer leaves the cluster.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
 use crate::metrics::Metrics;
+use crate::peers::liveness::{Admission, Failure, LivenessConfig, MonotonicClock, PeerLiveness};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
 
 /// How peer clients are built.
@@ -20,6 +21,8 @@ pub struct PeerClientOptions {
     pub timeout: Duration,
     /// The largest message a peer call may carry.
     pub max_message_size: usize,
+    /// When a peer is judged down and left alone.
+    pub liveness: LivenessConfig,
 }
 
 /// The clients of every peer this node forwards to, keyed by gRPC address.
@@ -27,6 +30,7 @@ pub struct PeerClients {
     options: PeerClientOptions,
     metrics: Metrics,
     clients: RwLock<HashMap<String, PeerClient>>,
+    liveness: Arc<PeerLiveness>,
 }
 
 /// One peer's connection: direct calls, and the batching task for forwarded items.
@@ -39,11 +43,34 @@ struct PeerClient {
 impl PeerClients {
     /// An empty set of clients.
     pub fn new(options: PeerClientOptions, metrics: Metrics) -> Self {
+        let liveness = Arc::new(PeerLiveness::new(
+            options.liveness.clone(),
+            Arc::new(MonotonicClock::default()),
+        ));
         Self {
             options,
             metrics,
             clients: RwLock::new(HashMap::new()),
+            liveness,
         }
+    }
+
+    /// Which peers are down (calls to them fail at once with [`ForwardError::PeerDown`]).
+    pub fn liveness(&self) -> &PeerLiveness {
+        &self.liveness
+    }
+
+    /// Fails at once when `address` is marked down.
+    fn admit(&self, address: &str) -> Result<(), ForwardError> {
+        match self.liveness.admit(address) {
+            Admission::Up | Admission::Probe => Ok(()),
+            Admission::Down(down) => Err(ForwardError::PeerDown(down.to_string())),
+        }
+    }
+
+    /// Records the outcome of a direct call to `address`.
+    fn observe<T>(&self, address: &str, outcome: &Result<T, ForwardError>) {
+        observe(&self.liveness, address, outcome.as_ref().map(|_| ()));
     }
 
     /// Forwards `item` to the peer at `address` and waits for its answer.
@@ -53,6 +80,7 @@ impl PeerClients {
         item: proto::RateLimitReq,
         no_batching: bool,
     ) -> Result<proto::RateLimitResp, ForwardError> {
+        self.admit(address)?;
         let client = self.client(address)?;
         client.batcher.forward(item, no_batching).await
     }
@@ -65,22 +93,28 @@ impl PeerClients {
         items: Vec<proto::RateLimitReq>,
         timeout: Duration,
     ) -> Result<Vec<proto::RateLimitResp>, ForwardError> {
+        self.admit(address)?;
         let mut grpc = self.client(address)?.grpc;
         let sent = items.len();
         let call = grpc.get_peer_rate_limits(proto::GetPeerRateLimitsReq { requests: items });
-        let answers = tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| ForwardError::Timeout(timeout))?
-            .map_err(ForwardError::from)?
-            .into_inner()
-            .rate_limits;
-        if answers.len() != sent {
-            return Err(ForwardError::Mismatch {
-                sent,
-                answered: answers.len(),
-            });
+        let outcome = async {
+            let answers = tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| ForwardError::Timeout(timeout))?
+                .map_err(ForwardError::from)?
+                .into_inner()
+                .rate_limits;
+            if answers.len() != sent {
+                return Err(ForwardError::Mismatch {
+                    sent,
+                    answered: answers.len(),
+                });
+            }
+            Ok(answers)
         }
-        Ok(answers)
+        .await;
+        self.observe(address, &outcome);
+        outcome
     }
 
     /// Sends GLOBAL state to the peer at `address` (`UpdatePeerGlobals`), bounded by `timeout`.
@@ -90,13 +124,16 @@ impl PeerClients {
         globals: Vec<proto::UpdatePeerGlobal>,
         timeout: Duration,
     ) -> Result<(), ForwardError> {
+        self.admit(address)?;
         let mut grpc = self.client(address)?.grpc;
         let call = grpc.update_peer_globals(proto::UpdatePeerGlobalsReq { globals });
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| ForwardError::Timeout(timeout))?
-            .map_err(ForwardError::from)?;
-        Ok(())
+        let outcome = match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(ForwardError::Timeout(timeout)),
+            Ok(Err(status)) => Err(ForwardError::from(status)),
+            Ok(Ok(_)) => Ok(()),
+        };
+        self.observe(address, &outcome);
+        outcome
     }
 
     /// Drops the clients of peers not in `addresses` (their queued items are still sent).
@@ -106,6 +143,7 @@ impl PeerClients {
             Err(poisoned) => poisoned.into_inner(),
         };
         clients.retain(|address, _| addresses.contains(&address.as_str()));
+        self.liveness.retain(|peer| addresses.contains(&peer));
     }
 
     /// The number of peers with a client.
@@ -161,16 +199,49 @@ impl PeerClients {
                 .batch_queue_length
                 .with_label_values(&[address]),
         };
-        let batcher = PeerBatcher::spawn(
+        let liveness = Arc::clone(&self.liveness);
+        let peer = address.to_string();
+        let batcher = PeerBatcher::spawn_observed(
             client.clone(),
             self.options.batch.clone(),
             self.options.timeout,
             metrics,
+            Arc::new(move |outcome| observe(&liveness, &peer, outcome)),
         )
         .map_err(|error| ForwardError::Unavailable(format!("invalid batching: {error}")))?;
         Ok(PeerClient {
             grpc: client,
             batcher,
         })
+    }
+}
+
+/// Tells `liveness` what a call's outcome says about the peer. Failures that are about the
+/// request or this node (a full queue, an overloaded or refusing peer) say nothing about whether
+/// the peer is alive.
+fn observe(liveness: &PeerLiveness, address: &str, outcome: Result<(), &ForwardError>) {
+    match outcome {
+        Ok(()) => liveness.on_success(address),
+        Err(error) => {
+            if let Some(failure) = liveness_failure(error) {
+                liveness.on_failure(address, failure, &error.to_string());
+            }
+        }
+    }
+}
+
+/// How a failed call counts towards marking its peer down, if at all.
+pub fn liveness_failure(error: &ForwardError) -> Option<Failure> {
+    match error {
+        ForwardError::Unavailable(_) => Some(Failure::Connection),
+        ForwardError::Timeout(_) | ForwardError::Mismatch { .. } => Some(Failure::Call),
+        ForwardError::Status { code, .. } => match code {
+            tonic::Code::ResourceExhausted
+            | tonic::Code::InvalidArgument
+            | tonic::Code::OutOfRange
+            | tonic::Code::Cancelled => None,
+            _ => Some(Failure::Call),
+        },
+        ForwardError::QueueFull | ForwardError::Closed | ForwardError::PeerDown(_) => None,
     }
 }

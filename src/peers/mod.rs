@@ -7,6 +7,7 @@
 pub mod client;
 pub mod discovery;
 pub mod failures;
+pub mod liveness;
 pub mod ring;
 
 use std::sync::{Arc, RwLock};

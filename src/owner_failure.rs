@@ -1,0 +1,429 @@
+//! What a node answers when the owner of a key cannot be reached (`GUBER_OWNER_FAILURE_POLICY`).
+//!
+//! A forwarded item whose owner timed out, refused the connection, left, or is marked down (see
+//! [`crate::peers::liveness`]) is answered by policy:
+//!
+//! - **`error`** (the default, Gubernator's behaviour): a per-item error that names the owner. The
+//!   limit is never over-admitted, but callers must decide what to do without an answer.
+//! - **`local`**: the receiving node answers from a *fallback bucket* of its own (a separate,
+//!   bounded store, so fallback state is never mistaken for owned state), marks the answer with
+//!   `metadata.fallback = "local"`, and owes the owner the hits it admitted. Owed hits are summed
+//!   per limit ([`PendingHits`], as for GLOBAL limits) and sent every sync interval, with
+//!   `DRAIN_OVER_LIMIT`, to whoever owns the key then: the old owner when it comes back, a new owner
+//!   once the dead one has left the ring, or this node itself. Undelivered hits are put back. GLOBAL
+//!   items use the node's GLOBAL copy instead, whose owed hits already reconcile the same way.
+//!
+//! Under `local`, while the owner is unreachable every node that receives a key admits up to its
+//! limit per window from its own fallback bucket; `docs/reliability.md` states the bound.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::watch;
+
+use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
+use crate::batching::ForwardError;
+use crate::clock::Clock;
+use crate::error::MAX_BATCH_SIZE;
+use crate::global::pending::{Added, PendingHits};
+use crate::node::{Node, OWNER_METADATA_KEY};
+use crate::proto;
+use crate::request::LimitKey;
+use crate::store::LimitStore;
+
+/// The metadata key set on answers given without the owner; its value names the policy
+/// (`local`).
+pub const FALLBACK_METADATA_KEY: &str = "fallback";
+
+/// What to answer for items whose owner cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OwnerFailurePolicy {
+    /// A per-item error naming the owner (Gubernator's behaviour).
+    #[default]
+    Error,
+    /// Answer from a local fallback bucket and send the admitted hits to the owner later.
+    Local,
+}
+
+impl OwnerFailurePolicy {
+    /// The policy's configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerFailurePolicy::Error => "error",
+            OwnerFailurePolicy::Local => "local",
+        }
+    }
+}
+
+/// How a node handles unreachable owners.
+#[derive(Debug, Clone)]
+pub struct OwnerFailureOptions {
+    /// The policy (`GUBER_OWNER_FAILURE_POLICY`).
+    pub policy: OwnerFailurePolicy,
+    /// The most fallback buckets held (the cache size).
+    pub fallback_capacity: u64,
+    /// The most limits with owed hits held; beyond it new ones are dropped (and logged).
+    pub max_pending: usize,
+    /// How often owed hits are sent (`GUBER_GLOBAL_SYNC_WAIT`).
+    pub sync_wait: Duration,
+    /// Timeout of one reconciliation call (`GUBER_BATCH_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+impl Default for OwnerFailureOptions {
+    fn default() -> Self {
+        Self {
+            policy: OwnerFailurePolicy::Error,
+            fallback_capacity: 50_000,
+            max_pending: 100_000,
+            sync_wait: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Whether `error` means the owner could not be reached, so the policy applies. Other failures
+/// (a full local queue, an owner that refused the request) are answered as errors whatever the
+/// policy: answering locally would hide overload rather than an outage.
+pub fn owner_unreachable(error: &ForwardError) -> bool {
+    error.is_retryable()
+}
+
+/// The per-item error for an item whose owner could not be reached; it names the owner, in
+/// Gubernator's wording.
+pub fn error_response(owner: &str, error: &ForwardError) -> proto::RateLimitResp {
+    proto::RateLimitResp {
+        error: format!("error while forwarding to owner {owner}: {error}"),
+        metadata: [(OWNER_METADATA_KEY.to_string(), owner.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// Marks an answer as given without its owner.
+pub fn mark_fallback(response: &mut proto::RateLimitResp) {
+    response.metadata.insert(
+        FALLBACK_METADATA_KEY.to_string(),
+        OwnerFailurePolicy::Local.as_str().to_string(),
+    );
+}
+
+/// Whether a fallback decision consumed hits the owner must be told about: admitted hits (or
+/// drained ones), and resets; never refused hits, which the cluster did not admit.
+pub fn owes_owner(request: &RateLimitRequest, decision: &Decision) -> bool {
+    let consumed = request.hits != 0
+        && (decision.status == Status::UnderLimit
+            || request.behavior.contains(Behavior::DRAIN_OVER_LIMIT));
+    consumed || request.behavior.contains(Behavior::RESET_REMAINING)
+}
+
+/// A node's fallback buckets and the hits it owes owners.
+pub struct OwnerFallback {
+    options: OwnerFailureOptions,
+    store: LimitStore,
+    owed: Mutex<PendingHits>,
+}
+
+impl OwnerFallback {
+    /// Empty fallback state; time from `clock` (the node's clock).
+    pub fn new(options: OwnerFailureOptions, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store: LimitStore::new(options.fallback_capacity.max(1), clock),
+            owed: Mutex::new(PendingHits::new(options.max_pending)),
+            options,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> OwnerFailurePolicy {
+        self.options.policy
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &OwnerFailureOptions {
+        &self.options
+    }
+
+    /// Answers `item` (validated as `request`, stamped with its `created_at`) from this node's
+    /// fallback bucket, and records the hits owed to the owner. Returns the answer and the decision.
+    pub fn answer(
+        &self,
+        item: proto::RateLimitReq,
+        request: &RateLimitRequest,
+        owner: String,
+    ) -> (proto::RateLimitResp, Decision) {
+        let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
+        let decision = self.store.apply(key.clone(), request).decision;
+        if owes_owner(request, &decision) {
+            let mut owed = item;
+            owed.created_at = Some(request.created_at);
+            owed.behavior |= Behavior::DRAIN_OVER_LIMIT.bits();
+            if lock(&self.owed).add(key, owed) == Added::Dropped {
+                tracing::warn!(
+                    "too many limits owe hits to unreachable owners; hits taken locally are dropped"
+                );
+            }
+        }
+        let mut response = proto::RateLimitResp {
+            status: decision.status.wire(),
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_time: decision.reset_time,
+            error: String::new(),
+            metadata: [(OWNER_METADATA_KEY.to_string(), owner)].into(),
+        };
+        mark_fallback(&mut response);
+        (response, decision)
+    }
+
+    /// Takes every limit's owed hits, oldest first.
+    pub fn take_owed(&self) -> Vec<OwedHits> {
+        lock(&self.owed).take(usize::MAX)
+    }
+
+    /// Puts back owed hits that could not be delivered; returns how many limits were dropped.
+    pub fn put_back(&self, failed: Vec<OwedHits>) -> usize {
+        lock(&self.owed).put_back(failed)
+    }
+
+    /// The number of limits with owed hits.
+    pub fn owed_len(&self) -> usize {
+        lock(&self.owed).len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// One limit's owed hits: its key and the summed item.
+type OwedHits = (LimitKey, proto::RateLimitReq);
+
+/// Sends owed hits every sync interval until `stop` turns true, then tries once more.
+pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    if node.owner_fallback().policy() != OwnerFailurePolicy::Local {
+        return;
+    }
+    let mut ticker = tokio::time::interval(node.owner_fallback().options.sync_wait);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => false,
+            changed = stop.wait_for(|stop| *stop) => { let _ = changed; true }
+        };
+        reconcile(&node).await;
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// Sends every owed hit to the key's current owner (or applies it here when this node owns the
+/// key now); puts back what could not be delivered.
+pub async fn reconcile(node: &Node) {
+    let fallback = node.owner_fallback();
+    let owed = fallback.take_owed();
+    if owed.is_empty() {
+        return;
+    }
+    let mut by_owner: Vec<(Option<String>, Vec<OwedHits>)> = Vec::new();
+    for (key, item) in owed {
+        let owner = node.owner_address(&item);
+        match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, entries)) => entries.push((key, item)),
+            None => by_owner.push((owner, vec![(key, item)])),
+        }
+    }
+    let timeout = fallback.options.timeout;
+    let sends = by_owner.into_iter().flat_map(|(owner, entries)| {
+        let chunks: Vec<Vec<_>> = entries
+            .chunks(MAX_BATCH_SIZE)
+            .map(<[_]>::to_vec)
+            .collect();
+        chunks.into_iter().map(move |chunk| {
+            let owner = owner.clone();
+            async move {
+                let items: Vec<proto::RateLimitReq> =
+                    chunk.iter().map(|(_, item)| item.clone()).collect();
+                let delivered = match &owner {
+                    None => node.get_peer_rate_limits(items).await.is_ok(),
+                    Some(owner) => match node
+                        .peer_clients()
+                        .get_peer_rate_limits(owner, items, timeout)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(%owner, limits = chunk.len(), "hits taken while the owner was unreachable were delivered");
+                            true
+                        }
+                        Err(error) => {
+                            tracing::debug!(%owner, %error, "owed hits not delivered; will retry");
+                            false
+                        }
+                    },
+                };
+                if delivered { Vec::new() } else { chunk }
+            }
+        })
+    });
+    let failed: Vec<_> = join_all(sends).await.into_iter().flatten().collect();
+    if !failed.is_empty() {
+        let dropped = fallback.put_back(failed);
+        if dropped > 0 {
+            tracing::warn!(dropped, "owed hits dropped: too many limits are waiting");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::request::{self, InputLimits};
+
+    fn item(hits: i64, limit: i64) -> proto::RateLimitReq {
+        proto::RateLimitReq {
+            name: "n".into(),
+            unique_key: "k".into(),
+            hits,
+            limit,
+            duration: 60_000,
+            ..Default::default()
+        }
+    }
+
+    fn fallback(clock: &Arc<ManualClock>) -> OwnerFallback {
+        let options = OwnerFailureOptions {
+            policy: OwnerFailurePolicy::Local,
+            ..OwnerFailureOptions::default()
+        };
+        OwnerFallback::new(options, Arc::clone(clock) as Arc<dyn Clock>)
+    }
+
+    fn answer(
+        fallback: &OwnerFallback,
+        clock: &ManualClock,
+        item: proto::RateLimitReq,
+    ) -> proto::RateLimitResp {
+        let request =
+            request::validate(&item, clock.now_ms(), InputLimits::default()).expect("valid item");
+        fallback.answer(item, &request, "b:1051".into()).0
+    }
+
+    #[test]
+    fn the_error_answer_names_the_owner() {
+        let response = error_response("b:1051", &ForwardError::Unavailable("refused".into()));
+        assert_eq!(
+            response.error,
+            "error while forwarding to owner b:1051: peer unavailable: refused"
+        );
+        assert_eq!(response.metadata[OWNER_METADATA_KEY], "b:1051");
+    }
+
+    #[test]
+    fn only_unreachable_owners_trigger_the_policy() {
+        assert!(owner_unreachable(&ForwardError::Timeout(
+            Duration::from_millis(500)
+        )));
+        assert!(owner_unreachable(&ForwardError::PeerDown("down".into())));
+        assert!(owner_unreachable(&ForwardError::Closed));
+        assert!(!owner_unreachable(&ForwardError::QueueFull));
+        assert!(!owner_unreachable(&ForwardError::Status {
+            code: tonic::Code::ResourceExhausted,
+            message: "busy".into()
+        }));
+    }
+
+    #[test]
+    fn the_fallback_bucket_admits_up_to_the_limit_and_owes_only_admitted_hits() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let fallback = fallback(&clock);
+        let mut admitted = 0;
+        for _ in 0..8 {
+            let response = answer(&fallback, &clock, item(1, 5));
+            assert_eq!(response.error, "");
+            assert_eq!(response.metadata[FALLBACK_METADATA_KEY], "local");
+            assert_eq!(response.metadata[OWNER_METADATA_KEY], "b:1051");
+            if response.status == proto::Status::UnderLimit as i32 {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 5);
+        let owed = fallback.take_owed();
+        assert_eq!(owed.len(), 1);
+        let (key, owed) = &owed[0];
+        assert_eq!(key, &LimitKey::new("n", "k"));
+        assert_eq!(owed.hits, 5, "refused hits are not owed");
+        assert_eq!(owed.created_at, Some(1_000_000));
+        assert!(Behavior::from_bits(owed.behavior).contains(Behavior::DRAIN_OVER_LIMIT));
+        assert_eq!(fallback.owed_len(), 0);
+    }
+
+    #[test]
+    fn reads_owe_nothing_and_resets_are_owed() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let fallback = fallback(&clock);
+        answer(&fallback, &clock, item(0, 5));
+        assert_eq!(fallback.owed_len(), 0);
+        let mut reset = item(0, 5);
+        reset.behavior = Behavior::RESET_REMAINING.bits();
+        answer(&fallback, &clock, reset);
+        assert_eq!(fallback.owed_len(), 1);
+    }
+
+    #[test]
+    fn undelivered_hits_are_put_back_and_merged_with_newer_ones() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let fallback = fallback(&clock);
+        answer(&fallback, &clock, item(2, 10));
+        let failed = fallback.take_owed();
+        clock.advance(1_000);
+        answer(&fallback, &clock, item(3, 10));
+        assert_eq!(fallback.put_back(failed), 0);
+        let owed = fallback.take_owed();
+        assert_eq!(owed[0].1.hits, 5);
+        assert_eq!(
+            owed[0].1.created_at,
+            Some(1_000_000),
+            "the older window start"
+        );
+    }
+
+    #[test]
+    fn a_new_window_admits_again() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let fallback = fallback(&clock);
+        assert_eq!(
+            answer(&fallback, &clock, item(5, 5)).status,
+            proto::Status::UnderLimit as i32
+        );
+        assert_eq!(
+            answer(&fallback, &clock, item(1, 5)).status,
+            proto::Status::OverLimit as i32
+        );
+        clock.advance(60_001);
+        assert_eq!(
+            answer(&fallback, &clock, item(1, 5)).status,
+            proto::Status::UnderLimit as i32
+        );
+    }
+
+    #[test]
+    fn policies_parse_by_name() {
+        use clap::ValueEnum;
+        assert_eq!(
+            OwnerFailurePolicy::from_str("local", true),
+            Ok(OwnerFailurePolicy::Local)
+        );
+        assert_eq!(
+            OwnerFailurePolicy::from_str("error", true),
+            Ok(OwnerFailurePolicy::Error)
+        );
+        assert!(OwnerFailurePolicy::from_str("maybe", true).is_err());
+        assert_eq!(OwnerFailurePolicy::default(), OwnerFailurePolicy::Error);
+        assert_eq!(OwnerFailurePolicy::Local.as_str(), "local");
+    }
+}
