@@ -192,6 +192,15 @@ impl PeerCaller {
         let call = client.get_peer_rate_limits(request);
         let outcome = match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
+            // The client's own `grpc-timeout` can fire a moment before ours: still a timeout.
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                ) && started.elapsed() >= timeout =>
+            {
+                Err(ForwardError::Timeout(timeout))
+            }
             Ok(Err(status)) => Err(status_error(status)),
             Ok(Ok(response)) => {
                 let answers = response.into_inner().rate_limits;
