@@ -26,3 +26,4 @@ pub mod proto;
 pub mod request;
 pub mod server;
 pub mod store;
+pub mod tls;

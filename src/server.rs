@@ -63,6 +63,9 @@ pub enum ServerError {
     /// In-flight calls did not finish within the shutdown timeout.
     #[error("in-flight calls did not finish within {0:?}")]
     ShutdownTimeout(Duration),
+    /// The TLS settings or files are unusable (the message names the variable).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A node that is serving. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -90,6 +93,7 @@ pub async fn start_with_clock(
     config: &ServerConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, ServerError> {
+    let tls = crate::tls::from_config(config)?;
     let grpc_listener = bind(&config.grpc_address).await?;
     let http_listener = bind(&config.http_address).await?;
     let grpc_address = local_address(&grpc_listener, &config.grpc_address)?;
@@ -117,6 +121,7 @@ pub async fn start_with_clock(
             batch: batch_config(config)?,
             timeout: config.batch_timeout,
             max_message_size: max_request_size,
+            tls: tls.as_ref().map(|tls| tls.peer_connector()),
         },
         peer_failure_window: config.peer_failure_window,
         registration: discovery.registration_flag(),
@@ -159,28 +164,51 @@ pub async fn start_with_clock(
             proto::v1_server::V1Server::new(V1Service::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
         )
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
-        )
+            crate::tls::peer_auth::PeerAuthInterceptor::new(
+                tls.as_ref()
+                    .is_some_and(|tls| tls.settings().peers_require_client_certificate()),
+            ),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let grpc_task = tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(grpc_listener),
-        wait_for_stop(stopped.clone()),
-    ));
+    let grpc_task = match &tls {
+        Some(tls) => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
+            tls.grpc_incoming(grpc_listener),
+            wait_for_stop(stopped.clone()),
+        )),
+        None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            wait_for_stop(stopped.clone()),
+        )),
+    };
+    if let Some(tls) = &tls {
+        tls.spawn_reload_on_sighup(stopped.clone());
+    }
 
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size);
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_router)
-            .with_graceful_shutdown(wait_for_stop(stopped))
-            .await
-    });
+    let http_task = match &tls {
+        Some(tls) => {
+            let incoming = tls.http_incoming(http_listener);
+            tokio::spawn(async move {
+                axum::serve(incoming, http_router)
+                    .with_graceful_shutdown(wait_for_stop(stopped))
+                    .await
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(http_listener, http_router)
+                .with_graceful_shutdown(wait_for_stop(stopped))
+                .await
+        }),
+    };
 
-    tracing::info!(grpc = %grpc_address, http = %http_address, "ringlimit is serving");
+    tracing::info!(grpc = %grpc_address, http = %http_address, tls = tls.is_some(), "ringlimit is serving");
     Ok(RunningServer {
         grpc_address,
         http_address,
