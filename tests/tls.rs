@@ -708,3 +708,100 @@ fn the_binary_reports_bad_tls_settings_as_one_line() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("GUBER_TLS_CLIENT_AUTH"));
 }
+
+/// Runs the binary with `args` (bounded to 30 s) and returns (exit code, stdout, stderr).
+async fn run_client(args: &[String]) -> (Option<i32>, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringlimit"));
+    command
+        .args(args)
+        .env_remove("GUBER_TLS_CA")
+        .env_remove("GUBER_TLS_CERT")
+        .env_remove("GUBER_TLS_KEY")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("the client finishes in time")
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_subcommands_talk_to_an_mtls_node() {
+    let ca = Ca::new("operator CA");
+    let files = Files::new(&ca, &ca.leaf("node"));
+    let operator = ca.leaf("operator");
+    files.write("operator.pem", &operator.cert);
+    files.write("operator-key.pem", &operator.key);
+    let node = start_tls_node(&files.flags("require-and-verify")).await;
+    let tls_flags = vec![
+        format!("--tls-ca={}", files.path("ca.pem")),
+        format!("--tls-cert={}", files.path("operator.pem")),
+        format!("--tls-key={}", files.path("operator-key.pem")),
+    ];
+    let grpc = node.grpc_address().to_string();
+    let http = node.http_address().to_string();
+
+    let mut check = vec![
+        "check".to_string(),
+        format!("--address={grpc}"),
+        "--name=test".into(),
+        "--key=cli".into(),
+        "--limit=5".into(),
+        "--duration=1m".into(),
+    ];
+    check.extend(tls_flags.clone());
+    let (code, stdout, stderr) = run_client(&check).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("UNDER_LIMIT remaining 4/5"), "{stdout}");
+    // Without the client certificate the node refuses.
+    let (code, _, stderr) = run_client(&check[..check.len() - 2]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+
+    let mut healthcheck = vec![
+        "healthcheck".to_string(),
+        format!("--url=https://{http}"),
+    ];
+    healthcheck.extend(tls_flags.clone());
+    let (code, stdout, stderr) = run_client(&healthcheck).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("healthy"), "{stdout}");
+    // https:// without a CA is a clear error, not a hang.
+    let (code, stdout, _) = run_client(&[
+        "healthcheck".to_string(),
+        format!("--url=https://{http}"),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("--tls-ca"), "{stdout}");
+
+    for protocol in ["grpc", "http"] {
+        let mut bench = vec![
+            "bench".to_string(),
+            "--warmup=0s".into(),
+            "--calls=50".into(),
+            "--json".into(),
+        ];
+        if protocol == "http" {
+            bench.push("--http".into());
+            bench.push(format!("--target=http://{http}"));
+        } else {
+            bench.push(format!("--target={grpc}"));
+        }
+        bench.extend(tls_flags.clone());
+        let (code, stdout, stderr) = run_client(&bench).await;
+        assert_eq!(code, Some(0), "{protocol}: {stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+        assert_eq!(report["calls"], 50, "{protocol}: {report}");
+        assert_eq!(
+            report["errors"].as_object().map(|errors| errors.len()),
+            Some(0),
+            "{protocol}: {report}"
+        );
+    }
+    node.shutdown().await.expect("clean shutdown");
+}
