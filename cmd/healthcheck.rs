@@ -131,7 +131,9 @@ fn check(args: &HealthcheckArgs) -> Result<Health, HealthcheckError> {
     let address = authority(&url.replacen("https://", "http://", 1))?;
     let tls = match args.tls.client_config(&[b"http/1.1"]) {
         Ok(Some(config)) => {
-            let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host);
+            let host = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(host, _)| host);
             Some((std::sync::Arc::new(config), args.tls.server_name_for(host)))
         }
         Ok(None) if https => {

@@ -361,14 +361,9 @@ async fn a_cluster_whose_peers_talk_mtls_forwards_correctly() {
         // Two hits through one non-owner, one through the other, one at the owner.
         let mut remaining = Vec::new();
         for via in [entry, entry, other, owner] {
-            let answer = call_over_tls(
-                cluster.address(via),
-                &ca.pem,
-                Some(&client_leaf),
-                &key,
-            )
-            .await
-            .unwrap_or_else(|error| panic!("call via node {via} for owner {owner}: {error}"));
+            let answer = call_over_tls(cluster.address(via), &ca.pem, Some(&client_leaf), &key)
+                .await
+                .unwrap_or_else(|error| panic!("call via node {via} for owner {owner}: {error}"));
             assert_eq!(answer.error, "", "via node {via}");
             assert_eq!(answer.status, UNDER);
             if via != owner {
@@ -641,7 +636,10 @@ async fn bad_tls_settings_fail_with_one_line_naming_the_variable() {
     assert_one_line_naming(&error, "GUBER_TLS_CERT");
     assert!(error.contains(&missing), "{error}");
     files.write("empty.pem", "");
-    let error = tls_error(&[cert.clone(), format!("--tls-key={}", files.path("empty.pem"))]);
+    let error = tls_error(&[
+        cert.clone(),
+        format!("--tls-key={}", files.path("empty.pem")),
+    ]);
     assert_one_line_naming(&error, "GUBER_TLS_KEY");
     assert!(error.contains("empty.pem"), "{error}");
     files.write("other-key.pem", &ca.leaf("other").key);
@@ -676,7 +674,10 @@ fn the_binary_reports_bad_tls_settings_as_one_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("nope.pem");
     for (variables, named) in [
-        (vec![("GUBER_TLS_KEY", Path::new("/dev/null"))], "GUBER_TLS_KEY"),
+        (
+            vec![("GUBER_TLS_KEY", Path::new("/dev/null"))],
+            "GUBER_TLS_KEY",
+        ),
         (
             vec![
                 ("GUBER_TLS_CERT", missing.as_path()),
@@ -762,20 +763,14 @@ async fn the_client_subcommands_talk_to_an_mtls_node() {
     let (code, _, stderr) = run_client(&check[..check.len() - 2]).await;
     assert_eq!(code, Some(1), "{stderr}");
 
-    let mut healthcheck = vec![
-        "healthcheck".to_string(),
-        format!("--url=https://{http}"),
-    ];
+    let mut healthcheck = vec!["healthcheck".to_string(), format!("--url=https://{http}")];
     healthcheck.extend(tls_flags.clone());
     let (code, stdout, stderr) = run_client(&healthcheck).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.starts_with("healthy"), "{stdout}");
     // https:// without a CA is a clear error, not a hang.
-    let (code, stdout, _) = run_client(&[
-        "healthcheck".to_string(),
-        format!("--url=https://{http}"),
-    ])
-    .await;
+    let (code, stdout, _) =
+        run_client(&["healthcheck".to_string(), format!("--url=https://{http}")]).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("--tls-ca"), "{stdout}");
 

@@ -351,10 +351,7 @@ impl ServerConfig {
             ("GUBER_TLS_KEY", self.tls_key.clone().unwrap_or_default()),
             ("GUBER_TLS_CA", self.tls_ca.clone().unwrap_or_default()),
             ("GUBER_TLS_AUTO", self.tls_auto.to_string()),
-            (
-                "GUBER_TLS_CLIENT_AUTH",
-                value_name(self.tls_client_auth),
-            ),
+            ("GUBER_TLS_CLIENT_AUTH", value_name(self.tls_client_auth)),
             (
                 "GUBER_TLS_CLIENT_AUTH_CA_CERT",
                 self.tls_client_auth_ca_cert.clone().unwrap_or_default(),
@@ -375,10 +372,7 @@ impl ServerConfig {
                 "GUBER_TLS_INSECURE_SKIP_VERIFY",
                 self.tls_insecure_skip_verify.to_string(),
             ),
-            (
-                "GUBER_TLS_MIN_VERSION",
-                value_name(self.tls_min_version),
-            ),
+            ("GUBER_TLS_MIN_VERSION", value_name(self.tls_min_version)),
         ]
     }
 }

@@ -109,11 +109,7 @@ impl axum::serve::Listener for TlsIncoming {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.connections.recv().await {
             Some(stream) => {
-                let peer = stream
-                    .get_ref()
-                    .0
-                    .peer_addr()
-                    .unwrap_or(self.local_address);
+                let peer = stream.get_ref().0.peer_addr().unwrap_or(self.local_address);
                 (stream, peer)
             }
             // The accept task only ends when this side is dropped, so this is not reached;

@@ -15,11 +15,21 @@ pub struct ClientTlsArgs {
     pub tls_ca: Option<String>,
 
     /// Connect with TLS and present this client certificate (PEM; for mTLS), with --tls-key.
-    #[arg(long, env = "GUBER_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "GUBER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<String>,
 
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, env = "GUBER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "GUBER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<String>,
 
     /// Connect with TLS without verifying the node's certificate (tests, GUBER_TLS_AUTO nodes).
@@ -69,9 +79,9 @@ impl ClientTlsArgs {
 
     /// A connector for gRPC channels (`None` without TLS).
     pub fn grpc_connector(&self) -> Result<Option<TlsConnector>, TlsError> {
-        Ok(self
-            .client_config(&[b"h2"])?
-            .map(|config| TlsConnector::fixed(config, non_empty(&self.tls_server_name).map(str::to_string))))
+        Ok(self.client_config(&[b"h2"])?.map(|config| {
+            TlsConnector::fixed(config, non_empty(&self.tls_server_name).map(str::to_string))
+        }))
     }
 
     /// The server name to verify for a connection to `host` (the override, else `host`).

@@ -102,9 +102,8 @@ impl TlsConnector {
 
 type ConnectFuture = Pin<
     Box<
-        dyn Future<
-                Output = std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>,
-            > + Send,
+        dyn Future<Output = std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>>
+            + Send,
     >,
 >;
 
@@ -121,7 +120,8 @@ impl tower::Service<http::Uri> for TlsConnector {
         let config = self.config.load_full();
         let server_name = self.server_name.clone();
         Box::pin(async move {
-            let invalid = |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, reason);
+            let invalid =
+                |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, reason);
             let host = uri
                 .host()
                 .ok_or_else(|| invalid(format!("no host in '{uri}'")))?

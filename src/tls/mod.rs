@@ -171,10 +171,16 @@ impl TlsSettings {
                 key: key.to_string(),
             }),
             (None, Some(_), false) => {
-                return Err(conflict("GUBER_TLS_KEY", "is set but GUBER_TLS_CERT is not"));
+                return Err(conflict(
+                    "GUBER_TLS_KEY",
+                    "is set but GUBER_TLS_CERT is not",
+                ));
             }
             (Some(_), None, false) => {
-                return Err(conflict("GUBER_TLS_CERT", "is set but GUBER_TLS_KEY is not"));
+                return Err(conflict(
+                    "GUBER_TLS_CERT",
+                    "is set but GUBER_TLS_KEY is not",
+                ));
             }
             (None, None, true) => Some(IdentitySource::Auto {
                 names: advertise_host(config).into_iter().collect(),
@@ -445,10 +451,7 @@ fn read_material(
         None => None,
     };
     let client_roots = match (&settings.client_auth_ca, &peer_roots) {
-        (Some(path), _) => Some(pem::read_root_store(
-            "GUBER_TLS_CLIENT_AUTH_CA_CERT",
-            path,
-        )?),
+        (Some(path), _) => Some(pem::read_root_store("GUBER_TLS_CLIENT_AUTH_CA_CERT", path)?),
         (None, roots) => roots.clone(),
     };
     let client_identity = match &settings.client_identity {
