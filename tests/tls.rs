@@ -800,3 +800,58 @@ async fn the_client_subcommands_talk_to_an_mtls_node() {
     }
     node.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn min_version_1_3_refuses_a_tls_1_2_client() {
+    let ca = Ca::new("version CA");
+    let files = Files::new(&ca, &ca.leaf("node"));
+    let mut flags = files.flags("none");
+    flags.push("--tls-min-version=1.3".into());
+    let node = start_tls_node(&flags).await;
+    let handshake = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(&ca.pem)).expect("CA");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let address = node.grpc_address();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(address).await.expect("TCP");
+            let name = ServerName::try_from("localhost").expect("name");
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map(|stream| stream.get_ref().1.protocol_version())
+        }
+    };
+    static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    assert!(handshake(&TLS12_ONLY).await.is_err());
+    assert_eq!(
+        handshake(&TLS13_ONLY).await.expect("TLS 1.3"),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    node.shutdown().await.expect("clean shutdown");
+}
+
+#[test]
+fn empty_tls_variables_mean_unset() {
+    let config = {
+        // Empty values, as compose files often leave them, parse as the defaults.
+        let config = server_config_from_args([
+            "--tls-client-auth=",
+            "--tls-min-version=",
+            "--tls-cert=",
+            "--tls-key=",
+        ])
+        .expect("empty values parse");
+        check_config(&config).expect("TLS stays off");
+        config
+    };
+    assert_eq!(config.tls_client_auth, ringlimit::tls::ClientAuth::None);
+    assert_eq!(config.tls_min_version, TlsMinVersion::Tls12);
+}

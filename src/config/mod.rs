@@ -227,13 +227,8 @@ pub struct ServerConfig {
 
     /// Client certificates: `none`, `request` (verified when given; required for PeersV1), or
     /// `require-and-verify` (mTLS on every connection).
-    #[arg(
-        long,
-        env = "GUBER_TLS_CLIENT_AUTH",
-        value_enum,
-        default_value = "none",
-        ignore_case = true
-    )]
+    #[arg(long, env = "GUBER_TLS_CLIENT_AUTH", default_value = "none",
+          value_parser = crate::tls::parse_client_auth, num_args = 0..=1, default_missing_value = "none")]
     pub tls_client_auth: crate::tls::ClientAuth,
 
     /// CA certificates (PEM) that sign client certificates [default: `GUBER_TLS_CA`].
@@ -258,7 +253,8 @@ pub struct ServerConfig {
     pub tls_insecure_skip_verify: bool,
 
     /// Oldest TLS version accepted and offered: `1.2` or `1.3`.
-    #[arg(long, env = "GUBER_TLS_MIN_VERSION", value_enum, default_value = "1.2")]
+    #[arg(long, env = "GUBER_TLS_MIN_VERSION", default_value = "1.2",
+          value_parser = crate::tls::parse_min_version, num_args = 0..=1, default_missing_value = "1.2")]
     pub tls_min_version: crate::tls::TlsMinVersion,
 }
 

@@ -75,6 +75,35 @@ impl TlsMinVersion {
     }
 }
 
+/// Parses `GUBER_TLS_CLIENT_AUTH` in any case; empty means `none`, as with Gubernator.
+pub fn parse_client_auth(text: &str) -> Result<ClientAuth, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(ClientAuth::None);
+    }
+    ClientAuth::from_str(text, true).map_err(|_| {
+        format!("'{text}' is not a client-auth mode (none, request, require-and-verify)")
+    })
+}
+
+/// Parses `GUBER_TLS_MIN_VERSION` (`1.2` or `1.3`, optionally `tls` prefixed); empty means `1.2`.
+pub fn parse_min_version(text: &str) -> Result<TlsMinVersion, String> {
+    let trimmed = text.trim();
+    let version = trimmed
+        .strip_prefix("tls")
+        .or_else(|| trimmed.strip_prefix("TLS"))
+        .unwrap_or(trimmed)
+        .trim_start_matches(['v', ' ']);
+    match version {
+        "" | "1.2" => Ok(TlsMinVersion::Tls12),
+        "1.3" => Ok(TlsMinVersion::Tls13),
+        "1.0" | "1.1" => Err(format!(
+            "'{trimmed}': TLS {version} is not supported (rustls implements 1.2 and 1.3)"
+        )),
+        _ => Err(format!("'{trimmed}' is not a TLS version (1.2 or 1.3)")),
+    }
+}
+
 /// Why TLS cannot be set up. Each message is one line that names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -544,4 +573,52 @@ fn build_configs(
         other => other,
     })?;
     Ok((grpc, http, peer_client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_auth_accepts_gubernator_spellings_and_empty() {
+        assert_eq!(parse_client_auth(""), Ok(ClientAuth::None));
+        assert_eq!(parse_client_auth("NONE"), Ok(ClientAuth::None));
+        assert_eq!(parse_client_auth("request-cert"), Ok(ClientAuth::Request));
+        assert_eq!(parse_client_auth("verify-cert"), Ok(ClientAuth::Request));
+        assert_eq!(
+            parse_client_auth("require-and-verify"),
+            Ok(ClientAuth::RequireAndVerify)
+        );
+        let error = parse_client_auth("sometimes").unwrap_err();
+        assert!(error.contains("require-and-verify"), "{error}");
+    }
+
+    #[test]
+    fn min_version_is_1_2_or_1_3() {
+        assert_eq!(parse_min_version(""), Ok(TlsMinVersion::Tls12));
+        assert_eq!(parse_min_version("1.2"), Ok(TlsMinVersion::Tls12));
+        assert_eq!(parse_min_version("tls1.3"), Ok(TlsMinVersion::Tls13));
+        assert!(
+            parse_min_version("1.0")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(parse_min_version("2").is_err());
+        assert_eq!(TlsMinVersion::Tls13.versions().len(), 1);
+    }
+
+    #[test]
+    fn auto_certificates_name_the_advertise_host() {
+        let config = crate::config::server_config_from_args([
+            "--advertise-address=10.1.2.3:1051",
+            "--tls-auto",
+        ])
+        .unwrap();
+        assert_eq!(advertise_host(&config).as_deref(), Some("10.1.2.3"));
+        let settings = TlsSettings::from_config(&config).unwrap().unwrap();
+        assert!(!settings.peers_require_client_certificate());
+        let config =
+            crate::config::server_config_from_args(["--grpc-address=0.0.0.0:1051"]).unwrap();
+        assert_eq!(advertise_host(&config), None);
+    }
 }
