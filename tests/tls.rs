@@ -855,3 +855,47 @@ fn empty_tls_variables_mean_unset() {
     assert_eq!(config.tls_client_auth, ringlimit::tls::ClientAuth::None);
     assert_eq!(config.tls_min_version, TlsMinVersion::Tls12);
 }
+
+#[tokio::test]
+async fn handshakes_in_progress_are_bounded_and_time_out() {
+    use tokio_stream::StreamExt;
+
+    let identity = ringlimit::tls::auto::self_signed(&[]).expect("certificate");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![identity.certificate], identity.key)
+    .expect("server configuration");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let mut incoming = ringlimit::tls::acceptor::TlsIncoming::new(
+        listener,
+        Arc::new(arc_swap::ArcSwap::from_pointee(config)),
+        Duration::from_secs(2),
+        1,
+    );
+
+    // A client that connects and never says a word holds the only handshake slot...
+    let silent = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    // (Connections are accepted in order, and the slot is taken before the next accept.)
+    // ...so a real client is closed at once instead of queueing behind it.
+    assert!(presented_certificate(&address).await.is_none());
+    // Once the silent client's handshake times out, clients are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while presented_certificate(&address).await.is_none() {
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+        .await
+        .expect("a completed handshake is handed over");
+    assert!(matches!(served, Some(Ok(_))));
+    drop(silent);
+}

@@ -1,7 +1,9 @@
 //! Accepting TLS connections ourselves, for both servers.
 //!
 //! One task accepts TCP connections and starts a handshake task per connection, bounded by a
-//! timeout, so a slow or silent client delays nobody else. Each handshake takes the *current*
+//! timeout, so a slow or silent client delays nobody else. At most `max_handshakes` handshakes run
+//! at once; beyond that a new connection is closed at once, so a flood of connections that never
+//! finish their handshake costs bounded memory and CPU. Each handshake takes the *current*
 //! server configuration from the [`ArcSwap`], which is what makes a SIGHUP reload reach new
 //! connections. Completed connections are handed over through a bounded channel: tonic reads them
 //! as a `Stream` (`serve_with_incoming_shutdown`), axum as a [`axum::serve::Listener`]. Dropping the
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 
@@ -30,18 +32,23 @@ pub struct TlsIncoming {
 }
 
 impl TlsIncoming {
-    /// Starts accepting on `listener`, each handshake with the configuration current at that time
-    /// and at most `handshake_timeout` long.
+    /// Starts accepting on `listener`, each handshake with the configuration current at that time,
+    /// at most `handshake_timeout` long, and at most `max_handshakes` at once.
     pub fn new(
         listener: TcpListener,
         config: Arc<ArcSwap<rustls::ServerConfig>>,
         handshake_timeout: Duration,
+        max_handshakes: usize,
     ) -> Self {
         let local_address = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (ready, connections) = mpsc::channel(READY_CONNECTIONS);
-        let accept_task = tokio::spawn(accept_loop(listener, config, handshake_timeout, ready));
+        let limits = HandshakeLimits {
+            timeout: handshake_timeout,
+            slots: Arc::new(Semaphore::new(max_handshakes.max(1))),
+        };
+        let accept_task = tokio::spawn(accept_loop(listener, config, limits, ready));
         Self {
             connections,
             local_address,
@@ -56,12 +63,19 @@ impl Drop for TlsIncoming {
     }
 }
 
+/// How long one handshake may take, and how many may run at once.
+struct HandshakeLimits {
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<ArcSwap<rustls::ServerConfig>>,
-    handshake_timeout: Duration,
+    limits: HandshakeLimits,
     ready: mpsc::Sender<TlsStream<TcpStream>>,
 ) {
+    let handshake_timeout = limits.timeout;
     loop {
         let accepted = tokio::select! {
             _ = ready.closed() => return,
@@ -76,11 +90,18 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&limits.slots).try_acquire_owned() else {
+            tracing::debug!(%peer, "too many TLS handshakes in progress; closing the connection");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
         let ready = ready.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            drop(slot);
+            match handshake {
                 Ok(Ok(stream)) => {
                     // The server is gone when this fails; the connection just closes.
                     let _ = ready.send(stream).await;

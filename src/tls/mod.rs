@@ -37,6 +37,9 @@ use crate::config::ServerConfig;
 /// How long a client may take to complete its TLS handshake before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most TLS handshakes in progress at once per port; more connections are closed at once.
+pub const MAX_HANDSHAKES: usize = 1024;
+
 /// Whether the TLS ports ask clients for a certificate (`GUBER_TLS_CLIENT_AUTH`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ClientAuth {
@@ -397,12 +400,22 @@ impl TlsState {
 
     /// Accepts TLS connections for the gRPC port on `listener`.
     pub fn grpc_incoming(&self, listener: TcpListener) -> acceptor::TlsIncoming {
-        acceptor::TlsIncoming::new(listener, Arc::clone(&self.grpc), HANDSHAKE_TIMEOUT)
+        acceptor::TlsIncoming::new(
+            listener,
+            Arc::clone(&self.grpc),
+            HANDSHAKE_TIMEOUT,
+            MAX_HANDSHAKES,
+        )
     }
 
     /// Accepts TLS connections for the HTTP port on `listener`.
     pub fn http_incoming(&self, listener: TcpListener) -> acceptor::TlsIncoming {
-        acceptor::TlsIncoming::new(listener, Arc::clone(&self.http), HANDSHAKE_TIMEOUT)
+        acceptor::TlsIncoming::new(
+            listener,
+            Arc::clone(&self.http),
+            HANDSHAKE_TIMEOUT,
+            MAX_HANDSHAKES,
+        )
     }
 
     /// A connector for gRPC channels to peers (always the current client configuration).
