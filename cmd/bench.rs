@@ -178,6 +178,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
+
+    /// TLS to the targets (any --tls-* option turns it on; with --http the URLs become https).
+    #[command(flatten)]
+    tls: ringlimit::tls::client_args::ClientTlsArgs,
 }
 
 /// `--distribution`.
@@ -381,20 +385,38 @@ async fn connect(args: &BenchArgs, plan: &Plan) -> Result<Vec<Connection>, Bench
                 Ok(Err(error)) => return Err(connect_error(error.to_string())),
                 Ok(Ok(_)) => {}
             }
-            let client = reqwest::Client::builder()
+            let mut client = reqwest::Client::builder()
                 .timeout(args.timeout)
                 .connect_timeout(args.timeout)
-                .no_proxy()
-                .build()
-                .map_err(BenchError::HttpClient)?;
-            connections.push(Connection::Http(client, format!("{uri}{HTTP_PATH}").into()));
+                .no_proxy();
+            let mut url = format!("{uri}{HTTP_PATH}");
+            let tls = args
+                .tls
+                .client_config(&[b"http/1.1"])
+                .map_err(|error| BenchError::Usage(error.to_string()))?;
+            if let Some(tls) = tls {
+                client = client.use_preconfigured_tls(tls);
+                url = url.replacen("http://", "https://", 1);
+            }
+            let client = client.build().map_err(BenchError::HttpClient)?;
+            connections.push(Connection::Http(client, url.into()));
         } else {
             let endpoint = Endpoint::from_shared(uri.clone())
                 .map_err(|error| BenchError::Usage(format!("invalid --target '{uri}': {error}")))?
                 .connect_timeout(args.timeout)
                 .timeout(args.timeout)
                 .tcp_nodelay(true);
-            let channel = tokio::time::timeout(args.timeout, endpoint.connect())
+            let tls = args
+                .tls
+                .grpc_connector()
+                .map_err(|error| BenchError::Usage(error.to_string()))?;
+            let connect = async {
+                match tls {
+                    Some(tls) => endpoint.connect_with_connector(tls).await,
+                    None => endpoint.connect().await,
+                }
+            };
+            let channel = tokio::time::timeout(args.timeout, connect)
                 .await
                 .map_err(|_| connect_error("timed out".to_string()))?
                 .map_err(|error| connect_error(error_chain(&error)))?;

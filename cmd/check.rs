@@ -124,6 +124,10 @@ pub struct CheckArgs {
     /// How long connecting, and then each call, may take (Go syntax).
     #[arg(long, default_value = "5s", value_parser = go_duration::parse, value_name = "DURATION")]
     timeout: Duration,
+
+    /// TLS to the node (any --tls-* option turns it on).
+    #[command(flatten)]
+    tls: ringlimit::tls::client_args::ClientTlsArgs,
 }
 
 /// `--algorithm` (shared by `check` and `bench`).
@@ -205,6 +209,10 @@ pub fn run(args: CheckArgs) -> ExitCode {
 fn check(args: &CheckArgs) -> Result<(), CheckError> {
     let request = build_request(args)?;
     let uri = endpoint_uri(&args.address)?;
+    let tls = args
+        .tls
+        .grpc_connector()
+        .map_err(|error| CheckError::Usage(error.to_string()))?;
     let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|error| {
             CheckError::Usage(format!("invalid --address '{}': {error}", args.address))
@@ -220,7 +228,13 @@ fn check(args: &CheckArgs) -> Result<(), CheckError> {
             address: uri.clone(),
             reason,
         };
-        let channel = tokio::time::timeout(args.timeout, endpoint.connect())
+        let connect = async {
+            match tls {
+                Some(tls) => endpoint.connect_with_connector(tls).await,
+                None => endpoint.connect().await,
+            }
+        };
+        let channel = tokio::time::timeout(args.timeout, connect)
             .await
             .map_err(|_| {
                 connect_error(format!(

@@ -35,7 +35,7 @@ Examples:
   HEALTHCHECK CMD [\"ringlimit\", \"healthcheck\"]            (Dockerfile)
   livenessProbe: {exec: {command: [ringlimit, healthcheck]}}   (Kubernetes)")]
 pub struct HealthcheckArgs {
-    /// The node's HTTP gateway: `http://HOST:PORT` or `HOST:PORT`.
+    /// The node's HTTP gateway: `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT`.
     #[arg(
         long,
         env = "GUBER_HTTP_ADDRESS",
@@ -47,17 +47,24 @@ pub struct HealthcheckArgs {
     /// How long the whole check may take (Go syntax: `2s`, `500ms`).
     #[arg(long, default_value = "2s", value_parser = go_duration::parse, value_name = "DURATION")]
     timeout: Duration,
+
+    /// TLS to the gateway (an `https://` URL or any --tls-* option turns it on).
+    #[command(flatten)]
+    tls: ringlimit::tls::client_args::ClientTlsArgs,
 }
 
 /// Why a health check could not be completed (exit status 1).
 #[derive(Debug, thiserror::Error)]
 enum HealthcheckError {
     /// The URL is not `http://HOST:PORT[/]` or `HOST:PORT`.
-    #[error("invalid URL '{0}': expected http://HOST:PORT or HOST:PORT")]
+    #[error("invalid URL '{0}': expected http://HOST:PORT, https://HOST:PORT or HOST:PORT")]
     InvalidUrl(String),
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// The TLS options are unusable.
+    #[error("{0}")]
+    Tls(String),
     /// The connection or the exchange failed.
     #[error("{address}: {source}")]
     Io {
@@ -119,13 +126,30 @@ pub fn run(args: HealthcheckArgs) -> ExitCode {
 }
 
 fn check(args: &HealthcheckArgs) -> Result<Health, HealthcheckError> {
-    let address = authority(&args.url)?;
+    let url = args.url.trim();
+    let https = url.starts_with("https://");
+    let address = authority(&url.replacen("https://", "http://", 1))?;
+    let tls = match args.tls.client_config(&[b"http/1.1"]) {
+        Ok(Some(config)) => {
+            let host = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(host, _)| host);
+            Some((std::sync::Arc::new(config), args.tls.server_name_for(host)))
+        }
+        Ok(None) if https => {
+            return Err(HealthcheckError::Tls(
+                "an https:// URL needs --tls-ca (or --tls-insecure-skip-verify)".into(),
+            ));
+        }
+        Ok(None) => None,
+        Err(error) => return Err(HealthcheckError::Tls(error.to_string())),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(HealthcheckError::Runtime)?;
     let (status, body) = runtime.block_on(async {
-        tokio::time::timeout(args.timeout, fetch(&address))
+        tokio::time::timeout(args.timeout, fetch(&address, tls))
             .await
             .unwrap_or_else(|_| {
                 Err(HealthcheckError::Timeout {
@@ -143,9 +167,8 @@ fn authority(url: &str) -> Result<String, HealthcheckError> {
     let invalid = || HealthcheckError::InvalidUrl(url.to_string());
     let trimmed = url.trim();
     if trimmed.starts_with("https://") {
-        return Err(HealthcheckError::InvalidUrl(format!(
-            "{url} (https is not supported; the gateway speaks plain HTTP)"
-        )));
+        // `check` turns https:// into TLS and passes the http:// form here.
+        return Err(invalid());
     }
     let rest = trimmed.strip_prefix("http://").unwrap_or(trimmed);
     let rest = rest.trim_end_matches('/');
@@ -164,13 +187,41 @@ fn authority(url: &str) -> Result<String, HealthcheckError> {
     Ok(format!("{host}:{port}"))
 }
 
-/// One `GET /v1/HealthCheck` over a fresh connection: the status code and the (de-chunked) body.
-async fn fetch(address: &str) -> Result<(u16, Vec<u8>), HealthcheckError> {
+/// One `GET /v1/HealthCheck` over a fresh connection (TLS with `tls`'s configuration and server
+/// name): the status code and the (de-chunked) body.
+async fn fetch(
+    address: &str,
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, String)>,
+) -> Result<(u16, Vec<u8>), HealthcheckError> {
     let io_error = |source| HealthcheckError::Io {
         address: address.to_string(),
         source,
     };
-    let mut stream = TcpStream::connect(address).await.map_err(io_error)?;
+    let stream = TcpStream::connect(address).await.map_err(io_error)?;
+    match tls {
+        Some((config, name)) => {
+            let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|error| {
+                HealthcheckError::Tls(format!("invalid TLS server name '{name}': {error}"))
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .map_err(io_error)?;
+            exchange(stream, address).await
+        }
+        None => exchange(stream, address).await,
+    }
+}
+
+/// Sends the request on `stream` and reads the whole answer.
+async fn exchange(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    address: &str,
+) -> Result<(u16, Vec<u8>), HealthcheckError> {
+    let io_error = |source| HealthcheckError::Io {
+        address: address.to_string(),
+        source,
+    };
     let request = format!(
         "GET /v1/HealthCheck HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\
          User-Agent: ringlimit-healthcheck\r\nConnection: close\r\n\r\n"

@@ -155,6 +155,12 @@ fn main() -> ExitCode {
         Some(Command::Proxy(args)) => return proxy::run(args),
         None => cli.serve,
     };
+    // TLS files and combinations are checked before anything starts, as one line naming the
+    // variable, like the other configuration errors.
+    if let Err(error) = ringlimit::tls::check_config(&server_config) {
+        eprintln!("{error}");
+        return ExitCode::from(2);
+    }
     init_tracing(&server_config);
     for warning in warnings {
         tracing::warn!("{warning}");

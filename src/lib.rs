@@ -39,5 +39,6 @@ pub mod refill;
 pub mod request;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use embedded::EmbeddedNode;

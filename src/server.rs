@@ -67,6 +67,9 @@ pub enum ServerError {
     /// In-flight calls did not finish within the shutdown timeout.
     #[error("in-flight calls did not finish within {0:?}")]
     ShutdownTimeout(Duration),
+    /// The TLS settings or files are unusable (the message names the variable).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A node that is serving. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -95,6 +98,7 @@ pub async fn start_with_clock(
     config: &ServerConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, ServerError> {
+    let tls = crate::tls::from_config(config)?;
     let grpc_listener = bind(&config.grpc_address).await?;
     let http_listener = bind(&config.http_address).await?;
     let grpc_address = local_address(&grpc_listener, &config.grpc_address)?;
@@ -128,6 +132,7 @@ pub async fn start_with_clock(
                 max_backoff: config.peer_down_max_backoff,
                 probe_timeout: config.batch_timeout,
             },
+            tls: tls.as_ref().map(|tls| tls.peer_connector()),
         },
         peer_failure_window: config.peer_failure_window,
         registration: discovery.registration_flag(),
@@ -197,10 +202,14 @@ pub async fn start_with_clock(
             proto::v1_server::V1Server::new(V1Service::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
         )
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
-        )
+            crate::tls::peer_auth::PeerAuthInterceptor::new(
+                tls.as_ref()
+                    .is_some_and(|tls| tls.settings().peers_require_client_certificate()),
+            ),
+        ))
         .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
         .add_service(
             handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
@@ -214,10 +223,21 @@ pub async fn start_with_clock(
         .add_service(reflection_v1alpha);
     // Before serving: a node that joins must know whom it waits for before its first request.
     let handoff_task = handoff::run::spawn(Arc::clone(&node), stopped.clone());
-    let grpc_task = tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-        grpc_connections.limit_incoming(TcpListenerStream::new(grpc_listener)),
-        wait_for_stop(stopped.clone()),
-    ));
+    // TLS (when configured) is accepted first; the connection bound counts the connections that
+    // completed their handshake (the acceptor bounds the handshakes in progress itself).
+    let grpc_task = match &tls {
+        Some(tls) => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
+            grpc_connections.limit_incoming(tls.grpc_incoming(grpc_listener)),
+            wait_for_stop(stopped.clone()),
+        )),
+        None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
+            grpc_connections.limit_incoming(TcpListenerStream::new(grpc_listener)),
+            wait_for_stop(stopped.clone()),
+        )),
+    };
+    if let Some(tls) = &tls {
+        tls.spawn_reload_on_sighup(stopped.clone());
+    }
 
     let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
     // Sends hits taken locally while owners were unreachable; ends with the server.
@@ -233,14 +253,25 @@ pub async fn start_with_clock(
         header: config.http_header_timeout,
         body: config.http_body_timeout,
     };
-    let http_task = tokio::spawn(limits::http_server::serve(
-        limits::connections::LimitedListener::new(http_listener, http_connections),
-        http_router,
-        http_timeouts,
-        wait_for_stop(stopped),
-    ));
+    let http_task = match &tls {
+        Some(tls) => tokio::spawn(limits::http_server::serve(
+            limits::connections::LimitedListener::new(
+                tls.http_incoming(http_listener),
+                http_connections,
+            ),
+            http_router,
+            http_timeouts,
+            wait_for_stop(stopped),
+        )),
+        None => tokio::spawn(limits::http_server::serve(
+            limits::connections::LimitedListener::new(http_listener, http_connections),
+            http_router,
+            http_timeouts,
+            wait_for_stop(stopped),
+        )),
+    };
 
-    tracing::info!(grpc = %grpc_address, http = %http_address, "ringlimit is serving");
+    tracing::info!(grpc = %grpc_address, http = %http_address, tls = tls.is_some(), "ringlimit is serving");
     Ok(RunningServer {
         grpc_address,
         http_address,

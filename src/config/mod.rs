@@ -309,6 +309,55 @@ pub struct ServerConfig {
     /// The longest a peer stays down between probes.
     #[arg(long, env = "GUBER_PEER_DOWN_MAX_BACKOFF", default_value = "4s", value_parser = go_duration::parse)]
     pub peer_down_max_backoff: Duration,
+
+    /// Certificate chain (PEM) this node serves on both ports and presents to peers; turns TLS on.
+    #[arg(long, env = "GUBER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<String>,
+
+    /// Private key (PEM) of `GUBER_TLS_CERT`.
+    #[arg(long, env = "GUBER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<String>,
+
+    /// CA certificates (PEM) that sign peers' certificates, and clients' under client auth.
+    #[arg(long, env = "GUBER_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<String>,
+
+    /// Serve TLS with a self-signed certificate made at start (tests and quick starts).
+    #[arg(long, env = "GUBER_TLS_AUTO", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_auto: bool,
+
+    /// Client certificates: `none`, `request` (verified when given; required for PeersV1), or
+    /// `require-and-verify` (mTLS on every connection).
+    #[arg(long, env = "GUBER_TLS_CLIENT_AUTH", default_value = "none",
+          value_parser = crate::tls::parse_client_auth, num_args = 0..=1, default_missing_value = "none")]
+    pub tls_client_auth: crate::tls::ClientAuth,
+
+    /// CA certificates (PEM) that sign client certificates [default: `GUBER_TLS_CA`].
+    #[arg(long, env = "GUBER_TLS_CLIENT_AUTH_CA_CERT", value_name = "FILE")]
+    pub tls_client_auth_ca_cert: Option<String>,
+
+    /// Client certificate (PEM) presented on calls to peers [default: `GUBER_TLS_CERT`].
+    #[arg(long, env = "GUBER_TLS_CLIENT_AUTH_CERT", value_name = "FILE")]
+    pub tls_client_auth_cert: Option<String>,
+
+    /// Private key (PEM) of `GUBER_TLS_CLIENT_AUTH_CERT`.
+    #[arg(long, env = "GUBER_TLS_CLIENT_AUTH_KEY", value_name = "FILE")]
+    pub tls_client_auth_key: Option<String>,
+
+    /// Name peers' certificates must hold [default: the host of each peer's address].
+    #[arg(long, env = "GUBER_TLS_CLIENT_AUTH_SERVER_NAME", value_name = "NAME")]
+    pub tls_client_auth_server_name: Option<String>,
+
+    /// Do not verify peers' certificates (tests only).
+    #[arg(long, env = "GUBER_TLS_INSECURE_SKIP_VERIFY", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_insecure_skip_verify: bool,
+
+    /// Oldest TLS version accepted and offered: `1.2` or `1.3`.
+    #[arg(long, env = "GUBER_TLS_MIN_VERSION", default_value = "1.2",
+          value_parser = crate::tls::parse_min_version, num_args = 0..=1, default_missing_value = "1.2")]
+    pub tls_min_version: crate::tls::TlsMinVersion,
 }
 
 impl ServerConfig {
@@ -465,8 +514,42 @@ impl ServerConfig {
                 "GUBER_PEER_DOWN_MAX_BACKOFF",
                 duration(self.peer_down_max_backoff),
             ),
+            ("GUBER_TLS_CERT", self.tls_cert.clone().unwrap_or_default()),
+            ("GUBER_TLS_KEY", self.tls_key.clone().unwrap_or_default()),
+            ("GUBER_TLS_CA", self.tls_ca.clone().unwrap_or_default()),
+            ("GUBER_TLS_AUTO", self.tls_auto.to_string()),
+            ("GUBER_TLS_CLIENT_AUTH", value_name(self.tls_client_auth)),
+            (
+                "GUBER_TLS_CLIENT_AUTH_CA_CERT",
+                self.tls_client_auth_ca_cert.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_TLS_CLIENT_AUTH_CERT",
+                self.tls_client_auth_cert.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_TLS_CLIENT_AUTH_KEY",
+                self.tls_client_auth_key.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_TLS_CLIENT_AUTH_SERVER_NAME",
+                self.tls_client_auth_server_name.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_TLS_INSECURE_SKIP_VERIFY",
+                self.tls_insecure_skip_verify.to_string(),
+            ),
+            ("GUBER_TLS_MIN_VERSION", value_name(self.tls_min_version)),
         ]
     }
+}
+
+/// The name clap parses `value` from (`require-and-verify`, `1.3`).
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|possible| possible.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// `***` for a set secret, empty for an unset one: secrets never reach the logs.

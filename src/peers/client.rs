@@ -23,6 +23,8 @@ pub struct PeerClientOptions {
     pub max_message_size: usize,
     /// When a peer is judged down and left alone.
     pub liveness: LivenessConfig,
+    /// TLS for peer calls (`None`: plaintext).
+    pub tls: Option<crate::tls::connector::TlsConnector>,
 }
 
 /// The clients of every peer this node forwards to, keyed by gRPC address.
@@ -184,7 +186,11 @@ impl PeerClients {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let client = PeersV1Client::new(endpoint.connect_lazy())
+        let channel = match &self.options.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
+            None => endpoint.connect_lazy(),
+        };
+        let client = PeersV1Client::new(channel)
             .max_decoding_message_size(self.options.max_message_size)
             .max_encoding_message_size(self.options.max_message_size);
         let metrics = PeerCallMetrics {
