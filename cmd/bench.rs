@@ -864,6 +864,9 @@ async fn next_send(shared: &Shared) -> Option<(Instant, bool)> {
     }
 }
 
+/// The shortest sleep of the open-loop pacer thread.
+const PACER_MIN_SLEEP: Duration = Duration::from_micros(100);
+
 /// Open loop: releases each call slot when it is due, from an OS thread whose sleeps are precise
 /// to the kernel's timer slack. Slots that are due while every worker is busy wait as permits, and
 /// their latency still counts from the intended time. After the last slot it releases one more
@@ -879,8 +882,13 @@ fn pace(shared: &Shared, interval_ns: u64, wake_at_end: usize) {
                 .add_permits(usize::try_from(due - released).unwrap_or(usize::MAX >> 4));
             released = due;
         }
+        // Sleep until the next slot, but never less than PACER_MIN_SLEEP: at high rates slots are
+        // released a few at a time rather than by a thread that never sleeps (it shares the cores
+        // with the servers being measured). A slot is then released at most that much late, and
+        // its latency still counts from its intended time.
         let next = shared.start + Duration::from_nanos(released.saturating_mul(interval_ns));
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        std::thread::sleep(next.saturating_duration_since(now).max(PACER_MIN_SLEEP));
     }
     shared.due_slots.add_permits(wake_at_end);
 }
