@@ -165,15 +165,7 @@ impl LimitStore {
         let Some(bucket) = merge(None, now_ms) else {
             return false;
         };
-        let listener = &self.inner.on_eviction;
-        shard.insert_new(
-            hash,
-            &key.name,
-            &key.unique_key,
-            bucket,
-            now_ms,
-            &mut |cause| listener(cause),
-        );
+        self.insert_new(&mut shard, hash, &key, bucket, now_ms);
         true
     }
 
@@ -213,15 +205,7 @@ impl LimitStore {
         }
         let evaluation = algorithms::evaluate(None, request, now_ms);
         if let Next::Put(bucket) = evaluation.next {
-            let listener = &self.inner.on_eviction;
-            shard.insert_new(
-                hash,
-                &key.name,
-                &key.unique_key,
-                bucket,
-                now_ms,
-                &mut |cause| listener(cause),
-            );
+            self.insert_new(&mut shard, hash, key, bucket, now_ms);
         }
         Applied {
             decision: evaluation.decision,
@@ -249,15 +233,7 @@ impl LimitStore {
             return;
         }
         let now_ms = self.inner.clock.now_ms();
-        let listener = &self.inner.on_eviction;
-        shard.insert_new(
-            hash,
-            &key.name,
-            &key.unique_key,
-            bucket,
-            now_ms,
-            &mut |cause| listener(cause),
-        );
+        self.insert_new(&mut shard, hash, &key, bucket, now_ms);
     }
 
     /// Removes the bucket of `key`; whether there was one.
@@ -315,6 +291,27 @@ impl LimitStore {
             .iter()
             .map(|shard| lock(shard).heap_bytes())
             .sum()
+    }
+
+    /// Stores a bucket for a key the locked `shard` does not hold, telling the eviction listener
+    /// what leaves to make room.
+    fn insert_new(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        key: &LimitKey,
+        bucket: Bucket,
+        now_ms: i64,
+    ) {
+        let listener = &self.inner.on_eviction;
+        shard.insert_new(
+            hash,
+            &key.name,
+            &key.unique_key,
+            bucket,
+            now_ms,
+            &mut |cause| listener(cause),
+        );
     }
 
     fn hash(&self, key: &LimitKey) -> u64 {
