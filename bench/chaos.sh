@@ -86,8 +86,8 @@ under the \`local\` policy by a node whose owner was unreachable (\`metadata.fal
 **The oracle.** Each phase has 9 fresh watched token-bucket keys, each with a limit of 100 per
 60 s window and about 45 hits/s, so every key reaches its limit within a few seconds. A token
 bucket's window starts at the first hit on an expired bucket and lasts the duration, so between the
-first hit sent and the last answer received (elapsed time `T`) at most `floor(T / 60 s) + 1`
-windows fit, and a correct limiter admits at most `100 × (floor(T / 60 s) + 1)` hits of a key. Every
+first hit sent and the last answer received (elapsed time \`T\`) at most \`floor(T / 60 s) + 1\`
+windows fit, and a correct limiter admits at most \`100 × (floor(T / 60 s) + 1)\` hits of a key. Every
 phase is shorter than the window, so the oracle is exactly 100 per key: a count lost to a crash, a
 move or a fallback bucket shows up as hits admitted above it. The table sums the admitted hits and
 the oracle over the watched keys and gives the worst key's admitted − oracle (negative: below the
@@ -107,7 +107,8 @@ DOC
   the key restarts from a full bucket on whichever node owns it next (the restarted node, or a live
   node once the dead one's lease expires). In the window of the crash a key can therefore admit up
   to **one extra limit** (what the dead owner had admitted plus a fresh bucket), under either
-  policy. A graceful leave (SIGTERM) loses the counts the same way unless state handoff moves them.
+  policy. A graceful leave (SIGTERM) does not: the leaving node hands its keys to their new owners
+  (\`ringlimit.v1.Handoff\`, see architecture.md) before it deregisters.
 - **`GUBER_OWNER_FAILURE_POLICY=error`** (the default): while the owner is unreachable its items get
   an error naming it, and nothing is admitted for them, so there is no over-admission beyond the
   crash itself. A dead owner is detected on the first refused connection, or after
@@ -131,8 +132,10 @@ DOC
   outage of etcd alone changes no owner and admits nothing extra; the nodes register again when
   etcd returns.
 - **Rolling restart**: each SIGTERM moves the leaving node's keys to the others, and back when it
-  returns. Without state handoff the new owner starts those keys from a full bucket (up to one
-  extra limit per move and key); with handoff the counts move with the keys. Calls that were in
+  returns. Without state handoff the new owner would start those keys from a full bucket (up to
+  one extra limit per move and key: +106 on the worst key in this script's run before handoff was
+  merged); with handoff the counts move with the keys, and the run above admitted exactly the
+  oracle under both policies. Calls that were in
   flight to the leaving node when it stopped, and items forwarded to it in the moment before the
   others saw it leave, are the errors this phase can show.
 DOC
