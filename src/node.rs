@@ -714,6 +714,12 @@ impl Node {
         self.clock.now_ms()
     }
 
+    /// A lazily connected channel to another node through `endpoint`, over the peers' transport
+    /// (TLS when configured); see [`PeerClients::connect_lazy`].
+    pub fn peer_channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
+        self.clients.connect_lazy(endpoint)
+    }
+
     /// The node's admin counters, summaries and settings.
     pub fn admin(&self) -> &AdminState {
         &self.admin

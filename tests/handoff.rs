@@ -124,7 +124,8 @@ async fn client(grpc: &str) -> V1Client<Channel> {
     }
 }
 
-/// Waits (at most 20 s) until every node in `nodes` is healthy and sees exactly `nodes`.
+/// Waits (at most 60 s: etcd and the nodes share a loaded CI machine) until every node in `nodes`
+/// is healthy and sees exactly `nodes`.
 async fn wait_for_membership(nodes: &[&Proc]) {
     let expected: Vec<String> = {
         let mut addresses: Vec<String> = nodes.iter().map(|p| p.grpc.clone()).collect();
@@ -134,7 +135,7 @@ async fn wait_for_membership(nodes: &[&Proc]) {
     for node in nodes {
         let client = client(&node.grpc).await;
         let last = Arc::new(Mutex::new(String::new()));
-        let agreed = eventually(Duration::from_secs(20), || {
+        let agreed = eventually(Duration::from_secs(60), || {
             let mut client = client.clone();
             let expected = expected.clone();
             let last = last.clone();

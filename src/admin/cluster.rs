@@ -54,10 +54,11 @@ impl AdminClients {
     /// Asks the peer at `address` for its own counters and summary of `window`.
     pub async fn local_stats(
         &self,
+        node: &Node,
         address: &str,
         window: proto::Window,
     ) -> Result<proto::LocalStatsResp, PeerCallError> {
-        let mut client = AdminClient::new(self.channel(address)?);
+        let mut client = AdminClient::new(self.channel(node, address)?);
         let request = self.request(proto::LocalStatsReq {
             window: window as i32,
         });
@@ -67,10 +68,11 @@ impl AdminClients {
     /// Asks the peer at `address` for its stored state of `key`.
     pub async fn peek(
         &self,
+        node: &Node,
         address: &str,
         key: &LimitKey,
     ) -> Result<proto::PeekLimitResp, PeerCallError> {
-        let mut client = AdminClient::new(self.channel(address)?);
+        let mut client = AdminClient::new(self.channel(node, address)?);
         let request = self.request(proto::PeekLimitReq {
             name: key.name.clone(),
             unique_key: key.unique_key.clone(),
@@ -79,8 +81,12 @@ impl AdminClients {
     }
 
     /// Asks the peer at `address` for its `HealthCheck`.
-    pub async fn health(&self, address: &str) -> Result<wire::HealthCheckResp, PeerCallError> {
-        let mut client = V1Client::new(self.channel(address)?);
+    pub async fn health(
+        &self,
+        node: &Node,
+        address: &str,
+    ) -> Result<wire::HealthCheckResp, PeerCallError> {
+        let mut client = V1Client::new(self.channel(node, address)?);
         self.bounded(client.health_check(wire::HealthCheckReq {}))
             .await
     }
@@ -106,7 +112,7 @@ impl AdminClients {
             .map_err(PeerCallError::from)
     }
 
-    fn channel(&self, address: &str) -> Result<Channel, PeerCallError> {
+    fn channel(&self, node: &Node, address: &str) -> Result<Channel, PeerCallError> {
         let mut channels = match self.channels.lock() {
             Ok(channels) => channels,
             Err(poisoned) => poisoned.into_inner(),
@@ -114,10 +120,10 @@ impl AdminClients {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|_| PeerCallError::InvalidAddress(address.to_string()))?
-            .connect_timeout(self.timeout)
-            .connect_lazy();
+            .connect_timeout(self.timeout);
+        let channel = node.peer_channel(endpoint);
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }
@@ -191,7 +197,7 @@ pub async fn cluster_stats(node: &Node, window: Window) -> ClusterStats {
         let answer = node
             .admin()
             .clients()
-            .local_stats(address, window_to_wire(window))
+            .local_stats(node, address, window_to_wire(window))
             .await;
         (address.to_string(), answer)
     });
@@ -245,7 +251,7 @@ pub async fn peek(
             peek_local(node, key),
         )),
         Some(owner) => {
-            let state = node.admin().clients().peek(&owner, key).await?;
+            let state = node.admin().clients().peek(node, &owner, key).await?;
             Ok((owner, state))
         }
     }
@@ -295,7 +301,7 @@ pub async fn peers(node: &Node) -> Vec<PeerView> {
             } else {
                 node.admin()
                     .clients()
-                    .health(&peer.grpc_address)
+                    .health(node, &peer.grpc_address)
                     .await
                     .map_err(|error| error.to_string())
             };

@@ -316,7 +316,7 @@ impl AllowService {
                 OwnerCallError::Unreachable(format!("bad address {address}: {error}"))
             })?
             .connect_timeout(self.options.peer_timeout);
-        let client = AllowV1Client::new(endpoint.connect_lazy());
+        let client = AllowV1Client::new(self.node.peer_channel(endpoint));
         if let Ok(mut clients) = self.clients.write() {
             // Forget clients of nodes that left, so the map stays as small as the cluster.
             let members = self.node.peers().membership();

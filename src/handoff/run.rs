@@ -272,7 +272,7 @@ impl Clients {
                 return None;
             }
         };
-        let client = HandoffClient::new(endpoint.connect_lazy());
+        let client = HandoffClient::new(node.peer_channel(endpoint));
         self.0.insert(address.to_string(), client.clone());
         Some(client)
     }
@@ -330,7 +330,7 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
                 let endpoint = Endpoint::from_shared(format!("http://{}", peer.grpc_address))
                     .unwrap_or_else(|_| Endpoint::from_static("http://invalid.invalid:1"))
                     .connect_timeout(Duration::from_millis(500));
-                V1Client::new(endpoint.connect_lazy())
+                V1Client::new(node.peer_channel(endpoint))
             });
             let answer = tokio::time::timeout(
                 Duration::from_millis(500),

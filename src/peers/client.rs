@@ -179,6 +179,16 @@ impl PeerClients {
         Ok(client)
     }
 
+    /// A lazily connected channel through `endpoint` over the peers' transport: TLS (mTLS when
+    /// configured) or plaintext. Every ringlimit-to-ringlimit client uses it (PeersV1 and the
+    /// `ringlimit.v1` services), so a TLS cluster speaks TLS on every call between nodes.
+    pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+        match &self.options.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
+            None => endpoint.connect_lazy(),
+        }
+    }
+
     fn connect(&self, address: &str) -> Result<PeerClient, ForwardError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|error| ForwardError::Unavailable(format!("invalid address: {error}")))?
@@ -186,10 +196,7 @@ impl PeerClients {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let channel = match &self.options.tls {
-            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
-            None => endpoint.connect_lazy(),
-        };
+        let channel = self.connect_lazy(endpoint);
         let client = PeersV1Client::new(channel)
             .max_decoding_message_size(self.options.max_message_size)
             .max_encoding_message_size(self.options.max_message_size);
