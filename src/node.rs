@@ -438,15 +438,7 @@ impl Node {
             other => (other, owner),
         };
         match result {
-            Ok(mut response) => {
-                if response.error.is_empty() {
-                    self.record_decision(CallType::Forward, decision_of(&response));
-                }
-                response
-                    .metadata
-                    .insert(OWNER_METADATA_KEY.to_string(), owner);
-                response
-            }
+            Ok(response) => self.owner_answered(response, owner),
             Err(error) => {
                 self.record_failure(&owner, &error);
                 self.metrics
@@ -520,6 +512,21 @@ impl Node {
         (index, self.evaluate_local(item, &request))
     }
 
+    /// The owner's answer to a forwarded item, counted and marked with `metadata.owner`.
+    fn owner_answered(
+        &self,
+        mut response: proto::RateLimitResp,
+        owner: String,
+    ) -> proto::RateLimitResp {
+        if response.error.is_empty() {
+            self.record_decision(CallType::Forward, decision_of(&response));
+        }
+        response
+            .metadata
+            .insert(OWNER_METADATA_KEY.to_string(), owner);
+        response
+    }
+
     /// The answer to a handoff forward: the owner's, or an item error naming it.
     fn forwarded_answer(
         &self,
@@ -527,15 +534,7 @@ impl Node {
         owner: String,
     ) -> proto::RateLimitResp {
         match result {
-            Ok(mut response) => {
-                if response.error.is_empty() {
-                    self.record_decision(CallType::Forward, decision_of(&response));
-                }
-                response
-                    .metadata
-                    .insert(OWNER_METADATA_KEY.to_string(), owner);
-                response
-            }
+            Ok(response) => self.owner_answered(response, owner),
             Err(error) => {
                 self.record_failure(&owner, &error);
                 proto::RateLimitResp {
