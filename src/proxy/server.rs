@@ -91,7 +91,7 @@ pub async fn start(config: ProxyConfig, decider: Decider) -> Result<RunningProxy
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         axum::serve(
-            listener,
+            crate::limits::nodelay::listener(listener),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {

@@ -3,7 +3,7 @@
 //! from every node of a 3-node cluster (and a dead peer reported, not fatal), the bearer token,
 //! and disabled views.
 
-mod common;
+use crate::common;
 
 use common::{ApiClient, Cluster, OVER, Surface, UNDER, http_url, start_node, token};
 use ringlimit::server::RunningServer;

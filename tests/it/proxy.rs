@@ -1,7 +1,7 @@
 //! `ringlimit proxy` end to end: a real upstream (an echo server on loopback), real nodes and
 //! clusters, and proxies deciding through an embedded node or a remote one.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
