@@ -65,8 +65,8 @@ This page is written by \`bench/chaos.sh\`; the figures below are from its last 
 ## What the script does
 
 A 3-node cluster (etcd discovery, release binaries, every port on 127.0.0.1) under steady load:
-8 client tasks, each sending a \`GetRateLimits\` call with one *watched* item and four background
-items, then pausing 10 ms (the calls column gives the rate reached on this machine). The client behaves like one behind a
+8 client tasks, each sending a \`GetRateLimits\` call with one *watched* item, the same key
+with \`GLOBAL\` behaviour under another name, and four background items, then pausing 10 ms (the calls column gives the rate reached on this machine). The client behaves like one behind a
 health-checking load balancer: it stops sending to a node the moment the script stops it, and
 sends to it again once it answers \`LiveCheck\`. The phases:
 
@@ -92,6 +92,12 @@ phase is shorter than the window, so the oracle is exactly 100 per key: a count 
 move or a fallback bucket shows up as hits admitted above it. The table sums the admitted hits and
 the oracle over the watched keys and gives the worst key's admitted − oracle (negative: below the
 limit).
+
+**GLOBAL keys** get the same oracle. Every node answers them from its own copy and sends the hits
+it owes to the owner every \`GUBER_GLOBAL_SYNC_WAIT\`, so even in the steady phase a GLOBAL key can
+admit a little more than the limit: at most what the nodes admit between two broadcasts, the bound
+of [docs/accuracy.md](accuracy.md). A fault phase shows its own cost as the difference from the
+steady rows.
 
 ## Results
 

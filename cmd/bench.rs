@@ -132,9 +132,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000_000_000, value_parser = clap::value_parser!(i64).range(0..))]
     limit: i64,
 
-    /// The duration of the limit, in milliseconds.
-    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(i64).range(0..), value_name = "MS")]
-    duration_ms: i64,
+    /// The window of the limit (Go syntax, as the server's settings: `1m`, `500ms`). Not how long
+    /// to measure: that is `--time`.
+    #[arg(long, default_value = "1m", value_parser = parse_limit_duration, value_name = "DURATION")]
+    limit_duration: i64,
+
+    /// Refused with a message: `--duration` could mean the limit's window or the run's length.
+    #[arg(long, hide = true, value_parser = refuse_ambiguous_duration, value_name = "DURATION")]
+    duration: Option<i64>,
 
     /// The algorithm.
     #[arg(long, value_enum, default_value = "token", ignore_case = true)]
@@ -576,7 +581,7 @@ async fn drive(args: &BenchArgs, plan: &Plan) -> Result<Outcome, BenchError> {
         name: args.name.clone(),
         hits: args.hits,
         limit: args.limit,
-        duration: args.duration_ms,
+        duration: args.limit_duration,
         algorithm: args.algorithm.to_proto() as i32,
         behavior: plan.behavior,
         items: args.items as usize,
@@ -1010,7 +1015,7 @@ fn config_json(args: &BenchArgs, plan: &Plan) -> serde_json::Value {
         },
         "hits": args.hits,
         "limit": args.limit,
-        "duration_ms": args.duration_ms,
+        "duration_ms": args.limit_duration,
         "algorithm": args.algorithm.to_proto().as_str_name(),
         "behavior": plan.behavior,
         "name": args.name,
@@ -1127,6 +1132,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `--limit-duration`: a Go duration, in whole milliseconds as the wire takes it.
+fn parse_limit_duration(text: &str) -> Result<i64, String> {
+    let duration = go_duration::parse(text)?;
+    i64::try_from(duration.as_millis()).map_err(|_| format!("duration '{text}' is too long"))
+}
+
+/// `--duration` is ambiguous in a load generator, so it only ever explains the two real options.
+fn refuse_ambiguous_duration(_: &str) -> Result<i64, String> {
+    Err(
+        "ringlimit bench has no --duration: use --time for how long to measure, or \
+         --limit-duration for the window of the limit"
+            .to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -73,16 +73,16 @@ pub struct CheckArgs {
     )]
     limit: Option<i64>,
 
-    /// The window: Go syntax (`1m`, `500ms`, `1h30m`) or a number of milliseconds; with
+    /// The window, with a unit as the server's settings take it (`1m`, `500ms`, `1h30m`); with
     /// `duration-is-gregorian`, the interval number (0 minute, 1 hour, 2 day, 3 week, 4 month,
-    /// 5 year).
+    /// 5 year). A bare number without that behaviour is refused: `1` would silently mean 1 ms.
     #[arg(
         long,
         value_parser = parse_duration_ms,
         required_unless_present = "request_json",
         value_name = "DURATION"
     )]
-    duration: Option<i64>,
+    duration: Option<DurationArg>,
 
     /// The algorithm.
     #[arg(long, value_enum, default_value = "token", ignore_case = true)]
@@ -305,6 +305,8 @@ fn build_request(args: &CheckArgs) -> Result<proto::GetRateLimitsReq, CheckError
         return Err(CheckError::Usage("--burst cannot be negative".to_string()));
     }
     let behavior = args.behaviors.iter().fold(0, |all, bits| all | bits);
+    let gregorian = behavior & proto::Behavior::DurationIsGregorian as i32 != 0;
+    let duration = duration.millis_or_interval(gregorian)?;
     let requests = args
         .keys
         .iter()
@@ -398,15 +400,42 @@ fn describe(answer: &proto::RateLimitResp, now_ms: i64) -> String {
 }
 
 /// Parses `--duration`: whole milliseconds, or a Go duration.
-fn parse_duration_ms(text: &str) -> Result<i64, String> {
+/// `--duration` as written: with a unit, or a bare number (only meaningful as a Gregorian
+/// interval, so it is checked against the behaviour once all flags are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DurationArg {
+    /// A duration with a unit, in milliseconds.
+    Millis(i64),
+    /// A number without a unit.
+    Bare(i64),
+}
+
+impl DurationArg {
+    /// The wire's `duration`: milliseconds, or with `duration-is-gregorian` the interval number.
+    fn millis_or_interval(self, gregorian: bool) -> Result<i64, CheckError> {
+        match (self, gregorian) {
+            (Self::Millis(millis), _) => Ok(millis),
+            (Self::Bare(interval), true) => Ok(interval),
+            (Self::Bare(number), false) => Err(CheckError::Usage(format!(
+                "--duration {number} has no unit: write {number}ms, {number}s or {number}m (a bare \
+                 number is the interval with --behavior duration-is-gregorian)"
+            ))),
+        }
+    }
+}
+
+fn parse_duration_ms(text: &str) -> Result<DurationArg, String> {
     let text = text.trim();
     if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
         return text
             .parse::<i64>()
-            .map_err(|error| format!("'{text}' is not a number of milliseconds: {error}"));
+            .map(DurationArg::Bare)
+            .map_err(|error| format!("'{text}' is not a number: {error}"));
     }
     let duration = go_duration::parse(text)?;
-    i64::try_from(duration.as_millis()).map_err(|_| format!("duration '{text}' is too long"))
+    i64::try_from(duration.as_millis())
+        .map(DurationArg::Millis)
+        .map_err(|_| format!("duration '{text}' is too long"))
 }
 
 /// Parses one `--behavior` value: a name (any case, `-` or `_`) or a non-negative number.
@@ -462,13 +491,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_are_milliseconds_or_go_syntax() {
-        assert_eq!(parse_duration_ms("60000"), Ok(60_000));
-        assert_eq!(parse_duration_ms("1m"), Ok(60_000));
-        assert_eq!(parse_duration_ms("1.5s"), Ok(1_500));
-        assert_eq!(parse_duration_ms("0"), Ok(0));
+    fn durations_need_a_unit_unless_gregorian() {
+        assert_eq!(parse_duration_ms("1m"), Ok(DurationArg::Millis(60_000)));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(DurationArg::Millis(1_500)));
+        assert_eq!(parse_duration_ms("0"), Ok(DurationArg::Bare(0)));
         assert!(parse_duration_ms("soon").is_err());
         assert!(parse_duration_ms("-5").is_err());
+        let bare = parse_duration_ms("1").expect("a number parses");
+        assert_eq!(bare.millis_or_interval(true).ok(), Some(1));
+        let error = bare
+            .millis_or_interval(false)
+            .expect_err("1 without a unit");
+        assert!(
+            error.to_string().contains("--duration 1 has no unit"),
+            "{error}"
+        );
+        assert_eq!(
+            DurationArg::Millis(1_000).millis_or_interval(false).ok(),
+            Some(1_000)
+        );
     }
 
     #[test]

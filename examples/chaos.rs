@@ -1,7 +1,8 @@
 //! The fault run behind `bench/chaos.sh`: a 3-node ringlimit cluster with etcd, on loopback, under
 //! steady load, through a SIGKILL and restart, a rolling restart, and a 30 s etcd outage. It counts
-//! client errors per phase by kind, and for a set of watched keys compares the hits admitted with
-//! what the limit allows (an exact oracle), then writes a Markdown section with the table.
+//! client errors per phase by kind, and for a set of watched keys (plain ones, and `GLOBAL` ones)
+//! compares the hits admitted with what the limit allows (an exact oracle), then writes a Markdown
+//! section with the table.
 //!
 //! ```sh
 //! cargo build --release --bin ringlimit --example chaos
@@ -448,6 +449,7 @@ struct PhaseStats {
     item_errors: BTreeMap<String, u64>,
     fallback_answers: u64,
     watched: HashMap<String, KeyStats>,
+    watched_global: HashMap<String, KeyStats>,
 }
 
 /// What a watched key admitted, and when its traffic began and ended.
@@ -459,7 +461,8 @@ struct KeyStats {
 }
 
 /// The load: workers send to the nodes not stopped by the script (like a client behind a
-/// health-checking load balancer), each call one watched item and a few background items.
+/// health-checking load balancer), each call one watched item, one watched `GLOBAL` item and a few
+/// background items.
 struct Load {
     nodes: Vec<String>,
     down: Vec<AtomicBool>,
@@ -550,6 +553,13 @@ impl Load {
                 duration: self.window_ms,
                 ..Default::default()
             }];
+            // The same key space with GLOBAL behaviour, under another name: the copies on every
+            // node and the owner's broadcasts must survive the faults as plain keys do.
+            requests.push(proto::RateLimitReq {
+                name: format!("chaos_watched_global_{phase}"),
+                behavior: proto::Behavior::Global as i32,
+                ..requests[0].clone()
+            });
             for i in 0..BACKGROUND_ITEMS {
                 requests.push(proto::RateLimitReq {
                     name: "chaos_background".into(),
@@ -603,14 +613,18 @@ impl Load {
                                     .item_errors
                                     .entry(error_kind(&answer.error))
                                     .or_default() += 1;
-                            } else if index == 0 {
-                                let key =
-                                    stats.watched.entry(watched.clone()).or_insert(KeyStats {
-                                        first_sent: sent,
-                                        last_answered: answered,
-                                        admitted: 0,
-                                        answered: 0,
-                                    });
+                            } else if index < 2 {
+                                let keys = if index == 0 {
+                                    &mut stats.watched
+                                } else {
+                                    &mut stats.watched_global
+                                };
+                                let key = keys.entry(watched.clone()).or_insert(KeyStats {
+                                    first_sent: sent,
+                                    last_answered: answered,
+                                    admitted: 0,
+                                    answered: 0,
+                                });
                                 key.last_answered = answered;
                                 key.answered += 1;
                                 if answer.status == proto::Status::UnderLimit as i32 {
@@ -631,9 +645,10 @@ impl Load {
         let mut out = String::new();
         out.push_str(&format!(
             "### `GUBER_OWNER_FAILURE_POLICY={}`\n\n\
-             | phase | seconds | calls (items) | client call errors | item errors | fallback answers | watched keys over the oracle | admitted / oracle (sum over {} keys) | worst key: admitted − oracle |\n\
-             |---|---:|---:|---|---|---:|---:|---:|---:|\n",
-            options.policy, options.watched_keys
+             | phase | seconds | calls (items) | client call errors | item errors | fallback answers | watched keys over the oracle | admitted / oracle (sum over {keys} keys) | worst key: admitted − oracle | GLOBAL keys over the oracle | GLOBAL admitted / oracle | GLOBAL worst key |\n\
+             |---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            options.policy,
+            keys = options.watched_keys
         ));
         for stats in phases.iter() {
             let seconds = match (stats.started, stats.ended) {
@@ -641,22 +656,10 @@ impl Load {
                 (Some(start), None) => start.elapsed().as_secs_f64(),
                 _ => 0.0,
             };
-            let (mut admitted, mut allowed, mut over_keys, mut worst) = (0i64, 0i64, 0, i64::MIN);
-            for key in stats.watched.values() {
-                let elapsed = key.last_answered.duration_since(key.first_sent).as_millis() as i64;
-                // Token bucket windows start at a hit on an expired bucket and last window_ms,
-                // so at most floor(elapsed / window) + 1 of them fit between the first send and
-                // the last answer.
-                let oracle = self.limit * (elapsed / self.window_ms + 1);
-                admitted += key.admitted;
-                allowed += oracle;
-                if key.admitted > oracle {
-                    over_keys += 1;
-                }
-                worst = worst.max(key.admitted - oracle);
-            }
+            let plain = self.oracle(&stats.watched);
+            let global = self.oracle(&stats.watched_global);
             out.push_str(&format!(
-                "| {} | {:.1} | {} ({}) | {} | {} | {} | {} of {} | {} / {} | {} |\n",
+                "| {} | {:.1} | {} ({}) | {} | {} | {} | {} | {} |\n",
                 stats.name,
                 seconds,
                 stats.calls,
@@ -664,18 +667,60 @@ impl Load {
                 kinds(&stats.call_errors),
                 kinds(&stats.item_errors),
                 stats.fallback_answers,
-                over_keys,
-                stats.watched.len(),
-                admitted,
-                allowed,
-                match worst {
-                    i64::MIN => "n/a".to_string(),
-                    w if w > 0 => format!("+{w}"),
-                    w => w.to_string(),
-                },
+                plain.columns(),
+                global.columns(),
             ));
         }
         out
+    }
+
+    /// The watched keys of one kind against the oracle.
+    fn oracle(&self, keys: &HashMap<String, KeyStats>) -> OracleSummary {
+        let mut summary = OracleSummary {
+            keys: keys.len(),
+            ..OracleSummary::default()
+        };
+        for key in keys.values() {
+            let elapsed = key.last_answered.duration_since(key.first_sent).as_millis() as i64;
+            // Token bucket windows start at a hit on an expired bucket and last window_ms,
+            // so at most floor(elapsed / window) + 1 of them fit between the first send and
+            // the last answer.
+            let oracle = self.limit * (elapsed / self.window_ms + 1);
+            summary.admitted += key.admitted;
+            summary.allowed += oracle;
+            if key.admitted > oracle {
+                summary.over_keys += 1;
+            }
+            summary.worst = Some(summary.worst.map_or(key.admitted - oracle, |worst: i64| {
+                worst.max(key.admitted - oracle)
+            }));
+        }
+        summary
+    }
+}
+
+/// Watched keys of one kind in one phase, against the oracle.
+#[derive(Default)]
+struct OracleSummary {
+    keys: usize,
+    admitted: i64,
+    allowed: i64,
+    over_keys: usize,
+    worst: Option<i64>,
+}
+
+impl OracleSummary {
+    /// Three table cells: keys over the oracle, admitted / oracle, the worst key.
+    fn columns(&self) -> String {
+        let worst = match self.worst {
+            None => "n/a".to_string(),
+            Some(w) if w > 0 => format!("+{w}"),
+            Some(w) => w.to_string(),
+        };
+        format!(
+            "{} of {} | {} / {} | {}",
+            self.over_keys, self.keys, self.admitted, self.allowed, worst
+        )
     }
 }
 

@@ -578,10 +578,55 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The log levels `GUBER_LOG_LEVEL` names, with Gubernator's (logrus) spellings, and the tracing
+/// level each one means.
+const LOG_LEVELS: [(&str, &str); 8] = [
+    ("trace", "trace"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("warn", "warn"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("fatal", "error"),
+    ("panic", "error"),
+];
+
+/// `GUBER_LOG_LEVEL`: a level (Gubernator's names too: `warning`, `fatal`, `panic`), or a list of
+/// tracing filter directives such as `info,ringlimit::handoff=debug`. Every directive must name a
+/// level: tracing itself reads a bare word such as `warning` or `verbose` as a *target* to show at
+/// every level, which filters out every line ringlimit writes (the node then failed silently).
 fn parse_log_level(text: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(text)
-        .map(|_| text.to_string())
-        .map_err(|error| format!("'{text}' is not a log level or filter: {error}"))
+    let error = || {
+        format!(
+            "'{text}' is not a log level: use one of trace, debug, info, warn (or warning), error \
+             (or fatal, panic), or filter directives such as info,ringlimit::handoff=debug"
+        )
+    };
+    let trimmed = text.trim();
+    let level_of = |word: &str| {
+        LOG_LEVELS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(word))
+            .map(|(_, level)| *level)
+    };
+    if let Some(level) = level_of(trimmed) {
+        return Ok(level.to_string());
+    }
+    let mut directives = Vec::new();
+    for directive in trimmed.split(',').map(str::trim) {
+        match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => {
+                let level = level_of(level).ok_or_else(error)?;
+                directives.push(format!("{target}={level}"));
+            }
+            Some(_) => return Err(error()),
+            None => directives.push(level_of(directive).ok_or_else(error)?.to_string()),
+        }
+    }
+    let filter = directives.join(",");
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .map(|_| filter)
+        .map_err(|_| error())
 }
 
 /// Rewrites `args` so that the entries of `--config FILE` (if given) become flags of `command`,
@@ -703,6 +748,23 @@ where
 mod tests {
     use super::*;
     use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn log_levels_take_gubernator_names_and_refuse_bare_words() {
+        assert_eq!(parse_log_level("warning").as_deref(), Ok("warn"));
+        assert_eq!(parse_log_level(" WARN ").as_deref(), Ok("warn"));
+        assert_eq!(parse_log_level("fatal").as_deref(), Ok("error"));
+        assert_eq!(parse_log_level("panic").as_deref(), Ok("error"));
+        assert_eq!(parse_log_level("debug").as_deref(), Ok("debug"));
+        assert_eq!(
+            parse_log_level("info,ringlimit::handoff=warning").as_deref(),
+            Ok("info,ringlimit::handoff=warn")
+        );
+        for bad in ["verbose", "", "info,chatty", "=debug", "ringlimit=loud"] {
+            let error = parse_log_level(bad).expect_err(bad);
+            assert!(error.contains("is not a log level"), "{bad}: {error}");
+        }
+    }
 
     #[derive(Debug, Parser)]
     struct Cli {

@@ -26,6 +26,7 @@ fn invalid_environment_values_fail_with_one_line_naming_the_variable() {
         ("GUBER_BATCH_WAIT", "5 parsecs"),
         ("GUBER_BATCH_LIMIT", "5000"),
         ("GUBER_LOG_FORMAT", "xml"),
+        ("GUBER_LOG_LEVEL", "verbose"),
         ("GUBER_PEER_DISCOVERY_TYPE", "carrier-pigeon"),
         ("GUBER_DISABLE_BATCHING", "perhaps"),
     ] {
@@ -38,6 +39,28 @@ fn invalid_environment_values_fail_with_one_line_naming_the_variable() {
         let lines: Vec<_> = stderr.lines().filter(|line| !line.is_empty()).collect();
         assert_eq!(lines.len(), 1, "{variable}: {stderr}");
         assert!(lines[0].contains(variable), "{variable}: {stderr}");
+    }
+}
+
+/// `GUBER_LOG_LEVEL=warning` (Gubernator's spelling) used to be read by tracing as a target name,
+/// which hid every line, even a fatal bind error: the node exited 1 without a word.
+#[test]
+fn gubernator_log_level_names_still_show_a_fatal_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to collide with");
+    let address = taken.local_addr().expect("address").to_string();
+    for level in ["warning", "error", "fatal"] {
+        let output = ringlimit()
+            .env("GUBER_LOG_LEVEL", level)
+            .env("GUBER_GRPC_ADDRESS", &address)
+            .env("GUBER_HTTP_ADDRESS", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .expect("the binary runs");
+        assert!(!output.status.success(), "{level}: the bind must fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("cannot listen on") && stderr.contains(&address),
+            "GUBER_LOG_LEVEL={level}: the fatal error is not shown: {stderr:?}"
+        );
     }
 }
 

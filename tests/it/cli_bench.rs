@@ -217,6 +217,19 @@ async fn the_text_report_names_its_numbers() {
     server.shutdown().await.expect("clean shutdown");
 }
 
+/// `--duration` used to draw clap's tip towards `--duration-ms`, the limit's window, when the
+/// user meant how long to run.
+#[tokio::test(flavor = "multi_thread")]
+async fn duration_is_refused_with_both_meanings_named() {
+    let output = run(bench("127.0.0.1:1051", &["--duration", "5s"])).await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--time") && stderr.contains("--limit-duration"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_arguments_exit_2() {
     for args in [
@@ -228,6 +241,7 @@ async fn bad_arguments_exit_2() {
         &["--behavior", "sometimes"],
         &["--concurrency", "0"],
         &["--limit", "-1"],
+        &["--limit-duration", "60000"],
         &["--no-such-flag"],
     ] {
         let output = run(bench("127.0.0.1:1051", args)).await;

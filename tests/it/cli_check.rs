@@ -123,7 +123,7 @@ async fn flags_send_one_item_per_key_and_print_one_line_each() {
         "--limit",
         "10",
         "--duration",
-        "60000",
+        "60s",
     ]);
     let output = lines(&run(command, None).await);
     assert_eq!(
@@ -194,7 +194,7 @@ async fn json_output_is_the_gateways_and_matches_a_second_query() {
         "--limit",
         "5",
         "--duration",
-        "30000",
+        "30s",
         "--algorithm",
         "LEAKY_BUCKET",
         "--json",
@@ -464,6 +464,20 @@ async fn bad_arguments_exit_two_without_calling() {
                 "-1",
                 "--duration",
                 "1m",
+            ],
+            None,
+        ),
+        // A bare number is not milliseconds: the server's settings need a unit too.
+        (
+            vec![
+                "--name",
+                "n",
+                "--key",
+                "k",
+                "--limit",
+                "1",
+                "--duration",
+                "1",
             ],
             None,
         ),

@@ -4,7 +4,8 @@
 //! target links the whole of ringlimit and its dependencies again, and with 27 of them linking
 //! took most of CI's time. Tests still run in parallel (cargo's test threads), each on its own
 //! loopback ports; run one file's tests with `cargo test --test it FILE::`, e.g.
-//! `cargo test --test it tls::`.
+//! `cargo test --test it tls::`. `tests/key_flood.rs` stays a binary of its own: it loads a node
+//! process with 5M keys for minutes and would starve every test that ran beside it.
 
 mod common;
 mod support_etcd;
@@ -24,7 +25,6 @@ mod grpc_api;
 mod handoff;
 mod hostile_input;
 mod http_gateway;
-mod key_flood;
 mod library;
 mod logging;
 mod metrics;

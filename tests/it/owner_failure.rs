@@ -142,9 +142,11 @@ async fn a_silent_owner_is_marked_down_and_its_items_fail_fast_with_an_error() {
     let cluster = Cluster::start(
         2,
         &[
-            "--batch-timeout=200ms",
+            // Long enough that "fails at once" (well under 300 ms on a busy machine) is far
+            // from "waited for the timeout".
+            "--batch-timeout=1s",
             "--peer-down-threshold=2",
-            "--peer-down-backoff=5s",
+            "--peer-down-backoff=30s",
         ],
     )
     .await;
@@ -172,7 +174,7 @@ async fn a_silent_owner_is_marked_down_and_its_items_fail_fast_with_an_error() {
         "the error names the owner: {first:?}"
     );
     assert!(first.error.contains("timed out"), "{first:?}");
-    assert!(first_took < Duration::from_secs(2), "took {first_took:?}");
+    assert!(first_took < Duration::from_secs(5), "took {first_took:?}");
 
     // From now on the owner is down: its items fail at once, naming it.
     for _ in 0..20 {
@@ -185,7 +187,7 @@ async fn a_silent_owner_is_marked_down_and_its_items_fail_fast_with_an_error() {
         );
         assert_eq!(answer.metadata["owner"], silent);
         assert!(
-            took < Duration::from_millis(100),
+            took < Duration::from_millis(300),
             "a call to a down owner took {took:?}"
         );
     }
