@@ -69,17 +69,17 @@ pub struct ProxyArgs {
     /// between requests on a kept-alive connection); slower connections are closed.
     #[arg(long, env = "GUBER_PROXY_HEADER_TIMEOUT", default_value = "10s",
           value_parser = positive_duration)]
-    header_timeout: Duration,
+    proxy_header_timeout: Duration,
 
     /// How long a client may take to send a request's body once its headers arrived (then 408).
     #[arg(long, env = "GUBER_PROXY_BODY_TIMEOUT", default_value = "60s",
           value_parser = positive_duration)]
-    body_timeout: Duration,
+    proxy_body_timeout: Duration,
 
     /// The most open client connections; more are closed as soon as they are accepted.
     #[arg(long, env = "GUBER_PROXY_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_connections: u32,
+    proxy_max_connections: u32,
 
     /// When the cluster cannot decide: let requests through (`open`) or answer 503 (`closed`).
     #[arg(
@@ -176,9 +176,9 @@ fn proxy_config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
         failure_mode: args.on_cluster_error,
         upstream_timeout: args.upstream_timeout,
         max_key_bytes: usize::try_from(args.node.max_key_length).unwrap_or(usize::MAX),
-        header_timeout: args.header_timeout,
-        body_timeout: args.body_timeout,
-        max_connections: args.max_connections as usize,
+        header_timeout: args.proxy_header_timeout,
+        body_timeout: args.proxy_body_timeout,
+        max_connections: args.proxy_max_connections as usize,
     })
 }
 

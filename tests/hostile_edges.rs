@@ -182,6 +182,58 @@ async fn an_overlong_api_key_is_refused_not_forwarded_uncounted() {
     node.shutdown().await.unwrap();
 }
 
+/// The reported attack, through the binary: `ringlimit proxy` with `RATE_LIMIT_RPS=1 BURST=2` and
+/// the default `open` policy admits at most the burst of requests with a 2000-byte `X-API-Key`
+/// (before the fix: 10 of 10, uncounted).
+#[tokio::test]
+async fn the_proxy_binary_admits_at_most_the_burst_with_an_overlong_key() {
+    let upstream = start_echo().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringlimit"))
+        .arg("proxy")
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("UPSTREAM_URL", format!("http://{}", upstream.address))
+        .env("RATE_LIMIT_RPS", "1")
+        .env("BURST", "2")
+        .env("GUBER_GRPC_ADDRESS", "127.0.0.1:0")
+        .env("GUBER_HTTP_ADDRESS", "127.0.0.1:0")
+        .env_remove("GUBER_PROXY_ON_CLUSTER_ERROR")
+        .env_remove("GUBER_MAX_KEY_LENGTH")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.head(&url).header("x-api-key", "probe").send().await.is_err() {
+        assert!(Instant::now() < deadline, "the proxy never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = upstream.hits.load(Ordering::SeqCst);
+    let long_key = "k".repeat(2000);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let response = client
+            .get(&url)
+            .header("x-api-key", &long_key)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    let admitted = upstream.hits.load(Ordering::SeqCst) - before;
+    assert!(admitted <= 2, "{admitted} of 10 admitted: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
 const LOGIN_RULES: &str = r#"
 [[rule]]
 name = "login"
