@@ -211,7 +211,13 @@ async fn the_proxy_binary_admits_at_most_the_burst_with_an_overlong_key() {
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while client.head(&url).header("x-api-key", "probe").send().await.is_err() {
+    while client
+        .head(&url)
+        .header("x-api-key", "probe")
+        .send()
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "the proxy never came up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -232,6 +238,55 @@ async fn the_proxy_binary_admits_at_most_the_burst_with_an_overlong_key() {
     assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
     let _ = child.start_kill();
     let _ = child.wait().await;
+}
+
+/// The library's `RateLimitLayer` is an edge too: a 2000-byte key header made the item fail
+/// validation, the error was taken for an unreachable cluster, and `FailurePolicy::Open` let
+/// every request through. Now it is refused (400), whatever the policy.
+#[tokio::test]
+async fn the_middleware_never_fails_open_on_an_invalid_key() {
+    use ringlimit::EmbeddedNode;
+    use ringlimit::middleware::{FailurePolicy, HeaderKey, RateLimitLayer};
+    let node = EmbeddedNode::builder().start().await.unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&served);
+    let app = Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            }),
+        )
+        .layer(
+            RateLimitLayer::new(
+                &node,
+                "mw",
+                2,
+                Duration::from_secs(60),
+                HeaderKey::from_static("x-api-key"),
+            )
+            .failure_policy(FailurePolicy::Open),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let long_key = "k".repeat(2000);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let response = client
+            .get(format!("http://{address}/"))
+            .header("x-api-key", &long_key)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    let admitted = served.load(Ordering::SeqCst);
+    assert!(admitted <= 2, "{admitted} of 10 admitted: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    node.shutdown().await.unwrap();
 }
 
 const LOGIN_RULES: &str = r#"

@@ -48,18 +48,9 @@ impl DecideError {
     }
 }
 
-/// Whether an item's `error` text is a validation failure (ringlimit's and Gubernator's
-/// validation messages all name a field, the algorithm or the calendar behaviour) rather than a
-/// failure to reach the key's owner.
-pub fn is_validation_error(message: &str) -> bool {
-    message.starts_with("field '")
-        || message.starts_with("invalid rate limit algorithm")
-        || message.starts_with("behavior DURATION_IS_GREGORIAN")
-}
-
 /// An item's `error` text as a [`DecideError`].
 fn item_error(message: String) -> DecideError {
-    if is_validation_error(&message) {
+    if crate::request::is_validation_message(&message) {
         DecideError::Invalid(message)
     } else {
         DecideError::Unavailable(message)
