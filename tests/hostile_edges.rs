@@ -1,8 +1,10 @@
 //! Issue 12 "Trust", the edges: what a hostile client of the HTTP port or of `ringlimit proxy` can
 //! do with its own input. Each test reproduces an attack that worked before the fix: an over-long
-//! API key forwarded uncounted, admin views open on every interface, raw keys in admin answers,
-//! rules dodged with `//login` or `/%6Cogin`, a spoofed `Forwarded` buying fresh buckets, and a
-//! slowloris client holding a proxy connection. Everything runs on loopback with bounded loops.
+//! API key forwarded uncounted (by the proxy, the proxy binary, and the library's middleware),
+//! admin views open on every interface, raw keys in admin answers, rules dodged with `//login` or
+//! `/%6Cogin`, a spoofed `Forwarded` buying fresh buckets, a slowloris client holding a proxy
+//! connection, and unbounded proxy connections. Everything is reached over loopback with bounded
+//! loops; one node binds `0.0.0.0:0` for a moment, because that is the case under test.
 
 mod common;
 
