@@ -57,6 +57,7 @@ struct Setup {
     failure_mode: FailureMode,
     rules: Option<&'static str>,
     header_timeout: Duration,
+    body_timeout: Duration,
     max_connections: usize,
 }
 
@@ -70,6 +71,7 @@ impl Default for Setup {
             failure_mode: FailureMode::Open,
             rules: None,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             max_connections: 10_000,
         }
     }
@@ -96,7 +98,7 @@ async fn start_proxy(upstream: SocketAddr, decider: Decider, setup: Setup) -> Ru
         upstream_timeout: Duration::from_secs(5),
         max_key_bytes: 1024,
         header_timeout: setup.header_timeout,
-        body_timeout: Duration::from_secs(10),
+        body_timeout: setup.body_timeout,
         max_connections: setup.max_connections,
     };
     proxy::start(config, decider).await.expect("proxy starts")
@@ -439,6 +441,44 @@ async fn a_slowloris_client_is_cut_off_by_the_header_timeout() {
         }
     }
     assert!(closed, "the slow client was still connected after 6 s");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    proxy.shutdown().await.unwrap();
+    node.shutdown().await.unwrap();
+}
+
+/// A client that trickles its body is answered 408 once the body timeout passes, even while the
+/// upstream waits for the rest of it.
+#[tokio::test]
+async fn a_slow_body_is_cut_off_with_408() {
+    // An upstream that reads the whole body before answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let app = Router::new().fallback(|request: Request| async move {
+        let body = axum::body::to_bytes(request.into_body(), usize::MAX).await;
+        format!("{}", body.map(|bytes| bytes.len()).unwrap_or_default())
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let node = start_node(&[]).await;
+    let proxy = start_proxy(
+        upstream,
+        Decider::Embedded(node.node().clone()),
+        Setup {
+            body_timeout: Duration::from_secs(1),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.address()).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "no answer within 8 s");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
     proxy.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
