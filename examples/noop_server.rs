@@ -8,7 +8,7 @@
 //! It exists so that `bench/run.sh` can compare ringlimit with the cost of gRPC itself: it speaks
 //! the same protocol with the same tonic server settings as `ringlimit::server` (the crate's
 //! generated `V1Server`, a 1 MiB maximum decoded message, the same response layer, connections
-//! accepted through the same `TcpListenerStream`, so the same `TCP_NODELAY` default), but keeps no
+//! accepted through the same `limits::nodelay::incoming`, so with `TCP_NODELAY` set), but keeps no
 //! state and does no work. `GetRateLimits` answers every item with the same fixed `UNDER_LIMIT`
 //! response (as many responses as items), `HealthCheck` says `healthy` and `LiveCheck` succeeds.
 //! Whatever a load generator measures here is tonic, HTTP/2, the kernel's loopback and the client;
@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 
 use ringlimit::proto::{self, v1_server::V1, v1_server::V1Server};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// The largest request accepted, as `GUBER_MAX_REQUEST_SIZE`'s default in the real server.
@@ -132,7 +131,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tonic::transport::Server::builder()
         .layer(ringlimit::grpc::oversized_message_layer())
         .add_service(V1Server::new(Noop).max_decoding_message_size(MAX_REQUEST_SIZE))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            ringlimit::limits::nodelay::incoming(listener),
+            shutdown_signal(),
+        )
         .await?;
     println!("stopped");
     Ok(())

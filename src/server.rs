@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -234,7 +233,7 @@ pub async fn start_with_clock(
             wait_for_stop(stopped.clone()),
         )),
         None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-            grpc_connections.limit_incoming(TcpListenerStream::new(grpc_listener)),
+            grpc_connections.limit_incoming(limits::nodelay::incoming(grpc_listener)),
             wait_for_stop(stopped.clone()),
         )),
     };
@@ -267,7 +266,10 @@ pub async fn start_with_clock(
             wait_for_stop(stopped),
         )),
         None => tokio::spawn(limits::http_server::serve(
-            limits::connections::LimitedListener::new(http_listener, http_connections),
+            limits::connections::LimitedListener::new(
+                limits::nodelay::listener(http_listener),
+                http_connections,
+            ),
             http_router,
             http_timeouts,
             wait_for_stop(stopped),

@@ -11,6 +11,8 @@
 //! - [`connections`]: at most `GUBER_MAX_CONNECTIONS` open connections per listener.
 //! - [`http_server`]: the HTTP/1.1 server loop with header and body read timeouts, so slow clients
 //!   (slowloris) cannot hold connections and memory.
+//! - [`nodelay`]: accepted connections with `TCP_NODELAY`, so multi-segment answers never wait
+//!   40 ms for a delayed ACK.
 //!
 //! Input limits on the request itself (message size, key and name length, i64 ranges) live where
 //! requests are decoded and validated: [`crate::request`], [`crate::http::gateway`], [`crate::grpc`].
@@ -20,6 +22,7 @@ pub mod connections;
 pub mod deadline;
 pub mod http_server;
 pub mod layer;
+pub mod nodelay;
 
 pub use admission::Admission;
 pub use connections::ConnectionLimit;

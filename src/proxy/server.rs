@@ -14,7 +14,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use http::{HeaderValue, StatusCode, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -103,14 +102,7 @@ pub async fn start(config: ProxyConfig, decider: Decider) -> Result<RunningProxy
         body: state.config.body_timeout,
     };
     let connections = ConnectionLimit::new(state.config.max_connections, "proxy");
-    let listener = LimitedListener::new(
-        listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a proxy connection");
-            }
-        }),
-        connections,
-    );
+    let listener = LimitedListener::new(crate::limits::nodelay::listener(listener), connections);
     let app = Router::new().fallback(handle).with_state(state);
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(http_server::serve_with_connect_info(

@@ -2,7 +2,7 @@
 //! owner, and the owner's state comes back to every node. Every wait polls an observable state
 //! (a node's copy or a metric) with a deadline; nothing sleeps for a fixed time and hopes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,10 @@
 //! The admin views against real nodes: exact counts for the traffic sent, a peek that never
 //! spends, a bounded offender list under a flood of distinct keys, the same cluster-wide answer
 //! from every node of a 3-node cluster (and a dead peer reported, not fatal), the bearer token,
-//! and disabled views. Keys are shown hashed, the default (`tests/hostile_edges.rs` covers
+//! and disabled views. Keys are shown hashed, the default (`tests/it/hostile_edges.rs` covers
 //! `GUBER_ADMIN_SHOW_KEYS` and the token rules off loopback).
 
-mod common;
+use crate::common;
 
 use common::{ApiClient, Cluster, OVER, Surface, UNDER, http_url, start_node, token};
 use ringlimit::server::RunningServer;

@@ -1,7 +1,7 @@
 //! Every worked example of the compatibility reference (§11), driven against a real node through
 //! gRPC and through the HTTP JSON gateway: both surfaces must give the same answers.
 
-mod common;
+use crate::common;
 
 use common::{ApiClient, OVER, Surface, UNDER, leaky, now_ms, start_node, token};
 use ringlimit::proto;

@@ -2,8 +2,8 @@
 //!
 //! Every wait is bounded and polls every 50 ms. A missing `etcd` binary fails these tests.
 
-mod common;
-mod support_etcd;
+use crate::common;
+use crate::support_etcd;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;

@@ -4,8 +4,8 @@
 //! the owner that goes silent is a TCP listener that accepts and never answers. Every wait is
 //! bounded in count and time.
 
-mod common;
-mod support_etcd;
+use crate::common;
+use crate::support_etcd;
 
 use std::net::TcpListener as StdListener;
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! `ringlimit proxy` end to end: a real upstream (an echo server on loopback), real nodes and
 //! clusters, and proxies deciding through an embedded node or a remote one.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -301,7 +301,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_peers() {
     };
 
     // The test client (127.0.0.1) is a trusted proxy, believed to maintain both X-Forwarded-For
-    // and Forwarded: each forwarded client has its own bucket. (tests/hostile_edges.rs covers
+    // and Forwarded: each forwarded client has its own bucket. (tests/it/hostile_edges.rs covers
     // the default, where Forwarded is not believed.)
     let node = start_node(&[]).await;
     let trusting = start_proxy(

@@ -6,7 +6,7 @@
 //! accepts connections and holds them silent (a "black hole"), with a long batch timeout, so a call
 //! stays in flight until its caller gives up.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@
 //! Component schemas are turned into a JSON Schema document by placing them under `$defs` and
 //! rewriting `#/components/schemas/X` references to `#/$defs/X`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
@@ -24,11 +24,11 @@ use reqwest::Method;
 use ringlimit::server::RunningServer;
 use serde_json::{Value, json};
 
-const SPEC_TEXT: &str = include_str!("../docs/openapi.yaml");
+const SPEC_TEXT: &str = include_str!("../../docs/openapi.yaml");
 /// The gateway's source, read for its route table (`.route("/path", method(handler))`).
-const GATEWAY_SOURCE: &str = include_str!("../src/http/gateway.rs");
+const GATEWAY_SOURCE: &str = include_str!("../../src/http/gateway.rs");
 /// The admin views' source, read for their route table (merged into the gateway's router).
-const ADMIN_SOURCE: &str = include_str!("../src/admin/http.rs");
+const ADMIN_SOURCE: &str = include_str!("../../src/admin/http.rs");
 /// The methods probed on every documented path (HEAD, implied by GET in HTTP, is not probed).
 const PROBED_METHODS: [&str; 6] = ["get", "post", "put", "delete", "patch", "options"];
 const GET_RATE_LIMITS: &str = "/v1/GetRateLimits";

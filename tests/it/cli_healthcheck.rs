@@ -1,7 +1,7 @@
 //! `ringlimit healthcheck` against real nodes: exit 0 for a healthy node, 2 for a node that answers
 //! unhealthy, 1 for an address nobody listens on, each within a few seconds.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Output, Stdio};

@@ -3,7 +3,7 @@
 //! (never a panic, a failed call or damaged state), and proptest drives arbitrary items through
 //! validation and the algorithms, and through the `Node` API.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! rcgen in a temporary directory. Clients are tonic's own TLS client (an independent rustls
 //! setup), reqwest for the gateway, and raw tokio-rustls to see which certificate a port presents.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! without a key unlimited, fail-open and fail-closed) and in a tonic server (RESOURCE_EXHAUSTED),
 //! and an `EmbeddedNode` that answers in process and over gRPC and then shuts down.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

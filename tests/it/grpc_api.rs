@@ -1,7 +1,7 @@
 //! The gRPC surface: V1, PeersV1, grpc.health.v1, reflection, message limits and exact counting
 //! under concurrency.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

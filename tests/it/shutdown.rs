@@ -1,7 +1,7 @@
 //! Graceful shutdown of the real binary: on SIGTERM the node reports not-ready on every probe while
 //! still answering calls for the drain delay, then exits 0.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

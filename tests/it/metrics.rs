@@ -1,7 +1,7 @@
 //! `/metrics` after real traffic: Gubernator's metric names (so existing dashboards work) and
 //! ringlimit's own, with values that match the traffic sent.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, grpc_client, http_url, metric_sum, token};
 use ringlimit::proto;

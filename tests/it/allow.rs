@@ -1,7 +1,7 @@
 //! `POST /allow` on real nodes: spending, denial, errors, and idempotency keys that hold on the same
 //! node and across a 3-node cluster.
 
-mod common;
+use crate::common;
 
 use common::{Cluster, http_url, spread_key, start_node};
 use ringlimit::server::RunningServer;

@@ -6,16 +6,14 @@
 //! connection, and unbounded proxy connections. Everything is reached over loopback with bounded
 //! loops; one node binds `0.0.0.0:0` for a moment, because that is the case under test.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{ApiClient, OVER, Surface, start_node, token};
 use axum::Router;
 use axum::extract::{Request, State};
-use common::{ApiClient, OVER, Surface, start_node, token};
 use http::HeaderName;
 use ringlimit::config::server_config_from_args;
 use ringlimit::proxy::{

@@ -5,8 +5,8 @@
 //! how a node joins and leaves a running cluster. Every wait is a bounded poll. Durations on the
 //! 2-core CI machine: join ≈ 3 s, leave ≈ 3 s, rolling restart ≈ 15–25 s, snapshots ≈ 3 s.
 
-mod common;
-mod support_etcd;
+use crate::common;
+use crate::support_etcd;
 
 use std::collections::HashMap;
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! on standard input, `--count`, and the exit status for bad arguments (2) and an unreachable node
 //! (1).
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Output, Stdio};

@@ -1,7 +1,7 @@
 //! The HTTP JSON gateway as a grpc-gateway client sees it: exact JSON text, lenient input, and
 //! errors in the `google.rpc.Status` shape with grpc-gateway's HTTP statuses.
 
-mod common;
+use crate::common;
 
 use common::{http_url, now_ms, start_node};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! loop's rate, the HTTP gateway, OVER_LIMIT counting, and the exit status for bad arguments (2)
 //! and an unreachable target (1).
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Output, Stdio};

@@ -1,7 +1,7 @@
 //! In-process clusters on 127.0.0.1: any node answers any key with the owner's state, limits hold
 //! exactly across nodes, forwarded items are batched, and a dead owner gives clear per-item errors.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
