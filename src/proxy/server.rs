@@ -5,7 +5,7 @@
 //! than `axum::serve`, so a client that trickles its head or body is cut off
 //! (`GUBER_PROXY_HEADER_TIMEOUT`, `GUBER_PROXY_BODY_TIMEOUT`), and the open connections are capped
 //! (`GUBER_PROXY_MAX_CONNECTIONS`, [`crate::limits::connections`]). Accepted sockets get
-//! `TCP_NODELAY`, like the upstream connections.
+//! `TCP_NODELAY` ([`crate::limits::nodelay`]), like the upstream connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
