@@ -16,10 +16,14 @@ use ringlimit::refill::{RefillRate, TokenBucket};
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Each request is keyed by the key header (X-API-Key), else by the client's IP address (taken from
-X-Forwarded-For / Forwarded only when the direct peer is a trusted proxy), matched against the
-rules file (first match wins; unmatched requests get RATE_LIMIT_RPS and BURST), and decided by the
-cluster. Denied requests get 429 with Retry-After, RateLimit-* headers and
-{\"error\":\"rate_limited\",\"retry_after\":N}.
+X-Forwarded-For only when the direct peer is a trusted proxy; Forwarded too with
+GUBER_PROXY_TRUST_FORWARDED=true), matched against the rules file by its normalised path (first
+match wins; unmatched requests get RATE_LIMIT_RPS and BURST), and decided by the cluster. Denied
+requests get 429 with Retry-After, RateLimit-* headers and
+{\"error\":\"rate_limited\",\"retry_after\":N}. A key header that cannot be a limit key (longer
+than GUBER_MAX_KEY_LENGTH minus 4, or not ASCII text) gets 400 {\"error\":\"invalid_api_key\"}; it
+is never let through by GUBER_PROXY_ON_CLUSTER_ERROR=open, which applies only when the cluster
+cannot decide.
 
 Examples:
   UPSTREAM_URL=http://127.0.0.1:9000 RATE_LIMIT_RPS=5 BURST=10 ringlimit proxy
@@ -55,6 +59,28 @@ pub struct ProxyArgs {
           value_parser = parse_trusted_proxies)]
     trusted_proxies: TrustedProxies,
 
+    /// Believe the `Forwarded` header (RFC 7239) of trusted proxies, in preference to
+    /// `X-Forwarded-For`; only when those proxies overwrite or append to it.
+    #[arg(long, env = "GUBER_PROXY_TRUST_FORWARDED", default_value = "false",
+          value_parser = ringlimit::config::parse_bool, action = clap::ArgAction::Set)]
+    trust_forwarded: bool,
+
+    /// How long a client may take to send a request's headers (also the idle time allowed
+    /// between requests on a kept-alive connection); slower connections are closed.
+    #[arg(long, env = "GUBER_PROXY_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = positive_duration)]
+    proxy_header_timeout: Duration,
+
+    /// How long a client may take to send a request's body once its headers arrived (then 408).
+    #[arg(long, env = "GUBER_PROXY_BODY_TIMEOUT", default_value = "60s",
+          value_parser = positive_duration)]
+    proxy_body_timeout: Duration,
+
+    /// The most open client connections; more are closed as soon as they are accepted.
+    #[arg(long, env = "GUBER_PROXY_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    proxy_max_connections: u32,
+
     /// When the cluster cannot decide: let requests through (`open`) or answer 503 (`closed`).
     #[arg(
         long,
@@ -86,6 +112,13 @@ pub struct ProxyArgs {
 fn parse_upstream(text: &str) -> Result<Upstream, String> {
     text.parse()
         .map_err(|error: proxy::UpstreamError| error.to_string())
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match go_duration::parse(text)? {
+        duration if duration.is_zero() => Err("must be greater than 0".into()),
+        duration => Ok(duration),
+    }
 }
 
 fn parse_header_name(text: &str) -> Result<HeaderName, String> {
@@ -136,9 +169,16 @@ fn proxy_config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
         upstream: args.upstream_url.clone(),
         rules,
         key_header: args.key_header.clone(),
-        trusted_proxies: args.trusted_proxies.clone(),
+        trusted_proxies: args
+            .trusted_proxies
+            .clone()
+            .trusting_forwarded(args.trust_forwarded),
         failure_mode: args.on_cluster_error,
         upstream_timeout: args.upstream_timeout,
+        max_key_bytes: usize::try_from(args.node.max_key_length).unwrap_or(usize::MAX),
+        header_timeout: args.proxy_header_timeout,
+        body_timeout: args.proxy_body_timeout,
+        max_connections: args.proxy_max_connections as usize,
     })
 }
 

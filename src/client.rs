@@ -65,6 +65,23 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether the cluster refused the request itself as invalid (a validation error of the item,
+    /// `INVALID_ARGUMENT` / `OUT_OF_RANGE`, or a request that cannot be sent), as opposed to not
+    /// being able to decide. A fail-open caller must not let such a request through.
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            ClientError::Item(message) => crate::request::is_validation_message(message),
+            ClientError::Call(status) => matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::OutOfRange
+            ),
+            ClientError::InvalidRequest(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The answer to one [`Client::consume`]: admitted or not, and what is left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {

@@ -12,7 +12,10 @@
 //!   `retry-after` metadata entry.
 //!
 //! When the cluster cannot answer, [`FailurePolicy::Open`] (the default) lets the request through
-//! and [`FailurePolicy::Closed`] answers `503` / `UNAVAILABLE`.
+//! and [`FailurePolicy::Closed`] answers `503` / `UNAVAILABLE`. A key the cluster refuses as
+//! invalid (longer than `GUBER_MAX_KEY_LENGTH`, say) is the request's own fault, not the
+//! cluster's: it is answered `400 {"error":"invalid_rate_limit_key"}` / `INVALID_ARGUMENT` under
+//! either policy, so a client cannot buy fail-open with a bad key.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -277,6 +280,7 @@ where
                     pass(inner.call(request).await?, Some(&decision))
                 }
                 Ok(decision) => Ok(refuse(grpc, &decision)),
+                Err(error) if error.is_invalid_input() => Ok(invalid_key(grpc, &error)),
                 Err(error) => match failure {
                     FailurePolicy::Open => {
                         tracing::warn!(%error, "rate limiter unavailable; letting the request through");
@@ -348,6 +352,19 @@ fn refuse<ResBody>(grpc: bool, decision: &Decision) -> Response<RateLimitBody<Re
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry_after));
     response
+}
+
+/// The answer when the cluster refused the request's key as invalid, under either policy.
+fn invalid_key<ResBody>(grpc: bool, error: &ClientError) -> Response<RateLimitBody<ResBody>> {
+    tracing::debug!(%error, "refusing a request whose rate-limit key the cluster refuses");
+    if grpc {
+        grpc_status(3, "invalid rate-limit key")
+    } else {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"invalid_rate_limit_key"}"#.to_string(),
+        )
+    }
 }
 
 /// The answer when the cluster could not decide and the policy is closed.

@@ -92,6 +92,16 @@ impl ItemError {
     }
 }
 
+/// Whether an item's `error` text is a validation failure ([`ItemError`]'s messages, which are
+/// Gubernator's: they name a field, the algorithm or the calendar behaviour) rather than a failure
+/// to reach the key's owner. Edges that fail open when the cluster cannot decide use it to never
+/// fail open on a request's own bad input.
+pub fn is_validation_message(message: &str) -> bool {
+    message.starts_with("field '")
+        || message.starts_with("invalid rate limit algorithm")
+        || message.starts_with("behavior DURATION_IS_GREGORIAN")
+}
+
 /// Limits on item fields that protect the node from hostile input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputLimits {
@@ -310,5 +320,27 @@ mod tests {
         let valid = check(req).unwrap();
         assert!(valid.behavior.contains(Behavior::GLOBAL));
         assert!(valid.behavior.contains(Behavior::DURATION_IS_GREGORIAN));
+    }
+
+    #[test]
+    fn every_item_error_is_recognised_as_a_validation_message() {
+        for error in [
+            ItemError::EmptyUniqueKey,
+            ItemError::EmptyName,
+            ItemError::TooLong {
+                field: "unique_key",
+                len: 2000,
+                max: 1024,
+            },
+            ItemError::InvalidAlgorithm(7),
+            ItemError::Negative("limit"),
+            ItemError::InvalidCalendarInterval(9),
+            ItemError::LeakyBucketWithoutDuration,
+        ] {
+            assert!(is_validation_message(&error.to_string()), "{error}");
+        }
+        assert!(!is_validation_message(
+            "error while forwarding to owner 10.0.0.1:1051: unavailable"
+        ));
     }
 }

@@ -146,7 +146,10 @@ pub async fn start_with_clock(
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
         },
-        admin: config.admin_options(),
+        admin: crate::admin::AdminOptions {
+            http_loopback_only: crate::admin::access::is_loopback(&http_address),
+            ..config.admin_options()
+        },
         owner_failure: OwnerFailureOptions {
             policy: config.owner_failure_policy,
             fallback_capacity: config.cache_size,

@@ -9,7 +9,10 @@
 //!
 //! `stats` and `top_offenders` answer for the whole cluster unless `scope=local`; `limit=N` caps
 //! the list (at most the summary capacity). With `GUBER_ADMIN_TOKEN` set, every route wants
-//! `Authorization: Bearer <token>` and answers 401 without it. The JSON shapes are in
+//! `Authorization: Bearer <token>` and answers 401 without it; without it, the routes answer only
+//! when the HTTP listener is loopback-only, and 403 `admin_token_required` otherwise
+//! ([`super::access`]). Unique keys are shown hashed (`h:…`) unless `GUBER_ADMIN_SHOW_KEYS=true`
+//! ([`super::redact`]); a key is peeked at by its raw value. The JSON shapes are in
 //! `docs/openapi.yaml`.
 
 use std::collections::HashMap;
@@ -23,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use super::access::AccessDenied;
 use super::cluster::{self, ClusterStats, FailedPeer};
 use super::offenders::Window;
 use super::sketch::Counted;
@@ -94,7 +98,7 @@ pub struct TopOffendersView {
 pub struct KeyView {
     /// The limit's name.
     pub name: String,
-    /// The limit's unique key.
+    /// The limit's unique key, as shown (hashed unless `GUBER_ADMIN_SHOW_KEYS`).
     pub unique_key: String,
     /// The gRPC address of the owner that answered.
     pub owner: String,
@@ -182,7 +186,7 @@ async fn stats(
             under_limit: stats.under_limit,
             over_limit: stats.over_limit,
         },
-        top_limited: stats.offenders.top(limit),
+        top_limited: shown(&node, stats.offenders.top(limit)),
         capacity: node.admin().options().capacity,
         nodes: stats.answered,
         failed_peers: stats.failed,
@@ -212,7 +216,7 @@ async fn top_offenders(
         window: window.label(),
         scope: scope.label(),
         total: stats.offenders.total(),
-        offenders: stats.offenders.top(limit),
+        offenders: shown(&node, stats.offenders.top(limit)),
         nodes: stats.answered,
         failed_peers: stats.failed,
     }))
@@ -243,7 +247,7 @@ async fn key_state(
     });
     Ok(Json(KeyView {
         name: key.name,
-        unique_key: key.unique_key,
+        unique_key: node.admin().shown_key(key.unique_key),
         owner,
         found,
         state,
@@ -296,8 +300,8 @@ async fn peers(
 enum AdminError {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("a valid admin bearer token is required")]
-    Unauthorized,
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
     #[error("the owner of this key did not answer: {0}")]
     OwnerUnavailable(String),
 }
@@ -306,12 +310,17 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
             AdminError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminError::Denied(AccessDenied::Unauthorized) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            AdminError::Denied(AccessDenied::TokenRequired) => {
+                (StatusCode::FORBIDDEN, "admin_token_required")
+            }
             AdminError::OwnerUnavailable(_) => (StatusCode::BAD_GATEWAY, "owner_unavailable"),
         };
         let body = Json(serde_json::json!({ "error": kind, "message": self.to_string() }));
         let mut response = (status, body).into_response();
-        if let AdminError::Unauthorized = self {
+        if let AdminError::Denied(AccessDenied::Unauthorized) = self {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"ringlimit-admin\""),
@@ -371,9 +380,17 @@ fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), AdminError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    if node.admin().authorized(presented) {
-        Ok(())
-    } else {
-        Err(AdminError::Unauthorized)
-    }
+    node.admin()
+        .http_access(presented)
+        .map_err(AdminError::from)
+}
+
+/// The listed keys as the views show them (hashed unless `GUBER_ADMIN_SHOW_KEYS`).
+fn shown(node: &Node, list: Vec<Counted>) -> Vec<Counted> {
+    list.into_iter()
+        .map(|entry| Counted {
+            unique_key: node.admin().shown_key(entry.unique_key),
+            ..entry
+        })
+        .collect()
 }

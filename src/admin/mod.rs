@@ -8,12 +8,18 @@
 //! the `ringlimit.v1.Admin` gRPC service ([`grpc`], [`cluster`]) and merging the summaries; a peer
 //! that does not answer is listed, not fatal. Reading a key's state ([`peek`]) never spends: it
 //! reads the owner's store.
+//!
+//! The views are not open to the world: without `GUBER_ADMIN_TOKEN` they answer only on a
+//! loopback HTTP listener ([`access`]), and they show unique keys hashed unless
+//! `GUBER_ADMIN_SHOW_KEYS=true` ([`redact`]).
 
+pub mod access;
 pub mod cluster;
 pub mod grpc;
 pub mod http;
 pub mod offenders;
 pub mod peek;
+pub mod redact;
 pub mod sketch;
 
 use std::sync::Mutex;
@@ -41,6 +47,11 @@ pub struct AdminOptions {
     pub capacity: usize,
     /// How long a call to a peer may take when answering for the cluster.
     pub peer_timeout: Duration,
+    /// Whether views show unique keys raw (`GUBER_ADMIN_SHOW_KEYS`) instead of hashed.
+    pub show_keys: bool,
+    /// Whether the HTTP listener is bound to loopback addresses only; without a token the HTTP
+    /// views answer only then. Set from the bound address when the node starts.
+    pub http_loopback_only: bool,
 }
 
 impl Default for AdminOptions {
@@ -50,6 +61,8 @@ impl Default for AdminOptions {
             token: None,
             capacity: 100,
             peer_timeout: Duration::from_secs(2),
+            show_keys: false,
+            http_loopback_only: false,
         }
     }
 }
@@ -124,17 +137,28 @@ impl AdminState {
         &self.clients
     }
 
-    /// Whether `presented` (an `Authorization` value) satisfies the configured token.
+    /// Whether `presented` (an `Authorization` value) satisfies the configured token; the
+    /// node-to-node `ringlimit.v1.Admin` service's check (no token configured: anyone).
     pub fn authorized(&self, presented: Option<&str>) -> bool {
         match self.options.token.as_deref() {
             None | Some("") => true,
-            Some(token) => presented
-                .and_then(|value| value.trim().split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .is_some_and(|(_, given)| {
-                    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
-                }),
+            Some(token) => access::bearer_matches(token, presented),
         }
+    }
+
+    /// Whether an HTTP admin request presenting `presented` (an `Authorization` value) may be
+    /// answered; see [`access`].
+    pub fn http_access(&self, presented: Option<&str>) -> Result<(), access::AccessDenied> {
+        access::check(
+            self.options.token.as_deref(),
+            self.options.http_loopback_only,
+            presented,
+        )
+    }
+
+    /// `unique_key` as the views show it: hashed unless `GUBER_ADMIN_SHOW_KEYS`.
+    pub fn shown_key(&self, unique_key: String) -> String {
+        redact::shown_key(unique_key, self.options.show_keys)
     }
 
     fn lock_offenders(&self) -> std::sync::MutexGuard<'_, Offenders> {

@@ -271,9 +271,16 @@ pub struct ServerConfig {
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub admin_enabled: bool,
 
-    /// Bearer token the admin views require (`Authorization: Bearer <token>`); unset: none.
+    /// Bearer token the admin views require (`Authorization: Bearer <token>`). Unset: the views
+    /// answer without one only when the HTTP listener is a loopback address, and 403 otherwise.
     #[arg(long, env = "GUBER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Show unique keys as they are in admin views; by default they are shown hashed
+    /// (`h:` + 16 hex digits of their SHA-256), since they may be API keys.
+    #[arg(long, env = "GUBER_ADMIN_SHOW_KEYS", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub admin_show_keys: bool,
 
     /// Most keys each top-offenders summary tracks (per node and time slot).
     #[arg(long, env = "GUBER_ADMIN_TOP_CAPACITY", default_value_t = 100,
@@ -368,6 +375,9 @@ impl ServerConfig {
             token: self.admin_token.clone().filter(|token| !token.is_empty()),
             capacity: usize::try_from(self.admin_top_capacity).unwrap_or(100),
             peer_timeout: self.admin_peer_timeout,
+            show_keys: self.admin_show_keys,
+            // Set from the bound HTTP listener by `server::start`; until then, assume exposed.
+            http_loopback_only: false,
         }
     }
 }
@@ -493,6 +503,7 @@ impl ServerConfig {
             ),
             ("GUBER_ADMIN_ENABLED", self.admin_enabled.to_string()),
             ("GUBER_ADMIN_TOKEN", redact(self.admin_token.as_deref())),
+            ("GUBER_ADMIN_SHOW_KEYS", self.admin_show_keys.to_string()),
             (
                 "GUBER_ADMIN_TOP_CAPACITY",
                 self.admin_top_capacity.to_string(),

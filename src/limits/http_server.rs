@@ -14,6 +14,10 @@
 //! The gateway speaks HTTP/1.1 only, like Gubernator's plaintext grpc-gateway (Go's `net/http`
 //! serves HTTP/2 only over TLS); gRPC has its own port. Shutdown is graceful as with `axum::serve`:
 //! stop accepting, let each connection finish its request, then return.
+//!
+//! `ringlimit proxy` serves its router with the same loop ([`serve_with_connect_info`]), which also
+//! gives each request the peer's address as axum's `ConnectInfo`, as
+//! `into_make_service_with_connect_info` would.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -23,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -41,7 +46,7 @@ pub struct HttpTimeouts {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for open requests to finish.
 pub async fn serve<L>(
-    mut listener: L,
+    listener: L,
     router: Router,
     timeouts: HttpTimeouts,
     shutdown: impl Future<Output = ()> + Send,
@@ -49,10 +54,44 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener,
 {
+    serve_inner(listener, router, timeouts, shutdown, |_| {
+        None::<ConnectInfo<()>>
+    })
+    .await
+}
+
+/// Like [`serve`], and every request carries `ConnectInfo` with its connection's peer address.
+pub async fn serve_with_connect_info<L>(
+    listener: L,
+    router: Router,
+    timeouts: HttpTimeouts,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: Clone + Send + Sync + 'static,
+{
+    serve_inner(listener, router, timeouts, shutdown, |address: &L::Addr| {
+        Some(ConnectInfo(address.clone()))
+    })
+    .await
+}
+
+async fn serve_inner<L, A>(
+    mut listener: L,
+    router: Router,
+    timeouts: HttpTimeouts,
+    shutdown: impl Future<Output = ()> + Send,
+    connect_info: impl Fn(&L::Addr) -> Option<ConnectInfo<A>>,
+) -> io::Result<()>
+where
+    L: axum::serve::Listener,
+    A: Clone + Send + Sync + 'static,
+{
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let (io, _address) = tokio::select! {
+        let (io, address) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
@@ -60,6 +99,7 @@ where
             io,
             router.clone(),
             timeouts,
+            connect_info(&address),
             stopped.clone(),
         ));
     }
@@ -72,17 +112,22 @@ where
     Ok(())
 }
 
-async fn serve_connection<I>(
+async fn serve_connection<I, A>(
     io: I,
     router: Router,
     timeouts: HttpTimeouts,
+    connect_info: Option<ConnectInfo<A>>,
     mut stopped: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    A: Clone + Send + Sync + 'static,
 {
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-        let request =
+        let mut request =
             request.map(|body| axum::body::Body::new(TimedBody::new(body, timeouts.body)));
+        if let Some(info) = &connect_info {
+            request.extensions_mut().insert(info.clone());
+        }
         router.clone().oneshot(request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

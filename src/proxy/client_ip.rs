@@ -7,8 +7,12 @@
 //! entry that is not an IP address (`unknown`, an obfuscated `_name`, garbage) ends the walk at the
 //! last address that was believed, so a client cannot pick its key by sending junk.
 //!
-//! `Forwarded` (RFC 7239) is read when present, else `X-Forwarded-For`. Multiple header lines of one
-//! kind form a single list, in order.
+//! `X-Forwarded-For` is what trusted proxies maintain unless the operator says otherwise. Many
+//! proxies append to `X-Forwarded-For` but pass a client's `Forwarded` (RFC 7239) through untouched,
+//! so believing `Forwarded` from such a proxy would let any client choose its address, and with it
+//! its bucket. `Forwarded` is therefore read only with `GUBER_PROXY_TRUST_FORWARDED=true`
+//! ([`TrustedProxies::trusting_forwarded`]), and then in preference to `X-Forwarded-For`. Multiple
+//! header lines of one kind form a single list, in order.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -16,10 +20,11 @@ use std::str::FromStr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-/// The networks whose forwarding headers are believed.
+/// The networks whose forwarding headers are believed, and which header they maintain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     networks: Vec<IpNet>,
+    forwarded: bool,
 }
 
 /// A trusted-proxy entry that is neither an IP address nor a CIDR.
@@ -43,7 +48,10 @@ impl FromStr for TrustedProxies {
                     .map_err(|_| TrustedProxyError(entry.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { networks })
+        Ok(Self {
+            networks,
+            forwarded: false,
+        })
     }
 }
 
@@ -52,6 +60,18 @@ impl TrustedProxies {
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = address.to_canonical();
         self.networks.iter().any(|net| net.contains(&address))
+    }
+
+    /// The same proxies, believed to maintain `Forwarded` (RFC 7239) when `trust` is set
+    /// (`GUBER_PROXY_TRUST_FORWARDED`); otherwise only their `X-Forwarded-For` is read.
+    pub fn trusting_forwarded(mut self, trust: bool) -> Self {
+        self.forwarded = trust;
+        self
+    }
+
+    /// Whether the trusted proxies' `Forwarded` header is believed.
+    pub fn trusts_forwarded(&self) -> bool {
+        self.forwarded
     }
 
     /// Whether no proxy is trusted.
@@ -65,7 +85,7 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let chain = forwarded_chain(headers);
+        let chain = forwarded_chain(headers, self.forwarded);
         let mut client = peer;
         for entry in chain.iter().rev() {
             let Some(address) = entry else {
@@ -81,10 +101,14 @@ impl TrustedProxies {
 }
 
 /// The forwarding chain, left (original client) to right (nearest proxy): `Forwarded`'s `for=`
-/// values when that header is present, else `X-Forwarded-For`'s entries. `None` is an entry that
-/// is not an IP address.
-pub fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = header_lines(headers, "forwarded");
+/// values when `use_forwarded` and that header is present, else `X-Forwarded-For`'s entries.
+/// `None` is an entry that is not an IP address.
+pub fn forwarded_chain(headers: &HeaderMap, use_forwarded: bool) -> Vec<Option<IpAddr>> {
+    let forwarded: Vec<&str> = if use_forwarded {
+        header_lines(headers, "forwarded")
+    } else {
+        Vec::new()
+    };
     if !forwarded.is_empty() {
         return forwarded
             .iter()
@@ -206,8 +230,24 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_preferred_and_understood() {
+    fn forwarded_is_ignored_unless_the_operator_trusts_it() {
         let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        assert!(!trusted.trusts_forwarded());
+        let h = headers(&[("forwarded", "for=203.0.113.66")]);
+        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        let h = headers(&[
+            ("forwarded", "for=203.0.113.66"),
+            ("x-forwarded-for", "198.51.100.50"),
+        ]);
+        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.50"));
+    }
+
+    #[test]
+    fn forwarded_is_preferred_and_understood_when_trusted() {
+        let trusted: TrustedProxies = "10.0.0.0/8"
+            .parse::<TrustedProxies>()
+            .unwrap()
+            .trusting_forwarded(true);
         let h = headers(&[
             (
                 "forwarded",

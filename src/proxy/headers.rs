@@ -42,16 +42,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Prepares a client's request headers for the upstream: hop-by-hop headers removed, `Host` set
 /// to the upstream, and `X-Forwarded-For` / `-Host` / `-Proto` added.
 ///
-/// From a trusted proxy, the peer's address is appended to the `X-Forwarded-For` it sent (and its
-/// `Forwarded` is kept). From anyone else, both are replaced: the upstream only ever sees a chain
-/// this proxy vouches for.
+/// From a trusted proxy, the peer's address is appended to the `X-Forwarded-For` it sent. From
+/// anyone else, it is replaced: the upstream only ever sees a chain this proxy vouches for.
+/// `Forwarded` is kept only from a trusted proxy believed to maintain it (`forwarded_trusted`,
+/// `GUBER_PROXY_TRUST_FORWARDED`), and removed otherwise.
 pub fn upstream_request_headers(
     headers: &mut HeaderMap,
     peer: IpAddr,
     peer_trusted: bool,
+    forwarded_trusted: bool,
     upstream_authority: &str,
 ) {
     remove_hop_by_hop(headers);
+    if !(peer_trusted && forwarded_trusted) {
+        headers.remove(header::FORWARDED);
+    }
     let peer = peer.to_canonical().to_string();
     let forwarded_for = if peer_trusted {
         let earlier: Vec<&str> = headers
@@ -67,7 +72,6 @@ pub fn upstream_request_headers(
             format!("{}, {peer}", earlier.join(", "))
         }
     } else {
-        headers.remove(header::FORWARDED);
         peer
     };
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -160,7 +164,8 @@ mod tests {
             ("x-forwarded-for", "203.0.113.1"),
             ("forwarded", "for=203.0.113.1"),
         ]);
-        upstream_request_headers(&mut trusted, ip, true, "127.0.0.1:9000");
+        let mut not_maintained = trusted.clone();
+        upstream_request_headers(&mut trusted, ip, true, true, "127.0.0.1:9000");
         assert_eq!(trusted["x-forwarded-for"], "203.0.113.1, 10.0.0.5");
         assert_eq!(trusted["forwarded"], "for=203.0.113.1");
         assert_eq!(trusted["host"], "127.0.0.1:9000");
@@ -168,10 +173,15 @@ mod tests {
         assert_eq!(trusted["x-forwarded-proto"], "http");
 
         let mut untrusted = map(&[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]);
-        upstream_request_headers(&mut untrusted, ip, false, "up:80");
+        upstream_request_headers(&mut untrusted, ip, false, true, "up:80");
         assert_eq!(untrusted["x-forwarded-for"], "10.0.0.5");
         assert!(untrusted.get("forwarded").is_none());
         assert!(untrusted.get("x-forwarded-host").is_none());
+
+        // A trusted proxy that does not maintain Forwarded: a client's Forwarded is dropped.
+        upstream_request_headers(&mut not_maintained, ip, true, false, "up:80");
+        assert!(not_maintained.get("forwarded").is_none());
+        assert_eq!(not_maintained["x-forwarded-for"], "203.0.113.1, 10.0.0.5");
     }
 
     #[test]

@@ -5,23 +5,30 @@
 //! get `429 Too Many Requests`. Because the cluster decides, any number of proxy replicas share
 //! each limit.
 //!
-//! The rules (key extraction, trusted proxies, rules matching, header computation) are pure and
-//! live in their own modules; [`server`] is the thin I/O around them, and [`decider`] asks the
-//! cluster (an embedded node or a remote one).
+//! The rules (key extraction, trusted proxies, path normalisation, rules matching, header
+//! computation) are pure and live in their own modules; [`server`] is the thin I/O around them, and
+//! [`decider`] asks the cluster (an embedded node or a remote one).
+//!
+//! The proxy never fails open because of the client's own input: a key header that cannot be a
+//! limit key is a 400 ([`key`]), an item the cluster refuses as invalid is never let through
+//! ([`decider::DecideError::Invalid`]), and only a cluster that cannot decide goes through
+//! `GUBER_PROXY_ON_CLUSTER_ERROR`.
 
 pub mod client_ip;
 pub mod decider;
 pub mod headers;
+pub mod key;
+pub mod path;
 pub mod rules;
 pub mod server;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
 pub use client_ip::TrustedProxies;
 pub use decider::Decider;
+pub use key::client_key;
 pub use rules::{RuleLimit, Rules};
 pub use server::{ProxyError, RunningProxy, start};
 
@@ -51,6 +58,15 @@ pub struct ProxyConfig {
     pub failure_mode: FailureMode,
     /// How long the upstream may take to start answering.
     pub upstream_timeout: Duration,
+    /// The longest limit key the cluster accepts (`GUBER_MAX_KEY_LENGTH`); longer key headers
+    /// are refused with 400 before the cluster is asked.
+    pub max_key_bytes: usize,
+    /// How long a client may take to send a request's head (`GUBER_PROXY_HEADER_TIMEOUT`).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (`GUBER_PROXY_BODY_TIMEOUT`).
+    pub body_timeout: Duration,
+    /// The most open client connections (`GUBER_PROXY_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
 
 /// The upstream base URL: `http://host:port` with an optional base path.
@@ -111,15 +127,6 @@ impl Upstream {
     }
 }
 
-/// The unique key of a client: `key:<header value>` when the key header is set, else
-/// `ip:<address>`. The prefixes keep an API key that looks like an address apart from the address.
-pub fn client_key(api_key: Option<&str>, client_ip: IpAddr) -> String {
-    match api_key {
-        Some(key) => format!("key:{key}"),
-        None => format!("ip:{client_ip}"),
-    }
-}
-
 /// The cluster limit name of a rule.
 pub fn limit_name(rule: &str) -> String {
     format!("proxy_{rule}")
@@ -160,11 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_prefer_the_header_and_never_collide_with_addresses() {
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(client_key(Some("abc"), ip), "key:abc");
-        assert_eq!(client_key(None, ip), "ip:192.0.2.1");
-        assert_ne!(client_key(Some("192.0.2.1"), ip), client_key(None, ip));
+    fn limit_names_are_prefixed() {
         assert_eq!(limit_name("default"), "proxy_default");
     }
 

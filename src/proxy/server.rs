@@ -1,5 +1,11 @@
 //! The proxy's HTTP side: accept a request, ask the cluster, stream it to the upstream and the
 //! answer back. Everything that is a rule rather than I/O is in the sibling modules.
+//!
+//! Clients are served by the gateway's own HTTP/1.1 loop ([`crate::limits::http_server`]) rather
+//! than `axum::serve`, so a client that trickles its head or body is cut off
+//! (`GUBER_PROXY_HEADER_TIMEOUT`, `GUBER_PROXY_BODY_TIMEOUT`), and the open connections are capped
+//! (`GUBER_PROXY_MAX_CONNECTIONS`, [`crate::limits::connections`]). Accepted sockets get
+//! `TCP_NODELAY` ([`crate::limits::nodelay`]), like the upstream connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,13 +22,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::decider::DecideError;
 use super::headers::{
     add_rate_limit_headers, error_body, rate_limited_body, remove_hop_by_hop,
     upstream_request_headers,
 };
-use super::{Decider, FailureMode, ProxyConfig, RuleLimit, client_key, limit_name};
+use super::{Decider, FailureMode, ProxyConfig, RuleLimit, client_key, key, limit_name, path};
+use crate::limits::connections::{ConnectionLimit, LimitedListener};
+use crate::limits::http_server::{self, HttpTimeouts, body_timeout_in};
 use crate::proto;
 use crate::refill::Outcome;
+use crate::request::{self, InputLimits};
 
 /// Why the proxy could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -87,18 +97,22 @@ pub async fn start(config: ProxyConfig, decider: Decider) -> Result<RunningProxy
         decider,
         client,
     });
+    let timeouts = HttpTimeouts {
+        header: state.config.header_timeout,
+        body: state.config.body_timeout,
+    };
+    let connections = ConnectionLimit::new(state.config.max_connections, "proxy");
+    let listener = LimitedListener::new(crate::limits::nodelay::listener(listener), connections);
     let app = Router::new().fallback(handle).with_state(state);
     let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        axum::serve(
-            crate::limits::nodelay::listener(listener),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+    let task = tokio::spawn(http_server::serve_with_connect_info(
+        listener,
+        app,
+        timeouts,
+        async move {
             let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .await
-    });
+        },
+    ));
     tracing::info!(%address, "ringlimit proxy is serving");
     Ok(RunningProxy {
         address,
@@ -115,17 +129,24 @@ async fn handle(
     let config = &state.config;
     let (mut parts, body) = request.into_parts();
     let client_ip = config.trusted_proxies.client_ip(peer.ip(), &parts.headers);
-    let api_key = parts
-        .headers
-        .get(&config.key_header)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty());
-    let rule = config.rules.find(&parts.method, parts.uri.path(), api_key);
+    let api_key = match key::api_key(parts.headers.get(&config.key_header), config.max_key_bytes) {
+        Ok(api_key) => api_key,
+        Err(error) => return invalid_api_key(config, &error.to_string()),
+    };
+    let rule = config
+        .rules
+        .find(&parts.method, &path::normalize(parts.uri.path()), api_key);
     let outcome = match rule.limit {
         RuleLimit::Unlimited => None,
         RuleLimit::Limited(bucket) => {
             let item = bucket.request(limit_name(&rule.name), client_key(api_key, client_ip), 1);
+            let limits = InputLimits {
+                max_key_bytes: config.max_key_bytes,
+            };
+            // The cluster would refuse this item; refuse it here, whatever the failure policy.
+            if let Err(error) = request::validate(&item, 0, limits) {
+                return rejected_item(config, &DecideError::Invalid(error.to_string()));
+            }
             match state.decider.decide(item).await {
                 Ok(answer) => {
                     let allowed = answer.status != proto::Status::OverLimit as i32;
@@ -135,7 +156,10 @@ async fn handle(
                     }
                     Some(outcome)
                 }
-                Err(error) => match config.failure_mode {
+                Err(error @ DecideError::Invalid(_)) => {
+                    return rejected_item(config, &error);
+                }
+                Err(error @ DecideError::Unavailable(_)) => match config.failure_mode {
                     FailureMode::Open => {
                         tracing::warn!(%error, "letting a request through (fail-open)");
                         None
@@ -166,6 +190,7 @@ async fn handle(
         &mut parts.headers,
         peer.ip(),
         peer_trusted,
+        config.trusted_proxies.trusts_forwarded(),
         config.upstream.authority(),
     );
     parts.version = Version::HTTP_11;
@@ -177,6 +202,12 @@ async fn handle(
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(error)) => {
+            if let Some(timeout) = body_timeout_in(&error) {
+                return json(
+                    StatusCode::REQUEST_TIMEOUT,
+                    error_body("request_timeout", &timeout.to_string()),
+                );
+            }
             tracing::warn!(error = %chain(&error), "upstream request failed");
             return json(
                 StatusCode::BAD_GATEWAY,
@@ -208,6 +239,30 @@ async fn handle(
         add_rate_limit_headers(response.headers_mut(), &outcome);
     }
     response
+}
+
+/// `400 invalid_api_key`: the key header cannot be a limit key. Never forwarded.
+fn invalid_api_key(config: &ProxyConfig, reason: &str) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        error_body(
+            "invalid_api_key",
+            &format!("the {} header {reason}", config.key_header),
+        ),
+    )
+}
+
+/// An item the cluster refuses as invalid: the client's key (400), or the proxy's own
+/// configuration (500). Never forwarded, whatever the failure policy.
+fn rejected_item(config: &ProxyConfig, error: &DecideError) -> Response {
+    if error.is_about_the_key() {
+        return invalid_api_key(config, &format!("cannot be a limit key: {error}"));
+    }
+    tracing::error!(%error, "the cluster refuses the proxy's limit item; check the rules and GUBER_MAX_KEY_LENGTH");
+    json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        error_body("rate_limit_item_rejected", &error.to_string()),
+    )
 }
 
 fn too_many_requests(outcome: &Outcome) -> Response {

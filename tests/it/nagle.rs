@@ -210,6 +210,10 @@ async fn proxy_answers_large_responses_without_a_stall() {
         trusted_proxies: "".parse::<TrustedProxies>().expect("no trusted proxies"),
         failure_mode: FailureMode::Closed,
         upstream_timeout: Duration::from_secs(5),
+        max_key_bytes: 1024,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        max_connections: 10_000,
     };
     let decider =
         Decider::remote(&node.grpc_address().to_string(), Duration::from_secs(2)).expect("decider");

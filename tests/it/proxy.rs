@@ -71,6 +71,7 @@ struct Setup {
     rps: f64,
     burst: i64,
     trusted: &'static str,
+    trust_forwarded: bool,
     failure_mode: FailureMode,
     rules: Option<&'static str>,
 }
@@ -81,6 +82,7 @@ impl Default for Setup {
             rps: 1.0,
             burst: 5,
             trusted: "",
+            trust_forwarded: false,
             failure_mode: FailureMode::Closed,
             rules: None,
         }
@@ -99,9 +101,17 @@ async fn start_proxy(upstream: SocketAddr, decider: Decider, setup: Setup) -> Ru
         upstream: format!("http://{upstream}").parse().unwrap(),
         rules,
         key_header: HeaderName::from_static("x-api-key"),
-        trusted_proxies: setup.trusted.parse::<TrustedProxies>().unwrap(),
+        trusted_proxies: setup
+            .trusted
+            .parse::<TrustedProxies>()
+            .unwrap()
+            .trusting_forwarded(setup.trust_forwarded),
         failure_mode: setup.failure_mode,
         upstream_timeout: Duration::from_secs(5),
+        max_key_bytes: 1024,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        max_connections: 10_000,
     };
     proxy::start(config, decider).await.expect("proxy starts")
 }
@@ -286,10 +296,13 @@ async fn forwarded_headers_are_believed_only_from_trusted_peers() {
         rps: 0.1,
         burst: 1,
         trusted,
+        trust_forwarded: true,
         ..Setup::default()
     };
 
-    // The test client (127.0.0.1) is a trusted proxy: each forwarded client has its own bucket.
+    // The test client (127.0.0.1) is a trusted proxy, believed to maintain both X-Forwarded-For
+    // and Forwarded: each forwarded client has its own bucket. (tests/it/hostile_edges.rs covers
+    // the default, where Forwarded is not believed.)
     let node = start_node(&[]).await;
     let trusting = start_proxy(
         upstream.address,
