@@ -87,14 +87,26 @@ async fn forged_update_peer_globals_to_the_owner_changes_nothing() {
     server.shutdown().await.expect("clean shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn huge_underscore_keys_leave_ordinary_calls_fast() {
-    let server = start_node(&["--max-request-size=4194304"]).await;
-    let mut client = ApiClient::new(&server, Surface::Grpc).await;
+/// Sends four `UpdatePeerGlobals` calls, each with one update whose key is `key`, to the node of
+/// a 2-node cluster started with `extra` that does not own `key` (so the update is looked up
+/// rather than ignored as the owner's), and checks that ordinary calls stay fast meanwhile.
+async fn ordinary_calls_stay_fast_under_underscore_keys(extra: &[&str], key: String) {
+    let cluster = Cluster::start(2, extra).await;
+    let owner = cluster.nodes[0]
+        .node()
+        .peers()
+        .membership()
+        .ring
+        .owner(&key)
+        .expect("the ring has peers")
+        .grpc_address
+        .clone();
+    let target = usize::from(cluster.address(0) == owner);
+    let server = &cluster.nodes[target];
+    let mut client = ApiClient::new(server, Surface::Grpc).await;
     // Warm the connection and the key.
     client.one(token("ordinary", 1, 1000, 60_000)).await;
 
-    let key = "_".repeat(900 * 1024);
     let mut attackers = Vec::new();
     for _ in 0..4 {
         let mut peers = PeersV1Client::new(channel(server.grpc_address()).await)
@@ -136,7 +148,27 @@ async fn huge_underscore_keys_leave_ordinary_calls_fast() {
             .expect("the huge updates are answered")
             .expect("no panic");
     }
-    server.shutdown().await.expect("clean shutdown");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn huge_underscore_keys_leave_ordinary_calls_fast() {
+    ordinary_calls_stay_fast_under_underscore_keys(
+        &["--max-request-size=4194304"],
+        "_".repeat(900 * 1024),
+    )
+    .await;
+}
+
+/// Keys within the largest `GUBER_MAX_KEY_LENGTH` are looked up too, still in linear time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn underscore_keys_within_the_key_limit_leave_ordinary_calls_fast() {
+    // Two keys of 65536 bytes joined: every split's parts fit the limit.
+    ordinary_calls_stay_fast_under_underscore_keys(
+        &["--max-request-size=4194304", "--max-key-length=65536"],
+        "_".repeat(120 * 1024),
+    )
+    .await;
 }
 
 fn locked_bucket(name: &str, key: &str, expire_at: i64) -> handoff_pb::HandoffBucket {
@@ -144,14 +176,16 @@ fn locked_bucket(name: &str, key: &str, expire_at: i64) -> handoff_pb::HandoffBu
         name: name.into(),
         unique_key: key.into(),
         state: Some(handoff_pb::BucketState {
-            kind: Some(handoff_pb::bucket_state::Kind::Token(handoff_pb::TokenState {
-                status: proto::Status::OverLimit as i32,
-                limit: 10,
-                duration: 60_000,
-                remaining: 0,
-                created_at: now_ms(),
-                expire_at,
-            })),
+            kind: Some(handoff_pb::bucket_state::Kind::Token(
+                handoff_pb::TokenState {
+                    status: proto::Status::OverLimit as i32,
+                    limit: 10,
+                    duration: 60_000,
+                    remaining: 0,
+                    created_at: now_ms(),
+                    expire_at,
+                },
+            )),
         }),
         previous: None,
     }
@@ -186,7 +220,10 @@ async fn forged_transfers_change_nothing() {
     let mut client = ApiClient::new(&cluster.nodes[owner], Surface::Grpc).await;
     for key in &keys {
         let answer = client.one(token(key, 1, 10, 60_000)).await;
-        assert_eq!(answer.status, UNDER, "{key} was locked by a forged transfer");
+        assert_eq!(
+            answer.status, UNDER,
+            "{key} was locked by a forged transfer"
+        );
         assert_eq!(answer.remaining, 9);
     }
 
@@ -330,7 +367,11 @@ async fn with_a_peer_secret_every_peer_rpc_needs_it_and_the_cluster_still_forwar
         ];
         for (rpc, status) in codes.into_iter().enumerate() {
             let status = status.unwrap_or_else(|| panic!("rpc {rpc} with {secret:?} succeeded"));
-            assert_eq!(status.code(), Code::Unauthenticated, "rpc {rpc}: {status:?}");
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "rpc {rpc}: {status:?}"
+            );
             assert!(
                 !status.message().contains(SECRET),
                 "the secret never appears in answers"
