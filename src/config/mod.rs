@@ -824,4 +824,32 @@ mod tests {
         );
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[test]
+    fn the_peer_secret_comes_from_one_setting_and_is_redacted() {
+        let config =
+            server_config_from_args(["--peer-secret=s3cret-value"]).expect("valid configuration");
+        let secret = config.peer_secret().unwrap().expect("a secret");
+        assert!(secret.matches(b"s3cret-value"));
+        let described = config.describe();
+        let shown = described
+            .iter()
+            .find(|(name, _)| *name == "GUBER_PEER_SECRET")
+            .map(|(_, value)| value.as_str());
+        assert_eq!(shown, Some("***"));
+        assert!(
+            described
+                .iter()
+                .all(|(_, value)| !value.contains("s3cret-value"))
+        );
+
+        let both =
+            server_config_from_args(["--peer-secret=a", "--peer-secret-file=/run/secrets/peer"])
+                .expect("parsed; the conflict is reported when the secret is read");
+        let error = both.peer_secret().unwrap_err().to_string();
+        assert!(error.contains("GUBER_PEER_SECRET_FILE"), "{error}");
+
+        let none = server_config_from_args(Vec::<String>::new()).unwrap();
+        assert!(none.peer_secret().unwrap().is_none());
+    }
 }
