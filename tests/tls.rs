@@ -181,6 +181,38 @@ async fn call_peers_v1(
         .map_err(|status| (Some(status.code()), status.message().to_string()))
 }
 
+/// One call to each of ringlimit's own peer services over `channel`: the service and the outcome.
+async fn ringlimit_peer_services(
+    channel: Channel,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+    use ringlimit::admin::proto::{LocalStatsReq, admin_client::AdminClient};
+    use ringlimit::handoff::pb::{TransferReq, handoff_client::HandoffClient};
+    use ringlimit::proto::ringlimit_v1::{AllowReq, allow_v1_client::AllowV1Client};
+    vec![
+        (
+            "Handoff",
+            HandoffClient::new(channel.clone())
+                .transfer(TransferReq::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "Admin",
+            AdminClient::new(channel.clone())
+                .local_stats(LocalStatsReq::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "AllowV1",
+            AllowV1Client::new(channel)
+                .allow(AllowReq::default())
+                .await
+                .map(|_| ()),
+        ),
+    ]
+}
+
 /// A rustls client configuration trusting `ca` (or nothing, with `insecure`).
 fn rustls_client(ca: Option<&str>, insecure: bool, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let roots = ca.map(|pem| {
@@ -401,6 +433,30 @@ async fn a_peer_without_a_client_certificate_cannot_call_peers_v1() {
     call_peers_v1(node.grpc_address(), &ca.pem, Some(&peer))
         .await
         .expect("PeersV1 with a good certificate");
+    // The rest of the peer plane is guarded the same way.
+    let channel = tls_channel(node.grpc_address(), &ca.pem, None)
+        .await
+        .expect("connects without a certificate under `request`");
+    for (service, status) in ringlimit_peer_services(channel).await {
+        let status = status.expect_err(service);
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{service}: {status:?}"
+        );
+    }
+    let channel = tls_channel(node.grpc_address(), &ca.pem, Some(&peer))
+        .await
+        .expect("connects with a certificate");
+    for (service, status) in ringlimit_peer_services(channel).await {
+        if let Err(status) = status {
+            assert_ne!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{service}: {status:?}"
+            );
+        }
+    }
     // A certificate from another CA fails the handshake even under `request`.
     let stranger = Ca::new("stranger CA").leaf("peer");
     assert!(
