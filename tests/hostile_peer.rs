@@ -249,6 +249,19 @@ async fn forged_transfers_change_nothing() {
         ringlimit::handoff::Miss::Wait,
         "a forged `complete` ended the wait"
     );
+    let metrics = scrape(&cluster.nodes[owner]).await;
+    let rejected = |reason: &str| {
+        metric_sum(
+            &metrics
+                .lines()
+                .filter(|line| line.contains(&format!(r#"reason="{reason}""#)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "ringlimit_peer_input_rejected_total",
+        )
+    };
+    assert_eq!(rejected("transfer_not_member"), 2.0);
+    assert_eq!(rejected("transfer_invalid_bucket"), 1.0);
     cluster.shutdown().await;
 }
 
@@ -403,11 +416,33 @@ async fn with_a_peer_secret_every_peer_rpc_needs_it_and_the_cluster_still_forwar
     assert_eq!(answer.remaining, 9);
     assert_eq!(answer.metadata.get("owner"), Some(&cluster.address(1)));
 
+    // The admin fan-out (ringlimit.v1.Admin between nodes) carries the secret too.
+    let stats: serde_json::Value =
+        reqwest::get(common::http_url(&cluster.nodes[0], "/admin/stats"))
+            .await
+            .expect("admin stats answer")
+            .json()
+            .await
+            .expect("admin stats JSON");
+    assert_eq!(stats["nodes"].as_array().map(Vec::len), Some(3), "{stats}");
+    assert_eq!(
+        stats["failed_peers"].as_array().map(Vec::len),
+        Some(0),
+        "{stats}"
+    );
+
     let metrics = scrape(&cluster.nodes[0]).await;
     assert_eq!(
         metric_sum(&metrics, "ringlimit_peer_auth_refused_total"),
         refusals
     );
+    for node in &cluster.nodes[1..] {
+        assert_eq!(
+            metric_sum(&scrape(node).await, "ringlimit_peer_auth_refused_total"),
+            0.0,
+            "the nodes' own calls are never refused"
+        );
+    }
     for service in ["peers", "handoff", "admin", "allow"] {
         assert!(
             metrics.contains(&format!(

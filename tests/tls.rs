@@ -381,7 +381,9 @@ async fn mtls_accepts_a_good_client_and_refuses_a_missing_or_wrong_certificate()
 async fn a_cluster_whose_peers_talk_mtls_forwards_correctly() {
     let ca = Ca::new("cluster CA");
     let files = Files::new(&ca, &ca.leaf("peer"));
-    let flags = files.flags("require-and-verify");
+    // Client certificates and the peer secret together: every forward carries both.
+    let mut flags = files.flags("require-and-verify");
+    flags.push("--peer-secret=mtls-and-secret".to_string());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let cluster = Cluster::start(3, &flags).await;
     let client_leaf = ca.leaf("client");
