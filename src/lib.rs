@@ -37,6 +37,7 @@ pub mod proto;
 pub mod proxy;
 pub mod refill;
 pub mod request;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -73,6 +73,41 @@ pub struct Metrics {
     pub etcd_registered: IntGauge,
     /// `ringlimit_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
+    /// `ringlimit_peer_auth_refused_total{service}`: peer-plane calls refused with
+    /// `UNAUTHENTICATED` (no verified client certificate, or a missing or wrong peer secret), by
+    /// service (`peers`, `handoff`, `admin`, `allow`, `other`).
+    pub peer_auth_refused: IntCounterVec,
+    /// `ringlimit_peer_input_rejected_total{reason}`: peer-call content this node ignored because
+    /// it could corrupt what it owns (see [`PeerInputRejection`]).
+    pub peer_input_rejected: IntCounterVec,
+}
+
+/// Why peer-call content was ignored: the `reason` label of `ringlimit_peer_input_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerInputRejection {
+    /// An `UpdatePeerGlobals` state for a key this node owns (only the owner's state is true).
+    UpdateOwnedKey,
+    /// An `UpdatePeerGlobals` key longer than two keys of `GUBER_MAX_KEY_LENGTH` joined.
+    UpdateKeyTooLong,
+    /// A `Handoff.Transfer` from a sender that is not, and was not recently, a member.
+    TransferNotMember,
+    /// A `Handoff.Transfer` bucket that failed validation (skipped).
+    TransferInvalidBucket,
+    /// A snapshot bucket that failed validation (skipped at start).
+    SnapshotInvalidBucket,
+}
+
+impl PeerInputRejection {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerInputRejection::UpdateOwnedKey => "update_owned_key",
+            PeerInputRejection::UpdateKeyTooLong => "update_key_too_long",
+            PeerInputRejection::TransferNotMember => "transfer_not_member",
+            PeerInputRejection::TransferInvalidBucket => "transfer_invalid_bucket",
+            PeerInputRejection::SnapshotInvalidBucket => "snapshot_invalid_bucket",
+        }
+    }
 }
 
 impl Metrics {
@@ -281,6 +316,22 @@ impl Metrics {
                 &["version"],
             )
             .expect("valid metric"),
+            peer_auth_refused: IntCounterVec::new(
+                Opts::new(
+                    "ringlimit_peer_auth_refused_total",
+                    "Peer-plane calls refused as unauthenticated, by service.",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
+            peer_input_rejected: IntCounterVec::new(
+                Opts::new(
+                    "ringlimit_peer_input_rejected_total",
+                    "Peer-call content ignored because it could corrupt owned state, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics
@@ -307,7 +358,14 @@ impl Metrics {
             .collect()
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 29] {
+    /// Counts peer-call content ignored for `reason`.
+    pub fn reject_peer_input(&self, reason: PeerInputRejection) {
+        self.peer_input_rejected
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 31] {
         [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
@@ -338,6 +396,8 @@ impl Metrics {
             Box::new(self.peers.clone()),
             Box::new(self.etcd_registered.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.peer_auth_refused.clone()),
+            Box::new(self.peer_input_rejected.clone()),
         ]
     }
 

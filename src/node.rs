@@ -21,7 +21,7 @@ use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::global::pending::Added;
 use crate::global::{GlobalOptions, GlobalState, replica};
 use crate::handoff::{self, HandoffState, Miss};
-use crate::metrics::{ItemCounters, Metrics};
+use crate::metrics::{ItemCounters, Metrics, PeerInputRejection};
 use crate::owner_failure::{self, OwnerFailureOptions, OwnerFailurePolicy, OwnerFallback};
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::failures::PeerFailures;
@@ -149,6 +149,8 @@ impl Node {
         let mut forwarded = Vec::new();
         let mut in_handoff = Vec::new();
         for (index, mut item) in items.into_iter().enumerate() {
+            // Internal metadata is set by peers only; a client's is never trusted.
+            strip_internal_metadata(&mut item);
             if self.global.options().force {
                 item.behavior |= Behavior::GLOBAL.bits();
             }
@@ -219,11 +221,35 @@ impl Node {
     }
 
     /// Answers `UpdatePeerGlobals`: overwrites this node's copies of GLOBAL limits with the
-    /// owner's state.
+    /// owner's state. An update for a key this node owns (by its current ring) is ignored and
+    /// counted: only the owner's own state is true, so a peer (or anyone posing as one) can never
+    /// overwrite it. Keys longer than two valid keys joined are ignored too.
     pub fn update_peer_globals(&self, globals: Vec<proto::UpdatePeerGlobal>) {
         let now_ms = self.clock.now_ms();
+        let membership = self.peers.membership();
+        let me = self.peers.me().grpc_address.as_str();
+        let longest = self
+            .limits
+            .max_key_bytes
+            .saturating_mul(2)
+            .saturating_add(1);
         for update in globals {
             self.metrics.updatepeerglobals_counter.inc();
+            if update.key.len() > longest {
+                self.metrics
+                    .reject_peer_input(PeerInputRejection::UpdateKeyTooLong);
+                continue;
+            }
+            // The ring hashes the joined key, exactly what the update carries.
+            let owned_here = membership
+                .ring
+                .owner(&update.key)
+                .is_none_or(|owner| owner.grpc_address == me);
+            if owned_here {
+                self.metrics
+                    .reject_peer_input(PeerInputRejection::UpdateOwnedKey);
+                continue;
+            }
             let Some(key) = self.key_of_update(&update) else {
                 continue;
             };
@@ -236,17 +262,13 @@ impl Node {
 
     /// The limit an update is for: exact when a ringlimit owner names it; for a Gubernator owner,
     /// the copy this node holds whose `name_unique_key` is the update's key (a node without a
-    /// copy has nothing to overwrite, and fetches the state from the owner on first use).
+    /// copy has nothing to overwrite, and fetches the state from the owner on first use). At most
+    /// [`replica::MAX_SPLIT_CANDIDATES`] splits are tried, so the cost is linear in the key.
     fn key_of_update(&self, update: &proto::UpdatePeerGlobal) -> Option<LimitKey> {
-        if let Some(name) = replica::carried_name(update) {
-            let unique_key = update.key.strip_prefix(name)?.strip_prefix('_')?;
-            return Some(LimitKey::new(name, unique_key));
-        }
-        update
-            .key
-            .match_indices('_')
-            .map(|(at, _)| LimitKey::new(&update.key[..at], &update.key[at + 1..]))
-            .find(|key| self.store.get(key).is_some())
+        let exact = replica::carried_name(update).is_some();
+        replica::key_candidates(update, self.limits.max_key_bytes)
+            .map(|(name, unique_key)| LimitKey::new(name, unique_key))
+            .find(|key| exact || self.store.get(key).is_some())
     }
 
     /// Evaluates a GLOBAL item this node owns, and queues the new state for broadcast when it
@@ -714,9 +736,17 @@ impl Node {
     }
 
     /// A lazily connected channel to another node through `endpoint`, over the peers' transport
-    /// (TLS when configured); see [`PeerClients::connect_lazy`].
-    pub fn peer_channel(&self, endpoint: tonic::transport::Endpoint) -> tonic::transport::Channel {
+    /// (TLS when configured) and with the peer secret; see [`PeerClients::connect_lazy`].
+    pub fn peer_channel(
+        &self,
+        endpoint: tonic::transport::Endpoint,
+    ) -> crate::peers::auth::PeerChannel {
         self.clients.connect_lazy(endpoint)
+    }
+
+    /// The limits on item fields (`GUBER_MAX_KEY_LENGTH`), which also bound what peers send.
+    pub fn limits(&self) -> InputLimits {
+        self.limits
     }
 
     /// The node's admin counters, summaries and settings.
@@ -727,6 +757,14 @@ impl Node {
     /// The node's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+}
+
+/// Removes the metadata only peers may set (the handoff hop marker) from a client's item, so a
+/// V1 client cannot make a node skip the handoff forwarding that keeps one evaluator per key.
+fn strip_internal_metadata(item: &mut proto::RateLimitReq) {
+    if !item.metadata.is_empty() {
+        item.metadata.remove(handoff::HOP_METADATA_KEY);
     }
 }
 

@@ -24,6 +24,7 @@ use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
 use crate::owner_failure::{self, OwnerFailureOptions};
+use crate::peers::auth::{PeerAuthLayer, PeerAuthPolicy};
 use crate::peers::client::PeerClientOptions;
 use crate::peers::discovery::{self, DiscoveryHandle};
 use crate::peers::liveness::LivenessConfig;
@@ -69,6 +70,9 @@ pub enum ServerError {
     /// The TLS settings or files are unusable (the message names the variable).
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The peer secret settings are unusable (the message names the variable, never the value).
+    #[error(transparent)]
+    PeerSecret(#[from] crate::peers::auth::PeerSecretError),
 }
 
 /// A node that is serving. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -98,6 +102,13 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, ServerError> {
     let tls = crate::tls::from_config(config)?;
+    let peer_auth = PeerAuthPolicy {
+        secret: config.peer_secret()?,
+        require_client_certificate: tls
+            .as_ref()
+            .is_some_and(|tls| tls.settings().peers_require_client_certificate()),
+    };
+    warn_if_peer_plane_open(config, &peer_auth);
     let grpc_listener = bind(&config.grpc_address).await?;
     let http_listener = bind(&config.http_address).await?;
     let grpc_address = local_address(&grpc_listener, &config.grpc_address)?;
@@ -132,6 +143,7 @@ pub async fn start_with_clock(
                 probe_timeout: config.batch_timeout,
             },
             tls: tls.as_ref().map(|tls| tls.peer_connector()),
+            secret: peer_auth.secret.clone(),
         },
         peer_failure_window: config.peer_failure_window,
         registration: discovery.registration_flag(),
@@ -195,6 +207,11 @@ pub async fn start_with_clock(
         .layer(limits::CallLimitsLayer::<limits::GrpcRejection>::new(
             admission.clone(),
             crate::grpc::method::GET_RATE_LIMITS,
+        ))
+        // The peer plane's one gate: every service but V1, health and reflection.
+        .layer(PeerAuthLayer::new(
+            peer_auth,
+            node.metrics().peer_auth_refused.clone(),
         ));
     if config.grpc_max_conn_age_sec > 0 {
         builder = builder.max_connection_age(Duration::from_secs(config.grpc_max_conn_age_sec));
@@ -204,14 +221,10 @@ pub async fn start_with_clock(
             proto::v1_server::V1Server::new(V1Service::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
         )
-        .add_service(tonic::service::interceptor::InterceptedService::new(
+        .add_service(
             proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
                 .max_decoding_message_size(max_request_size),
-            crate::tls::peer_auth::PeerAuthInterceptor::new(
-                tls.as_ref()
-                    .is_some_and(|tls| tls.settings().peers_require_client_certificate()),
-            ),
-        ))
+        )
         .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
         .add_service(
             handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
@@ -361,6 +374,20 @@ impl RunningServer {
             }
             Err(_) => Err(ServerError::ShutdownTimeout(self.shutdown_timeout)),
         }
+    }
+}
+
+/// Logs one warning when a cluster's peer plane is open to anyone who reaches the gRPC port.
+fn warn_if_peer_plane_open(config: &ServerConfig, policy: &PeerAuthPolicy) {
+    if policy.is_open() && config.peer_discovery_type != crate::config::DiscoveryType::None {
+        tracing::warn!(
+            "the peer plane is unauthenticated: anyone who reaches the gRPC port can overwrite \
+             GLOBAL state (PeersV1/UpdatePeerGlobals), spend limits as a peer \
+             (PeersV1/GetPeerRateLimits), inject handoff state (ringlimit.v1.Handoff) and read admin \
+             stats (ringlimit.v1.Admin); set GUBER_PEER_SECRET (or GUBER_PEER_SECRET_FILE) on every \
+             node, or GUBER_TLS_CLIENT_AUTH=require-and-verify, or keep the gRPC port on a private \
+             network (see docs/security.md)"
+        );
     }
 }
 

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::peers::auth::PeerChannel;
 
 use super::offenders::Window;
 use super::peek;
@@ -38,7 +40,7 @@ pub enum PeerCallError {
 pub struct AdminClients {
     timeout: Duration,
     token: Option<String>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, PeerChannel>>,
 }
 
 impl AdminClients {
@@ -112,7 +114,7 @@ impl AdminClients {
             .map_err(PeerCallError::from)
     }
 
-    fn channel(&self, node: &Node, address: &str) -> Result<Channel, PeerCallError> {
+    fn channel(&self, node: &Node, address: &str) -> Result<PeerChannel, PeerCallError> {
         let mut channels = match self.channels.lock() {
             Ok(channels) => channels,
             Err(poisoned) => poisoned.into_inner(),

@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::peers::auth::PeerChannel;
 
 use crate::config::ServerConfig;
 use crate::node::Node;
@@ -107,7 +109,7 @@ pub struct AllowService {
     node: Arc<Node>,
     options: AllowOptions,
     records: IdempotencyStore<Outcome>,
-    clients: RwLock<HashMap<String, AllowV1Client<Channel>>>,
+    clients: RwLock<HashMap<String, AllowV1Client<PeerChannel>>>,
 }
 
 impl AllowService {
@@ -305,7 +307,7 @@ impl AllowService {
         Ok(grpc::from_wire_answer(&answer))
     }
 
-    fn client(&self, address: &str) -> Result<AllowV1Client<Channel>, OwnerCallError> {
+    fn client(&self, address: &str) -> Result<AllowV1Client<PeerChannel>, OwnerCallError> {
         if let Ok(clients) = self.clients.read()
             && let Some(client) = clients.get(address)
         {

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::peers::auth::PeerChannel;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
 use super::{Batch, BatchConfig, BatchConfigError, CallToken, PeerQueue, Push};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
@@ -101,7 +101,7 @@ pub struct PeerBatcher {
 impl PeerBatcher {
     /// Starts the batching task for the peer behind `client`.
     pub fn spawn(
-        client: PeersV1Client<Channel>,
+        client: PeersV1Client<PeerChannel>,
         config: BatchConfig,
         timeout: Duration,
         metrics: PeerCallMetrics,
@@ -111,7 +111,7 @@ impl PeerBatcher {
 
     /// Like [`PeerBatcher::spawn`], telling `observer` the outcome of every call.
     pub fn spawn_observed(
-        client: PeersV1Client<Channel>,
+        client: PeersV1Client<PeerChannel>,
         config: BatchConfig,
         timeout: Duration,
         metrics: PeerCallMetrics,
@@ -157,7 +157,7 @@ impl PeerBatcher {
 /// Makes the actual `GetPeerRateLimits` calls.
 #[derive(Clone)]
 struct PeerCaller {
-    client: PeersV1Client<Channel>,
+    client: PeersV1Client<PeerChannel>,
     timeout: Duration,
     metrics: Arc<PeerCallMetrics>,
     observer: CallObserver,

@@ -365,9 +365,29 @@ pub struct ServerConfig {
     #[arg(long, env = "GUBER_TLS_MIN_VERSION", default_value = "1.2",
           value_parser = crate::tls::parse_min_version, num_args = 0..=1, default_missing_value = "1.2")]
     pub tls_min_version: crate::tls::TlsMinVersion,
+
+    /// Shared secret every node sends on every peer call and requires on every peer RPC
+    /// (PeersV1, Handoff, Admin, AllowV1); unset: peer RPCs are guarded only by client auth.
+    #[arg(long, env = "GUBER_PEER_SECRET", hide_env_values = true)]
+    pub peer_secret: Option<String>,
+
+    /// File holding the peer secret (its trailing newline is removed); exclusive with
+    /// `GUBER_PEER_SECRET`.
+    #[arg(long, env = "GUBER_PEER_SECRET_FILE", value_name = "FILE")]
+    pub peer_secret_file: Option<String>,
 }
 
 impl ServerConfig {
+    /// The peer secret from `GUBER_PEER_SECRET` or `GUBER_PEER_SECRET_FILE` (read now), if set.
+    pub fn peer_secret(
+        &self,
+    ) -> Result<Option<crate::peers::auth::PeerSecret>, crate::peers::auth::PeerSecretError> {
+        crate::peers::auth::PeerSecret::from_settings(
+            self.peer_secret.as_deref(),
+            self.peer_secret_file.as_deref(),
+        )
+    }
+
     /// The admin views' settings.
     pub fn admin_options(&self) -> crate::admin::AdminOptions {
         crate::admin::AdminOptions {
@@ -395,8 +415,8 @@ impl ServerConfig {
             .unwrap_or(&self.grpc_address)
     }
 
-    /// The configuration as `KEY=value` pairs for the start-up log line (no secrets are held yet;
-    /// secret options added later must be redacted here).
+    /// The configuration as `KEY=value` pairs for the start-up log line; secrets
+    /// (`GUBER_ETCD_PASSWORD`, `GUBER_ADMIN_TOKEN`, `GUBER_PEER_SECRET`) are redacted.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
         let duration = |d: Duration| go_duration::format(d);
         vec![
@@ -551,6 +571,11 @@ impl ServerConfig {
                 self.tls_insecure_skip_verify.to_string(),
             ),
             ("GUBER_TLS_MIN_VERSION", value_name(self.tls_min_version)),
+            ("GUBER_PEER_SECRET", redact(self.peer_secret.as_deref())),
+            (
+                "GUBER_PEER_SECRET_FILE",
+                self.peer_secret_file.clone().unwrap_or_default(),
+            ),
         ]
     }
 }
@@ -871,5 +896,33 @@ mod tests {
             Some("west")
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_peer_secret_comes_from_one_setting_and_is_redacted() {
+        let config =
+            server_config_from_args(["--peer-secret=s3cret-value"]).expect("valid configuration");
+        let secret = config.peer_secret().unwrap().expect("a secret");
+        assert!(secret.matches(b"s3cret-value"));
+        let described = config.describe();
+        let shown = described
+            .iter()
+            .find(|(name, _)| *name == "GUBER_PEER_SECRET")
+            .map(|(_, value)| value.as_str());
+        assert_eq!(shown, Some("***"));
+        assert!(
+            described
+                .iter()
+                .all(|(_, value)| !value.contains("s3cret-value"))
+        );
+
+        let both =
+            server_config_from_args(["--peer-secret=a", "--peer-secret-file=/run/secrets/peer"])
+                .expect("parsed; the conflict is reported when the secret is read");
+        let error = both.peer_secret().unwrap_err().to_string();
+        assert!(error.contains("GUBER_PEER_SECRET_FILE"), "{error}");
+
+        let none = server_config_from_args(Vec::<String>::new()).unwrap();
+        assert!(none.peer_secret().unwrap().is_none());
     }
 }

@@ -70,6 +70,43 @@ pub fn to_update(key: &LimitKey, bucket: &Bucket) -> proto::UpdatePeerGlobal {
     }
 }
 
+/// The most `name`/`unique_key` splits of a Gubernator owner's key a receiver tries when looking
+/// for its copy. Each try builds a key and hashes it, so trying every `_` of a long key would be
+/// quadratic in its length; names with more underscores than this are not found (the copy is then
+/// refreshed by the owner's answers to the hits it is sent instead).
+pub const MAX_SPLIT_CANDIDATES: usize = 8;
+
+/// Where the limit of an update may be: the exact split when a ringlimit owner carried the name,
+/// otherwise up to [`MAX_SPLIT_CANDIDATES`] splits of `name_unique_key` at an `_`, leftmost first.
+/// Only splits whose parts are non-empty and at most `max_key_bytes` long (what validation lets
+/// a limit have) are candidates. Linear in the key's length; nothing is copied.
+pub fn key_candidates(
+    update: &proto::UpdatePeerGlobal,
+    max_key_bytes: usize,
+) -> impl Iterator<Item = (&str, &str)> {
+    let key = update.key.as_str();
+    let fits = move |(name, unique_key): &(&str, &str)| {
+        !name.is_empty()
+            && !unique_key.is_empty()
+            && name.len() <= max_key_bytes
+            && unique_key.len() <= max_key_bytes
+    };
+    let carried = carried_name(update);
+    let exact = carried.and_then(|name| Some((name, key.strip_prefix(name)?.strip_prefix('_')?)));
+    // The name is at most `max_key_bytes` long, so its `_` is within the first `max + 1` bytes.
+    let shortest_name = key.len().saturating_sub(max_key_bytes.saturating_add(1));
+    let guesses = key
+        .bytes()
+        .enumerate()
+        .take(max_key_bytes.saturating_add(1))
+        .skip(shortest_name.max(1))
+        .filter(|&(_, byte)| byte == b'_')
+        .filter_map(move |(at, _)| Some((key.get(..at)?, key.get(at + 1..)?)))
+        .take(MAX_SPLIT_CANDIDATES);
+    let guesses = carried.is_none().then_some(guesses).into_iter().flatten();
+    exact.into_iter().chain(guesses).filter(fits)
+}
+
 /// The name carried by a ringlimit broadcast, if any.
 pub fn carried_name(update: &proto::UpdatePeerGlobal) -> Option<&str> {
     update
@@ -165,6 +202,66 @@ pub fn from_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn update(key: &str, name: Option<&str>) -> proto::UpdatePeerGlobal {
+        let mut status = proto::RateLimitResp::default();
+        if let Some(name) = name {
+            status
+                .metadata
+                .insert(NAME_METADATA_KEY.to_string(), name.to_string());
+        }
+        proto::UpdatePeerGlobal {
+            key: key.to_string(),
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    /// The candidates of an update of `key` (carrying `name`, if any), owned.
+    fn splits(key: &str, name: Option<&str>, max: usize) -> Vec<(String, String)> {
+        key_candidates(&update(key, name), max)
+            .map(|(name, unique_key)| (name.to_string(), unique_key.to_string()))
+            .collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(name, unique_key)| (name.to_string(), unique_key.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_carried_name_is_the_only_candidate() {
+        assert_eq!(splits("a_b_c", Some("a_b"), 10), pairs(&[("a_b", "c")]));
+        assert_eq!(splits("a_b_c", Some("x"), 10), pairs(&[]));
+        assert_eq!(splits("a_b_c", Some("a_b_c"), 10), pairs(&[]));
+    }
+
+    #[test]
+    fn gubernator_keys_give_bounded_splits_with_parts_of_valid_length() {
+        assert_eq!(
+            splits("a_b_c", None, 10),
+            pairs(&[("a", "b_c"), ("a_b", "c")])
+        );
+        // Parts longer than the key limit are never candidates.
+        assert_eq!(splits("aaaa_b_cccc", None, 4), pairs(&[]));
+        assert_eq!(
+            splits("ab_c_de", None, 4),
+            pairs(&[("ab", "c_de"), ("ab_c", "de")])
+        );
+        // Empty parts are not candidates.
+        assert_eq!(splits("_a_", None, 10), pairs(&[]));
+        // A key of underscores gives at most MAX_SPLIT_CANDIDATES, whatever its length.
+        assert_eq!(splits(&"_".repeat(900 * 1024), None, 1024), pairs(&[]));
+        let candidates = splits(&"_".repeat(1500), None, 1024);
+        assert_eq!(candidates.len(), MAX_SPLIT_CANDIDATES);
+        assert!(
+            candidates
+                .iter()
+                .all(|(name, unique_key)| name.len() <= 1024 && unique_key.len() <= 1024)
+        );
+    }
 
     #[test]
     fn token_buckets_survive_a_round_trip() {

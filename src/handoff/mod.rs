@@ -11,7 +11,8 @@
 //!   batches; pure.
 //! - [`run`]: the thin I/O: the background task that runs one pass per membership change
 //!   (debounced, one at a time), the graceful-leave sequence, and the snapshot at start and stop.
-//! - [`service`]: the receiving side.
+//! - [`service`]: the receiving side, which takes buckets only from members and only those that
+//!   pass [`check`] (no bucket outlives its window, no count exceeds its capacity).
 //! - [`snapshot`]: the optional on-disk copy of the store (`GUBER_SNAPSHOT_PATH`).
 //!
 //! [`HandoffState`] is what request handling consults while a transition is under way (see
@@ -21,6 +22,7 @@
 //! (briefly, bounded) before creating a bucket that a joined peer may still be handing over. Outside
 //! transitions one atomic load is all it costs.
 
+pub mod check;
 pub mod merge;
 pub mod plan;
 pub mod run;

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::metrics::PeerInputRejection;
+use crate::peers::auth::PeerChannel;
 
 use crate::algorithms::Bucket;
 use crate::node::Node;
@@ -190,7 +193,7 @@ pub async fn pass(
 /// Sends one batch to `owner` and drops what it accepted (see the module docs).
 async fn transfer(
     node: &Node,
-    client: &mut HandoffClient<Channel>,
+    client: &mut HandoffClient<PeerChannel>,
     owner: &str,
     buckets: Vec<(LimitKey, Bucket)>,
 ) -> PassReport {
@@ -238,7 +241,7 @@ async fn transfer(
 /// One `Transfer` call, bounded by the handoff timeout, retried once.
 async fn call(
     node: &Node,
-    client: &mut HandoffClient<Channel>,
+    client: &mut HandoffClient<PeerChannel>,
     request: TransferReq,
 ) -> Result<(), tonic::Status> {
     let timeout = node.handoff().options().timeout;
@@ -257,10 +260,10 @@ async fn call(
 
 /// Handoff clients of one pass, by gRPC address.
 #[derive(Default)]
-struct Clients(HashMap<String, HandoffClient<Channel>>);
+struct Clients(HashMap<String, HandoffClient<PeerChannel>>);
 
 impl Clients {
-    fn get(&mut self, address: &str, node: &Node) -> Option<HandoffClient<Channel>> {
+    fn get(&mut self, address: &str, node: &Node) -> Option<HandoffClient<PeerChannel>> {
         if let Some(client) = self.0.get(address) {
             return Some(client.clone());
         }
@@ -321,7 +324,7 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
     let options = node.handoff().options();
     let me = node.peers().me().grpc_address.clone();
     let deadline = Instant::now() + options.leave_wait;
-    let mut clients: HashMap<String, V1Client<Channel>> = HashMap::new();
+    let mut clients: HashMap<String, V1Client<PeerChannel>> = HashMap::new();
     let mut waiting: Vec<&PeerInfo> = peers.iter().collect();
     while !waiting.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
@@ -371,14 +374,28 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
     }
 }
 
-/// Restores the snapshot at `path` into the store; a missing or bad file is a warning.
+/// Restores the snapshot at `path` into the store; a missing or bad file is a warning. Buckets
+/// that fail [`check`](super::check) (a key longer than `GUBER_MAX_KEY_LENGTH`, an impossible
+/// count or expiry) are skipped and counted.
 pub fn restore_snapshot(node: &Node, path: &Path) {
     let now_ms = node.clock_now_ms();
+    let limits = node.limits();
     match snapshot::read(path, now_ms) {
         Ok(entries) => {
-            let count = entries.len();
+            let mut count = 0;
+            let mut skipped = 0;
             for (key, bucket) in entries {
+                if super::check::check(&key, &bucket, None, limits, now_ms).is_err() {
+                    skipped += 1;
+                    node.metrics()
+                        .reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
+                    continue;
+                }
                 node.store().put(key, bucket);
+                count += 1;
+            }
+            if skipped > 0 {
+                tracing::warn!(path = %path.display(), skipped, "skipped invalid buckets of the snapshot");
             }
             tracing::info!(path = %path.display(), buckets = count, "restored the snapshot");
         }

@@ -2,16 +2,23 @@
 //!
 //! The answer is the sender's permission to drop its copy, so it is sent only after every bucket
 //! of the call is merged.
+//!
+//! A `Transfer` can change what this node owns, so nothing in it is taken on trust (the peer
+//! plane's gate, `peers::auth`, decides who may call at all): the sender must be a member of this
+//! node's cluster or have left it less than `peers::RECENT_MEMBER_TTL` ago (otherwise the whole
+//! call is refused with `PERMISSION_DENIED`), and each bucket must pass [`check`] (otherwise it is
+//! skipped and counted in `ringlimit_peer_input_rejected_total{reason="transfer_invalid_bucket"}`).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::metrics::PeerInputRejection;
 use crate::node::Node;
 
 use super::pb::handoff_server::Handoff;
 use super::pb::{TransferReq, TransferResp};
-use super::{merge, wire};
+use super::{check, merge, wire};
 
 /// The `Handoff` service of one node.
 #[derive(Clone)]
@@ -26,12 +33,49 @@ impl HandoffService {
     }
 }
 
-/// Merges the buckets of `request` into `node`'s store; returns how many changed it.
-pub fn receive(node: &Node, request: &TransferReq) -> i32 {
+/// Why a whole `Transfer` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// The sender is not a member and did not leave recently.
+    #[error("handoff sender '{0}' is not a member of this node's cluster")]
+    NotMember(String),
+}
+
+impl From<TransferError> for Status {
+    fn from(error: TransferError) -> Self {
+        match error {
+            TransferError::NotMember(_) => Status::permission_denied(error.to_string()),
+        }
+    }
+}
+
+/// Merges the valid buckets of `request` into `node`'s store; returns how many changed it.
+/// Refuses the whole call when the sender is not (and was not recently) a member.
+pub fn receive(node: &Node, request: &TransferReq) -> Result<i32, TransferError> {
+    if !node.peers().is_or_was_member(&request.sender) {
+        node.metrics()
+            .reject_peer_input(PeerInputRejection::TransferNotMember);
+        return Err(TransferError::NotMember(printable(&request.sender)));
+    }
+    let limits = node.limits();
+    let now_ms = node.clock_now_ms();
     let mut merged = 0;
+    let mut rejected = 0;
     for item in &request.buckets {
-        let Some((key, bucket, previous)) = wire::from_wire(item) else {
-            continue;
+        let valid = wire::from_wire(item)
+            .ok_or(check::InvalidBucket::MissingState)
+            .and_then(|(key, bucket, previous)| {
+                check::check(&key, &bucket, previous.as_ref(), limits, now_ms)
+                    .map(|()| (key, bucket, previous))
+            });
+        let (key, bucket, previous) = match valid {
+            Ok(entry) => entry,
+            Err(_) => {
+                rejected += 1;
+                node.metrics()
+                    .reject_peer_input(PeerInputRejection::TransferInvalidBucket);
+                continue;
+            }
         };
         let changed = node.store().merge_in(key.clone(), |held, now_ms| {
             merge::merge(held, &bucket, previous.as_ref(), now_ms)
@@ -42,6 +86,9 @@ pub fn receive(node: &Node, request: &TransferReq) -> i32 {
             merged += 1;
         }
     }
+    if rejected > 0 {
+        tracing::warn!(sender = %printable(&request.sender), rejected, "handoff buckets rejected as invalid");
+    }
     if request.complete {
         tracing::debug!(sender = %request.sender, "handoff complete");
         node.handoff().source_complete(&request.sender);
@@ -49,7 +96,12 @@ pub fn receive(node: &Node, request: &TransferReq) -> i32 {
     if !request.buckets.is_empty() {
         tracing::debug!(sender = %request.sender, received = request.buckets.len(), merged, "handoff received");
     }
-    merged
+    Ok(merged)
+}
+
+/// A caller-supplied name, shortened and stripped of control characters for logs and answers.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(256).collect()
 }
 
 #[tonic::async_trait]
@@ -58,7 +110,7 @@ impl Handoff for HandoffService {
         &self,
         request: Request<TransferReq>,
     ) -> Result<Response<TransferResp>, Status> {
-        let merged = receive(&self.node, request.get_ref());
+        let merged = receive(&self.node, request.get_ref())?;
         Ok(Response::new(TransferResp { merged }))
     }
 }

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
 use crate::metrics::Metrics;
+use crate::peers::auth::{self, PeerChannel};
 use crate::peers::liveness::{Admission, Failure, LivenessConfig, MonotonicClock, PeerLiveness};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
 
@@ -25,6 +26,8 @@ pub struct PeerClientOptions {
     pub liveness: LivenessConfig,
     /// TLS for peer calls (`None`: plaintext).
     pub tls: Option<crate::tls::connector::TlsConnector>,
+    /// The peer secret sent on every call to another node (`GUBER_PEER_SECRET`), if configured.
+    pub secret: Option<crate::peers::auth::PeerSecret>,
 }
 
 /// The clients of every peer this node forwards to, keyed by gRPC address.
@@ -38,7 +41,7 @@ pub struct PeerClients {
 /// One peer's connection: direct calls, and the batching task for forwarded items.
 #[derive(Clone)]
 struct PeerClient {
-    grpc: PeersV1Client<Channel>,
+    grpc: PeersV1Client<PeerChannel>,
     batcher: PeerBatcher,
 }
 
@@ -180,13 +183,15 @@ impl PeerClients {
     }
 
     /// A lazily connected channel through `endpoint` over the peers' transport: TLS (mTLS when
-    /// configured) or plaintext. Every ringlimit-to-ringlimit client uses it (PeersV1 and the
-    /// `ringlimit.v1` services), so a TLS cluster speaks TLS on every call between nodes.
-    pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
-        match &self.options.tls {
+    /// configured) or plaintext, with the peer secret (when configured) on every call. Every
+    /// ringlimit-to-ringlimit client uses it (PeersV1 and the `ringlimit.v1` services), so a TLS
+    /// cluster speaks TLS on every call between nodes and every peer RPC carries the secret.
+    pub fn connect_lazy(&self, endpoint: Endpoint) -> PeerChannel {
+        let channel = match &self.options.tls {
             Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
             None => endpoint.connect_lazy(),
-        }
+        };
+        auth::peer_channel(channel, self.options.secret.clone())
     }
 
     fn connect(&self, address: &str) -> Result<PeerClient, ForwardError> {

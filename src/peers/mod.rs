@@ -4,13 +4,16 @@
 //! as membership changes, and every replacement rebuilds the consistent-hash [`Ring`] of the local
 //! data center's peers. Routing and health answers read one consistent [`Membership`] snapshot.
 
+pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod failures;
 pub mod liveness;
 pub mod ring;
 
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub use ring::Ring;
 
@@ -52,6 +55,13 @@ impl Membership {
     }
 }
 
+/// How long a peer that left the list still counts as a recent member: a leaving node hands off
+/// what changed after it deregistered, and its receivers must still take that from it.
+pub const RECENT_MEMBER_TTL: Duration = Duration::from_secs(60);
+
+/// The most recently departed peers remembered (the oldest are forgotten first).
+const RECENT_MEMBERS_CAPACITY: usize = 256;
+
 /// The current membership, shared by every part of the node.
 #[derive(Debug, Clone)]
 pub struct PeerList {
@@ -59,6 +69,8 @@ pub struct PeerList {
     current: Arc<RwLock<Arc<Membership>>>,
     /// Bumped on every change, for tasks that react to membership changes (state handoff).
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Peers that left the list recently (gRPC address, when), oldest first.
+    departed: Arc<Mutex<VecDeque<(String, Instant)>>>,
 }
 
 impl PeerList {
@@ -69,6 +81,51 @@ impl PeerList {
             me,
             current: Arc::new(RwLock::new(Arc::new(membership))),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            departed: Arc::new(Mutex::new(VecDeque::new())),
+        }
+    }
+
+    /// Whether `address` is a member now, or left the list less than [`RECENT_MEMBER_TTL`] ago.
+    pub fn is_or_was_member(&self, address: &str) -> bool {
+        if self
+            .membership()
+            .peers
+            .iter()
+            .any(|peer| peer.grpc_address == address)
+        {
+            return true;
+        }
+        let now = Instant::now();
+        let departed = match self.departed.lock() {
+            Ok(departed) => departed,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        departed.iter().any(|(peer, left)| {
+            peer == address && now.saturating_duration_since(*left) < RECENT_MEMBER_TTL
+        })
+    }
+
+    /// Remembers the peers of `before` that `after` no longer holds.
+    fn remember_departed(&self, before: &[PeerInfo], after: &[PeerInfo]) {
+        let now = Instant::now();
+        let mut departed = match self.departed.lock() {
+            Ok(departed) => departed,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        departed.retain(|(peer, left)| {
+            now.saturating_duration_since(*left) < RECENT_MEMBER_TTL
+                && !after.iter().any(|member| &member.grpc_address == peer)
+        });
+        for peer in before {
+            if !after
+                .iter()
+                .any(|member| member.grpc_address == peer.grpc_address)
+            {
+                departed.push_back((peer.grpc_address.clone(), now));
+            }
+        }
+        while departed.len() > RECENT_MEMBERS_CAPACITY {
+            departed.pop_front();
         }
     }
 
@@ -100,8 +157,10 @@ impl PeerList {
         if current.peers == membership.peers {
             return false;
         }
-        *current = Arc::new(membership);
+        let before = std::mem::replace(&mut *current, Arc::new(membership));
+        let after = Arc::clone(&current);
         drop(current);
+        self.remember_departed(&before.peers, &after.peers);
         self.changes.send_modify(|version| *version += 1);
         true
     }
@@ -148,6 +207,26 @@ impl PeerList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn departed_peers_stay_recent_members_until_they_return_or_expire() {
+        let peer = |address: &str| PeerInfo {
+            grpc_address: address.into(),
+            http_address: String::new(),
+            data_center: String::new(),
+        };
+        let list = PeerList::single(peer("a:1"));
+        assert!(list.is_or_was_member("a:1"));
+        assert!(!list.is_or_was_member("b:1"));
+        list.replace(vec![peer("a:1"), peer("b:1")]);
+        assert!(list.is_or_was_member("b:1"));
+        list.replace(vec![peer("a:1")]);
+        assert!(list.is_or_was_member("b:1"), "b left just now");
+        assert!(!list.is_or_was_member("c:1"));
+        list.replace(vec![peer("a:1"), peer("b:1")]);
+        list.replace(vec![peer("a:1"), peer("b:1"), peer("c:1")]);
+        assert_eq!(list.departed.lock().unwrap().len(), 0, "b returned");
+    }
 
     fn peer(address: &str, data_center: &str) -> PeerInfo {
         PeerInfo {

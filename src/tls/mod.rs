@@ -11,7 +11,7 @@
 //! - **PeersV1 is for peers.** With `GUBER_TLS_CLIENT_AUTH=require-and-verify` a connection without a
 //!   valid client certificate fails its handshake. With `request` the handshake accepts clients
 //!   without a certificate (a presented one must still verify), so V1 stays open to them, and
-//!   [`peer_auth::PeerAuthInterceptor`] refuses their PeersV1 calls with `UNAUTHENTICATED`.
+//!   the peer plane's gate ([`crate::peers::auth`]) refuses their peer RPCs with `UNAUTHENTICATED`.
 //! - **Errors name the setting.** A missing file, a file without PEM, a key that does not match its
 //!   certificate, or an inconsistent combination stops the start with one line naming the variable.
 
@@ -19,7 +19,6 @@ pub mod acceptor;
 pub mod auto;
 pub mod client_args;
 pub mod connector;
-pub mod peer_auth;
 pub mod pem;
 
 use std::sync::Arc;
@@ -287,7 +286,8 @@ impl TlsSettings {
         }))
     }
 
-    /// Whether PeersV1 callers must present a verified client certificate.
+    /// Whether peer-plane callers (PeersV1, Handoff, Admin, AllowV1) must present a verified
+    /// client certificate.
     pub fn peers_require_client_certificate(&self) -> bool {
         self.client_auth != ClientAuth::None
     }
@@ -424,11 +424,6 @@ impl TlsState {
             Arc::clone(&self.peer_client),
             self.settings.server_name.clone(),
         )
-    }
-
-    /// The interceptor that guards PeersV1 under this state's client-auth mode.
-    pub fn peer_auth(&self) -> peer_auth::PeerAuthInterceptor {
-        peer_auth::PeerAuthInterceptor::new(self.settings.peers_require_client_certificate())
     }
 
     /// Reloads on every SIGHUP until `stopped` turns true (Unix only; elsewhere nothing happens).

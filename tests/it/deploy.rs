@@ -280,6 +280,8 @@ const EXPORTED_METRICS: &[&str] = &[
     "ringlimit_peers",
     "ringlimit_etcd_registered",
     "ringlimit_build_info",
+    "ringlimit_peer_auth_refused_total",
+    "ringlimit_peer_input_rejected_total",
 ];
 
 /// The metric names a PromQL expression uses: the `[a-z_]+` words starting with `gubernator_` or

@@ -282,3 +282,57 @@ async fn text_logs_are_plain_lines() {
         );
     }
 }
+
+/// The one warning of a cluster whose peer plane nobody protects, and its absence once
+/// `GUBER_PEER_SECRET` is set (which itself never reaches the logs).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_peer_plane_is_warned_about_once_and_the_peer_secret_is_never_logged() {
+    const WARNING: &str = "the peer plane is unauthenticated";
+    const PEER_SECRET: &str = "peer-secret-5521";
+    let warnings = |output: &Output| {
+        stderr_lines(output)
+            .into_iter()
+            .filter(|line| line.contains(WARNING))
+            .collect::<Vec<_>>()
+    };
+
+    let node = Node::start(&[
+        ("GUBER_LOG_FORMAT", "json"),
+        ("GUBER_PEER_DISCOVERY_TYPE", "static"),
+    ])
+    .await;
+    let output = node.stop().await;
+    let open = warnings(&output);
+    assert_eq!(open.len(), 1, "{open:?}");
+    for words in [
+        "UpdatePeerGlobals",
+        "Handoff",
+        "Admin",
+        "GUBER_PEER_SECRET",
+        "GUBER_TLS_CLIENT_AUTH",
+    ] {
+        assert!(open[0].contains(words), "{words}: {}", open[0]);
+    }
+    assert!(open[0].contains(r#""level":"WARN""#), "{}", open[0]);
+
+    let node = Node::start(&[
+        ("GUBER_LOG_FORMAT", "json"),
+        ("GUBER_PEER_DISCOVERY_TYPE", "static"),
+        ("GUBER_PEER_SECRET", PEER_SECRET),
+    ])
+    .await;
+    let output = node.stop().await;
+    assert!(warnings(&output).is_empty());
+    let lines = stderr_lines(&output);
+    assert!(lines.iter().all(|line| !line.contains(PEER_SECRET)));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("GUBER_PEER_SECRET=***")),
+        "the configuration line shows the secret redacted"
+    );
+
+    // A single node (no discovery) has no peer plane to warn about.
+    let node = Node::start(&[("GUBER_LOG_FORMAT", "json")]).await;
+    assert!(warnings(&node.stop().await).is_empty());
+}

@@ -25,6 +25,7 @@ mod grpc_api;
 mod handoff;
 mod hostile_edges;
 mod hostile_input;
+mod hostile_peer;
 mod http_gateway;
 mod library;
 mod logging;

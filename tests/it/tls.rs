@@ -181,6 +181,38 @@ async fn call_peers_v1(
         .map_err(|status| (Some(status.code()), status.message().to_string()))
 }
 
+/// One call to each of ringlimit's own peer services over `channel`: the service and the outcome.
+async fn ringlimit_peer_services(
+    channel: Channel,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+    use ringlimit::admin::proto::{LocalStatsReq, admin_client::AdminClient};
+    use ringlimit::handoff::pb::{TransferReq, handoff_client::HandoffClient};
+    use ringlimit::proto::ringlimit_v1::{AllowReq, allow_v1_client::AllowV1Client};
+    vec![
+        (
+            "Handoff",
+            HandoffClient::new(channel.clone())
+                .transfer(TransferReq::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "Admin",
+            AdminClient::new(channel.clone())
+                .local_stats(LocalStatsReq::default())
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "AllowV1",
+            AllowV1Client::new(channel)
+                .allow(AllowReq::default())
+                .await
+                .map(|_| ()),
+        ),
+    ]
+}
+
 /// A rustls client configuration trusting `ca` (or nothing, with `insecure`).
 fn rustls_client(ca: Option<&str>, insecure: bool, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let roots = ca.map(|pem| {
@@ -349,7 +381,9 @@ async fn mtls_accepts_a_good_client_and_refuses_a_missing_or_wrong_certificate()
 async fn a_cluster_whose_peers_talk_mtls_forwards_correctly() {
     let ca = Ca::new("cluster CA");
     let files = Files::new(&ca, &ca.leaf("peer"));
-    let flags = files.flags("require-and-verify");
+    // Client certificates and the peer secret together: every forward carries both.
+    let mut flags = files.flags("require-and-verify");
+    flags.push("--peer-secret=mtls-and-secret".to_string());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let cluster = Cluster::start(3, &flags).await;
     let client_leaf = ca.leaf("client");
@@ -401,6 +435,30 @@ async fn a_peer_without_a_client_certificate_cannot_call_peers_v1() {
     call_peers_v1(node.grpc_address(), &ca.pem, Some(&peer))
         .await
         .expect("PeersV1 with a good certificate");
+    // The rest of the peer plane is guarded the same way.
+    let channel = tls_channel(node.grpc_address(), &ca.pem, None)
+        .await
+        .expect("connects without a certificate under `request`");
+    for (service, status) in ringlimit_peer_services(channel).await {
+        let status = status.expect_err(service);
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{service}: {status:?}"
+        );
+    }
+    let channel = tls_channel(node.grpc_address(), &ca.pem, Some(&peer))
+        .await
+        .expect("connects with a certificate");
+    for (service, status) in ringlimit_peer_services(channel).await {
+        if let Err(status) = status {
+            assert_ne!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{service}: {status:?}"
+            );
+        }
+    }
     // A certificate from another CA fails the handshake even under `request`.
     let stranger = Ca::new("stranger CA").leaf("peer");
     assert!(
