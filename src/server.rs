@@ -183,17 +183,25 @@ pub async fn start_with_clock(
         .build_v1alpha()?;
 
     let (stop, stopped) = watch::channel(false);
-    // Overload and hostile-client protection (src/limits): one concurrency bound for both
-    // surfaces, per-call deadlines, and a connection bound per listener.
-    let admission = limits::Admission::new(config.max_concurrent_requests as usize);
+    // Overload and hostile-client protection (src/limits): concurrency bounds shared by both
+    // surfaces (clients and peers in separate pools), per-call deadlines, and a connection bound
+    // per listener.
+    let admission = limits::AdmissionPools::new(
+        config.max_concurrent_requests as usize,
+        config.peer_admission_limit(),
+    );
     let grpc_connections = limits::ConnectionLimit::new(config.max_connections as usize, "grpc");
     let http_connections = limits::ConnectionLimit::new(config.max_connections as usize, "http");
     let mut builder = tonic::transport::Server::builder()
         .layer(crate::grpc::oversized_message_layer())
         .layer(limits::CallLimitsLayer::<limits::GrpcRejection>::new(
             admission.clone(),
-            crate::grpc::method::GET_RATE_LIMITS,
-        ));
+        ))
+        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .http2_keepalive_interval(
+            Some(config.grpc_keepalive_interval).filter(|interval| !interval.is_zero()),
+        )
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout));
     if config.grpc_max_conn_age_sec > 0 {
         builder = builder.max_connection_age(Duration::from_secs(config.grpc_max_conn_age_sec));
     }
@@ -227,11 +235,17 @@ pub async fn start_with_clock(
     // completed their handshake (the acceptor bounds the handshakes in progress itself).
     let grpc_task = match &tls {
         Some(tls) => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-            grpc_connections.limit_incoming(tls.grpc_incoming(grpc_listener)),
+            limits::idle::idle_incoming(
+                grpc_connections.limit_incoming(tls.grpc_incoming(grpc_listener)),
+                config.grpc_idle_timeout,
+            ),
             wait_for_stop(stopped.clone()),
         )),
         None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-            grpc_connections.limit_incoming(TcpListenerStream::new(grpc_listener)),
+            limits::idle::idle_incoming(
+                grpc_connections.limit_incoming(TcpListenerStream::new(grpc_listener)),
+                config.grpc_idle_timeout,
+            ),
             wait_for_stop(stopped.clone()),
         )),
     };
@@ -247,7 +261,6 @@ pub async fn start_with_clock(
         .merge(crate::allow::http::router(allow))
         .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
             admission,
-            "/v1/GetRateLimits",
         ));
     let http_timeouts = limits::http_server::HttpTimeouts {
         header: config.http_header_timeout,
@@ -389,6 +402,11 @@ fn batch_config(config: &ServerConfig) -> Result<BatchConfig, BatchConfigError> 
         limit,
         disabled: config.disable_batching,
         max_queue: limit.saturating_mul(10),
+        // Peers share GUBER_MAX_REQUEST_SIZE: a batch never exceeds what the owner accepts.
+        max_bytes: crate::peers::budget::MessageBudget::for_limit(
+            usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
+        )
+        .max_bytes(),
         ..BatchConfig::default()
     };
     batch.validate()?;

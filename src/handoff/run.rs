@@ -160,9 +160,30 @@ pub async fn pass(
         .entries()
         .into_iter()
         .filter(|(key, _)| held_before.is_none_or(|held| held.contains(key)));
-    let batches = plan::plan(entries, before, after, &me, BATCH_LIMIT);
+    let plan::Plan { batches, oversized } = plan::plan(
+        entries,
+        before,
+        after,
+        &me,
+        BATCH_LIMIT,
+        node.peer_clients().message_budget(),
+    );
     let mut clients = Clients::default();
     let mut report = PassReport::default();
+    if !oversized.is_empty() {
+        // No message could carry them: they stay here (as an undeliverable batch would).
+        tracing::warn!(
+            keys = oversized.len(),
+            "keys too large for a handoff message stay here"
+        );
+        node.metrics()
+            .peer_items_dropped(
+                crate::metrics::DroppedMessage::Handoff,
+                crate::metrics::DropReason::Oversized,
+            )
+            .inc_by(oversized.len() as u64);
+        report.kept += oversized.len();
+    }
     for batch in batches {
         let Some(mut client) = clients.get(&batch.owner, node) else {
             report.kept += batch.buckets.len();

@@ -4,6 +4,7 @@
 //! as membership changes, and every replacement rebuilds the consistent-hash [`Ring`] of the local
 //! data center's peers. Routing and health answers read one consistent [`Membership`] snapshot.
 
+pub mod budget;
 pub mod client;
 pub mod discovery;
 pub mod failures;
