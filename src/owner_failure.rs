@@ -189,6 +189,11 @@ impl OwnerFallback {
         lock(&self.owed).put_back(failed)
     }
 
+    /// Owes `item`'s hits to the owner of `key` (hits restored from a snapshot).
+    pub fn owe(&self, key: LimitKey, item: proto::RateLimitReq) -> Added {
+        lock(&self.owed).add(key, item)
+    }
+
     /// The number of limits with owed hits.
     pub fn owed_len(&self) -> usize {
         lock(&self.owed).len()
@@ -207,7 +212,10 @@ type OwedHits = (LimitKey, proto::RateLimitReq);
 
 /// Sends owed hits every sync interval until `stop` turns true, then tries once more.
 pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    if node.owner_fallback().policy() != OwnerFailurePolicy::Local {
+    // Under `error` nothing is ever owed, unless a snapshot restored hits owed before a restart.
+    if node.owner_fallback().policy() != OwnerFailurePolicy::Local
+        && node.owner_fallback().owed_len() == 0
+    {
         return;
     }
     let mut ticker = tokio::time::interval(node.owner_fallback().options.sync_wait);

@@ -83,7 +83,14 @@ pub struct RunningServer {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
     global_task: JoinHandle<()>,
+    owner_failure_task: JoinHandle<()>,
+    /// Tells the GLOBAL and owner-failure loops to make their final pass and stop; sent only once
+    /// the listeners stopped, so hits owed by the last calls are in it.
+    flush: watch::Sender<bool>,
     drain_delay: Duration,
+    /// The longest a reconciliation call may take (GLOBAL or owner-failure), so the final pass
+    /// always gets one try.
+    flush_timeout: Duration,
     shutdown_timeout: Duration,
     handoff_task: JoinHandle<()>,
 }
@@ -253,9 +260,12 @@ pub async fn start_with_clock(
         tls.spawn_reload_on_sighup(stopped.clone());
     }
 
-    let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
-    // Sends hits taken locally while owners were unreachable; ends with the server.
-    tokio::spawn(owner_failure::run(Arc::clone(&node), stopped.clone()));
+    // The reconcilers keep running while in-flight calls drain, and make their final pass after
+    // the listeners stopped (see `RunningServer::shutdown`).
+    let (flush, flushing) = watch::channel(false);
+    let global_task = tokio::spawn(global::run(Arc::clone(&node), flushing.clone()));
+    // Sends hits taken locally while owners were unreachable.
+    let owner_failure_task = tokio::spawn(owner_failure::run(Arc::clone(&node), flushing));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
         .merge(crate::allow::http::router(allow))
@@ -295,7 +305,10 @@ pub async fn start_with_clock(
         grpc_task,
         http_task,
         global_task,
+        owner_failure_task,
+        flush,
         drain_delay: config.shutdown_drain_delay,
+        flush_timeout: config.global_timeout.max(config.batch_timeout),
         shutdown_timeout: config.shutdown_timeout,
         handoff_task,
     })
@@ -325,9 +338,10 @@ impl RunningServer {
     }
 
     /// Shuts down gracefully: report not-ready, leave the cluster, keep answering for the drain
-    /// delay, stop accepting connections, and wait (at most the shutdown timeout) for in-flight calls
-    /// to finish.
-    pub async fn shutdown(self) -> Result<(), ServerError> {
+    /// delay, stop accepting connections, wait (at most the shutdown timeout) for in-flight calls
+    /// to finish, send what this node still owes other nodes (a final GLOBAL and owner-failure
+    /// pass), then write the snapshot (when configured) with whatever could not be delivered.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.node.begin_shutdown();
         // Graceful leave: hand owned state to the owners without this node while peers still
         // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
@@ -349,21 +363,58 @@ impl RunningServer {
         }
         // Receivers may all be gone if both servers already stopped; that is fine.
         let _ = self.stop.send(true);
+        let started = tokio::time::Instant::now();
         let servers = async {
-            let (grpc, http, global) =
-                tokio::join!(self.grpc_task, self.http_task, self.global_task);
-            global?;
+            let (grpc, http) = tokio::join!(&mut self.grpc_task, &mut self.http_task);
             grpc??;
             http?.map_err(ServerError::Http)?;
             Ok::<(), ServerError>(())
         };
         let outcome = tokio::time::timeout(self.shutdown_timeout, servers).await;
+        if outcome.is_err() {
+            // Calls still running past the timeout are cut off, so nothing answers any more
+            // while the owed hits are sent and the snapshot is written.
+            self.grpc_task.abort();
+            self.http_task.abort();
+        }
+        // Every call has finished: whatever they owe is queued. The final passes get what is
+        // left of the shutdown timeout, and at least one call's timeout.
+        let _ = self.flush.send(true);
+        let flush_budget = self
+            .shutdown_timeout
+            .saturating_sub(started.elapsed())
+            .max(self.flush_timeout.saturating_mul(2));
+        let reconcilers = async {
+            let (global, owner_failure) =
+                tokio::join!(&mut self.global_task, &mut self.owner_failure_task);
+            global?;
+            owner_failure?;
+            Ok::<(), ServerError>(())
+        };
+        let flushed = tokio::time::timeout(flush_budget, reconcilers).await;
+        if flushed.is_err() {
+            self.global_task.abort();
+            self.owner_failure_task.abort();
+            tracing::warn!(
+                ?flush_budget,
+                "the final pass of owed hits did not finish in time"
+            );
+        }
         self.handoff_task.abort();
-        if let Some(path) = &handoff.snapshot_path {
-            handoff::run::save_snapshot(&self.node, path);
+        let owed = handoff::run::take_owed(&self.node);
+        match &handoff.snapshot_path {
+            Some(path) => handoff::run::save_snapshot_with_owed(&self.node, path, &owed),
+            None if !owed.is_empty() => tracing::warn!(
+                limits = owed.len(),
+                "hits owed to other nodes could not be delivered and are lost (set GUBER_SNAPSHOT_PATH to keep them)"
+            ),
+            None => {}
         }
         match outcome {
             Ok(result) => {
+                if let Ok(reconciled) = flushed {
+                    reconciled?;
+                }
                 tracing::info!("ringlimit stopped");
                 result
             }

@@ -121,6 +121,11 @@ impl GlobalState {
         true
     }
 
+    /// Takes every limit's owed hits (at shutdown, for the snapshot).
+    pub fn take_pending(&self) -> Vec<(LimitKey, proto::RateLimitReq)> {
+        lock(&self.pending).take(usize::MAX)
+    }
+
     /// The number of limits with hits waiting for their owner.
     pub fn pending_len(&self) -> usize {
         lock(&self.pending).len()

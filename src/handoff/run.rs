@@ -395,13 +395,24 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
 /// Restores the snapshot at `path` into the store; a missing or bad file is a warning.
 pub fn restore_snapshot(node: &Node, path: &Path) {
     let now_ms = node.clock_now_ms();
-    match snapshot::read(path, now_ms) {
-        Ok(entries) => {
-            let count = entries.len();
-            for (key, bucket) in entries {
+    match snapshot::read_contents(path, now_ms) {
+        Ok(snapshot::Contents { buckets, owed }) => {
+            let count = buckets.len();
+            for (key, bucket) in buckets {
                 node.store().put(key, bucket);
             }
-            tracing::info!(path = %path.display(), buckets = count, "restored the snapshot");
+            let owed_count = owed.len();
+            for hit in owed {
+                let key = LimitKey::new(hit.item.name.clone(), hit.item.unique_key.clone());
+                // Sent to the key's current owner by the GLOBAL sync or the owner-failure
+                // reconciler, like hits owed before the restart.
+                if hit.global {
+                    let _ = node.global().queue_hits(key, hit.item);
+                } else {
+                    let _ = node.owner_fallback().owe(key, hit.item);
+                }
+            }
+            tracing::info!(path = %path.display(), buckets = count, owed = owed_count, "restored the snapshot");
         }
         Err(snapshot::SnapshotError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -416,11 +427,38 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
 
 /// Writes the store to the snapshot at `path`; a failure is logged, never fatal.
 pub fn save_snapshot(node: &Node, path: &Path) {
+    save_snapshot_with_owed(node, path, &[]);
+}
+
+/// Writes the store and the hits still owed to other nodes (`owed`) to the snapshot at `path`; a
+/// failure is logged, never fatal.
+pub fn save_snapshot_with_owed(node: &Node, path: &Path, owed: &[snapshot::OwedHit]) {
     let entries = node.store().entries();
-    match snapshot::write(path, &entries, node.clock_now_ms()) {
+    match snapshot::write_with_owed(path, &entries, owed, node.clock_now_ms()) {
         Ok(()) => {
-            tracing::info!(path = %path.display(), buckets = entries.len(), "wrote the snapshot")
+            tracing::info!(path = %path.display(), buckets = entries.len(), owed = owed.len(), "wrote the snapshot")
         }
-        Err(error) => tracing::warn!(%error, "cannot write the snapshot"),
+        Err(error) => {
+            tracing::warn!(%error, owed = owed.len(), "cannot write the snapshot; owed hits are lost")
+        }
     }
+}
+
+/// Takes every hit this node still owes other nodes (undelivered GLOBAL hits and owner-failure
+/// hits), for the snapshot at shutdown.
+pub fn take_owed(node: &Node) -> Vec<snapshot::OwedHit> {
+    let global = node
+        .global()
+        .take_pending()
+        .into_iter()
+        .map(|(_, item)| snapshot::OwedHit { item, global: true });
+    let fallback = node
+        .owner_fallback()
+        .take_owed()
+        .into_iter()
+        .map(|(_, item)| snapshot::OwedHit {
+            item,
+            global: false,
+        });
+    global.chain(fallback).collect()
 }
