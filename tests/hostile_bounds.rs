@@ -90,12 +90,12 @@ fn call_size(items: &[proto::RateLimitReq]) -> usize {
 
 #[tokio::test]
 async fn a_forwarded_batch_of_1000_long_keys_is_split_to_fit_the_owners_limit() {
-    // The owner is a fake peer with the same message limit, slow enough (200 ms a call) that the
-    // items queue behind the first call and leave together.
+    // The owner is a fake peer with the same message limit, answering after 200 ms.
     let owner = SlowOwner::new(Duration::from_millis(200));
     let (owner_address, owner_task) = owner.serve(SMALL_REQUEST_SIZE).await;
     let flag = format!("--max-request-size={SMALL_REQUEST_SIZE}");
-    let server = start_node(&[flag.as_str(), "--batch-timeout=10s"]).await;
+    // A long batch wait: every item after the first queues until one batch is due.
+    let server = start_node(&[flag.as_str(), "--batch-timeout=10s", "--batch-wait=100ms"]).await;
     add_peer(&server, &owner_address);
 
     // The longest keys for which the client's call of 1000 items still fits the limit (with 1 KiB
