@@ -1073,7 +1073,7 @@ mod tests {
                                     // The pushed item ends the batch, or stayed queued because
                                     // the batch had no room left for its bytes.
                                     let last = batch.items.last() == Some(&item);
-                                    let left = h.queue.len() > 0 && !batch.items.contains(&item);
+                                    let left = !h.queue.is_empty() && !batch.items.contains(&item);
                                     prop_assert!(last || left);
                                     h.accepted.push(item);
                                     h.take(Some(batch))?;

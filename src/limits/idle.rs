@@ -317,7 +317,7 @@ mod tests {
         let mut server = IdleTimeout::new(server, Duration::from_secs(10));
         client.write_all(PREFACE).await.unwrap();
         let mut buffer = [0u8; 64];
-        server.read(&mut buffer).await.unwrap();
+        assert_eq!(server.read(&mut buffer).await.unwrap(), 24);
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(8)).await;
             client.write_all(&frame(PING, 0, &[0; 8])).await.unwrap();

@@ -70,9 +70,9 @@ pub struct Chunks<T> {
     pub oversized: Vec<T>,
 }
 
-/// Cuts `items` into [`Chunks`]: greedy, in order, each chunk at most `max_items` long (at least
-/// 1) and at most `budget` bytes as measured by `size` (use [`framed_len`] of the item's
-/// `encoded_len`).
+/// Cuts `items` into [`Chunks`]: greedy, in order, each chunk at most `max_items` long (at
+/// least one) and at most `budget` bytes as measured by `size` (use [`framed_len`] of the
+/// item's `encoded_len`).
 pub fn chunk<T>(
     items: impl IntoIterator<Item = T>,
     max_items: usize,
