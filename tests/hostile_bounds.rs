@@ -503,3 +503,42 @@ async fn a_cancelled_idempotent_allow_does_not_spend_twice() {
     server.shutdown().await.unwrap();
     owner_task.abort();
 }
+
+#[tokio::test]
+async fn a_silent_grpc_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_node(&["--grpc-idle-timeout=1s", "--grpc-keepalive-interval=0s"]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.grpc_address())
+        .await
+        .expect("connects");
+    // The HTTP/2 preface and an empty SETTINGS frame, then silence.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface sent");
+    let started = Instant::now();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the idle connection was not closed within 10 s"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never closed");
+    }
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed too early: {after:?}"
+    );
+    // A busy client is not affected.
+    let mut client = grpc_client(&server).await;
+    for _ in 0..3 {
+        client
+            .live_check(proto::LiveCheckReq {})
+            .await
+            .expect("an active connection stays usable");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    server.shutdown().await.unwrap();
+}
