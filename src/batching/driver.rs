@@ -282,8 +282,10 @@ async fn run(
     caller: PeerCaller,
 ) {
     let mut in_flight: JoinSet<CallToken> = JoinSet::new();
+    // Calls of items sent alone: not counted by the policy, but owned (and awaited) here too.
+    let mut alone: JoinSet<()> = JoinSet::new();
     let mut open = true;
-    while open || !in_flight.is_empty() || !queue.is_empty() {
+    while open || !in_flight.is_empty() || !queue.is_empty() || !alone.is_empty() {
         caller
             .metrics
             .queue_length
@@ -296,7 +298,7 @@ async fn run(
                     match queue.push_sized(forward, bytes, no_batching, Instant::now()) {
                         Push::Send(batch) => start(&mut in_flight, &caller, batch),
                         Push::SendAlone(forward) => {
-                            tokio::spawn(caller.clone().call(vec![forward]));
+                            alone.spawn(caller.clone().call(vec![forward]));
                         }
                         Push::Refused(forward) => {
                             let _ = forward.reply.send(Err(ForwardError::QueueFull));
@@ -322,6 +324,7 @@ async fn run(
                     start(&mut in_flight, &caller, batch);
                 }
             },
+            Some(_) = alone.join_next(), if !alone.is_empty() => {},
             _ = sleep_until(deadline), if deadline.is_some() => {
                 if let Some(batch) = queue.on_timer(Instant::now()) {
                     start(&mut in_flight, &caller, batch);
