@@ -80,6 +80,12 @@ pub struct Metrics {
     /// `ringlimit_peer_input_rejected_total{reason}`: peer-call content this node ignored because
     /// it could corrupt what it owns (see [`PeerInputRejection`]).
     pub peer_input_rejected: IntCounterVec,
+    /// `ringlimit_peer_items_dropped_total{message,reason}`: items dropped instead of sent to a
+    /// peer, by message ([`DroppedMessage`]) and reason ([`DropReason`]); both label sets are fixed.
+    pub peer_items_dropped: IntCounterVec,
+    /// The values `gubernator_batch_send_retries{name}` may carry: client-chosen names are
+    /// bounded (see [`BoundedLabel`]).
+    pub retry_names: std::sync::Arc<BoundedLabel>,
 }
 
 /// Why peer-call content was ignored: the `reason` label of `ringlimit_peer_input_rejected_total`.
@@ -212,6 +218,15 @@ impl Metrics {
                 &["name"],
             )
             .expect("valid metric"),
+            peer_items_dropped: IntCounterVec::new(
+                Opts::new(
+                    "ringlimit_peer_items_dropped_total",
+                    "Items dropped instead of sent to a peer, by message and reason.",
+                ),
+                &["message", "reason"],
+            )
+            .expect("valid metric"),
+            retry_names: std::sync::Arc::new(BoundedLabel::new(MAX_NAME_LABELS)),
             global_send_duration: Histogram::with_opts(
                 HistogramOpts::new(
                     "gubernator_global_send_duration",
@@ -365,7 +380,7 @@ impl Metrics {
             .inc();
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 31] {
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 32] {
         [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
@@ -398,6 +413,7 @@ impl Metrics {
             Box::new(self.build_info.clone()),
             Box::new(self.peer_auth_refused.clone()),
             Box::new(self.peer_input_rejected.clone()),
+            Box::new(self.peer_items_dropped.clone()),
         ]
     }
 
@@ -449,6 +465,111 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// `ringlimit_peer_items_dropped_total{message, reason}`.
+    pub fn peer_items_dropped(&self, message: DroppedMessage, reason: DropReason) -> IntCounter {
+        self.peer_items_dropped
+            .with_label_values(&[message.label(), reason.label()])
+    }
+
+    /// Counts a forwarded item retried after re-resolving its owner, under its limit's name while
+    /// fewer than [`MAX_NAME_LABELS`] names have been seen, else under [`OTHER_LABEL`].
+    pub fn count_batch_retry(&self, name: &str) {
+        let label = self.retry_names.label(name);
+        self.batch_send_retries.with_label_values(&[label]).inc();
+    }
+}
+
+/// Which peer message an item was dropped from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DroppedMessage {
+    /// A batch of forwarded items (`GetPeerRateLimits`).
+    Forward,
+    /// A chunk of owed GLOBAL hits.
+    Global,
+    /// A chunk of hits owed after an owner failure (`GUBER_OWNER_FAILURE_POLICY=local`).
+    Owed,
+    /// A state handoff batch (`Handoff.Transfer`).
+    Handoff,
+}
+
+impl DroppedMessage {
+    /// The `message` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DroppedMessage::Forward => "forward",
+            DroppedMessage::Global => "global",
+            DroppedMessage::Owed => "owed",
+            DroppedMessage::Handoff => "handoff",
+        }
+    }
+}
+
+/// Why an item was dropped instead of sent to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The item alone is larger than any message the receiver accepts.
+    Oversized,
+}
+
+impl DropReason {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Oversized => "oversized",
+        }
+    }
+}
+
+/// The most distinct client-chosen values one label keeps before folding the rest into
+/// [`OTHER_LABEL`].
+pub const MAX_NAME_LABELS: usize = 100;
+
+/// The label value every client-chosen value beyond the first [`MAX_NAME_LABELS`] is counted as.
+pub const OTHER_LABEL: &str = "other";
+
+/// A label fed by client-chosen strings, bounded: the first `capacity` distinct values (each at
+/// most [`MAX_LABEL_BYTES`] long) are kept, every later one is [`OTHER_LABEL`]. A label without a
+/// bound would let clients grow the registry, and every scrape, without limit.
+#[derive(Debug)]
+pub struct BoundedLabel {
+    capacity: usize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The longest client-chosen value kept as a label; longer ones count as [`OTHER_LABEL`].
+pub const MAX_LABEL_BYTES: usize = 128;
+
+impl BoundedLabel {
+    /// A label that keeps up to `capacity` distinct values.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// The label to record `value` under: `value` itself if already kept or if there is room,
+    /// otherwise [`OTHER_LABEL`].
+    pub fn label<'a>(&self, value: &'a str) -> &'a str {
+        if value.len() > MAX_LABEL_BYTES || value == OTHER_LABEL {
+            return OTHER_LABEL;
+        }
+        let mut seen = match self.seen.lock() {
+            Ok(seen) => seen,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < self.capacity {
+            seen.insert(value.to_string());
+            return value;
+        }
+        OTHER_LABEL
+    }
+}
+
 /// Latency buckets in seconds, from 50 µs to 1 s.
 fn latency_buckets() -> Vec<f64> {
     vec![
@@ -460,5 +581,39 @@ fn latency_buckets() -> Vec<f64> {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_label_keeps_the_first_values_and_folds_the_rest() {
+        let label = BoundedLabel::new(2);
+        assert_eq!(label.label("a"), "a");
+        assert_eq!(label.label("b"), "b");
+        assert_eq!(label.label("c"), OTHER_LABEL);
+        assert_eq!(label.label("a"), "a", "kept values stay");
+        assert_eq!(label.label(&"x".repeat(MAX_LABEL_BYTES + 1)), OTHER_LABEL);
+    }
+
+    #[test]
+    fn retries_with_many_names_make_a_bounded_number_of_series() {
+        let metrics = Metrics::new();
+        for i in 0..(MAX_NAME_LABELS + 50) {
+            metrics.count_batch_retry(&format!("name-{i}"));
+        }
+        let series = metrics
+            .render()
+            .lines()
+            .filter(|line| line.starts_with("gubernator_batch_send_retries{"))
+            .count();
+        assert_eq!(series, MAX_NAME_LABELS + 1);
+        assert!(
+            metrics
+                .render()
+                .contains("gubernator_batch_send_retries{name=\"other\"} 50")
+        );
     }
 }

@@ -443,10 +443,7 @@ impl Node {
         let (result, owner) = match first {
             Err(error) if error.is_retryable() => {
                 self.record_failure(&owner, &error);
-                self.metrics
-                    .batch_send_retries
-                    .with_label_values(&[item.name.as_str()])
-                    .inc();
+                self.metrics.count_batch_retry(&item.name);
                 match self.route(&self.peers.membership(), &item) {
                     Route::Local => return self.evaluate_local(item, &request),
                     Route::Owner(new_owner) => (

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use prost::Message;
 use tokio::sync::watch;
 
 use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
@@ -27,7 +28,9 @@ use crate::batching::ForwardError;
 use crate::clock::Clock;
 use crate::error::MAX_BATCH_SIZE;
 use crate::global::pending::{Added, PendingHits};
+use crate::metrics::{DropReason, DroppedMessage};
 use crate::node::{Node, OWNER_METADATA_KEY};
+use crate::peers::budget::{Chunks, chunk, framed_len};
 use crate::proto;
 use crate::request::LimitKey;
 use crate::store::LimitStore;
@@ -186,6 +189,11 @@ impl OwnerFallback {
         lock(&self.owed).put_back(failed)
     }
 
+    /// Owes `item`'s hits to the owner of `key` (hits restored from a snapshot).
+    pub fn owe(&self, key: LimitKey, item: proto::RateLimitReq) -> Added {
+        lock(&self.owed).add(key, item)
+    }
+
     /// The number of limits with owed hits.
     pub fn owed_len(&self) -> usize {
         lock(&self.owed).len()
@@ -204,7 +212,10 @@ type OwedHits = (LimitKey, proto::RateLimitReq);
 
 /// Sends owed hits every sync interval until `stop` turns true, then tries once more.
 pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    if node.owner_fallback().policy() != OwnerFailurePolicy::Local {
+    // Under `error` nothing is ever owed, unless a snapshot restored hits owed before a restart.
+    if node.owner_fallback().policy() != OwnerFailurePolicy::Local
+        && node.owner_fallback().owed_len() == 0
+    {
         return;
     }
     let mut ticker = tokio::time::interval(node.owner_fallback().options.sync_wait);
@@ -238,11 +249,19 @@ pub async fn reconcile(node: &Node) {
         }
     }
     let timeout = fallback.options.timeout;
+    let budget = node.peer_clients().message_budget();
+    let dropped = node
+        .metrics()
+        .peer_items_dropped(DroppedMessage::Owed, DropReason::Oversized);
     let sends = by_owner.into_iter().flat_map(|(owner, entries)| {
-        let chunks: Vec<Vec<_>> = entries
-            .chunks(MAX_BATCH_SIZE)
-            .map(<[_]>::to_vec)
-            .collect();
+        // Chunks fit the owner's message limit; hits too large for any message are dropped.
+        let Chunks { chunks, oversized } = chunk(entries, MAX_BATCH_SIZE, budget, |(_, item)| {
+            framed_len(item.encoded_len())
+        });
+        if !oversized.is_empty() {
+            tracing::warn!(limits = oversized.len(), "owed hits dropped: larger than a peer message");
+            dropped.inc_by(oversized.len() as u64);
+        }
         chunks.into_iter().map(move |chunk| {
             let owner = owner.clone();
             async move {

@@ -86,7 +86,14 @@ pub struct RunningServer {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
     global_task: JoinHandle<()>,
+    owner_failure_task: JoinHandle<()>,
+    /// Tells the GLOBAL and owner-failure loops to make their final pass and stop; sent only once
+    /// the listeners stopped, so hits owed by the last calls are in it.
+    flush: watch::Sender<bool>,
     drain_delay: Duration,
+    /// The longest a reconciliation call may take (GLOBAL or owner-failure), so the final pass
+    /// always gets one try.
+    flush_timeout: Duration,
     shutdown_timeout: Duration,
     handoff_task: JoinHandle<()>,
 }
@@ -197,22 +204,31 @@ pub async fn start_with_clock(
         .build_v1alpha()?;
 
     let (stop, stopped) = watch::channel(false);
-    // Overload and hostile-client protection (src/limits): one concurrency bound for both
-    // surfaces, per-call deadlines, and a connection bound per listener.
-    let admission = limits::Admission::new(config.max_concurrent_requests as usize);
+    // Overload and hostile-client protection (src/limits): concurrency bounds shared by both
+    // surfaces (clients and peers in separate pools), per-call deadlines, and a connection bound
+    // per listener.
+    let admission = limits::AdmissionPools::new(
+        config.max_concurrent_requests as usize,
+        config.peer_admission_limit(),
+    );
     let grpc_connections = limits::ConnectionLimit::new(config.max_connections as usize, "grpc");
     let http_connections = limits::ConnectionLimit::new(config.max_connections as usize, "http");
     let mut builder = tonic::transport::Server::builder()
         .layer(crate::grpc::oversized_message_layer())
-        .layer(limits::CallLimitsLayer::<limits::GrpcRejection>::new(
-            admission.clone(),
-            crate::grpc::method::GET_RATE_LIMITS,
-        ))
-        // The peer plane's one gate: every service but V1, health and reflection.
+        // The peer plane's one gate: every service but V1, health and reflection. It comes before
+        // admission, so calls without the peer credentials cannot take the peers' pool.
         .layer(PeerAuthLayer::new(
             peer_auth,
             node.metrics().peer_auth_refused.clone(),
-        ));
+        ))
+        .layer(limits::CallLimitsLayer::<limits::GrpcRejection>::new(
+            admission.clone(),
+        ))
+        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .http2_keepalive_interval(
+            Some(config.grpc_keepalive_interval).filter(|interval| !interval.is_zero()),
+        )
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout));
     if config.grpc_max_conn_age_sec > 0 {
         builder = builder.max_connection_age(Duration::from_secs(config.grpc_max_conn_age_sec));
     }
@@ -242,11 +258,17 @@ pub async fn start_with_clock(
     // completed their handshake (the acceptor bounds the handshakes in progress itself).
     let grpc_task = match &tls {
         Some(tls) => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-            grpc_connections.limit_incoming(tls.grpc_incoming(grpc_listener)),
+            limits::idle::idle_incoming(
+                grpc_connections.limit_incoming(tls.grpc_incoming(grpc_listener)),
+                config.grpc_idle_timeout,
+            ),
             wait_for_stop(stopped.clone()),
         )),
         None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-            grpc_connections.limit_incoming(limits::nodelay::incoming(grpc_listener)),
+            limits::idle::idle_incoming(
+                grpc_connections.limit_incoming(limits::nodelay::incoming(grpc_listener)),
+                config.grpc_idle_timeout,
+            ),
             wait_for_stop(stopped.clone()),
         )),
     };
@@ -254,15 +276,17 @@ pub async fn start_with_clock(
         tls.spawn_reload_on_sighup(stopped.clone());
     }
 
-    let global_task = tokio::spawn(global::run(Arc::clone(&node), stopped.clone()));
-    // Sends hits taken locally while owners were unreachable; ends with the server.
-    tokio::spawn(owner_failure::run(Arc::clone(&node), stopped.clone()));
+    // The reconcilers keep running while in-flight calls drain, and make their final pass after
+    // the listeners stopped (see `RunningServer::shutdown`).
+    let (flush, flushing) = watch::channel(false);
+    let global_task = tokio::spawn(global::run(Arc::clone(&node), flushing.clone()));
+    // Sends hits taken locally while owners were unreachable.
+    let owner_failure_task = tokio::spawn(owner_failure::run(Arc::clone(&node), flushing));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
         .merge(crate::allow::http::router(allow))
         .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
             admission,
-            "/v1/GetRateLimits",
         ));
     let http_timeouts = limits::http_server::HttpTimeouts {
         header: config.http_header_timeout,
@@ -300,7 +324,10 @@ pub async fn start_with_clock(
         grpc_task,
         http_task,
         global_task,
+        owner_failure_task,
+        flush,
         drain_delay: config.shutdown_drain_delay,
+        flush_timeout: config.global_timeout.max(config.batch_timeout),
         shutdown_timeout: config.shutdown_timeout,
         handoff_task,
     })
@@ -330,9 +357,10 @@ impl RunningServer {
     }
 
     /// Shuts down gracefully: report not-ready, leave the cluster, keep answering for the drain
-    /// delay, stop accepting connections, and wait (at most the shutdown timeout) for in-flight calls
-    /// to finish.
-    pub async fn shutdown(self) -> Result<(), ServerError> {
+    /// delay, stop accepting connections, wait (at most the shutdown timeout) for in-flight calls
+    /// to finish, send what this node still owes other nodes (a final GLOBAL and owner-failure
+    /// pass), then write the snapshot (when configured) with whatever could not be delivered.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.node.begin_shutdown();
         // Graceful leave: hand owned state to the owners without this node while peers still
         // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
@@ -354,21 +382,58 @@ impl RunningServer {
         }
         // Receivers may all be gone if both servers already stopped; that is fine.
         let _ = self.stop.send(true);
+        let started = tokio::time::Instant::now();
         let servers = async {
-            let (grpc, http, global) =
-                tokio::join!(self.grpc_task, self.http_task, self.global_task);
-            global?;
+            let (grpc, http) = tokio::join!(&mut self.grpc_task, &mut self.http_task);
             grpc??;
             http?.map_err(ServerError::Http)?;
             Ok::<(), ServerError>(())
         };
         let outcome = tokio::time::timeout(self.shutdown_timeout, servers).await;
+        if outcome.is_err() {
+            // Calls still running past the timeout are cut off, so nothing answers any more
+            // while the owed hits are sent and the snapshot is written.
+            self.grpc_task.abort();
+            self.http_task.abort();
+        }
+        // Every call has finished: whatever they owe is queued. The final passes get what is
+        // left of the shutdown timeout, and at least one call's timeout.
+        let _ = self.flush.send(true);
+        let flush_budget = self
+            .shutdown_timeout
+            .saturating_sub(started.elapsed())
+            .max(self.flush_timeout.saturating_mul(2));
+        let reconcilers = async {
+            let (global, owner_failure) =
+                tokio::join!(&mut self.global_task, &mut self.owner_failure_task);
+            global?;
+            owner_failure?;
+            Ok::<(), ServerError>(())
+        };
+        let flushed = tokio::time::timeout(flush_budget, reconcilers).await;
+        if flushed.is_err() {
+            self.global_task.abort();
+            self.owner_failure_task.abort();
+            tracing::warn!(
+                ?flush_budget,
+                "the final pass of owed hits did not finish in time"
+            );
+        }
         self.handoff_task.abort();
-        if let Some(path) = &handoff.snapshot_path {
-            handoff::run::save_snapshot(&self.node, path);
+        let owed = handoff::run::take_owed(&self.node);
+        match &handoff.snapshot_path {
+            Some(path) => handoff::run::save_snapshot_with_owed(&self.node, path, &owed),
+            None if !owed.is_empty() => tracing::warn!(
+                limits = owed.len(),
+                "hits owed to other nodes could not be delivered and are lost (set GUBER_SNAPSHOT_PATH to keep them)"
+            ),
+            None => {}
         }
         match outcome {
             Ok(result) => {
+                if let Ok(reconciled) = flushed {
+                    reconciled?;
+                }
                 tracing::info!("ringlimit stopped");
                 result
             }
@@ -421,6 +486,11 @@ fn batch_config(config: &ServerConfig) -> Result<BatchConfig, BatchConfigError> 
         limit,
         disabled: config.disable_batching,
         max_queue: limit.saturating_mul(10),
+        // Peers share GUBER_MAX_REQUEST_SIZE: a batch never exceeds what the owner accepts.
+        max_bytes: crate::peers::budget::MessageBudget::for_limit(
+            usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
+        )
+        .max_bytes(),
         ..BatchConfig::default()
     };
     batch.validate()?;

@@ -7,6 +7,11 @@
 //! twice. A decision that fails leaves the cell empty, so the next repeat decides afresh. A record
 //! also keeps the request it answered (its fingerprint); reusing the key for a different request
 //! is a conflict, never a silent replay.
+//!
+//! A decision spends tokens, so once started it must finish and be recorded even if its caller
+//! goes away (a client that disconnects, a cancelled peer call): otherwise the spend happens but
+//! the cell stays empty, and the client's retry spends again. So the cell is filled by a task of
+//! its own, which holds the record's cell until the decision is stored; callers only wait for it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +49,11 @@ pub enum Remembered<A> {
     Conflict,
 }
 
+/// The task deciding a record panicked, so the record is still empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the decision was lost (its task failed); nothing was recorded")]
+pub struct DecisionLost;
+
 struct Record<A> {
     fingerprint: Fingerprint,
     answer: A,
@@ -66,7 +76,8 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
     }
 
     /// Answers from the record of `key` if there is one; otherwise runs `decide` (once, however
-    /// many callers arrive together) and records its answer.
+    /// many callers arrive together) and records its answer. The decision runs in a task of its
+    /// own that records it even if this caller is dropped meanwhile.
     pub async fn once<F, Fut, E>(
         &self,
         key: RecordKey,
@@ -74,21 +85,37 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
         decide: F,
     ) -> Result<Remembered<A>, E>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<A, E>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, E>> + Send + 'static,
+        E: From<DecisionLost> + Send + 'static,
     {
         let cell = self.records.get_with(key, || Arc::new(OnceCell::new()));
-        let mut decided_here = false;
-        let record = cell
-            .get_or_try_init(|| async {
-                decided_here = true;
-                let answer = decide().await?;
-                Ok(Record {
-                    fingerprint: fingerprint.clone(),
-                    answer,
-                })
-            })
-            .await?;
+        let decided_here = match cell.get() {
+            Some(_) => false,
+            None => {
+                let task_cell = Arc::clone(&cell);
+                let task_fingerprint = fingerprint.clone();
+                // Not cancelled with the caller: the task owns the cell until the answer is in.
+                let decision = tokio::spawn(async move {
+                    let mut decided_here = false;
+                    task_cell
+                        .get_or_try_init(|| async {
+                            decided_here = true;
+                            let answer = decide().await?;
+                            Ok::<_, E>(Record {
+                                fingerprint: task_fingerprint,
+                                answer,
+                            })
+                        })
+                        .await?;
+                    Ok::<_, E>(decided_here)
+                });
+                decision.await.map_err(|_| E::from(DecisionLost))??
+            }
+        };
+        let Some(record) = cell.get() else {
+            return Err(E::from(DecisionLost));
+        };
         Ok(if record.fingerprint != fingerprint {
             Remembered::Conflict
         } else if decided_here {
@@ -103,6 +130,26 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum TestError {
+        Down,
+        Lost,
+    }
+
+    impl From<DecisionLost> for TestError {
+        fn from(_: DecisionLost) -> Self {
+            TestError::Lost
+        }
+    }
+
+    /// A decision that counts its runs and answers the count before it.
+    fn counting(
+        calls: &Arc<AtomicUsize>,
+    ) -> impl Fn() -> std::future::Ready<Result<usize, TestError>> + Clone + Send + 'static {
+        let calls = Arc::clone(calls);
+        move || std::future::ready(Ok(calls.fetch_add(1, Ordering::SeqCst)))
+    }
 
     fn key(k: &str) -> RecordKey {
         RecordKey {
@@ -121,22 +168,22 @@ mod tests {
     #[tokio::test]
     async fn a_repeat_replays_and_a_different_request_conflicts() {
         let store = IdempotencyStore::new(100, Duration::from_secs(60));
-        let calls = AtomicUsize::new(0);
-        let decide = || async { Ok::<_, ()>(calls.fetch_add(1, Ordering::SeqCst)) };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let decide = counting(&calls);
         assert_eq!(
-            store.once(key("a"), print(1), decide).await,
+            store.once(key("a"), print(1), decide.clone()).await,
             Ok(Remembered::Fresh(0))
         );
         assert_eq!(
-            store.once(key("a"), print(1), decide).await,
+            store.once(key("a"), print(1), decide.clone()).await,
             Ok(Remembered::Replayed(0))
         );
         assert_eq!(
-            store.once(key("a"), print(2), decide).await,
+            store.once(key("a"), print(2), decide.clone()).await,
             Ok(Remembered::Conflict)
         );
         assert_eq!(
-            store.once(key("b"), print(2), decide).await,
+            store.once(key("b"), print(2), decide.clone()).await,
             Ok(Remembered::Fresh(1))
         );
         // Keys are per user.
@@ -155,11 +202,11 @@ mod tests {
     async fn a_failed_decision_is_not_remembered() {
         let store = IdempotencyStore::<u32>::new(100, Duration::from_secs(60));
         let failed = store
-            .once(key("a"), print(1), || async { Err("down") })
+            .once(key("a"), print(1), || async { Err(TestError::Down) })
             .await;
-        assert_eq!(failed, Err("down"));
+        assert_eq!(failed, Err(TestError::Down));
         let retried = store
-            .once(key("a"), print(1), || async { Ok::<_, &str>(7) })
+            .once(key("a"), print(1), || async { Ok::<_, TestError>(7) })
             .await;
         assert_eq!(retried, Ok(Remembered::Fresh(7)));
     }
@@ -174,9 +221,9 @@ mod tests {
                 let calls = Arc::clone(&calls);
                 tokio::spawn(async move {
                     store
-                        .once(key("same"), print(1), || async {
+                        .once(key("same"), print(1), || async move {
                             tokio::time::sleep(Duration::from_millis(20)).await;
-                            Ok::<_, ()>(calls.fetch_add(1, Ordering::SeqCst))
+                            Ok::<_, TestError>(calls.fetch_add(1, Ordering::SeqCst))
                         })
                         .await
                 })
@@ -195,10 +242,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_decision_whose_caller_is_dropped_still_completes_and_is_recorded() {
+        let store = Arc::new(IdempotencyStore::new(100, Duration::from_secs(60)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let spend_calls = Arc::clone(&calls);
+        let caller = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .once(key("a"), print(1), move || async move {
+                        let _ = started_tx.send(());
+                        let _ = released.await;
+                        Ok::<_, TestError>(spend_calls.fetch_add(1, Ordering::SeqCst))
+                    })
+                    .await
+            })
+        };
+        started.await.expect("the decision started");
+        // The caller goes away mid-spend (a client that disconnected).
+        caller.abort();
+        let _ = caller.await;
+        let _ = release.send(());
+        // The retry replays the first spend instead of spending again.
+        let retried = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.once(key("a"), print(1), counting(&calls)),
+        )
+        .await
+        .expect("the retry is answered");
+        assert_eq!(retried, Ok(Remembered::Replayed(0)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "spent exactly once");
+    }
+
+    #[tokio::test]
     async fn records_expire_after_the_ttl() {
         let store = IdempotencyStore::new(100, Duration::from_millis(50));
         let first = store
-            .once(key("a"), print(1), || async { Ok::<_, ()>(1) })
+            .once(key("a"), print(1), || async { Ok::<_, TestError>(1) })
             .await;
         assert_eq!(first, Ok(Remembered::Fresh(1)));
         // Bounded poll: the record must be gone within a few seconds of its 50 ms TTL.
@@ -206,7 +288,7 @@ mod tests {
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let again = store
-                .once(key("a"), print(2), || async { Ok::<_, ()>(2) })
+                .once(key("a"), print(2), || async { Ok::<_, TestError>(2) })
                 .await;
             if again == Ok(Remembered::Fresh(2)) {
                 break;

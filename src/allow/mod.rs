@@ -104,6 +104,37 @@ pub enum AllowError {
     Unavailable(String),
 }
 
+impl From<idempotency::DecisionLost> for AllowError {
+    fn from(lost: idempotency::DecisionLost) -> Self {
+        AllowError::Unavailable(lost.to_string())
+    }
+}
+
+/// Spends `request.cost` tokens of `bucket` through `node` (which forwards to the limit's owner).
+async fn spend(
+    node: &Node,
+    request: &AllowRequest,
+    bucket: &TokenBucket,
+) -> Result<Outcome, AllowError> {
+    let item = bucket.request(
+        format!("allow_{}", request.resource),
+        request.user_id.clone(),
+        request.cost,
+    );
+    let answer = node
+        .get_rate_limits(vec![item])
+        .await
+        .map_err(|error| AllowError::Unavailable(error.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| AllowError::Unavailable("the cluster gave no answer".into()))?;
+    if !answer.error.is_empty() {
+        return Err(AllowError::Unavailable(answer.error));
+    }
+    let allowed = answer.status != proto::Status::OverLimit as i32;
+    Ok(bucket.outcome(allowed, answer.remaining, request.cost))
+}
+
 /// `/allow` on one node.
 pub struct AllowService {
     node: Arc<Node>,
@@ -186,9 +217,14 @@ impl AllowService {
             resource: request.resource.clone(),
             cost: request.cost,
         };
+        // The spend runs to completion and is recorded even if this call is cancelled.
+        let node = Arc::clone(&self.node);
+        let spend_request = request.clone();
         let remembered = self
             .records
-            .once(record, fingerprint, || self.spend(&request, &bucket))
+            .once(record, fingerprint, move || async move {
+                spend(&node, &spend_request, &bucket).await
+            })
             .await?;
         match remembered {
             Remembered::Fresh(outcome) => Ok(AllowAnswer {
@@ -258,24 +294,7 @@ impl AllowService {
         request: &AllowRequest,
         bucket: &TokenBucket,
     ) -> Result<Outcome, AllowError> {
-        let item = bucket.request(
-            format!("allow_{}", request.resource),
-            request.user_id.clone(),
-            request.cost,
-        );
-        let answer = self
-            .node
-            .get_rate_limits(vec![item])
-            .await
-            .map_err(|error| AllowError::Unavailable(error.to_string()))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| AllowError::Unavailable("the cluster gave no answer".into()))?;
-        if !answer.error.is_empty() {
-            return Err(AllowError::Unavailable(answer.error));
-        }
-        let allowed = answer.status != proto::Status::OverLimit as i32;
-        Ok(bucket.outcome(allowed, answer.remaining, request.cost))
+        spend(&self.node, request, bucket).await
     }
 
     /// The gRPC address of the node keeping `user_id`'s records, or `None` for this node.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::peers::auth::PeerChannel;
 use prometheus::{Histogram, IntCounter, IntGauge};
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -51,6 +52,14 @@ pub enum ForwardError {
     /// The peer is marked down after repeated failures and is not being called for a while.
     #[error("{0}")]
     PeerDown(String),
+    /// The item alone is larger than any message the peer accepts; it is dropped, never sent.
+    #[error("the item takes {bytes} bytes, more than a peer message may carry ({max_bytes})")]
+    TooLarge {
+        /// The item's size inside the message.
+        bytes: usize,
+        /// The byte budget of one message.
+        max_bytes: usize,
+    },
 }
 
 impl ForwardError {
@@ -70,6 +79,8 @@ impl ForwardError {
 /// One item on its way to the owner, with where its answer goes.
 pub struct Forward {
     item: proto::RateLimitReq,
+    /// The item's size inside a `GetPeerRateLimitsReq` (see [`crate::peers::budget::framed_len`]).
+    bytes: usize,
     reply: oneshot::Sender<Result<proto::RateLimitResp, ForwardError>>,
     /// The deadline of the caller's call, if it has one (see [`crate::limits::deadline`]).
     deadline: Option<Instant>,
@@ -86,6 +97,8 @@ pub struct PeerCallMetrics {
     pub duration: Histogram,
     /// Items waiting in the queue.
     pub queue_length: IntGauge,
+    /// Items dropped because no message to the peer could carry them.
+    pub oversized: IntCounter,
 }
 
 /// Told the outcome of every batched call to the peer (for dead-peer detection).
@@ -137,10 +150,12 @@ impl PeerBatcher {
         no_batching: bool,
     ) -> Result<proto::RateLimitResp, ForwardError> {
         let (reply, answer) = oneshot::channel();
+        let bytes = crate::peers::budget::framed_len(item.encoded_len());
         self.sender
             .try_send((
                 Forward {
                     item,
+                    bytes,
                     reply,
                     deadline: crate::limits::deadline::current(),
                 },
@@ -267,8 +282,10 @@ async fn run(
     caller: PeerCaller,
 ) {
     let mut in_flight: JoinSet<CallToken> = JoinSet::new();
+    // Calls of items sent alone: not counted by the policy, but owned (and awaited) here too.
+    let mut alone: JoinSet<()> = JoinSet::new();
     let mut open = true;
-    while open || !in_flight.is_empty() || !queue.is_empty() {
+    while open || !in_flight.is_empty() || !queue.is_empty() || !alone.is_empty() {
         caller
             .metrics
             .queue_length
@@ -277,13 +294,21 @@ async fn run(
         tokio::select! {
             received = receiver.recv(), if open => match received {
                 Some((forward, no_batching)) => {
-                    match queue.push(forward, no_batching, Instant::now()) {
+                    let bytes = forward.bytes;
+                    match queue.push_sized(forward, bytes, no_batching, Instant::now()) {
                         Push::Send(batch) => start(&mut in_flight, &caller, batch),
                         Push::SendAlone(forward) => {
-                            tokio::spawn(caller.clone().call(vec![forward]));
+                            alone.spawn(caller.clone().call(vec![forward]));
                         }
                         Push::Refused(forward) => {
                             let _ = forward.reply.send(Err(ForwardError::QueueFull));
+                        }
+                        Push::Oversized(forward) => {
+                            caller.metrics.oversized.inc();
+                            let _ = forward.reply.send(Err(ForwardError::TooLarge {
+                                bytes,
+                                max_bytes: queue.config().max_bytes,
+                            }));
                         }
                         Push::Queued { .. } => {}
                     }
@@ -299,6 +324,7 @@ async fn run(
                     start(&mut in_flight, &caller, batch);
                 }
             },
+            Some(_) = alone.join_next(), if !alone.is_empty() => {},
             _ = sleep_until(deadline), if deadline.is_some() => {
                 if let Some(batch) = queue.on_timer(Instant::now()) {
                     start(&mut in_flight, &caller, batch);

@@ -31,6 +31,11 @@ pub struct BatchConfig {
     pub max_queue: usize,
     /// Send every item alone, at once (`GUBER_DISABLE_BATCHING`, default `false`).
     pub disabled: bool,
+    /// The most bytes the items of one batch may take together, as measured by the driver (the
+    /// receiver's message limit less headroom, see [`crate::peers::budget`]). A batch goes as soon
+    /// as the queue holds more than this many bytes, and an item larger than this alone is
+    /// [refused](Push::Oversized). Default: the budget of Gubernator's 1 MiB message limit.
+    pub max_bytes: usize,
 }
 
 impl Default for BatchConfig {
@@ -42,6 +47,7 @@ impl Default for BatchConfig {
             max_in_flight: 4,
             max_queue: 10 * MAX_BATCH_LIMIT,
             disabled: false,
+            max_bytes: crate::peers::budget::MessageBudget::for_limit(1024 * 1024).max_bytes(),
         }
     }
 }
@@ -61,6 +67,9 @@ impl BatchConfig {
                 eager_in_flight: self.eager_in_flight,
                 max_in_flight: self.max_in_flight,
             });
+        }
+        if self.max_bytes == 0 {
+            return Err(BatchConfigError::MaxBytes);
         }
         if self.max_queue < self.limit {
             return Err(BatchConfigError::MaxQueue {
@@ -92,6 +101,9 @@ pub enum BatchConfigError {
         /// The configured `max_in_flight`.
         max_in_flight: usize,
     },
+    /// `max_bytes` is 0: no item could ever be sent.
+    #[error("the byte budget of a batch must be at least 1")]
+    MaxBytes,
     /// `max_queue` is below `limit`: a full batch could never be queued.
     #[error("max_queue ({max_queue}) must be at least the batch limit ({limit})")]
     MaxQueue {
@@ -133,7 +145,9 @@ pub enum Push<T> {
         /// When the driver should call [`PeerQueue::on_timer`], if at all.
         deadline: Option<Instant>,
     },
-    /// Send this batch now: the pushed item is its last item, after earlier queued ones.
+    /// Send this batch now: the pushed item is its last item, after earlier queued ones, unless
+    /// the pushed item made the queue exceed [`BatchConfig::max_bytes`]: then the batch carries
+    /// the earlier items and the pushed one stays queued (first in line).
     Send(Batch<T>),
     /// Send this item alone now (`NO_BATCHING` or batching disabled). This call is not counted in
     /// flight: do not report it to [`PeerQueue::on_call_finished`].
@@ -141,12 +155,16 @@ pub enum Push<T> {
     /// The queue is full ([`BatchConfig::max_queue`]): the item is handed back, to be answered
     /// `RESOURCE_EXHAUSTED`.
     Refused(T),
+    /// The item alone is larger than [`BatchConfig::max_bytes`]: no message to the peer could
+    /// carry it, so it is handed back to be dropped (and counted), never retried.
+    Oversized(T),
 }
 
 /// An item waiting in the queue, with the instant it is due (`None` if that overflows `Instant`).
 #[derive(Debug)]
 struct Queued<T> {
     item: T,
+    bytes: usize,
     due: Option<Instant>,
 }
 
@@ -155,6 +173,8 @@ struct Queued<T> {
 pub struct PeerQueue<T> {
     config: BatchConfig,
     queue: VecDeque<Queued<T>>,
+    /// The sum of the queued items' bytes.
+    queued_bytes: usize,
     in_flight: usize,
 }
 
@@ -165,6 +185,7 @@ impl<T> PeerQueue<T> {
         Ok(Self {
             config,
             queue: VecDeque::new(),
+            queued_bytes: 0,
             in_flight: 0,
         })
     }
@@ -174,18 +195,36 @@ impl<T> PeerQueue<T> {
         &self.config
     }
 
-    /// Accepts an item forwarded to this peer at `now`. `no_batching` is the item's `NO_BATCHING`
-    /// behaviour. The item is sent alone, sent in a batch (after any queued items), queued, or
-    /// refused when the queue is full.
+    /// Accepts an item of no measurable size (it never counts towards
+    /// [`BatchConfig::max_bytes`]); see [`push_sized`](Self::push_sized).
     pub fn push(&mut self, item: T, no_batching: bool, now: Instant) -> Push<T> {
+        self.push_sized(item, 0, no_batching, now)
+    }
+
+    /// Accepts an item of `bytes` bytes forwarded to this peer at `now`. `no_batching` is the
+    /// item's `NO_BATCHING` behaviour. The item is refused when it is larger than a whole batch
+    /// may be; otherwise it is sent alone, sent in a batch (after any queued items), queued, or
+    /// refused when the queue is full.
+    pub fn push_sized(
+        &mut self,
+        item: T,
+        bytes: usize,
+        no_batching: bool,
+        now: Instant,
+    ) -> Push<T> {
+        if bytes > self.config.max_bytes {
+            return Push::Oversized(item);
+        }
         if no_batching || self.config.disabled {
             return Push::SendAlone(item);
         }
         if self.queue.len() >= self.config.max_queue {
             return Push::Refused(item);
         }
+        self.queued_bytes = self.queued_bytes.saturating_add(bytes);
         self.queue.push_back(Queued {
             item,
+            bytes,
             due: now.checked_add(self.config.wait),
         });
         match self.poll(now) {
@@ -218,7 +257,18 @@ impl<T> PeerQueue<T> {
         if self.in_flight >= self.config.max_in_flight || !self.is_ready(now) {
             return None;
         }
-        let count = self.queue.len().min(self.config.limit);
+        // From the front, at most `limit` items and `max_bytes` bytes, and at least one item
+        // (every queued item fits alone: larger ones were refused by `push_sized`).
+        let mut count = 0;
+        let mut bytes = 0usize;
+        for queued in self.queue.iter().take(self.config.limit) {
+            if count > 0 && bytes.saturating_add(queued.bytes) > self.config.max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(queued.bytes);
+            count += 1;
+        }
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
         let items = self
             .queue
             .drain(..count)
@@ -245,7 +295,13 @@ impl<T> PeerQueue<T> {
     /// Hands back every queued item, oldest first (the peer left the cluster, or the driver shuts
     /// down). Calls in flight stay counted until they finish.
     pub fn drain(&mut self) -> Vec<T> {
+        self.queued_bytes = 0;
         self.queue.drain(..).map(|queued| queued.item).collect()
+    }
+
+    /// The bytes of the queued items, as given to [`push_sized`](Self::push_sized).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// The number of queued items.
@@ -270,6 +326,7 @@ impl<T> PeerQueue<T> {
         };
         self.in_flight < self.config.eager_in_flight
             || self.queue.len() >= self.config.limit
+            || self.queued_bytes > self.config.max_bytes
             || oldest.due.is_some_and(|due| now >= due)
     }
 }
@@ -288,6 +345,7 @@ mod tests {
             max_in_flight,
             max_queue,
             disabled: false,
+            max_bytes: usize::MAX,
         }
     }
 
@@ -751,14 +809,128 @@ mod tests {
         assert!(queue.poll(base + WAIT).is_some());
     }
 
+    fn sized_queue(limit: usize, max_in_flight: usize, max_bytes: usize) -> PeerQueue<u32> {
+        let mut config = config(limit, max_in_flight, 10 * limit);
+        config.max_bytes = max_bytes;
+        PeerQueue::new(config).unwrap()
+    }
+
+    #[test]
+    fn max_bytes_of_zero_is_rejected() {
+        let mut config = config(10, 1, 10);
+        config.max_bytes = 0;
+        assert_eq!(
+            PeerQueue::<u32>::new(config).unwrap_err(),
+            BatchConfigError::MaxBytes
+        );
+    }
+
+    #[test]
+    fn an_item_larger_than_the_byte_budget_is_handed_back_even_when_sent_alone() {
+        let base = Instant::now();
+        let mut queue = sized_queue(10, 1, 100);
+        assert_eq!(queue.push_sized(1, 101, false, base), Push::Oversized(1));
+        assert_eq!(queue.push_sized(2, 101, true, base), Push::Oversized(2));
+        assert!(queue.is_empty());
+        assert_eq!(queue.in_flight(), 0);
+        // Exactly the budget still goes.
+        assert!(matches!(
+            queue.push_sized(3, 100, false, base),
+            Push::Send(_)
+        ));
+    }
+
+    #[test]
+    fn a_batch_stops_before_the_item_that_would_exceed_the_byte_budget() {
+        let base = Instant::now();
+        let mut queue = sized_queue(10, 1, 100);
+        let first = match queue.push_sized(0, 10, false, base) {
+            Push::Send(batch) => batch,
+            other => panic!("expected a batch, got {other:?}"),
+        };
+        for item in 1..=4 {
+            assert!(matches!(
+                queue.push_sized(item, 30, false, base + us(1)),
+                Push::Queued { .. }
+            ));
+        }
+        assert_eq!(queue.queued_bytes(), 120);
+        let batch = queue.on_call_finished(first.call, base + us(2)).unwrap();
+        assert_eq!(
+            batch.items,
+            vec![1, 2, 3],
+            "90 bytes; the fourth would make 120"
+        );
+        assert_eq!(queue.queued_bytes(), 30);
+        assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn reaching_the_byte_budget_sends_the_queue_before_the_timer() {
+        let base = Instant::now();
+        // Two slots, eager only while idle: the second batch would normally wait for the timer.
+        let mut queue = sized_queue(1000, 2, 100);
+        let _first = push_sent(&mut queue, 0, base);
+        assert!(matches!(
+            queue.push_sized(1, 60, false, base + us(1)),
+            Push::Queued { .. }
+        ));
+        // Exactly the budget is not more than a batch can carry: it waits.
+        assert!(matches!(
+            queue.push_sized(2, 40, false, base + us(2)),
+            Push::Queued { .. }
+        ));
+        let batch = match queue.push_sized(3, 1, false, base + us(3)) {
+            Push::Send(batch) => batch,
+            other => panic!("expected the full queue to go, got {other:?}"),
+        };
+        assert_eq!(
+            batch.items,
+            vec![1, 2],
+            "the pushed item would not fit; it stays queued"
+        );
+        assert_eq!(queue.queued_bytes(), 1);
+        assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn items_beyond_the_byte_budget_leave_over_several_batches_in_order() {
+        let base = Instant::now();
+        let mut queue = sized_queue(1000, 1, 100);
+        let mut call = push_sent(&mut queue, 0, base).call;
+        for item in 1..=10 {
+            let _ = queue.push_sized(item, 45, false, base + us(1));
+        }
+        let mut out = Vec::new();
+        let mut now = base + us(2);
+        while let Some(batch) = queue.on_call_finished(call, now) {
+            assert!(batch.items.len() <= 2, "45 + 45 ≤ 100 < 3 × 45");
+            out.extend(batch.items);
+            call = batch.call;
+            now += us(1);
+        }
+        assert_eq!(out, (1..=10).collect::<Vec<_>>());
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn drain_forgets_the_queued_bytes() {
+        let base = Instant::now();
+        let mut queue = sized_queue(10, 1, 100);
+        let _first = push_sent(&mut queue, 0, base);
+        let _ = queue.push_sized(1, 50, false, base);
+        assert_eq!(queue.drain(), vec![1]);
+        assert_eq!(queue.queued_bytes(), 0);
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
 
         #[derive(Debug, Clone)]
         enum Op {
-            /// Push the next item, with or without `NO_BATCHING`.
-            Push { no_batching: bool },
+            /// Push the next item of `bytes` bytes, with or without `NO_BATCHING`.
+            Push { no_batching: bool, bytes: usize },
             /// Let time pass, firing the timer at every deadline on the way like a driver would.
             Advance { micros: u64 },
             /// Fire the timer at the current instant, due or not.
@@ -769,7 +941,8 @@ mod tests {
 
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
-                4 => proptest::bool::weighted(0.15).prop_map(|no_batching| Op::Push { no_batching }),
+                4 => (proptest::bool::weighted(0.15), 0usize..14)
+                    .prop_map(|(no_batching, bytes)| Op::Push { no_batching, bytes }),
                 2 => (0u64..40).prop_map(|micros| Op::Advance { micros }),
                 1 => Just(Op::Timer),
                 2 => any::<usize>().prop_map(|index| Op::Finish { index }),
@@ -784,15 +957,19 @@ mod tests {
                 0usize..8,
                 proptest::bool::weighted(0.1),
                 0usize..4,
+                1usize..12,
             )
                 .prop_map(
-                    |(limit, max_in_flight, wait, extra_queue, disabled, eager)| BatchConfig {
-                        wait: Duration::from_micros(wait),
-                        limit,
-                        eager_in_flight: eager.min(max_in_flight),
-                        max_in_flight,
-                        max_queue: limit + extra_queue,
-                        disabled,
+                    |(limit, max_in_flight, wait, extra_queue, disabled, eager, max_bytes)| {
+                        BatchConfig {
+                            wait: Duration::from_micros(wait),
+                            limit,
+                            eager_in_flight: eager.min(max_in_flight),
+                            max_in_flight,
+                            max_queue: limit + extra_queue,
+                            disabled,
+                            max_bytes,
+                        }
                     },
                 )
         }
@@ -804,7 +981,10 @@ mod tests {
             batched: Vec<u32>,
             alone: Vec<u32>,
             refused: Vec<u32>,
+            oversized: Vec<u32>,
             accepted: Vec<u32>,
+            /// The size of every pushed item, by item.
+            sizes: Vec<usize>,
         }
 
         impl Harness {
@@ -812,6 +992,12 @@ mod tests {
                 if let Some(batch) = batch {
                     prop_assert!(!batch.items.is_empty());
                     prop_assert!(batch.items.len() <= self.queue.config().limit);
+                    let bytes: usize = batch
+                        .items
+                        .iter()
+                        .map(|item| self.sizes[*item as usize])
+                        .sum();
+                    prop_assert!(bytes <= self.queue.config().max_bytes);
                     self.batched.extend(batch.items);
                     self.calls.push(batch.call);
                 }
@@ -845,17 +1031,28 @@ mod tests {
                     batched: Vec::new(),
                     alone: Vec::new(),
                     refused: Vec::new(),
+                    oversized: Vec::new(),
                     accepted: Vec::new(),
+                    sizes: Vec::new(),
                 };
                 let mut next = 0u32;
                 for op in ops {
                     match op {
-                        Op::Push { no_batching } => {
+                        Op::Push { no_batching, bytes } => {
                             let item = next;
                             next += 1;
+                            h.sizes.push(bytes);
+                            let too_large = bytes > h.queue.config().max_bytes;
                             let full = h.queue.len() >= h.queue.config().max_queue;
                             let bypass = no_batching || h.queue.config().disabled;
-                            match h.queue.push(item, no_batching, h.now) {
+                            match h.queue.push_sized(item, bytes, no_batching, h.now) {
+                                Push::Oversized(back) => {
+                                    prop_assert!(too_large);
+                                    prop_assert_eq!(back, item);
+                                    h.oversized.push(back);
+                                    continue;
+                                }
+                                _ if too_large => prop_assert!(false, "an oversized item was accepted"),
                                 Push::SendAlone(sent) => {
                                     prop_assert!(bypass);
                                     prop_assert_eq!(sent, item);
@@ -873,7 +1070,11 @@ mod tests {
                                 }
                                 Push::Send(batch) => {
                                     prop_assert!(!bypass && !full);
-                                    prop_assert_eq!(batch.items.last(), Some(&item));
+                                    // The pushed item ends the batch, or stayed queued because
+                                    // the batch had no room left for its bytes.
+                                    let last = batch.items.last() == Some(&item);
+                                    let left = !h.queue.is_empty() && !batch.items.contains(&item);
+                                    prop_assert!(last || left);
                                     h.accepted.push(item);
                                     h.take(Some(batch))?;
                                 }
@@ -916,6 +1117,7 @@ mod tests {
                 let mut all: Vec<u32> = out;
                 all.extend(&h.alone);
                 all.extend(&h.refused);
+                all.extend(&h.oversized);
                 all.sort_unstable();
                 prop_assert_eq!(all, (0..next).collect::<Vec<_>>());
             }

@@ -235,6 +235,31 @@ pub struct ServerConfig {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_requests: u32,
 
+    /// Most calls from other nodes (PeersV1, Handoff, AllowV1, Admin) executing at once, in a pool
+    /// of their own so clients cannot starve peers; 0 (the default) means as many as
+    /// `GUBER_MAX_CONCURRENT_REQUESTS`.
+    #[arg(long, env = "GUBER_MAX_CONCURRENT_PEER_REQUESTS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_concurrent_peer_requests: u32,
+
+    /// Most HTTP/2 streams (calls) one gRPC connection may have open at once.
+    #[arg(long, env = "GUBER_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// How often the gRPC server pings each connection (HTTP/2 keepalive); 0 disables.
+    #[arg(long, env = "GUBER_GRPC_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = go_duration::parse)]
+    pub grpc_keepalive_interval: Duration,
+
+    /// How long the gRPC server waits for a keepalive ping's answer before closing the connection.
+    #[arg(long, env = "GUBER_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub grpc_keepalive_timeout: Duration,
+
+    /// Close a gRPC connection that sent nothing (no call, no ping of its own) for this long; the
+    /// answers to the server's keepalive pings do not count. 0 disables.
+    #[arg(long, env = "GUBER_GRPC_IDLE_TIMEOUT", default_value = "5m", value_parser = go_duration::parse)]
+    pub grpc_idle_timeout: Duration,
+
     /// Most open connections per listener (gRPC and HTTP each); connections beyond it are closed
     /// as soon as they are accepted.
     #[arg(long, env = "GUBER_MAX_CONNECTIONS", default_value_t = 10_000,
@@ -388,6 +413,15 @@ impl ServerConfig {
         )
     }
 
+    /// The size of the peers' admission pool: `GUBER_MAX_CONCURRENT_PEER_REQUESTS`, or when 0 the
+    /// same as the clients' (`GUBER_MAX_CONCURRENT_REQUESTS`).
+    pub fn peer_admission_limit(&self) -> usize {
+        match self.max_concurrent_peer_requests {
+            0 => self.max_concurrent_requests as usize,
+            peers => peers as usize,
+        }
+    }
+
     /// The admin views' settings.
     pub fn admin_options(&self) -> crate::admin::AdminOptions {
         crate::admin::AdminOptions {
@@ -504,6 +538,23 @@ impl ServerConfig {
                 "GUBER_MAX_CONCURRENT_REQUESTS",
                 self.max_concurrent_requests.to_string(),
             ),
+            (
+                "GUBER_MAX_CONCURRENT_PEER_REQUESTS",
+                self.max_concurrent_peer_requests.to_string(),
+            ),
+            (
+                "GUBER_GRPC_MAX_CONCURRENT_STREAMS",
+                self.grpc_max_concurrent_streams.to_string(),
+            ),
+            (
+                "GUBER_GRPC_KEEPALIVE_INTERVAL",
+                duration(self.grpc_keepalive_interval),
+            ),
+            (
+                "GUBER_GRPC_KEEPALIVE_TIMEOUT",
+                duration(self.grpc_keepalive_timeout),
+            ),
+            ("GUBER_GRPC_IDLE_TIMEOUT", duration(self.grpc_idle_timeout)),
             ("GUBER_MAX_CONNECTIONS", self.max_connections.to_string()),
             (
                 "GUBER_HTTP_HEADER_TIMEOUT",

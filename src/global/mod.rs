@@ -18,10 +18,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use prost::Message;
 use tokio::sync::{Notify, watch};
 
 use crate::algorithms::Behavior;
+use crate::metrics::{DropReason, DroppedMessage};
 use crate::node::Node;
+use crate::peers::budget::{Chunks, chunk, framed_len};
 use crate::proto;
 use crate::request::LimitKey;
 use pending::{Added, PendingHits};
@@ -118,6 +121,11 @@ impl GlobalState {
         true
     }
 
+    /// Takes every limit's owed hits (at shutdown, for the snapshot).
+    pub fn take_pending(&self) -> Vec<(LimitKey, proto::RateLimitReq)> {
+        lock(&self.pending).take(usize::MAX)
+    }
+
     /// The number of limits with hits waiting for their owner.
     pub fn pending_len(&self) -> usize {
         lock(&self.pending).len()
@@ -179,11 +187,23 @@ pub async fn send_hits(node: &Node) {
             .or_default()
             .push((key, item));
     }
+    let budget = node.peer_clients().message_budget();
+    let dropped = node
+        .metrics()
+        .peer_items_dropped(DroppedMessage::Global, DropReason::Oversized);
     let sends = by_owner.into_iter().flat_map(|(owner, entries)| {
-        let chunks: Vec<Vec<_>> = entries
-            .chunks(global.options.batch_limit.max(1))
-            .map(<[_]>::to_vec)
-            .collect();
+        // Chunks fit the owner's message limit; a limit too large for any message is dropped.
+        let Chunks { chunks, oversized } =
+            chunk(entries, global.options.batch_limit, budget, |(_, item)| {
+                framed_len(item.encoded_len())
+            });
+        if !oversized.is_empty() {
+            tracing::warn!(
+                limits = oversized.len(),
+                "GLOBAL hits dropped: larger than a peer message"
+            );
+            dropped.inc_by(oversized.len() as u64);
+        }
         chunks
             .into_iter()
             .map(move |chunk| send_chunk(node, owner.clone(), chunk))
@@ -256,15 +276,31 @@ pub async fn broadcast(node: &Node) {
         .filter(|address| *address != me)
         .collect();
     let timeout = global.options.timeout;
+    let Chunks {
+        chunks: update_chunks,
+        oversized,
+    } = chunk(
+        updates,
+        global.options.batch_limit,
+        node.peer_clients().message_budget(),
+        |update| framed_len(update.encoded_len()),
+    );
+    if !oversized.is_empty() {
+        tracing::warn!(
+            limits = oversized.len(),
+            "GLOBAL broadcasts dropped: larger than a peer message"
+        );
+        node.metrics()
+            .peer_items_dropped(DroppedMessage::Global, DropReason::Oversized)
+            .inc_by(oversized.len() as u64);
+    }
     let calls = peers.iter().flat_map(|peer| {
-        updates
-            .chunks(global.options.batch_limit.max(1))
-            .map(move |chunk| async move {
-                node.peer_clients()
-                    .update_peer_globals(peer, chunk.to_vec(), timeout)
-                    .await
-                    .map_err(|error| (peer.clone(), error))
-            })
+        update_chunks.iter().map(move |chunk| async move {
+            node.peer_clients()
+                .update_peer_globals(peer, chunk.to_vec(), timeout)
+                .await
+                .map_err(|error| (peer.clone(), error))
+        })
     });
     let mut failed = false;
     for result in join_all(calls).await {

@@ -3,11 +3,17 @@
 //! A key moves when this node owned it in the ring before the change and another peer owns it in
 //! the ring after. Keys this node did not own before (GLOBAL copies, leftovers) are not its to
 //! give away. The result is grouped by new owner and cut into batches of at most `batch_limit`
-//! buckets, in a deterministic order. Pure: rings and entries in, batches out.
+//! buckets and at most the receiver's message budget (a count alone could exceed its
+//! `GUBER_MAX_REQUEST_SIZE` with long keys), in a deterministic order. A bucket too large for any
+//! message is set apart: it stays here rather than being retried forever. Pure: rings and entries
+//! in, batches out.
 
 use std::collections::BTreeMap;
 
+use prost::Message;
+
 use crate::algorithms::Bucket;
+use crate::peers::budget::{MessageBudget, chunk, framed_len};
 use crate::peers::{PeerInfo, Ring};
 use crate::request::LimitKey;
 
@@ -20,15 +26,32 @@ pub struct Batch {
     pub buckets: Vec<(LimitKey, Bucket)>,
 }
 
+/// What a pass sends: the batches, and the keys that no message could carry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// Batches by new owner, each within the count and the byte budget.
+    pub batches: Vec<Batch>,
+    /// Keys that should move but are larger than the budget alone; they stay here.
+    pub oversized: Vec<LimitKey>,
+}
+
+/// The bytes `key`'s bucket takes in a `TransferReq`, counted as a resend (with a `previous`
+/// state), the largest form a batch may take on its later rounds.
+pub fn wire_bytes(key: &LimitKey, bucket: &Bucket) -> usize {
+    framed_len(super::wire::to_wire(key, bucket, Some(bucket)).encoded_len())
+}
+
 /// Batches of the `entries` that `me` owned in `before` (every entry when `before` is `None`,
-/// as on a graceful leave) and that another peer owns in `after`.
+/// as on a graceful leave) and that another peer owns in `after`, within `batch_limit` buckets
+/// and `budget` bytes each.
 pub fn plan(
     entries: impl IntoIterator<Item = (LimitKey, Bucket)>,
     before: Option<&Ring>,
     after: &Ring,
     me: &str,
     batch_limit: usize,
-) -> Vec<Batch> {
+    budget: MessageBudget,
+) -> Plan {
     let owned_by = |ring: &Ring, key: &LimitKey| {
         ring.owner_of(&key.name, &key.unique_key)
             .map(|peer: &PeerInfo| peer.grpc_address.clone())
@@ -45,18 +68,23 @@ pub fn plan(
             _ => {}
         }
     }
-    let limit = batch_limit.max(1);
-    let mut batches = Vec::new();
+    let mut result = Plan::default();
     for (owner, mut buckets) in by_owner {
         buckets.sort_by(|a, b| (&a.0.name, &a.0.unique_key).cmp(&(&b.0.name, &b.0.unique_key)));
-        for chunk in buckets.chunks(limit) {
-            batches.push(Batch {
+        let chunks = chunk(buckets, batch_limit, budget, |(key, bucket)| {
+            wire_bytes(key, bucket)
+        });
+        result
+            .oversized
+            .extend(chunks.oversized.into_iter().map(|(key, _)| key));
+        for buckets in chunks.chunks {
+            result.batches.push(Batch {
                 owner: owner.clone(),
-                buckets: chunk.to_vec(),
+                buckets,
             });
         }
     }
-    batches
+    result
 }
 
 /// The local-data-center peers in `after` that were not in `before`, other than `me`: the peers
@@ -116,7 +144,15 @@ mod tests {
         let before = ring(&["a:1", "b:1"]);
         let after = ring(&["a:1", "b:1", "c:1"]);
         let all = entries(400);
-        let batches = plan(all.clone(), Some(&before), &after, "a:1", 1000);
+        let batches = plan(
+            all.clone(),
+            Some(&before),
+            &after,
+            "a:1",
+            1000,
+            MessageBudget::unbounded(),
+        )
+        .batches;
         let moved: Vec<&LimitKey> = batches
             .iter()
             .flat_map(|b| b.buckets.iter().map(|(k, _)| k))
@@ -142,13 +178,32 @@ mod tests {
     fn keys_not_owned_before_stay() {
         let before = ring(&["b:1"]);
         let after = ring(&["b:1", "c:1"]);
-        assert!(plan(entries(100), Some(&before), &after, "a:1", 10).is_empty());
+        assert!(
+            plan(
+                entries(100),
+                Some(&before),
+                &after,
+                "a:1",
+                10,
+                MessageBudget::unbounded()
+            )
+            .batches
+            .is_empty()
+        );
     }
 
     #[test]
     fn a_leave_moves_everything_in_bounded_batches_grouped_by_owner() {
         let after = ring(&["b:1", "c:1"]);
-        let batches = plan(entries(250), None, &after, "a:1", 40);
+        let batches = plan(
+            entries(250),
+            None,
+            &after,
+            "a:1",
+            40,
+            MessageBudget::unbounded(),
+        )
+        .batches;
         assert_eq!(batches.iter().map(|b| b.buckets.len()).sum::<usize>(), 250);
         assert!(batches.iter().all(|b| b.buckets.len() <= 40));
         for batch in &batches {
@@ -169,8 +224,67 @@ mod tests {
     }
 
     #[test]
+    fn batches_fit_the_byte_budget_and_oversized_keys_stay() {
+        let after = ring(&["b:1"]);
+        let mut all: Vec<(LimitKey, Bucket)> = (0..300)
+            .map(|i| {
+                (
+                    LimitKey::new("n", format!("{i:04}-{}", "k".repeat(200))),
+                    bucket(),
+                )
+            })
+            .collect();
+        let huge = LimitKey::new("n", "h".repeat(5000));
+        all.push((huge.clone(), bucket()));
+        let budget = MessageBudget::exact(4096);
+        let result = plan(all, None, &after, "a:1", 500, budget);
+        assert_eq!(result.oversized, vec![huge]);
+        assert_eq!(
+            result
+                .batches
+                .iter()
+                .map(|b| b.buckets.len())
+                .sum::<usize>(),
+            300
+        );
+        assert!(
+            result.batches.len() > 1,
+            "300 keys of ~260 bytes need several 4 KiB batches"
+        );
+        for batch in &result.batches {
+            let request = super::super::pb::TransferReq {
+                sender: "a:1".into(),
+                buckets: batch
+                    .buckets
+                    .iter()
+                    .map(|(key, bucket)| super::super::wire::to_wire(key, bucket, Some(bucket)))
+                    .collect(),
+                complete: false,
+            };
+            assert!(
+                request.encoded_len() <= 4096 + 16,
+                "{}",
+                request.encoded_len()
+            );
+            let items: usize = batch.buckets.iter().map(|(k, b)| wire_bytes(k, b)).sum();
+            assert!(items <= 4096);
+        }
+    }
+
+    #[test]
     fn an_empty_ring_after_moves_nothing() {
-        assert!(plan(entries(10), None, &ring(&[]), "a:1", 10).is_empty());
+        assert!(
+            plan(
+                entries(10),
+                None,
+                &ring(&[]),
+                "a:1",
+                10,
+                MessageBudget::unbounded()
+            )
+            .batches
+            .is_empty()
+        );
     }
 
     #[test]

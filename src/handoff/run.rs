@@ -163,9 +163,30 @@ pub async fn pass(
         .entries()
         .into_iter()
         .filter(|(key, _)| held_before.is_none_or(|held| held.contains(key)));
-    let batches = plan::plan(entries, before, after, &me, BATCH_LIMIT);
+    let plan::Plan { batches, oversized } = plan::plan(
+        entries,
+        before,
+        after,
+        &me,
+        BATCH_LIMIT,
+        node.peer_clients().message_budget(),
+    );
     let mut clients = Clients::default();
     let mut report = PassReport::default();
+    if !oversized.is_empty() {
+        // No message could carry them: they stay here (as an undeliverable batch would).
+        tracing::warn!(
+            keys = oversized.len(),
+            "keys too large for a handoff message stay here"
+        );
+        node.metrics()
+            .peer_items_dropped(
+                crate::metrics::DroppedMessage::Handoff,
+                crate::metrics::DropReason::Oversized,
+            )
+            .inc_by(oversized.len() as u64);
+        report.kept += oversized.len();
+    }
     for batch in batches {
         let Some(mut client) = clients.get(&batch.owner, node) else {
             report.kept += batch.buckets.len();
@@ -380,11 +401,11 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
 pub fn restore_snapshot(node: &Node, path: &Path) {
     let now_ms = node.clock_now_ms();
     let limits = node.limits();
-    match snapshot::read(path, now_ms) {
-        Ok(entries) => {
+    match snapshot::read_contents(path, now_ms) {
+        Ok(snapshot::Contents { buckets, owed }) => {
             let mut count = 0;
             let mut skipped = 0;
-            for (key, bucket) in entries {
+            for (key, bucket) in buckets {
                 if super::check::check(&key, &bucket, None, limits, now_ms).is_err() {
                     skipped += 1;
                     node.metrics()
@@ -397,7 +418,25 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
             if skipped > 0 {
                 tracing::warn!(path = %path.display(), skipped, "skipped invalid buckets of the snapshot");
             }
-            tracing::info!(path = %path.display(), buckets = count, "restored the snapshot");
+            let owed_count = owed.len();
+            for hit in owed {
+                if hit.item.name.len() > limits.max_key_bytes
+                    || hit.item.unique_key.len() > limits.max_key_bytes
+                {
+                    node.metrics()
+                        .reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
+                    continue;
+                }
+                let key = LimitKey::new(hit.item.name.clone(), hit.item.unique_key.clone());
+                // Sent to the key's current owner by the GLOBAL sync or the owner-failure
+                // reconciler, like hits owed before the restart.
+                if hit.global {
+                    let _ = node.global().queue_hits(key, hit.item);
+                } else {
+                    let _ = node.owner_fallback().owe(key, hit.item);
+                }
+            }
+            tracing::info!(path = %path.display(), buckets = count, owed = owed_count, "restored the snapshot");
         }
         Err(snapshot::SnapshotError::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -412,11 +451,38 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
 
 /// Writes the store to the snapshot at `path`; a failure is logged, never fatal.
 pub fn save_snapshot(node: &Node, path: &Path) {
+    save_snapshot_with_owed(node, path, &[]);
+}
+
+/// Writes the store and the hits still owed to other nodes (`owed`) to the snapshot at `path`; a
+/// failure is logged, never fatal.
+pub fn save_snapshot_with_owed(node: &Node, path: &Path, owed: &[snapshot::OwedHit]) {
     let entries = node.store().entries();
-    match snapshot::write(path, &entries, node.clock_now_ms()) {
+    match snapshot::write_with_owed(path, &entries, owed, node.clock_now_ms()) {
         Ok(()) => {
-            tracing::info!(path = %path.display(), buckets = entries.len(), "wrote the snapshot")
+            tracing::info!(path = %path.display(), buckets = entries.len(), owed = owed.len(), "wrote the snapshot")
         }
-        Err(error) => tracing::warn!(%error, "cannot write the snapshot"),
+        Err(error) => {
+            tracing::warn!(%error, owed = owed.len(), "cannot write the snapshot; owed hits are lost")
+        }
     }
+}
+
+/// Takes every hit this node still owes other nodes (undelivered GLOBAL hits and owner-failure
+/// hits), for the snapshot at shutdown.
+pub fn take_owed(node: &Node) -> Vec<snapshot::OwedHit> {
+    let global = node
+        .global()
+        .take_pending()
+        .into_iter()
+        .map(|(_, item)| snapshot::OwedHit { item, global: true });
+    let fallback = node
+        .owner_fallback()
+        .take_owed()
+        .into_iter()
+        .map(|(_, item)| snapshot::OwedHit {
+            item,
+            global: false,
+        });
+    global.chain(fallback).collect()
 }

@@ -6,6 +6,10 @@
 //! the previous snapshot intact. On start, buckets that expired meanwhile are skipped; a missing,
 //! truncated or corrupt file is a warning and the node starts empty: a snapshot is an optimisation,
 //! never a reason not to serve.
+//!
+//! The snapshot also keeps the hits the node still owed other nodes when it stopped ([`OwedHit`]:
+//! GLOBAL hits not yet synced, hits taken while an owner was unreachable): they are queued again
+//! on start and sent to the current owners, so a restart loses nothing that was admitted.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,13 +48,43 @@ pub enum SnapshotError {
     Decode(#[from] prost::DecodeError),
 }
 
+/// Hits owed to another node, as kept in a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwedHit {
+    /// The summed hits, with the key and the limit (as the owner will be sent them).
+    pub item: crate::proto::RateLimitReq,
+    /// Owed as GLOBAL hits (else: hits taken under the `local` owner-failure policy).
+    pub global: bool,
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Contents {
+    /// The stored buckets.
+    pub buckets: Vec<(LimitKey, Bucket)>,
+    /// The hits owed to other nodes.
+    pub owed: Vec<OwedHit>,
+}
+
 /// The bytes of a snapshot of `entries`, taken at `now_ms`.
 pub fn encode(entries: &[(LimitKey, Bucket)], now_ms: i64) -> Vec<u8> {
+    encode_with_owed(entries, &[], now_ms)
+}
+
+/// The bytes of a snapshot of `entries` and `owed`, taken at `now_ms`.
+pub fn encode_with_owed(entries: &[(LimitKey, Bucket)], owed: &[OwedHit], now_ms: i64) -> Vec<u8> {
     let snapshot = pb::Snapshot {
         written_at: now_ms,
         buckets: entries
             .iter()
             .map(|(key, bucket)| wire::to_wire(key, bucket, None))
+            .collect(),
+        owed: owed
+            .iter()
+            .map(|hit| pb::OwedHits {
+                request: hit.item.encode_to_vec(),
+                global: hit.global,
+            })
             .collect(),
     };
     let mut bytes = Vec::with_capacity(8 + snapshot.encoded_len());
@@ -62,6 +96,12 @@ pub fn encode(entries: &[(LimitKey, Bucket)], now_ms: i64) -> Vec<u8> {
 
 /// The live buckets of a snapshot's `bytes` at `now_ms` (expired ones are skipped).
 pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Vec<(LimitKey, Bucket)>, SnapshotError> {
+    decode_contents(bytes, now_ms).map(|contents| contents.buckets)
+}
+
+/// The live buckets and the owed hits of a snapshot's `bytes` at `now_ms`; owed entries that do
+/// not decode are skipped.
+pub fn decode_contents(bytes: &[u8], now_ms: i64) -> Result<Contents, SnapshotError> {
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
         return Err(SnapshotError::BadHeader);
     }
@@ -70,19 +110,41 @@ pub fn decode(bytes: &[u8], now_ms: i64) -> Result<Vec<(LimitKey, Bucket)>, Snap
         return Err(SnapshotError::Version(version));
     }
     let snapshot = pb::Snapshot::decode(&bytes[8..])?;
-    Ok(snapshot
+    let buckets = snapshot
         .buckets
         .iter()
         .filter_map(wire::from_wire)
         .filter(|(_, bucket, _)| !bucket.is_expired(now_ms))
         .map(|(key, bucket, _)| (key, bucket))
-        .collect())
+        .collect();
+    let owed = snapshot
+        .owed
+        .iter()
+        .filter_map(|owed| {
+            let item = crate::proto::RateLimitReq::decode(owed.request.as_slice()).ok()?;
+            Some(OwedHit {
+                item,
+                global: owed.global,
+            })
+        })
+        .collect();
+    Ok(Contents { buckets, owed })
 }
 
 /// Writes a snapshot of `entries` to `path` atomically (temporary file, sync, rename).
 pub fn write(
     path: &Path,
     entries: &[(LimitKey, Bucket)],
+    now_ms: i64,
+) -> Result<(), SnapshotError> {
+    write_with_owed(path, entries, &[], now_ms)
+}
+
+/// Writes a snapshot of `entries` and `owed` to `path` atomically (temporary file, sync, rename).
+pub fn write_with_owed(
+    path: &Path,
+    entries: &[(LimitKey, Bucket)],
+    owed: &[OwedHit],
     now_ms: i64,
 ) -> Result<(), SnapshotError> {
     let io = |source| SnapshotError::Io {
@@ -94,7 +156,7 @@ pub fn write(
     let temporary = PathBuf::from(temporary);
     let result = (|| {
         let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&encode(entries, now_ms))?;
+        file.write_all(&encode_with_owed(entries, owed, now_ms))?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)
     })();
@@ -106,17 +168,52 @@ pub fn write(
 
 /// Reads the live buckets of the snapshot at `path`.
 pub fn read(path: &Path, now_ms: i64) -> Result<Vec<(LimitKey, Bucket)>, SnapshotError> {
+    read_contents(path, now_ms).map(|contents| contents.buckets)
+}
+
+/// Reads the live buckets and the owed hits of the snapshot at `path`.
+pub fn read_contents(path: &Path, now_ms: i64) -> Result<Contents, SnapshotError> {
     let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    decode(&bytes, now_ms)
+    decode_contents(&bytes, now_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::algorithms::{LeakyBucket, Status, TokenBucket};
+
+    #[test]
+    fn owed_hits_round_trip_and_older_snapshots_have_none() {
+        let owed = vec![
+            OwedHit {
+                item: crate::proto::RateLimitReq {
+                    name: "n".into(),
+                    unique_key: "k".into(),
+                    hits: 7,
+                    limit: 10,
+                    duration: 60_000,
+                    created_at: Some(5),
+                    ..Default::default()
+                },
+                global: false,
+            },
+            OwedHit {
+                item: crate::proto::RateLimitReq {
+                    name: "g".into(),
+                    unique_key: "k".into(),
+                    hits: 2,
+                    ..Default::default()
+                },
+                global: true,
+            },
+        ];
+        let bytes = encode_with_owed(&[], &owed, 1);
+        assert_eq!(decode_contents(&bytes, 1).unwrap().owed, owed);
+        assert!(decode_contents(&encode(&[], 1), 1).unwrap().owed.is_empty());
+    }
 
     fn token(expire_at: i64) -> Bucket {
         Bucket::Token(TokenBucket {

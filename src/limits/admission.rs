@@ -1,4 +1,5 @@
-//! Admission control: a bound on the `GetRateLimits` calls executing at once on a node.
+//! Admission control: a bound on the calls executing at once on a node, with a separate pool for
+//! calls from other nodes (see [`super::classify`]).
 //!
 //! Beyond the bound a call is refused at once (load shedding) rather than queued: a queue in front
 //! of a saturated node only adds latency until every caller times out, while an immediate
@@ -53,9 +54,57 @@ impl Admission {
     }
 }
 
+/// The two pools of a node: clients' calls and other nodes' calls. Cloning shares both.
+#[derive(Debug, Clone)]
+pub struct AdmissionPools {
+    /// Calls from clients (`GUBER_MAX_CONCURRENT_REQUESTS`).
+    pub clients: Admission,
+    /// Calls from other nodes (`GUBER_MAX_CONCURRENT_PEER_REQUESTS`).
+    pub peers: Admission,
+}
+
+impl AdmissionPools {
+    /// At most `clients` client calls and `peers` peer calls at once.
+    pub fn new(clients: usize, peers: usize) -> Self {
+        Self {
+            clients: Admission::new(clients),
+            peers: Admission::new(peers),
+        }
+    }
+
+    /// Admits a call of `class`: exempt calls take no slot (`Ok(None)`).
+    pub fn try_admit(
+        &self,
+        class: super::classify::CallClass,
+    ) -> Result<Option<Admitted>, CallError> {
+        use super::classify::CallClass;
+        match class {
+            CallClass::Exempt => Ok(None),
+            CallClass::Peer => self.peers.try_admit().map(Some),
+            CallClass::Client => self.clients.try_admit().map(Some),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::classify::CallClass;
+
+    #[test]
+    fn a_full_client_pool_leaves_peers_and_probes_their_own_room() {
+        let pools = AdmissionPools::new(1, 1);
+        let _client = pools
+            .try_admit(CallClass::Client)
+            .expect("room")
+            .expect("a slot");
+        assert!(pools.try_admit(CallClass::Client).is_err());
+        let _peer = pools
+            .try_admit(CallClass::Peer)
+            .expect("the peer pool is separate");
+        assert!(pools.try_admit(CallClass::Peer).is_err());
+        assert!(matches!(pools.try_admit(CallClass::Exempt), Ok(None)));
+    }
 
     #[test]
     fn refuses_beyond_the_bound_and_frees_slots_on_drop() {

@@ -4,9 +4,11 @@
 //! differs ([`GrpcRejection`]: a gRPC status; [`HttpRejection`]: grpc-gateway's JSON error with its
 //! HTTP status). It runs before any decoding, so a refused call costs almost nothing.
 //!
-//! Only the rate-limit call (`guarded_path`) takes an admission slot: health checks, reflection
-//! and `/metrics` must keep answering on a saturated node, and peer calls are already bounded by
-//! every peer's batching (at most 4 calls in flight per peer). Deadlines apply to every call.
+//! Every call takes an admission slot from the pool its path belongs to ([`classify`]): clients'
+//! calls (every RPC and route: `/v1/*`, `/allow`, `/metrics`, `/admin/*`, reflection) from the
+//! client pool, other nodes' calls (PeersV1, Handoff, AllowV1, Admin) from the peer pool, so
+//! clients cannot starve peers. Probes take none: a saturated node must still answer them.
+//! Deadlines apply to every call.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -16,7 +18,8 @@ use std::time::Instant;
 
 use tower::{Layer, Service};
 
-use super::admission::Admission;
+use super::admission::AdmissionPools;
+use super::classify::classify;
 use super::deadline;
 use crate::error::CallError;
 
@@ -55,19 +58,17 @@ impl Rejection<axum::body::Body> for HttpRejection {
     }
 }
 
-/// Applies admission to calls of `guarded_path` and `grpc-timeout` deadlines to every call.
+/// Applies admission to every call but probes, and `grpc-timeout` deadlines to every call.
 pub struct CallLimitsLayer<R> {
-    admission: Admission,
-    guarded_path: &'static str,
+    admission: AdmissionPools,
     _rejection: PhantomData<fn() -> R>,
 }
 
 impl<R> CallLimitsLayer<R> {
-    /// A layer that admits calls to `guarded_path` through `admission`.
-    pub fn new(admission: Admission, guarded_path: &'static str) -> Self {
+    /// A layer that admits calls through `admission`'s pools.
+    pub fn new(admission: AdmissionPools) -> Self {
         Self {
             admission,
-            guarded_path,
             _rejection: PhantomData,
         }
     }
@@ -75,7 +76,7 @@ impl<R> CallLimitsLayer<R> {
 
 impl<R> Clone for CallLimitsLayer<R> {
     fn clone(&self) -> Self {
-        Self::new(self.admission.clone(), self.guarded_path)
+        Self::new(self.admission.clone())
     }
 }
 
@@ -86,7 +87,6 @@ impl<S, R> Layer<S> for CallLimitsLayer<R> {
         CallLimits {
             inner,
             admission: self.admission.clone(),
-            guarded_path: self.guarded_path,
             _rejection: PhantomData,
         }
     }
@@ -95,8 +95,7 @@ impl<S, R> Layer<S> for CallLimitsLayer<R> {
 /// The service made by [`CallLimitsLayer`].
 pub struct CallLimits<S, R> {
     inner: S,
-    admission: Admission,
-    guarded_path: &'static str,
+    admission: AdmissionPools,
     _rejection: PhantomData<fn() -> R>,
 }
 
@@ -105,7 +104,6 @@ impl<S: Clone, R> Clone for CallLimits<S, R> {
         Self {
             inner: self.inner.clone(),
             admission: self.admission.clone(),
-            guarded_path: self.guarded_path,
             _rejection: PhantomData,
         }
     }
@@ -132,13 +130,9 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let received = Instant::now();
         let deadline = deadline::from_headers(request.headers(), received);
-        let admitted = if request.uri().path() == self.guarded_path {
-            match self.admission.try_admit() {
-                Ok(admitted) => Some(admitted),
-                Err(refused) => return Box::pin(std::future::ready(Ok(R::reject(&refused)))),
-            }
-        } else {
-            None
+        let admitted = match self.admission.try_admit(classify(request.uri().path())) {
+            Ok(admitted) => admitted,
+            Err(refused) => return Box::pin(std::future::ready(Ok(R::reject(&refused)))),
         };
         if deadline.is_some_and(|deadline| deadline <= received) {
             let expired = R::reject(&CallError::DeadlineExceeded);

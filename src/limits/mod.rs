@@ -3,12 +3,15 @@
 //! A rate limiter sits in front of everything else, so it must itself stay up when clients misbehave
 //! or simply send too much. Every guard here sheds work early and cheaply instead of queueing it:
 //!
-//! - [`admission`]: at most `GUBER_MAX_CONCURRENT_REQUESTS` `GetRateLimits` calls execute at once;
-//!   the next one is refused at once with `RESOURCE_EXHAUSTED` (HTTP 429).
+//! - [`admission`]: at most `GUBER_MAX_CONCURRENT_REQUESTS` client calls (every RPC and route but
+//!   the probes) and `GUBER_MAX_CONCURRENT_PEER_REQUESTS` calls from other nodes execute at once;
+//!   the next one is refused at once with `RESOURCE_EXHAUSTED` (HTTP 429). [`classify`] decides
+//!   the pool from the path.
 //! - [`deadline`]: a caller's `grpc-timeout` bounds the node's work, including the calls it makes
 //!   to peers on the caller's behalf; an expired deadline is answered `DEADLINE_EXCEEDED`.
 //! - [`layer`]: the tower layer that applies both to the gRPC server and to the HTTP gateway.
 //! - [`connections`]: at most `GUBER_MAX_CONNECTIONS` open connections per listener.
+//! - [`idle`]: gRPC connections that send nothing for `GUBER_GRPC_IDLE_TIMEOUT` are closed.
 //! - [`http_server`]: the HTTP/1.1 server loop with header and body read timeouts, so slow clients
 //!   (slowloris) cannot hold connections and memory.
 //! - [`nodelay`]: accepted connections with `TCP_NODELAY`, so multi-segment answers never wait
@@ -18,12 +21,14 @@
 //! requests are decoded and validated: [`crate::request`], [`crate::http::gateway`], [`crate::grpc`].
 
 pub mod admission;
+pub mod classify;
 pub mod connections;
 pub mod deadline;
 pub mod http_server;
+pub mod idle;
 pub mod layer;
 pub mod nodelay;
 
-pub use admission::Admission;
+pub use admission::{Admission, AdmissionPools};
 pub use connections::ConnectionLimit;
 pub use layer::{CallLimitsLayer, GrpcRejection, HttpRejection};

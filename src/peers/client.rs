@@ -8,8 +8,9 @@ use std::time::Duration;
 use tonic::transport::Endpoint;
 
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, DroppedMessage, Metrics};
 use crate::peers::auth::{self, PeerChannel};
+use crate::peers::budget::MessageBudget;
 use crate::peers::liveness::{Admission, Failure, LivenessConfig, MonotonicClock, PeerLiveness};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
 
@@ -58,6 +59,11 @@ impl PeerClients {
             clients: RwLock::new(HashMap::new()),
             liveness,
         }
+    }
+
+    /// The byte budget of one message to a peer (peers share `GUBER_MAX_REQUEST_SIZE`).
+    pub fn message_budget(&self) -> MessageBudget {
+        MessageBudget::for_limit(self.options.max_message_size)
     }
 
     /// Which peers are down (calls to them fail at once with [`ForwardError::PeerDown`]).
@@ -216,6 +222,9 @@ impl PeerClients {
                 .metrics
                 .batch_queue_length
                 .with_label_values(&[address]),
+            oversized: self
+                .metrics
+                .peer_items_dropped(DroppedMessage::Forward, DropReason::Oversized),
         };
         let liveness = Arc::clone(&self.liveness);
         let peer = address.to_string();
@@ -260,6 +269,9 @@ pub fn liveness_failure(error: &ForwardError) -> Option<Failure> {
             | tonic::Code::Cancelled => None,
             _ => Some(Failure::Call),
         },
-        ForwardError::QueueFull | ForwardError::Closed | ForwardError::PeerDown(_) => None,
+        ForwardError::QueueFull
+        | ForwardError::Closed
+        | ForwardError::PeerDown(_)
+        | ForwardError::TooLarge { .. } => None,
     }
 }

@@ -5,6 +5,7 @@
 //! data center's peers. Routing and health answers read one consistent [`Membership`] snapshot.
 
 pub mod auth;
+pub mod budget;
 pub mod client;
 pub mod discovery;
 pub mod failures;

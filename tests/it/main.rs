@@ -23,6 +23,7 @@ mod etcd_discovery;
 mod global;
 mod grpc_api;
 mod handoff;
+mod hostile_bounds;
 mod hostile_edges;
 mod hostile_input;
 mod hostile_peer;
