@@ -468,7 +468,7 @@ impl Node {
                 self.record_failure(&owner, &error);
                 self.metrics
                     .check_error_counter
-                    .with_label_values(&["forward_failed"])
+                    .with_label_values(&[crate::metrics::CHECK_ERROR_FORWARD_FAILED])
                     .inc();
                 self.answer_without_owner(item, &request, owner, &error)
             }
