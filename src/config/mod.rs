@@ -515,6 +515,10 @@ impl ServerConfig {
                 self.global_batch_limit.to_string(),
             ),
             ("GUBER_FORCE_GLOBAL", self.force_global.to_string()),
+            (
+                "GUBER_SERVE_ALONE_HEALTHY",
+                self.serve_alone_healthy.to_string(),
+            ),
             ("GUBER_LOG_LEVEL", self.log_level.clone()),
             (
                 "GUBER_LOG_FORMAT",
