@@ -132,7 +132,6 @@ impl SlidingQuantiles {
             .current_start
             .checked_add(self.span.saturating_mul(steps))
             .unwrap_or(now);
-        self.current = self.current % count;
     }
 
     fn next_random(&mut self) -> u64 {
