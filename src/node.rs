@@ -678,7 +678,14 @@ impl Node {
     /// `grpc.health.v1` reports; recent peer failures only make `HealthCheck` unhealthy.
     pub fn serving_alone(&self) -> Option<String> {
         let status = self.discovery.as_ref()?;
-        let local_peers = self.peers.health().local_peers.len();
+        let data_center = &self.peers.me().data_center;
+        let local_peers = self
+            .peers
+            .membership()
+            .peers
+            .iter()
+            .filter(|peer| &peer.data_center == data_center)
+            .count();
         health::serving_alone(
             status.backend,
             status.is_connected(),

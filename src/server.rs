@@ -193,6 +193,9 @@ pub async fn start_with_clock(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let initial = serving_status(&node);
+    if let Some(message) = node.serving_alone() {
+        tracing::warn!(%message, "reporting unhealthy until the discovery backend is reached");
+    }
     for service in HEALTH_SERVICES {
         health.set_service_status(service, initial).await;
     }
