@@ -9,6 +9,9 @@ FROM rust:1.95-bookworm AS build
 RUN apt-get update -qq && apt-get install -y -qq protobuf-compiler && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# .git is not copied (.dockerignore): pass the commit for `ringlimit --version`, e.g.
+# docker build --build-arg RINGLIMIT_GIT_COMMIT=$(git rev-parse --short HEAD) .
+ARG RINGLIMIT_GIT_COMMIT=unknown
 RUN cargo build --release --locked --bin ringlimit
 
 FROM gcr.io/distroless/cc-debian12

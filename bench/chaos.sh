@@ -114,7 +114,7 @@ DOC
   node once the dead one's lease expires). In the window of the crash a key can therefore admit up
   to **one extra limit** (what the dead owner had admitted plus a fresh bucket), under either
   policy. A graceful leave (SIGTERM) does not: the leaving node hands its keys to their new owners
-  (\`ringlimit.v1.Handoff\`, see architecture.md) before it deregisters.
+  (`ringlimit.v1.Handoff`, see architecture.md) before it deregisters.
 - **`GUBER_OWNER_FAILURE_POLICY=error`** (the default): while the owner is unreachable its items get
   an error naming it, and nothing is admitted for them, so there is no over-admission beyond the
   crash itself. A dead owner is detected on the first refused connection, or after
@@ -144,6 +144,25 @@ DOC
   oracle under both policies. Calls that were in
   flight to the leaving node when it stopped, and items forwarded to it in the moment before the
   others saw it leave, are the errors this phase can show.
+
+## A node without its discovery backend reports itself unhealthy
+
+A node configured for a cluster (etcd or DNS discovery) that cannot reach its backend at start does
+not refuse to start: it serves with only itself in its peer list and keeps retrying. But every node
+started that way answers every key from its own state, so N such nodes admit up to **N times each
+limit**, and nothing but `ringlimit_etcd_registered 0` used to show it. Such a node now reports
+itself unhealthy while it serves alone and is not registered in etcd (or has no DNS answer):
+`HealthCheck` answers `UNAVAILABLE` (HTTP 503) with a message naming the cause (`not registered in
+etcd (<endpoints> unreachable): this node serves alone, ...`), `grpc.health.v1` answers
+`NOT_SERVING` (so a Kubernetes readiness probe keeps it out of its Service), and `ringlimit
+healthcheck` exits 2. It keeps answering calls meanwhile; only health changes, and it turns healthy
+within 250 ms of registering. `GUBER_SERVE_ALONE_HEALTHY=true` keeps the old behaviour for those
+who prefer a node that answers alone to no answer.
+
+A node that loses etcd after it registered keeps its last peer list (see the etcd outage above) and
+stays healthy as long as that list holds other peers: it is not alone, and an etcd outage must not
+take every node out of its Service at once. Recent peer-call failures make `HealthCheck` unhealthy,
+as in Gubernator, but not `grpc.health.v1`, for the same reason.
 DOC
 } > "$OUT"
 echo "[chaos $(date +%H:%M:%S)] wrote $OUT" >&2

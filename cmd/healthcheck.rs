@@ -23,7 +23,8 @@ const MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 Exit status: 0 when the node answers HTTP 200 with status \"healthy\"; 2 when it answers but is
 unhealthy (HTTP 503, or a status other than \"healthy\"); 1 on any error (connection refused,
 timeout, an unexpected answer). One line is printed: `healthy: 3 peers`, `unhealthy: <message>`
-or `error: <reason>`.
+or `error: <reason>`. A node of an etcd or DNS cluster that serves alone because it cannot reach
+its discovery backend is unhealthy (exit 2) unless it runs with GUBER_SERVE_ALONE_HEALTHY=true.
 
 The URL defaults to http://$GUBER_HTTP_ADDRESS, so inside a node's container, with the node's own
 environment, no flag is needed. A bare HOST:PORT is accepted; a wildcard listen address (0.0.0.0

@@ -21,7 +21,11 @@ use tracing_subscriber::EnvFilter;
 
 /// A peer-to-peer clustered rate-limit service, wire-compatible with Gubernator v2.
 #[derive(Debug, Parser)]
-#[command(name = "ringlimit", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "ringlimit",
+    version = ringlimit::build_info::LONG_VERSION,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// Load `KEY=value` lines (GUBER_* variables) from FILE; flags still take precedence.
     #[arg(long, value_name = "FILE", global = true)]
@@ -185,7 +189,13 @@ fn serve(config: ServerConfig) -> ExitCode {
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()
         .join(" ");
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings, "starting ringlimit");
+    tracing::info!(
+        version = ringlimit::build_info::VERSION,
+        commit = ringlimit::build_info::GIT_COMMIT,
+        built = ringlimit::build_info::BUILD_DATE,
+        config = %settings,
+        "starting ringlimit"
+    );
     runtime.block_on(async {
         let server = match ringlimit::server::start(&config).await {
             Ok(server) => server,

@@ -87,8 +87,9 @@ pub fn observe<T, E>(
         .request_counts
         .with_label_values(&[status, method])
         .inc();
+    metrics.request_duration.observe(method, seconds);
     metrics
-        .request_duration
+        .grpc_request_duration_seconds
         .with_label_values(&[method])
         .observe(seconds);
     metrics

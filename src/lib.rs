@@ -18,6 +18,7 @@ pub mod admin;
 pub mod algorithms;
 pub mod allow;
 pub mod batching;
+pub mod build_info;
 pub mod client;
 pub mod clock;
 pub mod config;

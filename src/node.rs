@@ -24,6 +24,7 @@ use crate::handoff::{self, HandoffState, Miss};
 use crate::metrics::{ItemCounters, Metrics, PeerInputRejection};
 use crate::owner_failure::{self, OwnerFailureOptions, OwnerFailurePolicy, OwnerFallback};
 use crate::peers::client::{PeerClientOptions, PeerClients};
+use crate::peers::discovery::health::{self, Backend, BackendStatus};
 use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
 use crate::proto;
@@ -44,7 +45,8 @@ pub struct Node {
     metrics: Metrics,
     counters: ItemCounters,
     limits: InputLimits,
-    registration: Option<Arc<AtomicBool>>,
+    discovery: Option<BackendStatus>,
+    serve_alone_healthy: bool,
     shutting_down: AtomicBool,
     handoff: HandoffState,
     admin: AdminState,
@@ -65,8 +67,11 @@ pub struct NodeOptions {
     pub peer_failure_window: Duration,
     /// How GLOBAL limits are reconciled.
     pub global: GlobalOptions,
-    /// For etcd discovery, the flag that says whether this node is registered (for metrics).
-    pub registration: Option<Arc<AtomicBool>>,
+    /// The discovery backend membership depends on (etcd, DNS), for health and metrics; `None`
+    /// for a fixed list.
+    pub discovery: Option<BackendStatus>,
+    /// `GUBER_SERVE_ALONE_HEALTHY`: a node serving alone without its backend is still healthy.
+    pub serve_alone_healthy: bool,
     /// Where to record metrics.
     pub metrics: Metrics,
     /// Limits on item fields.
@@ -125,7 +130,8 @@ impl Node {
             counters: options.metrics.item_counters(),
             metrics: options.metrics,
             limits: options.limits,
-            registration: options.registration,
+            discovery: options.discovery,
+            serve_alone_healthy: options.serve_alone_healthy,
             shutting_down: AtomicBool::new(false),
             handoff: HandoffState::default(),
             admin: AdminState::new(options.admin),
@@ -462,7 +468,7 @@ impl Node {
                 self.record_failure(&owner, &error);
                 self.metrics
                     .check_error_counter
-                    .with_label_values(&["forward_failed"])
+                    .with_label_values(&[crate::metrics::CHECK_ERROR_FORWARD_FAILED])
                     .inc();
                 self.answer_without_owner(item, &request, owner, &error)
             }
@@ -651,6 +657,9 @@ impl Node {
         if health.status != "healthy" {
             return Err(CallError::Unavailable(health.message));
         }
+        if let Some(message) = self.serving_alone() {
+            return Err(CallError::Unavailable(message));
+        }
         let membership = self.peers.membership();
         let is_member = |address: &str| {
             membership
@@ -662,6 +671,28 @@ impl Node {
             return Err(CallError::Unavailable(message));
         }
         Ok(health)
+    }
+
+    /// Why this node is serving alone without its discovery backend (see
+    /// [`crate::peers::discovery::health`]), or `None`. This, and shutting down, is what
+    /// `grpc.health.v1` reports; recent peer failures only make `HealthCheck` unhealthy.
+    pub fn serving_alone(&self) -> Option<String> {
+        let status = self.discovery.as_ref()?;
+        let data_center = &self.peers.me().data_center;
+        let local_peers = self
+            .peers
+            .membership()
+            .peers
+            .iter()
+            .filter(|peer| &peer.data_center == data_center)
+            .count();
+        health::serving_alone(
+            status.backend,
+            status.is_connected(),
+            &status.target,
+            local_peers,
+            self.serve_alone_healthy,
+        )
     }
 
     /// Answers `LiveCheck`: fine until the node starts shutting down.
@@ -704,10 +735,14 @@ impl Node {
             .peers
             .with_label_values(&["region"])
             .set(health.region_peers.len() as i64);
-        if let Some(registered) = &self.registration {
+        if let Some(status) = self
+            .discovery
+            .as_ref()
+            .filter(|status| status.backend == Backend::Etcd)
+        {
             metrics
                 .etcd_registered
-                .set(i64::from(registered.load(Ordering::Relaxed)));
+                .set(i64::from(status.is_connected()));
         }
         metrics.render()
     }

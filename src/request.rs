@@ -78,6 +78,17 @@ pub enum ItemError {
 }
 
 impl ItemError {
+    /// Every value [`ItemError::label`] can return, so the counter starts at 0 for each.
+    pub const LABELS: [&'static str; 7] = [
+        "empty_unique_key",
+        "empty_name",
+        "key_too_long",
+        "invalid_algorithm",
+        "negative_value",
+        "invalid_gregorian_duration",
+        "leaky_bucket_without_duration",
+    ];
+
     /// A short stable label for metrics (`gubernator_check_error_counter{error=...}`).
     pub fn label(&self) -> &'static str {
         match self {
@@ -188,6 +199,28 @@ fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), Item
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_item_error_label_is_listed() {
+        let errors = [
+            ItemError::EmptyUniqueKey,
+            ItemError::EmptyName,
+            ItemError::TooLong {
+                field: "name",
+                len: 2,
+                max: 1,
+            },
+            ItemError::InvalidAlgorithm(9),
+            ItemError::Negative("limit"),
+            ItemError::InvalidCalendarInterval(9),
+            ItemError::LeakyBucketWithoutDuration,
+        ];
+        for error in &errors {
+            // A new variant fails to compile in `label` until it has one; list it here too.
+            assert!(ItemError::LABELS.contains(&error.label()), "{error:?}");
+        }
+        assert_eq!(errors.len(), ItemError::LABELS.len());
+    }
 
     fn item(name: &str, key: &str) -> proto::RateLimitReq {
         proto::RateLimitReq {

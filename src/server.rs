@@ -81,6 +81,8 @@ pub struct RunningServer {
     http_address: SocketAddr,
     node: Arc<Node>,
     health: HealthReporter,
+    /// Keeps `grpc.health.v1` in step with [`Node::serving_alone`]; aborted at shutdown.
+    health_task: JoinHandle<()>,
     discovery: DiscoveryHandle,
     stop: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -153,7 +155,8 @@ pub async fn start_with_clock(
             secret: peer_auth.secret.clone(),
         },
         peer_failure_window: config.peer_failure_window,
-        registration: discovery.registration_flag(),
+        discovery: discovery.backend_status(),
+        serve_alone_healthy: config.serve_alone_healthy,
         global: GlobalOptions {
             sync_wait: config.global_sync_wait,
             timeout: config.global_timeout,
@@ -189,11 +192,14 @@ pub async fn start_with_clock(
     node.handoff().configure(handoff_options);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for service in HEALTH_SERVICES {
-        health
-            .set_service_status(service, ServingStatus::Serving)
-            .await;
+    let initial = serving_status(&node);
+    if let Some(message) = node.serving_alone() {
+        tracing::warn!(%message, "reporting unhealthy until the discovery backend is reached");
     }
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, initial).await;
+    }
+    let health_task = tokio::spawn(follow_health(Arc::clone(&node), health.clone(), initial));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -319,6 +325,7 @@ pub async fn start_with_clock(
         http_address,
         node,
         health,
+        health_task,
         discovery,
         stop,
         grpc_task,
@@ -331,6 +338,42 @@ pub async fn start_with_clock(
         shutdown_timeout: config.shutdown_timeout,
         handoff_task,
     })
+}
+
+/// How often `grpc.health.v1` is brought in step with the node's health.
+const HEALTH_FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What `grpc.health.v1` reports for `node`: not serving while it serves alone without its
+/// discovery backend (see [`crate::peers::discovery::health`]). Recent peer-call failures, which
+/// make `HealthCheck` unhealthy, do not count here: readiness probes read this, and one dead peer
+/// must not take every node out of its Service.
+fn serving_status(node: &Node) -> ServingStatus {
+    if node.serving_alone().is_some() {
+        ServingStatus::NotServing
+    } else {
+        ServingStatus::Serving
+    }
+}
+
+/// Updates `grpc.health.v1` whenever [`serving_status`] changes, until aborted.
+async fn follow_health(node: Arc<Node>, health: HealthReporter, mut reported: ServingStatus) {
+    let mut ticker = tokio::time::interval(HEALTH_FOLLOW_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let status = serving_status(&node);
+        if status == reported || node.is_shutting_down() {
+            continue;
+        }
+        match node.serving_alone() {
+            Some(message) => tracing::warn!(%message, "reporting unhealthy"),
+            None => tracing::info!("discovery backend reached; reporting healthy"),
+        }
+        for service in HEALTH_SERVICES {
+            health.set_service_status(service, status).await;
+        }
+        reported = status;
+    }
 }
 
 impl RunningServer {
@@ -362,6 +405,9 @@ impl RunningServer {
     /// pass), then write the snapshot (when configured) with whatever could not be delivered.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.node.begin_shutdown();
+        // From here on only shutdown sets `grpc.health.v1`.
+        self.health_task.abort();
+        let _ = (&mut self.health_task).await;
         // Graceful leave: hand owned state to the owners without this node while peers still
         // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
         let handoff = self.node.handoff().options();

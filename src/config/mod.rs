@@ -165,6 +165,12 @@ pub struct ServerConfig {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub global_batch_limit: u32,
 
+    /// Report a node that serves alone because its discovery backend (etcd, DNS) is unreachable
+    /// as healthy; by default it is unhealthy, since every such node grants each limit again.
+    #[arg(long, env = "GUBER_SERVE_ALONE_HEALTHY", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub serve_alone_healthy: bool,
+
     /// Treat every request as GLOBAL (cluster only).
     #[arg(long, env = "GUBER_FORCE_GLOBAL", default_value = "false", value_parser = parse_bool,
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -509,6 +515,10 @@ impl ServerConfig {
                 self.global_batch_limit.to_string(),
             ),
             ("GUBER_FORCE_GLOBAL", self.force_global.to_string()),
+            (
+                "GUBER_SERVE_ALONE_HEALTHY",
+                self.serve_alone_healthy.to_string(),
+            ),
             ("GUBER_LOG_LEVEL", self.log_level.clone()),
             (
                 "GUBER_LOG_FORMAT",

@@ -185,6 +185,15 @@ impl PeerService {
         })
     }
 
+    /// Every service, for metrics that start at 0.
+    pub const ALL: [PeerService; 5] = [
+        PeerService::Peers,
+        PeerService::Handoff,
+        PeerService::Admin,
+        PeerService::Allow,
+        PeerService::Other,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

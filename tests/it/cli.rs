@@ -133,3 +133,44 @@ fn config_file_configures_the_node() {
         "{body}"
     );
 }
+
+/// `ringlimit --version` names the version, the commit it was built from (`git rev-parse --short
+/// HEAD` of this checkout, or `unknown` without git) and the build date.
+#[test]
+fn version_prints_the_commit_and_the_build_date() {
+    let output = ringlimit()
+        .arg("--version")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.trim();
+    let prefix = format!("ringlimit {} (commit ", env!("CARGO_PKG_VERSION"));
+    let rest = line
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("unexpected version line: {line}"));
+    let (commit, date) = rest
+        .strip_suffix(')')
+        .and_then(|rest| rest.split_once(", built "))
+        .unwrap_or_else(|| panic!("unexpected version line: {line}"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
+    match head {
+        Some(head) if std::env::var_os("RINGLIMIT_GIT_COMMIT").is_none() => {
+            assert_eq!(commit, head, "{line}")
+        }
+        _ => assert!(!commit.is_empty(), "{line}"),
+    }
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3
+            && parts[0].len() == 4
+            && parts.iter().all(|part| part.parse::<u32>().is_ok()),
+        "{line}"
+    );
+}

@@ -262,6 +262,7 @@ const EXPORTED_METRICS: &[&str] = &[
     "gubernator_concurrent_checks_counter",
     "gubernator_grpc_request_counts",
     "gubernator_grpc_request_duration",
+    "ringlimit_grpc_request_duration_seconds",
     "ringlimit_forwarded_items_total",
     "ringlimit_peer_calls_total",
     "gubernator_batch_send_duration",
@@ -322,9 +323,9 @@ fn assert_known_metrics(context: &str, expr: &str) {
 fn metric_names_are_extracted_from_promql() {
     assert_eq!(
         metric_names(
-            r#"histogram_quantile(0.99, sum by (le, method) (rate(gubernator_grpc_request_duration_bucket{instance=~"$instance"}[1m])))"#
+            r#"histogram_quantile(0.99, sum by (le, method) (rate(ringlimit_grpc_request_duration_seconds_bucket{instance=~"$instance"}[1m])))"#
         ),
-        ["gubernator_grpc_request_duration"]
+        ["ringlimit_grpc_request_duration_seconds"]
     );
     assert_eq!(
         metric_names("rate(gubernator_unexpired_evictions_count[1m]) + ringlimit_nope_sum"),
@@ -704,6 +705,7 @@ fn the_dashboard_shows_exported_metrics_from_the_prometheus_datasource() {
         "ringlimit_decisions_total",
         "gubernator_over_limit_counter",
         "gubernator_grpc_request_duration",
+        "ringlimit_grpc_request_duration_seconds",
         "ringlimit_forwarded_items_total",
         "ringlimit_peer_calls_total",
         "ringlimit_peers",

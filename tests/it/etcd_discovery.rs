@@ -14,6 +14,8 @@ use ringlimit::proto::{self, v1_client::V1Client};
 use ringlimit::server::RunningServer;
 use support_etcd::{Etcd, eventually, unique_prefix};
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The flags that put a node in the cluster of `etcd` under `prefix`, lease TTL 2 s.
 fn etcd_flags(etcd: &Etcd, prefix: &str) -> Vec<String> {
@@ -281,13 +283,51 @@ async fn a_lost_lease_is_registered_again() {
     assert_ne!(response.kvs()[0].lease(), lease, "a new lease");
 }
 
+/// `grpc.health.v1`'s answer for the whole server.
+async fn grpc_health(server: &RunningServer) -> ServingStatus {
+    let mut client = HealthClient::new(common::channel(server.grpc_address()).await);
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("grpc.health.v1 answers");
+    ServingStatus::try_from(response.into_inner().status).expect("a known status")
+}
+
+/// The exit code of `ringlimit healthcheck` against `server`.
+async fn healthcheck_exit_code(server: &RunningServer) -> Option<i32> {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringlimit"))
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://{}", server.http_address()),
+        ])
+        .env_remove("GUBER_HTTP_ADDRESS")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("healthcheck finishes in time")
+        .expect("the binary runs");
+    output.status.code()
+}
+
+/// The flags of a node whose etcd is down at start (dial timeout 500 ms).
+fn late_flags(etcd: &Etcd, prefix: &str, extra: &[&str]) -> Vec<String> {
+    let mut flags = etcd_flags(etcd, prefix);
+    flags.push("--etcd-dial-timeout=500ms".to_string());
+    flags.extend(extra.iter().map(|flag| flag.to_string()));
+    flags
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_starts_while_etcd_is_down_and_registers_when_it_comes_up() {
+async fn a_node_starts_while_etcd_is_down_reports_it_and_registers_when_it_comes_up() {
     let mut etcd = Etcd::start().await;
     let prefix = unique_prefix("late");
     etcd.stop();
-    let mut flags = etcd_flags(&etcd, &prefix);
-    flags.push("--etcd-dial-timeout=500ms".to_string());
+    let flags = late_flags(&etcd, &prefix, &[]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let started = Instant::now();
     let a = common::start_node(&flags).await;
@@ -296,9 +336,24 @@ async fn a_node_starts_while_etcd_is_down_and_registers_when_it_comes_up() {
         "start waited {:?}",
         started.elapsed()
     );
-    // Serving alone, healthy.
+    // Serving alone: it answers calls, but every health surface says it is alone.
     assert_eq!(members(&a), addresses(&[&a]));
-    assert_eq!(a.node().health_check().expect("healthy").status, "healthy");
+    let mut client = common::grpc_client(&a).await;
+    assert_eq!(call_every_node(std::slice::from_mut(&mut client)).await, 1);
+    let error = a.node().health_check().expect_err("unhealthy while alone");
+    let message = error.to_string();
+    assert!(
+        message.contains("not registered in etcd") && message.contains(&etcd.endpoint()),
+        "{message}"
+    );
+    let status = client
+        .health_check(proto::HealthCheckReq {})
+        .await
+        .expect_err("HealthCheck answers UNAVAILABLE");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("serves alone"), "{status:?}");
+    assert_eq!(grpc_health(&a).await, ServingStatus::NotServing);
+    assert_eq!(healthcheck_exit_code(&a).await, Some(2));
 
     etcd.restart().await;
     let key = format!("{prefix}{}", a.grpc_address());
@@ -308,8 +363,32 @@ async fn a_node_starts_while_etcd_is_down_and_registers_when_it_comes_up() {
     })
     .await;
     assert!(registered, "the node did not register once etcd came up");
+    let healthy = eventually(Duration::from_secs(2), || async {
+        grpc_health(&a).await == ServingStatus::Serving
+    })
+    .await;
+    assert!(
+        healthy,
+        "grpc.health.v1 did not turn SERVING after registration"
+    );
+    assert_eq!(a.node().health_check().expect("healthy").status, "healthy");
+    assert_eq!(healthcheck_exit_code(&a).await, Some(0));
     let b = start_etcd_node(&etcd, &prefix).await;
     all_agree(&[&a, &b], &addresses(&[&a, &b]), Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_alone_healthy_keeps_a_node_without_etcd_healthy() {
+    let mut etcd = Etcd::start().await;
+    let prefix = unique_prefix("alone-ok");
+    etcd.stop();
+    let flags = late_flags(&etcd, &prefix, &["--serve-alone-healthy=true"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = common::start_node(&flags).await;
+    assert_eq!(members(&a), addresses(&[&a]));
+    assert_eq!(a.node().health_check().expect("healthy").status, "healthy");
+    assert_eq!(grpc_health(&a).await, ServingStatus::Serving);
+    assert_eq!(healthcheck_exit_code(&a).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

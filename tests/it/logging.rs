@@ -206,6 +206,7 @@ async fn json_logs_are_one_object_per_line_with_the_configuration_and_no_secrets
         .expect("a start line");
     assert_eq!(start["level"], "INFO");
     assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(start["commit"], ringlimit::build_info::GIT_COMMIT);
     let config = start["config"].as_str().expect("the configuration");
     for setting in [
         "GUBER_CACHE_SIZE=50000",

@@ -20,6 +20,7 @@ mod cli_healthcheck;
 mod cluster;
 mod deploy;
 mod etcd_discovery;
+mod example_config;
 mod global;
 mod grpc_api;
 mod handoff;

@@ -219,7 +219,9 @@ async fn metrics_reflect_the_traffic() {
 /// (the deployment files cannot drift from the code).
 #[test]
 fn dashboards_and_alerts_use_only_exported_metrics() {
-    let exported = ringlimit::metrics::Metrics::new().names();
+    let metrics = ringlimit::metrics::Metrics::new();
+    let exported = metrics.names();
+    let fresh = metrics.render();
     let root = env!("CARGO_MANIFEST_DIR");
     for file in [
         "deploy/grafana/ringlimit.json",
@@ -241,6 +243,91 @@ fn dashboards_and_alerts_use_only_exported_metrics() {
                 exported.iter().any(|name| name == base),
                 "{file} uses {word}, which the node does not export"
             );
+            // A Summary has `_sum` and `_count` series, but no buckets.
+            assert!(
+                !(word.ends_with("_bucket") && fresh.contains(&format!("# TYPE {base} summary"))),
+                "{file} uses {word}, but {base} is a summary"
+            );
         }
     }
+}
+
+/// A node that has served nothing yet already exports Gubernator's error counter at 0 for every
+/// known error, and `gubernator_grpc_request_duration` as a Summary with Gubernator's quantiles
+/// (0.5 and 0.99), so dashboards read 0 instead of "No data".
+#[tokio::test]
+async fn a_fresh_node_exports_known_series_at_zero_and_the_duration_summary() {
+    let node = common::start_node(&[]).await;
+    let text = reqwest::get(http_url(&node, "/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    for error in ringlimit::request::ItemError::LABELS
+        .iter()
+        .chain(std::iter::once(&"forward_failed"))
+    {
+        let series = format!(r#"gubernator_check_error_counter{{error="{error}"}} 0"#);
+        assert!(
+            text.lines().any(|line| line == series),
+            "{series} missing:\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|line| line == r#"gubernator_batch_send_retries{name="other"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE gubernator_grpc_request_duration summary"),
+        "{text}"
+    );
+    for quantile in ["0.5", "0.99"] {
+        let series = format!(
+            r#"gubernator_grpc_request_duration{{method="/pb.gubernator.V1/GetRateLimits",quantile="{quantile}"}}"#
+        );
+        assert!(text.contains(&series), "{series} missing:\n{text}");
+    }
+    assert!(
+        text.contains(
+            r#"gubernator_grpc_request_duration_count{method="/pb.gubernator.V1/GetRateLimits"} 0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE ringlimit_grpc_request_duration_seconds histogram"),
+        "{text}"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            text.lines().any(|line| line.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+
+    // After a call, the quantiles are numbers.
+    let mut client = grpc_client(&node).await;
+    client
+        .get_rate_limits(proto::GetRateLimitsReq {
+            requests: vec![token("fresh", 1, 10, 60_000)],
+        })
+        .await
+        .expect("call succeeds");
+    let text = reqwest::get(http_url(&node, "/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let p99 = sample(
+        &text,
+        r#"gubernator_grpc_request_duration{method="/pb.gubernator.V1/GetRateLimits",quantile="0.99"}"#,
+    );
+    assert!(p99 > 0.0 && p99 < 5.0, "p99 {p99}");
 }

@@ -8,6 +8,8 @@
 //! every key on it. The entry that is this node keeps this node's HTTP address.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -32,6 +34,9 @@ pub enum DnsError {
 
 /// A running DNS poller.
 pub struct DnsDiscovery {
+    /// True while the last resolution succeeded with at least one address.
+    resolved: Arc<AtomicBool>,
+    fqdn: String,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -54,20 +59,39 @@ impl DnsDiscovery {
             .to_string();
         let port = grpc_port(&me.grpc_address)?;
         let interval = config.dns_poll_interval.max(MIN_POLL_INTERVAL);
-        poll_once(&fqdn, port, &me, &peers).await;
+        let resolved = Arc::new(AtomicBool::new(false));
+        resolved.store(poll_once(&fqdn, port, &me, &peers).await, Ordering::Relaxed);
         let (stop, mut stopped) = watch::channel(false);
+        let flag = Arc::clone(&resolved);
+        let name = fqdn.clone();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await; // the first tick is immediate; we just resolved
             loop {
                 tokio::select! {
-                    _ = ticker.tick() => poll_once(&fqdn, port, &me, &peers).await,
+                    _ = ticker.tick() => {
+                        flag.store(poll_once(&fqdn, port, &me, &peers).await, Ordering::Relaxed);
+                    }
                     _ = stop_requested(&mut stopped) => break,
                 }
             }
         });
-        Ok(Self { stop, task })
+        Ok(Self {
+            resolved,
+            fqdn: name,
+            stop,
+            task,
+        })
+    }
+
+    /// Whether the last resolution succeeded, and the name, for health.
+    pub fn backend_status(&self) -> super::health::BackendStatus {
+        super::health::BackendStatus {
+            backend: super::health::Backend::Dns,
+            connected: Arc::clone(&self.resolved),
+            target: self.fqdn.clone(),
+        }
     }
 
     /// Stops polling.
@@ -116,22 +140,23 @@ pub fn peers_from_addresses(addresses: &[SocketAddr], me: &PeerInfo) -> Vec<Peer
     list
 }
 
-/// Resolves once and replaces the list unless resolution failed or found nothing.
-async fn poll_once(fqdn: &str, port: u16, me: &PeerInfo, peers: &PeerList) {
+/// Resolves once and replaces the list unless resolution failed or found nothing; returns whether
+/// it found something.
+async fn poll_once(fqdn: &str, port: u16, me: &PeerInfo, peers: &PeerList) -> bool {
     let resolved = match timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((fqdn, port))).await {
         Ok(Ok(addresses)) => addresses.collect::<Vec<_>>(),
         Ok(Err(error)) => {
             tracing::warn!(%fqdn, %error, "dns discovery: resolution failed; keeping the last peer list");
-            return;
+            return false;
         }
         Err(_) => {
             tracing::warn!(%fqdn, "dns discovery: resolution timed out; keeping the last peer list");
-            return;
+            return false;
         }
     };
     if resolved.is_empty() {
         tracing::warn!(%fqdn, "dns discovery: the name resolved to nothing; keeping the last peer list");
-        return;
+        return false;
     }
     let list = peers_from_addresses(&resolved, me);
     let old = peers.snapshot();
@@ -144,6 +169,7 @@ async fn poll_once(fqdn: &str, port: u16, me: &PeerInfo, peers: &PeerList) {
             tracing::info!(peer = %address, "peer left");
         }
     }
+    true
 }
 
 /// Resolves once `stop` holds `true` (or its sender is gone).

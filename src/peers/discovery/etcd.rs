@@ -16,8 +16,8 @@
 //!
 //! * **etcd unreachable at start.** Gubernator refuses to start. ringlimit waits up to
 //!   `etcd_dial_timeout` for the first registration, then starts anyway with a warning, serving
-//!   with only itself in its peer list (so it is healthy and answers every key locally) while it
-//!   keeps retrying in the background. A rate limiter that refuses to come up because its
+//!   with only itself in its peer list (answering every key locally; it reports itself unhealthy
+//!   until it registers, see [`super::health`]) while it keeps retrying in the background. A rate limiter that refuses to come up because its
 //!   membership store is down turns an etcd outage into a full outage. Configuration mistakes
 //!   (no endpoints, unreadable TLS files, unsupported TLS options) still fail the start.
 //! * **etcd unreachable later.** The last known peer list is kept: an unreachable etcd says
@@ -240,6 +240,7 @@ struct State {
 /// A running etcd registration and watch.
 pub struct EtcdDiscovery {
     registered: Arc<AtomicBool>,
+    endpoints: String,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -297,6 +298,7 @@ impl EtcdDiscovery {
         }
         Ok(Self {
             registered,
+            endpoints: config.etcd_endpoints.join(","),
             stop,
             task,
         })
@@ -307,9 +309,13 @@ impl EtcdDiscovery {
         self.registered.load(Ordering::Relaxed)
     }
 
-    /// A shared flag that follows [`EtcdDiscovery::is_registered`], for metrics.
-    pub fn registration_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.registered)
+    /// The registration flag and the endpoints, for health and metrics.
+    pub fn backend_status(&self) -> super::health::BackendStatus {
+        super::health::BackendStatus {
+            backend: super::health::Backend::Etcd,
+            connected: Arc::clone(&self.registered),
+            target: self.endpoints.clone(),
+        }
     }
 
     /// Deletes the registration, revokes the lease and stops watching. Bounded: if etcd does not

@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod etcd;
+pub mod health;
 
 use crate::config::{DiscoveryType, ServerConfig};
 
@@ -36,12 +37,12 @@ pub enum DiscoveryHandle {
 }
 
 impl DiscoveryHandle {
-    /// For etcd, a flag that is true while this node is registered; `None` for mechanisms
-    /// without registration.
-    pub fn registration_flag(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    /// The state of the backend this node's membership depends on; `None` for fixed lists.
+    pub fn backend_status(&self) -> Option<health::BackendStatus> {
         match self {
-            DiscoveryHandle::Etcd(etcd) => Some(etcd.registration_flag()),
-            DiscoveryHandle::Fixed | DiscoveryHandle::Dns(_) => None,
+            DiscoveryHandle::Etcd(etcd) => Some(etcd.backend_status()),
+            DiscoveryHandle::Dns(dns) => Some(dns.backend_status()),
+            DiscoveryHandle::Fixed => None,
         }
     }
 

@@ -1,11 +1,38 @@
 //! Prometheus metrics, under the names Gubernator exposes so that existing dashboards keep working.
 //!
 //! One [`Metrics`] value owns a registry; the node records into it and `GET /metrics` renders it.
+//! Counters with a known set of label values start at 0 for each, so dashboards read 0 rather than
+//! "No data" before the first event. `gubernator_grpc_request_duration` is a Summary with
+//! Gubernator's quantiles ([`summary`]); the same latencies are also a histogram under
+//! `ringlimit_grpc_request_duration_seconds`, which, unlike quantiles, aggregates across nodes.
+//! The `process_*` family comes from [`process`].
+
+pub mod process;
+pub mod summary;
+pub mod window;
+
+use crate::peers::auth::PeerService;
+use crate::request::ItemError;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Gubernator's quantiles of `gubernator_grpc_request_duration` (its `Objectives` 0.5 and 0.99).
+pub const REQUEST_DURATION_QUANTILES: [f64; 2] = [0.5, 0.99];
+
+/// The `error` label of items whose owner could not be reached.
+pub const CHECK_ERROR_FORWARD_FAILED: &str = "forward_failed";
+
+/// The methods `gubernator_grpc_request_counts` and the durations are recorded under.
+const KNOWN_METHODS: [&str; 5] = [
+    crate::grpc::method::GET_RATE_LIMITS,
+    crate::grpc::method::HEALTH_CHECK,
+    crate::grpc::method::LIVE_CHECK,
+    crate::grpc::method::GET_PEER_RATE_LIMITS,
+    crate::grpc::method::UPDATE_PEER_GLOBALS,
+];
 
 /// The node's metrics and the registry they are served from.
 #[derive(Clone)]
@@ -27,8 +54,14 @@ pub struct Metrics {
     pub concurrent_checks: IntGauge,
     /// `gubernator_grpc_request_counts{status,method}`: API calls by outcome.
     pub request_counts: IntCounterVec,
-    /// `gubernator_grpc_request_duration{method}`: API call latency in seconds.
-    pub request_duration: HistogramVec,
+    /// `gubernator_grpc_request_duration{method}`: API call latency in seconds, a Summary with
+    /// quantiles 0.5 and 0.99 over the last ten minutes, as Gubernator exports it.
+    pub request_duration: summary::SummaryVec,
+    /// `ringlimit_grpc_request_duration_seconds{method}`: the same latency as a histogram (it
+    /// was `gubernator_grpc_request_duration` before that became a Summary).
+    pub grpc_request_duration_seconds: HistogramVec,
+    /// The `process_*` metrics.
+    pub process: process::ProcessCollector,
     /// `ringlimit_forwarded_items_total{peer}`: items forwarded to their owner.
     pub forwarded_items: IntCounterVec,
     /// `ringlimit_peer_calls_total{peer}`: `GetPeerRateLimits` calls made (items / calls is the
@@ -104,6 +137,15 @@ pub enum PeerInputRejection {
 }
 
 impl PeerInputRejection {
+    /// Every reason, for the counter's series at 0.
+    pub const ALL: [PeerInputRejection; 5] = [
+        PeerInputRejection::UpdateOwnedKey,
+        PeerInputRejection::UpdateKeyTooLong,
+        PeerInputRejection::TransferNotMember,
+        PeerInputRejection::TransferInvalidBucket,
+        PeerInputRejection::SnapshotInvalidBucket,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -173,18 +215,23 @@ impl Metrics {
                 &["status", "method"],
             )
             .expect("valid metric"),
-            request_duration: HistogramVec::new(
+            request_duration: summary::SummaryVec::new(
+                "gubernator_grpc_request_duration",
+                "The timings of gRPC requests in seconds.",
+                "method",
+                &REQUEST_DURATION_QUANTILES,
+            )
+            .expect("valid metric"),
+            grpc_request_duration_seconds: HistogramVec::new(
                 HistogramOpts::new(
-                    "gubernator_grpc_request_duration",
-                    "API request latency in seconds, by method.",
+                    "ringlimit_grpc_request_duration_seconds",
+                    "API request latency in seconds, by method (both surfaces).",
                 )
-                .buckets(vec![
-                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                    0.1, 0.25, 0.5, 1.0,
-                ]),
+                .buckets(latency_buckets()),
                 &["method"],
             )
             .expect("valid metric"),
+            process: process::ProcessCollector::new(),
             forwarded_items: IntCounterVec::new(
                 Opts::new(
                     "ringlimit_forwarded_items_total",
@@ -354,7 +401,54 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         metrics.register_all();
+        metrics.start_at_zero();
         metrics
+    }
+
+    /// Creates the series of every known label value at 0 (a labelled series otherwise appears
+    /// only with its first event). `gubernator_batch_send_retries{name}` takes client-chosen
+    /// names, which cannot be known: only its `other` series is created.
+    fn start_at_zero(&self) {
+        for error in ItemError::LABELS
+            .iter()
+            .chain(std::iter::once(&CHECK_ERROR_FORWARD_FAILED))
+        {
+            self.check_error_counter.with_label_values(&[error]);
+        }
+        for method in KNOWN_METHODS {
+            for status in ["success", "failed"] {
+                self.request_counts.with_label_values(&[status, method]);
+            }
+            self.request_duration.touch(method);
+            self.grpc_request_duration_seconds
+                .with_label_values(&[method]);
+        }
+        self.batch_send_retries.with_label_values(&[OTHER_LABEL]);
+        for calltype in ["local", "forward", "global"] {
+            self.getratelimit_counter.with_label_values(&[calltype]);
+        }
+        for kind in ["hit", "miss"] {
+            self.cache_access_count.with_label_values(&[kind]);
+        }
+        for status in ["under", "over"] {
+            self.decisions.with_label_values(&[status]);
+        }
+        for cause in ["size", "expired"] {
+            self.cache_evictions.with_label_values(&[cause]);
+        }
+        for service in PeerService::ALL {
+            self.peer_auth_refused.with_label_values(&[service.label()]);
+        }
+        for reason in PeerInputRejection::ALL {
+            self.peer_input_rejected
+                .with_label_values(&[reason.label()]);
+        }
+        for message in DroppedMessage::ALL {
+            for reason in DropReason::ALL {
+                self.peer_items_dropped
+                    .with_label_values(&[message.label(), reason.label()]);
+            }
+        }
     }
 
     fn register_all(&self) {
@@ -380,7 +474,7 @@ impl Metrics {
             .inc();
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 32] {
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 34] {
         [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
@@ -391,6 +485,8 @@ impl Metrics {
             Box::new(self.concurrent_checks.clone()),
             Box::new(self.request_counts.clone()),
             Box::new(self.request_duration.clone()),
+            Box::new(self.grpc_request_duration_seconds.clone()),
+            Box::new(self.process.clone()),
             Box::new(self.forwarded_items.clone()),
             Box::new(self.peer_calls.clone()),
             Box::new(self.batch_send_duration.clone()),
@@ -494,6 +590,14 @@ pub enum DroppedMessage {
 }
 
 impl DroppedMessage {
+    /// Every message, for the counter's series at 0.
+    pub const ALL: [DroppedMessage; 4] = [
+        DroppedMessage::Forward,
+        DroppedMessage::Global,
+        DroppedMessage::Owed,
+        DroppedMessage::Handoff,
+    ];
+
     /// The `message` label.
     pub fn label(self) -> &'static str {
         match self {
@@ -513,6 +617,9 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, for the counter's series at 0.
+    pub const ALL: [DropReason; 1] = [DropReason::Oversized];
+
     /// The `reason` label.
     pub fn label(self) -> &'static str {
         match self {
