@@ -245,6 +245,12 @@ impl HandoffState {
         }
     }
 
+    /// Whether this node is still waiting, within the join wait, for joined peers to hand keys
+    /// over (readiness: a joining node is not ready).
+    pub fn is_awaiting_joins(&self) -> bool {
+        self.is_active() && self.awaiting(Instant::now())
+    }
+
     /// A peer finished handing over to this node.
     pub fn source_complete(&self, sender: &str) {
         let removed = lock(&self.awaiting).sources.remove(sender);
