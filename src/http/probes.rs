@@ -20,11 +20,6 @@ use axum::routing::get;
 
 use crate::node::Node;
 
-/// The readiness probe's path.
-pub const READYZ: &str = "/readyz";
-/// The liveness probe's path.
-pub const LIVEZ: &str = "/livez";
-
 /// Why a node should not get new traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NotReady {
@@ -66,8 +61,8 @@ pub fn readiness(state: NodeState) -> Result<(), NotReady> {
 /// The probe routes of `node`.
 pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
     Router::new()
-        .route(READYZ, get(readyz))
-        .route(LIVEZ, get(livez))
+        .route("/readyz", get(readyz))
+        .route("/livez", get(livez))
         .with_state(node)
 }
 
