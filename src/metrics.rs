@@ -356,7 +356,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             r8_requests: IntCounterVec::new(
-                Opts::new("requests_total", "POST /allow decisions (r8limiter's name), by result."),
+                Opts::new(
+                    "requests_total",
+                    "POST /allow decisions (r8limiter's name), by result.",
+                ),
                 &["result"],
             )
             .expect("valid metric"),

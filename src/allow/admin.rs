@@ -175,7 +175,12 @@ pub fn resource_views(
     let configured = service.resources();
     let mut views: BTreeMap<String, ResourceView> = configured
         .iter()
-        .map(|(name, bucket)| (name.to_string(), ResourceView::of(bucket, Source::Configured)))
+        .map(|(name, bucket)| {
+            (
+                name.to_string(),
+                ResourceView::of(bucket, Source::Configured),
+            )
+        })
         .collect();
     for name in discovered {
         if let Some((bucket, source)) = configured.resolve(name) {

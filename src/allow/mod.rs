@@ -33,10 +33,10 @@ use tonic::transport::Endpoint;
 
 use crate::peers::auth::PeerChannel;
 
+use crate::algorithms::Bucket;
 use crate::config::ServerConfig;
 use crate::node::Node;
 use crate::proto;
-use crate::algorithms::Bucket;
 use crate::refill::{Outcome, TokenBucket};
 use crate::request::LimitKey;
 use idempotency::{Fingerprint, IdempotencyStore, RecordKey, Remembered};

@@ -64,7 +64,9 @@ impl AllowResources {
 
     /// The configured resources and their buckets, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &TokenBucket)> {
-        self.buckets.iter().map(|(name, bucket)| (name.as_str(), bucket))
+        self.buckets
+            .iter()
+            .map(|(name, bucket)| (name.as_str(), bucket))
     }
 
     /// The configured resource names, sorted.

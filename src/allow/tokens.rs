@@ -97,7 +97,7 @@ pub fn precise(
 /// r8limiter's refill numbers for a bucket holding `tokens` of `burst`, refilling one token every
 /// `ms_per_token`: (seconds until the next whole token, seconds until full), rounded up to the ms.
 pub fn refill_eta(tokens: f64, burst: i64, ms_per_token: f64) -> (f64, f64) {
-    if !(ms_per_token.is_finite() && ms_per_token > 0.0) || !tokens.is_finite() {
+    if !(ms_per_token.is_finite() && ms_per_token > 0.0 && tokens.is_finite()) {
         return (0.0, 0.0);
     }
     let seconds = |missing: f64| (missing.max(0.0) * ms_per_token).ceil() / 1000.0;
@@ -166,12 +166,7 @@ mod tests {
             1,
         );
         assert_eq!(later.retry_after_ms, 12_000);
-        let due = precise(
-            &outcome(false, 0, 12_000),
-            Some(&stored(0.5, 0)),
-            60_000,
-            1,
-        );
+        let due = precise(&outcome(false, 0, 12_000), Some(&stored(0.5, 0)), 60_000, 1);
         assert_eq!(due.retry_after_ms, 1);
     }
 
@@ -182,7 +177,10 @@ mod tests {
         assert_eq!(precise, Precise::whole(&outcome(true, 4, 0)));
         assert_eq!(precise.tokens_left(), 4.0);
         let unknown = super::precise(&outcome(false, 0, 7_000), None, 0, 1);
-        assert_eq!((unknown.tokens_left_milli, unknown.retry_after_ms), (0, 7_000));
+        assert_eq!(
+            (unknown.tokens_left_milli, unknown.retry_after_ms),
+            (0, 7_000)
+        );
         let nan = super::precise(&outcome(true, 2, 0), Some(&stored(f64::NAN, 0)), 0, 1);
         assert_eq!(nan.tokens_left_milli, 2000);
     }

@@ -417,7 +417,12 @@ async fn the_documented_routes_are_exactly_the_served_routes() {
     );
     // The admin views' routes are merged into the gateway from their own module.
     let mut registered = registered;
-    for source in [ADMIN_SOURCE, PROBES_SOURCE, ALLOW_SOURCE, ALLOW_ADMIN_SOURCE] {
+    for source in [
+        ADMIN_SOURCE,
+        PROBES_SOURCE,
+        ALLOW_SOURCE,
+        ALLOW_ADMIN_SOURCE,
+    ] {
         registered.extend(route_table(source));
     }
     assert_eq!(spec.operations(), registered);
@@ -760,13 +765,18 @@ async fn r8limiter_answers_match_the_spec() {
     let post = |path: &'static str| call(&server, Method::POST, path, None, None);
     let get = |path: &'static str| call(&server, Method::GET, path, None, None);
 
-    let allowed = spec.check("post", "/allow", &post("/allow?user_id=oa&resource=read").await);
+    let allowed = spec.check(
+        "post",
+        "/allow",
+        &post("/allow?user_id=oa&resource=read").await,
+    );
     assert_eq!(allowed["tokens_left"], 9.0);
     let body = json!({"user_id": "oa", "resource": "read", "cost": 9});
-    let request_schema = spec.validator(
-        &spec.operation("post", "/allow").unwrap()["requestBody"]["content"]["application/json"]
-            ["schema"],
-    );
+    let request_schema =
+        spec.validator(
+            &spec.operation("post", "/allow").unwrap()["requestBody"]["content"]["application/json"]
+                ["schema"],
+        );
     assert_valid(&request_schema, &body, "the /allow body");
     let rest = call(
         &server,
@@ -782,7 +792,11 @@ async fn r8limiter_answers_match_the_spec() {
     let denied = post("/allow?user_id=oa&resource=read&cost=10").await;
     assert_eq!(denied.status, 429);
     assert_eq!(spec.check("post", "/allow", &denied)["allowed"], false);
-    for bad in ["/allow", "/allow?user_id=oa&resource=a%2Fb", "/allow?user_id=oa&cost=11"] {
+    for bad in [
+        "/allow",
+        "/allow?user_id=oa&resource=a%2Fb",
+        "/allow?user_id=oa&cost=11",
+    ] {
         let reply = post(bad).await;
         assert_eq!(reply.status, 400, "{bad}");
         spec.check("post", "/allow", &reply);
@@ -798,8 +812,14 @@ async fn r8limiter_answers_match_the_spec() {
     let user = spec.check("get", "/admin/user/{user_id}", &user);
     assert_eq!(user["resources"][0]["resource"], "read");
 
-    assert_eq!(spec.check("get", "/readyz", &get("/readyz").await)["ready"], true);
-    assert_eq!(spec.check("get", "/livez", &get("/livez").await)["alive"], true);
+    assert_eq!(
+        spec.check("get", "/readyz", &get("/readyz").await)["ready"],
+        true
+    );
+    assert_eq!(
+        spec.check("get", "/livez", &get("/livez").await)["alive"],
+        true
+    );
     server.shutdown().await.unwrap();
 
     let locked = start_node(&["--admin-token=t"]).await;

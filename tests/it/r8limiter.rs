@@ -35,7 +35,12 @@ impl Reply {
 }
 
 /// `curl -i -X <method> "<url>" [-H "<name>: <value>"]`.
-async fn curl(server: &RunningServer, method: &str, path: &str, header: Option<(&str, &str)>) -> Reply {
+async fn curl(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    header: Option<(&str, &str)>,
+) -> Reply {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
     let mut request = reqwest::Client::new().request(method, http_url(server, path));
     if let Some((name, value)) = header {
@@ -55,10 +60,19 @@ fn assert_allow_shape(reply: &Reply, allowed: bool) -> (f64, f64) {
     let object = body.as_object().expect("an object");
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["allowed", "retry_after", "tokens_left"], "{}", reply.body);
+    assert_eq!(
+        keys,
+        ["allowed", "retry_after", "tokens_left"],
+        "{}",
+        reply.body
+    );
     assert_eq!(body["allowed"], allowed, "{}", reply.body);
-    let retry_after = body["retry_after"].as_f64().expect("retry_after is a number");
-    let tokens_left = body["tokens_left"].as_f64().expect("tokens_left is a number");
+    let retry_after = body["retry_after"]
+        .as_f64()
+        .expect("retry_after is a number");
+    let tokens_left = body["tokens_left"]
+        .as_f64()
+        .expect("tokens_left is a number");
     // Numbers with fractions, as r8limiter writes them (`0.0`, never `0`).
     assert!(reply.body.contains("\"retry_after\":") && !reply.body.contains("\"retry_after\":0,"));
     assert!(tokens_left >= 0.0 && retry_after >= 0.0);
@@ -95,7 +109,9 @@ async fn the_quickstart_works_unchanged_on_a_default_node() {
     // 3. The idempotent call, twice: the same answer, spent once (the node's admitted decisions
     // grow by one; timing-free, unlike counting tokens of a bucket that refills 10 a second).
     let admitted = || async {
-        curl(&node, "GET", "/admin/stats?scope=local", None).await.json()["decisions"]["under_limit"]
+        curl(&node, "GET", "/admin/stats?scope=local", None)
+            .await
+            .json()["decisions"]["under_limit"]
             .as_u64()
             .expect("a count")
     };
@@ -193,9 +209,15 @@ async fn the_quickstart_works_unchanged_on_a_default_node() {
 
     // 11, 12. The probes.
     let ready = curl(&node, "GET", "/readyz", None).await;
-    assert_eq!((ready.status, ready.json()["ready"].clone()), (200, Value::Bool(true)));
+    assert_eq!(
+        (ready.status, ready.json()["ready"].clone()),
+        (200, Value::Bool(true))
+    );
     let live = curl(&node, "GET", "/livez", None).await;
-    assert_eq!((live.status, live.json()["alive"].clone()), (200, Value::Bool(true)));
+    assert_eq!(
+        (live.status, live.json()["alive"].clone()),
+        (200, Value::Bool(true))
+    );
 
     node.shutdown().await.unwrap();
 }
@@ -209,7 +231,11 @@ async fn what_r8limiter_users_may_get_wrong_is_a_clear_400() {
             Some(("Idempotency-Key", "2")),
             "differ",
         ),
-        ("/allow?user_id=a&resource=has%20space", None, "resource must be 1 to 64"),
+        (
+            "/allow?user_id=a&resource=has%20space",
+            None,
+            "resource must be 1 to 64",
+        ),
         (
             "/allow?user_id=a&resource=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             None,
@@ -220,14 +246,27 @@ async fn what_r8limiter_users_may_get_wrong_is_a_clear_400() {
         assert_eq!(reply.status, 400, "{path}: {}", reply.body);
         let body = reply.json();
         assert_eq!(body["error"], "invalid_request");
-        assert!(body["message"].as_str().unwrap().contains(expected), "{}", reply.body);
+        assert!(
+            body["message"].as_str().unwrap().contains(expected),
+            "{}",
+            reply.body
+        );
     }
     // A configured list without `default`: an unlisted resource has no limit to use.
     let strict = start_node(&["--allow-resources=read=5/1s"]).await;
     let reply = curl(&strict, "POST", "/allow?user_id=a&resource=pay", None).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply.body.contains("no 'default' resource"), "{}", reply.body);
-    assert_eq!(curl(&strict, "POST", "/allow?user_id=a&resource=read", None).await.status, 200);
+    assert!(
+        reply.body.contains("no 'default' resource"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        curl(&strict, "POST", "/allow?user_id=a&resource=read", None)
+            .await
+            .status,
+        200
+    );
     strict.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
 }
@@ -236,7 +275,13 @@ async fn what_r8limiter_users_may_get_wrong_is_a_clear_400() {
 async fn invented_resource_names_are_listed_within_the_bound() {
     let node = start_node(&["--allow-discovered-max=5"]).await;
     for i in 0..20 {
-        let reply = curl(&node, "POST", &format!("/allow?user_id=u&resource=invented-{i}"), None).await;
+        let reply = curl(
+            &node,
+            "POST",
+            &format!("/allow?user_id=u&resource=invented-{i}"),
+            None,
+        )
+        .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
     let listed = curl(&node, "GET", "/admin/resources", None).await.json();
@@ -249,7 +294,13 @@ async fn invented_resource_names_are_listed_within_the_bound() {
         .collect();
     assert_eq!(
         discovered,
-        ["invented-15", "invented-16", "invented-17", "invented-18", "invented-19"],
+        [
+            "invented-15",
+            "invented-16",
+            "invented-17",
+            "invented-18",
+            "invented-19"
+        ],
         "the 5 most recently used"
     );
     assert_eq!(listed["discovered_max"], 5);
@@ -275,7 +326,11 @@ async fn readyz_fails_and_livez_holds_while_draining() {
             let body: Value = ready.json().await.unwrap();
             assert_eq!(body["ready"], false);
             assert!(body["reason"].as_str().unwrap().contains("shutting down"));
-            let live = client.get(format!("http://{address}/livez")).send().await.unwrap();
+            let live = client
+                .get(format!("http://{address}/livez"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(live.status(), 200);
             saw_not_ready = true;
             break;
