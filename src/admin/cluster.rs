@@ -398,3 +398,27 @@ pub fn sketch_from_wire(sketch: proto::Sketch) -> SpaceSaving {
         .collect();
     SpaceSaving::from_parts(capacity, sketch.total, sketch.floor, entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovered_resources_merge_sorted_without_repeats_or_bad_names() {
+        let mut merged = Vec::new();
+        merge_discovered(&mut merged, vec!["read".into(), "pay".into()]);
+        merge_discovered(
+            &mut merged,
+            vec![
+                "write".into(),
+                "read".into(),
+                "bad name".into(),
+                String::new(),
+            ],
+        );
+        assert_eq!(merged, ["pay", "read", "write"]);
+        let flood: Vec<String> = (0..20_000).map(|i| format!("r{i}")).collect();
+        merge_discovered(&mut merged, flood);
+        assert_eq!(merged.len(), 3 + MAX_DISCOVERED_PER_PEER);
+    }
+}

@@ -200,12 +200,19 @@ async fn the_quickstart_works_unchanged_on_a_default_node() {
     for needle in [
         "# HELP requests_total",
         "requests_total{result=\"allow\"}",
-        "requests_total{result=\"deny\"} 1",
+        "requests_total{result=\"deny\"}",
         "# TYPE active_keys gauge",
         "request_latency_seconds_bucket{endpoint=\"/allow\"",
     ] {
         assert!(metrics.body.contains(needle), "{needle} is missing");
     }
+    let denies: f64 = metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("requests_total{result=\"deny\"} "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("a deny count");
+    assert!(denies >= 1.0, "the throttled call is counted");
 
     // 11, 12. The probes.
     let ready = curl(&node, "GET", "/readyz", None).await;
@@ -339,4 +346,75 @@ async fn readyz_fails_and_livez_holds_while_draining() {
     }
     assert!(saw_not_ready, "/readyz answered 503 while draining");
     shutdown.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_admin_views_answer_for_the_whole_cluster() {
+    use common::{Cluster, spread_key};
+    let cluster = Cluster::start(3, &["--allow-resources=default=5/1m"]).await;
+    // A user whose `read` bucket lives on node 2; node 0 answers the call and the views.
+    let user = (0..10_000)
+        .map(|i| spread_key("r8", i))
+        .find(|user| cluster.owner_of("allow_read", user) == 2)
+        .expect("a user owned by node 2");
+    let spent = curl(
+        &cluster.nodes[0],
+        "POST",
+        &format!("/allow?user_id={user}&resource=read&cost=1"),
+        None,
+    )
+    .await;
+    assert_eq!(spent.status, 200, "{}", spent.body);
+    assert_eq!(spent.json()["tokens_left"], 4.0);
+    // `write` is discovered on node 1 only.
+    let other = curl(
+        &cluster.nodes[1],
+        "POST",
+        &format!("/allow?user_id={user}&resource=write&cost=2"),
+        None,
+    )
+    .await;
+    assert_eq!(other.status, 200, "{}", other.body);
+
+    let listed = curl(&cluster.nodes[0], "GET", "/admin/resources", None)
+        .await
+        .json();
+    for name in ["read", "write"] {
+        assert_eq!(
+            listed["resources"][name]["source"], "discovered",
+            "{listed}"
+        );
+    }
+    assert_eq!(listed["nodes"].as_array().unwrap().len(), 3, "{listed}");
+
+    let view = curl(
+        &cluster.nodes[0],
+        "GET",
+        &format!("/admin/user/{user}"),
+        None,
+    )
+    .await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    let view = view.json();
+    assert_eq!(view["user_id"], ringlimit::admin::redact::hashed_key(&user));
+    let resources = view["resources"].as_array().unwrap();
+    let names: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| r["resource"].as_str())
+        .collect();
+    assert_eq!(names, ["read", "write"], "{view}");
+    // Read from node 2 without spending: 4 tokens and a little refill (one token per 12 s).
+    let read = &resources[0];
+    assert_eq!(read["owner"], cluster.address(2));
+    let tokens = read["tokens"].as_f64().unwrap();
+    assert!((4.0..4.5).contains(&tokens), "{view}");
+    assert_eq!(read["next_token_seconds"], 0.0);
+    let full = read["full_refill_seconds"].as_f64().unwrap();
+    assert!(full > 6.0 && full <= 12.0, "{view}");
+    let write = &resources[1];
+    assert!(
+        (3.0..3.5).contains(&write["tokens"].as_f64().unwrap()),
+        "{view}"
+    );
+    cluster.shutdown().await;
 }
