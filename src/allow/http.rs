@@ -8,7 +8,8 @@
 //! millisecond, tokens to the thousandth) and the `RateLimit-*` headers (plus `Retry-After` on
 //! 429, and `Idempotent-Replayed: true` on a replay); `400` for bad input or a resource name that
 //! cannot be one; `422` for an idempotency key reused with a different request; `503` when the
-//! cluster cannot decide. Errors are `{"error": code, "message": text}`. Each decision counts in
+//! cluster cannot decide. Errors are `{"error": code, "message": text}`. A plain `X-Request-ID` is
+//! echoed on every answer, as r8limiter does. Each decision counts in
 //! r8limiter's `requests_total{result}` and `request_latency_seconds{endpoint="/allow"}`.
 
 use std::collections::HashMap;
@@ -33,6 +34,23 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// r8limiter's query parameter for the idempotency key.
 pub const IDEMPOTENCY_PARAM: &str = "idempotency";
 
+/// The header r8limiter echoes so a client can match an answer to its request.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The longest `X-Request-ID` echoed, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The `X-Request-ID` to echo: the client's, when it is 1 to [`MAX_REQUEST_ID_BYTES`] visible
+/// ASCII characters (anything else is not echoed, so the header cannot carry junk back).
+pub fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let value = headers.get(REQUEST_ID)?;
+    let bytes = value.as_bytes();
+    (!bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_BYTES
+        && bytes.iter().all(u8::is_ascii_graphic))
+    .then(|| value.clone())
+}
+
 /// The `endpoint` label of `request_latency_seconds` for this route.
 pub const ENDPOINT: &str = "/allow";
 
@@ -50,7 +68,10 @@ async fn allow(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let response = decide(&service, query, &headers, &body).await;
+    let mut response = decide(&service, query, &headers, &body).await;
+    if let Some(id) = request_id(&headers) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
     let metrics = service.node().metrics();
     match response.status() {
         StatusCode::OK => metrics.r8_requests.with_label_values(&["allow"]).inc(),
@@ -294,6 +315,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("differ"), "{error}");
+    }
+
+    #[test]
+    fn only_plain_request_ids_are_echoed() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_id(&headers), None);
+        headers.insert(REQUEST_ID, HeaderValue::from_static("itest-req-123"));
+        assert_eq!(request_id(&headers).unwrap(), "itest-req-123");
+        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&headers), None);
+        let long = "x".repeat(MAX_REQUEST_ID_BYTES + 1);
+        headers.insert(REQUEST_ID, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(request_id(&headers), None);
     }
 
     #[test]

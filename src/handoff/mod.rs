@@ -360,6 +360,21 @@ mod tests {
     }
 
     #[test]
+    fn a_node_awaits_joins_until_they_complete_or_the_wait_ends() {
+        let state = HandoffState::default();
+        assert!(!state.is_awaiting_joins());
+        state.begin_transition(
+            &["b:1".to_string()],
+            Instant::now() + Duration::from_secs(60),
+        );
+        assert!(state.is_awaiting_joins());
+        state.source_complete("b:1");
+        assert!(!state.is_awaiting_joins());
+        state.begin_transition(&["c:1".to_string()], Instant::now());
+        assert!(!state.is_awaiting_joins(), "the join wait is over");
+    }
+
+    #[test]
     fn a_returned_key_is_no_longer_forwarded() {
         let state = HandoffState::default();
         state.begin_transition(&[], Instant::now());

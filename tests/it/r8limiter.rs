@@ -134,6 +134,17 @@ async fn the_quickstart_works_unchanged_on_a_default_node() {
     assert_eq!(repeat_param.body, first_param.body);
     assert_eq!(repeat_param.headers["idempotent-replayed"], "true");
 
+    // r8limiter's own integration test: answers (denied ones among them) echo X-Request-ID.
+    let echoed = curl(
+        &node,
+        "POST",
+        "/allow?user_id=a&resource=read&cost=10",
+        Some(("X-Request-ID", "itest-req-123")),
+    )
+    .await;
+    assert!(matches!(echoed.status, 200 | 429), "{}", echoed.body);
+    assert_eq!(echoed.headers["x-request-id"], "itest-req-123");
+
     // 5. The README's "test a request": the resource defaults to `default`.
     let test = curl(&node, "POST", "/allow?user_id=test", None).await;
     assert_eq!(test.status, 200, "{}", test.body);
