@@ -723,9 +723,9 @@ impl Node {
     pub fn render_metrics(&self) -> String {
         self.store.sync();
         let metrics = &self.metrics;
-        metrics
-            .cache_size
-            .set(i64::try_from(self.store.len()).unwrap_or(i64::MAX));
+        let held = i64::try_from(self.store.len()).unwrap_or(i64::MAX);
+        metrics.cache_size.set(held);
+        metrics.r8_active_keys.set(held);
         let health = self.peers.health();
         metrics
             .peers

@@ -290,6 +290,7 @@ pub async fn start_with_clock(
     let owner_failure_task = tokio::spawn(owner_failure::run(Arc::clone(&node), flushing));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
+        .merge(crate::allow::admin::routes(Arc::clone(&allow)))
         .merge(crate::allow::http::router(allow))
         .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
             admission,

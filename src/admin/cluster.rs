@@ -158,6 +158,8 @@ pub struct ClusterStats {
     pub over_limit: u64,
     /// The merged offender summary.
     pub offenders: SpaceSaving,
+    /// The `/allow` resources discovered by any node, sorted, without repeats.
+    pub discovered: Vec<String>,
     /// The nodes whose share is included.
     pub answered: Vec<String>,
     /// The nodes that did not answer.
@@ -174,6 +176,7 @@ pub fn local_stats(node: &Node, window: Window) -> proto::LocalStatsResp {
         under_limit,
         over_limit,
         offenders: Some(sketch_to_wire(&summary)),
+        discovered_resources: admin.discovered().names(),
     }
 }
 
@@ -223,6 +226,7 @@ fn empty_stats(node: &Node) -> ClusterStats {
         under_limit: 0,
         over_limit: 0,
         offenders: SpaceSaving::new(node.admin().options().capacity),
+        discovered: Vec::new(),
         answered: Vec::new(),
         failed: Vec::new(),
     }
@@ -234,7 +238,24 @@ fn add(stats: &mut ClusterStats, share: proto::LocalStatsResp) {
     if let Some(sketch) = share.offenders {
         stats.offenders.merge(&sketch_from_wire(sketch));
     }
+    merge_discovered(&mut stats.discovered, share.discovered_resources);
     stats.answered.push(share.advertise_address);
+}
+
+/// The most discovered resources taken from one peer's answer (its own bound is at most this).
+pub const MAX_DISCOVERED_PER_PEER: usize = 10_000;
+
+/// Adds a peer's discovered resources to `merged` (sorted, without repeats); a peer's list is
+/// cut at [`MAX_DISCOVERED_PER_PEER`] and names that could not be resources are skipped.
+pub fn merge_discovered(merged: &mut Vec<String>, share: Vec<String>) {
+    merged.extend(
+        share
+            .into_iter()
+            .take(MAX_DISCOVERED_PER_PEER)
+            .filter(|name| crate::allow::resources::valid_name(name)),
+    );
+    merged.sort();
+    merged.dedup();
 }
 
 /// The state of `key` as its owner stores it, and the owner's address. Reads only.
@@ -376,4 +397,28 @@ pub fn sketch_from_wire(sketch: proto::Sketch) -> SpaceSaving {
         })
         .collect();
     SpaceSaving::from_parts(capacity, sketch.total, sketch.floor, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovered_resources_merge_sorted_without_repeats_or_bad_names() {
+        let mut merged = Vec::new();
+        merge_discovered(&mut merged, vec!["read".into(), "pay".into()]);
+        merge_discovered(
+            &mut merged,
+            vec![
+                "write".into(),
+                "read".into(),
+                "bad name".into(),
+                String::new(),
+            ],
+        );
+        assert_eq!(merged, ["pay", "read", "write"]);
+        let flood: Vec<String> = (0..20_000).map(|i| format!("r{i}")).collect();
+        merge_discovered(&mut merged, flood);
+        assert_eq!(merged.len(), 3 + MAX_DISCOVERED_PER_PEER);
+    }
 }

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::algorithms::Status;
+use crate::allow::discovered::Discovered;
 use crate::clock::Clock;
 use crate::request::LimitKey;
 
@@ -52,6 +53,8 @@ pub struct AdminOptions {
     /// Whether the HTTP listener is bound to loopback addresses only; without a token the HTTP
     /// views answer only then. Set from the bound address when the node starts.
     pub http_loopback_only: bool,
+    /// The most discovered `/allow` resources remembered (`GUBER_ALLOW_DISCOVERED_MAX`).
+    pub discovered_capacity: usize,
 }
 
 impl Default for AdminOptions {
@@ -63,6 +66,7 @@ impl Default for AdminOptions {
             peer_timeout: Duration::from_secs(2),
             show_keys: false,
             http_loopback_only: false,
+            discovered_capacity: crate::allow::discovered::DEFAULT_CAPACITY,
         }
     }
 }
@@ -75,6 +79,7 @@ pub struct AdminState {
     over_limit: AtomicU64,
     offenders: Mutex<Offenders>,
     clients: cluster::AdminClients,
+    discovered: Discovered,
 }
 
 impl AdminState {
@@ -86,6 +91,7 @@ impl AdminState {
             over_limit: AtomicU64::new(0),
             offenders: Mutex::new(Offenders::new(capacity)),
             clients: cluster::AdminClients::new(options.peer_timeout, options.token.clone()),
+            discovered: Discovered::new(options.discovered_capacity),
             options,
         }
     }
@@ -130,6 +136,12 @@ impl AdminState {
     /// The number of keys held over all of this node's offender summaries.
     pub fn tracked_keys(&self) -> usize {
         self.lock_offenders().tracked_keys()
+    }
+
+    /// The `/allow` resources this node has discovered (recorded even when the views are off, so
+    /// the set is there when asked).
+    pub fn discovered(&self) -> &Discovered {
+        &self.discovered
     }
 
     /// Connections to the peers' admin services.

@@ -34,6 +34,7 @@ pub fn state_of(bucket: Option<&Bucket>, now_ms: i64) -> PeekLimitResp {
             reset_time: token.expire_at,
             expire_at: token.expire_at,
             now: now_ms,
+            tokens: token.remaining as f64,
         },
         Bucket::Leaky(leaky) => {
             let burst = if leaky.burst > 0 {
@@ -68,6 +69,7 @@ pub fn state_of(bucket: Option<&Bucket>, now_ms: i64) -> PeekLimitResp {
                 reset_time: now_ms.saturating_add(full_in as i64),
                 expire_at: leaky.expire_at,
                 now: now_ms,
+                tokens: tokens.max(0.0),
             }
         }
     }
@@ -123,6 +125,7 @@ mod tests {
         let bucket = Bucket::Leaky(leaky);
         let state = state_of(Some(&bucket), 3_500);
         assert_eq!(state.remaining, 5);
+        assert_eq!(state.tokens, 5.5);
         assert_eq!(state.status, "UNDER_LIMIT");
         // 5.5 tokens held, 4.5 missing: full 4.5 s later.
         assert_eq!(state.reset_time, 8_000);

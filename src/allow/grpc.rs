@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, allow_v1_server::AllowV1};
+use super::tokens::Precise;
 use super::{AllowAnswer, AllowError, AllowRequest, AllowService};
 use crate::refill::Outcome;
 
@@ -71,12 +72,19 @@ fn to_wire_answer(answer: &AllowAnswer) -> pb::AllowResp {
         limit: outcome.limit,
         reset_after_ms: outcome.reset_after_ms,
         replayed: answer.replayed,
+        tokens_left_milli: Some(answer.precise.tokens_left_milli),
     }
 }
 
 /// The answer the records' node gave.
 pub fn from_wire_answer(answer: &pb::AllowResp) -> AllowAnswer {
     AllowAnswer {
+        precise: Precise {
+            tokens_left_milli: answer
+                .tokens_left_milli
+                .unwrap_or_else(|| answer.tokens_left.saturating_mul(1000)),
+            retry_after_ms: answer.retry_after_ms,
+        },
         outcome: Outcome {
             allowed: answer.allowed,
             limit: answer.limit,
@@ -114,9 +122,19 @@ mod tests {
                 retry_after_ms: 200,
                 reset_after_ms: 900,
             },
+            precise: Precise {
+                tokens_left_milli: 1_250,
+                retry_after_ms: 200,
+            },
             replayed: true,
         };
         assert_eq!(from_wire_answer(&to_wire_answer(&answer)), answer);
+        // An older node sends whole tokens only.
+        let old = pb::AllowResp {
+            tokens_left_milli: None,
+            ..to_wire_answer(&answer)
+        };
+        assert_eq!(from_wire_answer(&old).precise.tokens_left_milli, 1_000);
         assert_eq!(
             status_of(&AllowError::Conflict("x".into())).code(),
             tonic::Code::FailedPrecondition

@@ -1,15 +1,20 @@
 //! The HTTP route `POST /allow`, merged into the node's gateway.
 //!
-//! Parameters come from the query string (`?user_id=..&resource=..&cost=..`) or a JSON object body
-//! with the same fields, or both when they agree. Answers: `200` or `429` with
-//! `{"allowed","retry_after","tokens_left"}` (`retry_after` in seconds, with millisecond
-//! precision) and the `RateLimit-*` headers (plus `Retry-After` on 429, and `Idempotent-Replayed:
-//! true` on a replay); `400` for bad input or an unknown resource; `422` for an idempotency key
-//! reused with a different request; `503` when the cluster cannot decide. Errors are
-//! `{"error": code, "message": text}`.
+//! Parameters come from the query string (`?user_id=..&resource=..&cost=..&idempotency=..`) or a
+//! JSON object body with the same fields (but `idempotency`), or both when they agree; the
+//! idempotency key is the `Idempotency-Key` header or r8limiter's `idempotency` parameter (both
+//! given and different: 400). Answers: `200` or `429` with r8limiter's
+//! `{"allowed","retry_after","tokens_left"}` (both numbers with fractions: seconds to the
+//! millisecond, tokens to the thousandth) and the `RateLimit-*` headers (plus `Retry-After` on
+//! 429, and `Idempotent-Replayed: true` on a replay); `400` for bad input or a resource name that
+//! cannot be one; `422` for an idempotency key reused with a different request; `503` when the
+//! cluster cannot decide. Errors are `{"error": code, "message": text}`. A plain `X-Request-ID` is
+//! echoed on every answer, as r8limiter does. Each decision counts in
+//! r8limiter's `requests_total{result}` and `request_latency_seconds{endpoint="/allow"}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -26,6 +31,29 @@ use crate::proxy::headers::{add_rate_limit_headers, error_body};
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// r8limiter's query parameter for the idempotency key.
+pub const IDEMPOTENCY_PARAM: &str = "idempotency";
+
+/// The header r8limiter echoes so a client can match an answer to its request.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The longest `X-Request-ID` echoed, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The `X-Request-ID` to echo: the client's, when it is 1 to [`MAX_REQUEST_ID_BYTES`] visible
+/// ASCII characters (anything else is not echoed, so the header cannot carry junk back).
+pub fn request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let value = headers.get(REQUEST_ID)?;
+    let bytes = value.as_bytes();
+    (!bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_BYTES
+        && bytes.iter().all(u8::is_ascii_graphic))
+    .then(|| value.clone())
+}
+
+/// The `endpoint` label of `request_latency_seconds` for this route.
+pub const ENDPOINT: &str = "/allow";
+
 /// `POST /allow`, served by `service`.
 pub fn router(service: Arc<AllowService>) -> Router {
     Router::new()
@@ -39,9 +67,33 @@ async fn allow(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = Instant::now();
+    let mut response = decide(&service, query, &headers, &body).await;
+    if let Some(id) = request_id(&headers) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    let metrics = service.node().metrics();
+    match response.status() {
+        StatusCode::OK => metrics.r8_requests.with_label_values(&["allow"]).inc(),
+        StatusCode::TOO_MANY_REQUESTS => metrics.r8_requests.with_label_values(&["deny"]).inc(),
+        _ => {}
+    }
+    metrics
+        .r8_latency
+        .with_label_values(&[ENDPOINT])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn decide(
+    service: &AllowService,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let request = query
         .map_err(|rejection| format!("cannot read the query string: {rejection}"))
-        .and_then(|Query(query)| parse_request(&query, &body, &headers));
+        .and_then(|Query(query)| parse_request(&query, body, headers));
     let request = match request {
         Ok(request) => request,
         Err(message) => {
@@ -80,12 +132,14 @@ pub fn parse_request(
             fields.insert(name, value.clone());
         }
     }
-    if let Some(unknown) = query
-        .keys()
-        .find(|k| !matches!(k.as_str(), "user_id" | "resource" | "cost"))
-    {
+    if let Some(unknown) = query.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "user_id" | "resource" | "cost" | IDEMPOTENCY_PARAM
+        )
+    }) {
         return Err(format!(
-            "unknown parameter '{unknown}'; expected user_id, resource, cost"
+            "unknown parameter '{unknown}'; expected user_id, resource, cost, idempotency"
         ));
     }
     if !body.iter().all(u8::is_ascii_whitespace) {
@@ -133,7 +187,7 @@ pub fn parse_request(
             .parse::<i64>()
             .map_err(|_| format!("cost must be a whole number, got '{text}'"))?,
     };
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+    let header_key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(value) => Some(
             value
@@ -141,6 +195,16 @@ pub fn parse_request(
                 .map_err(|_| "Idempotency-Key must be visible ASCII".to_string())?
                 .to_string(),
         ),
+    };
+    let idempotency_key = match (header_key, query.get(IDEMPOTENCY_PARAM)) {
+        (Some(header), Some(param)) if header != *param => {
+            return Err(format!(
+                "the Idempotency-Key header ('{header}') and the idempotency parameter ('{param}') \
+                 differ; send one, or the same key in both"
+            ));
+        }
+        (Some(header), _) => Some(header),
+        (None, param) => param.cloned(),
     };
     Ok(AllowRequest {
         user_id,
@@ -150,13 +214,13 @@ pub fn parse_request(
     })
 }
 
-/// The JSON body of an answer: `{"allowed":..,"retry_after":..,"tokens_left":..}`.
+/// The JSON body of an answer, r8limiter's: `{"allowed":..,"retry_after":..,"tokens_left":..}`,
+/// both numbers with fractions.
 pub fn answer_body(answer: &AllowAnswer) -> String {
-    let outcome = &answer.outcome;
     serde_json::json!({
-        "allowed": outcome.allowed,
-        "retry_after": outcome.retry_after_ms as f64 / 1000.0,
-        "tokens_left": outcome.remaining,
+        "allowed": answer.outcome.allowed,
+        "retry_after": answer.precise.retry_after_secs(),
+        "tokens_left": answer.precise.tokens_left(),
     })
     .to_string()
 }
@@ -201,6 +265,7 @@ fn json(status: StatusCode, body: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allow::tokens::Precise;
     use crate::refill::Outcome;
 
     fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -227,6 +292,42 @@ mod tests {
         assert_eq!(request.resource, "uploads");
         assert_eq!(request.cost, 3);
         assert_eq!(request.idempotency_key.as_deref(), Some("abc"));
+
+        // r8limiter's query parameter, alone or agreeing with the header.
+        let request = parse_request(
+            &query(&[("user_id", "u1"), ("idempotency", "k1")]),
+            b"",
+            &HeaderMap::new(),
+        )
+        .unwrap();
+        assert_eq!(request.idempotency_key.as_deref(), Some("k1"));
+        let request = parse_request(
+            &query(&[("user_id", "u1"), ("idempotency", "abc")]),
+            b"",
+            &headers,
+        )
+        .unwrap();
+        assert_eq!(request.idempotency_key.as_deref(), Some("abc"));
+        let error = parse_request(
+            &query(&[("user_id", "u1"), ("idempotency", "other")]),
+            b"",
+            &headers,
+        )
+        .unwrap_err();
+        assert!(error.contains("differ"), "{error}");
+    }
+
+    #[test]
+    fn only_plain_request_ids_are_echoed() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_id(&headers), None);
+        headers.insert(REQUEST_ID, HeaderValue::from_static("itest-req-123"));
+        assert_eq!(request_id(&headers).unwrap(), "itest-req-123");
+        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&headers), None);
+        let long = "x".repeat(MAX_REQUEST_ID_BYTES + 1);
+        headers.insert(REQUEST_ID, HeaderValue::from_str(&long).unwrap());
+        assert_eq!(request_id(&headers), None);
     }
 
     #[test]
@@ -259,11 +360,15 @@ mod tests {
                 retry_after_ms: 1500,
                 reset_after_ms: 10_000,
             },
+            precise: Precise {
+                tokens_left_milli: 800,
+                retry_after_ms: 1500,
+            },
             replayed: false,
         };
         assert_eq!(
             answer_body(&answer),
-            r#"{"allowed":false,"retry_after":1.5,"tokens_left":0}"#
+            r#"{"allowed":false,"retry_after":1.5,"tokens_left":0.8}"#
         );
         let response = answer_response(&answer);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);

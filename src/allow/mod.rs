@@ -8,11 +8,19 @@
 //! own gRPC service `ringlimit.v1.AllowV1`; that node keeps the records ([`idempotency`]) and spends
 //! through the cluster. Keys are scoped per user, and the record's node knows all of a user's keys,
 //! so reusing a key for a different resource or cost is detected as a conflict.
+//!
+//! A resource that is not configured uses the `default` resource's limit and is remembered in a
+//! bounded set of discovered resources ([`discovered`]), as r8limiter discovers its resources.
+//! Answers carry tokens with their fraction when this node owns the bucket ([`tokens`]). The
+//! r8limiter admin views (`/admin/user/{user_id}`, `/admin/resources`) are in [`admin`].
 
+pub mod admin;
+pub mod discovered;
 pub mod grpc;
 pub mod http;
 pub mod idempotency;
 pub mod resources;
+pub mod tokens;
 
 /// The `ringlimit.v1` wire types (`AllowV1` service among them), generated in [`crate::proto`].
 pub use crate::proto::ringlimit_v1 as pb;
@@ -25,13 +33,17 @@ use tonic::transport::Endpoint;
 
 use crate::peers::auth::PeerChannel;
 
+use crate::algorithms::Bucket;
 use crate::config::ServerConfig;
 use crate::node::Node;
 use crate::proto;
 use crate::refill::{Outcome, TokenBucket};
+use crate::request::LimitKey;
 use idempotency::{Fingerprint, IdempotencyStore, RecordKey, Remembered};
 use pb::allow_v1_client::AllowV1Client;
 pub use resources::AllowResources;
+use resources::Source;
+use tokens::Precise;
 
 /// The ring name under which a user's idempotency records are placed.
 pub const RECORDS_RING_NAME: &str = "allow_idempotency";
@@ -86,6 +98,8 @@ pub struct AllowRequest {
 pub struct AllowAnswer {
     /// The decision as the client sees it.
     pub outcome: Outcome,
+    /// Tokens left with their fraction, and the precise wait (see [`tokens`]).
+    pub precise: Precise,
     /// Whether this is the recorded answer of an earlier call with the same idempotency key.
     pub replayed: bool,
 }
@@ -110,17 +124,44 @@ impl From<idempotency::DecisionLost> for AllowError {
     }
 }
 
+/// A decision as it is recorded and replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent {
+    /// The decision in whole tokens.
+    pub outcome: Outcome,
+    /// The decision with fractions.
+    pub precise: Precise,
+}
+
+impl Spent {
+    fn answer(self, replayed: bool) -> AllowAnswer {
+        AllowAnswer {
+            outcome: self.outcome,
+            precise: self.precise,
+            replayed,
+        }
+    }
+}
+
+/// The cluster limit name of `resource`.
+pub fn limit_name(resource: &str) -> String {
+    format!("allow_{resource}")
+}
+
 /// Spends `request.cost` tokens of `bucket` through `node` (which forwards to the limit's owner).
 async fn spend(
     node: &Node,
     request: &AllowRequest,
     bucket: &TokenBucket,
-) -> Result<Outcome, AllowError> {
-    let item = bucket.request(
-        format!("allow_{}", request.resource),
+) -> Result<Spent, AllowError> {
+    let created_at = node.clock().now_ms();
+    let mut item = bucket.request(
+        limit_name(&request.resource),
         request.user_id.clone(),
         request.cost,
     );
+    item.created_at = Some(created_at);
+    let owned_here = node.owner_address(&item).is_none();
     let answer = node
         .get_rate_limits(vec![item])
         .await
@@ -132,14 +173,33 @@ async fn spend(
         return Err(AllowError::Unavailable(answer.error));
     }
     let allowed = answer.status != proto::Status::OverLimit as i32;
-    Ok(bucket.outcome(allowed, answer.remaining, request.cost))
+    let outcome = bucket.outcome(allowed, answer.remaining, request.cost);
+    // The owner's stored bucket keeps the fraction the wire answer drops.
+    let stored = owned_here
+        .then(|| {
+            node.store().get(&LimitKey::new(
+                limit_name(&request.resource),
+                request.user_id.clone(),
+            ))
+        })
+        .flatten()
+        .and_then(|bucket| match bucket {
+            Bucket::Leaky(leaky) => Some(leaky),
+            Bucket::Token(_) => None,
+        });
+    let precise = tokens::precise(&outcome, stored.as_ref(), created_at, request.cost);
+    let outcome = Outcome {
+        retry_after_ms: precise.retry_after_ms,
+        ..outcome
+    };
+    Ok(Spent { outcome, precise })
 }
 
 /// `/allow` on one node.
 pub struct AllowService {
     node: Arc<Node>,
     options: AllowOptions,
-    records: IdempotencyStore<Outcome>,
+    records: IdempotencyStore<Spent>,
     clients: RwLock<HashMap<String, AllowV1Client<PeerChannel>>>,
 }
 
@@ -159,6 +219,11 @@ impl AllowService {
         &self.options.resources
     }
 
+    /// The node this service spends through.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     /// Answers a client's call: without an idempotency key here, with one on the node that keeps
     /// the user's records.
     pub async fn allow(&self, request: AllowRequest) -> Result<AllowAnswer, AllowError> {
@@ -167,10 +232,7 @@ impl AllowService {
             return self
                 .spend(&request, &bucket)
                 .await
-                .map(|outcome| AllowAnswer {
-                    outcome,
-                    replayed: false,
-                });
+                .map(|spent| spent.answer(false));
         }
         let Some(owner) = self.records_owner(&request.user_id) else {
             return self.allow_as_records_owner(request).await;
@@ -204,10 +266,7 @@ impl AllowService {
             return self
                 .spend(&request, &bucket)
                 .await
-                .map(|outcome| AllowAnswer {
-                    outcome,
-                    replayed: false,
-                });
+                .map(|spent| spent.answer(false));
         };
         let record = RecordKey {
             user_id: request.user_id.clone(),
@@ -227,14 +286,8 @@ impl AllowService {
             })
             .await?;
         match remembered {
-            Remembered::Fresh(outcome) => Ok(AllowAnswer {
-                outcome,
-                replayed: false,
-            }),
-            Remembered::Replayed(outcome) => Ok(AllowAnswer {
-                outcome,
-                replayed: true,
-            }),
+            Remembered::Fresh(spent) => Ok(spent.answer(false)),
+            Remembered::Replayed(spent) => Ok(spent.answer(true)),
             Remembered::Conflict => Err(AllowError::Conflict(
                 "this Idempotency-Key was already used for a different request (resource or cost) \
                  by this user; use a new key"
@@ -254,11 +307,19 @@ impl AllowService {
                 self.options.max_user_id_bytes
             )));
         }
-        let Some(bucket) = self.options.resources.get(&request.resource).copied() else {
+        if !resources::valid_name(&request.resource) {
+            return Err(AllowError::Invalid(format!(
+                "resource must be 1 to {} letters, digits, '_', '-' or '.'",
+                resources::MAX_NAME_BYTES
+            )));
+        }
+        let Some((bucket, source)) = self.options.resources.resolve(&request.resource) else {
             let known: Vec<&str> = self.options.resources.names().collect();
             return Err(AllowError::Invalid(format!(
-                "resource '{}' is not configured (GUBER_ALLOW_RESOURCES); configured: [{}]",
+                "resource '{}' is not configured and there is no '{}' resource whose limit it \
+                 could use (GUBER_ALLOW_RESOURCES); configured: [{}]",
                 request.resource,
+                resources::DEFAULT_RESOURCE,
                 known.join(", ")
             )));
         };
@@ -285,6 +346,9 @@ impl AllowService {
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
             )));
         }
+        if source == Source::Discovered {
+            self.node.admin().discovered().note(&request.resource);
+        }
         Ok(bucket)
     }
 
@@ -293,7 +357,7 @@ impl AllowService {
         &self,
         request: &AllowRequest,
         bucket: &TokenBucket,
-    ) -> Result<Outcome, AllowError> {
+    ) -> Result<Spent, AllowError> {
         spend(&self.node, request, bucket).await
     }
 

@@ -4,6 +4,10 @@
 //! every `DURATION` (Go syntax), continuously, and the bucket holds at most `BURST` tokens (default
 //! `LIMIT`). For example `default=10/1s,uploads=100/1h/20`. Each resource is a token bucket
 //! ([`crate::refill`]), stored in the cluster as the leaky bucket `allow_<NAME>` keyed by user.
+//!
+//! A resource that is not listed uses the limit of [`DEFAULT_RESOURCE`] (as r8limiter does), and is
+//! remembered as discovered ([`super::discovered`]); without a `default` entry, unlisted resources
+//! are refused.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +15,28 @@ use std::str::FromStr;
 
 use crate::config::go_duration;
 use crate::refill::{RefillRate, TokenBucket};
+
+/// The resource whose limit unlisted resources use.
+pub const DEFAULT_RESOURCE: &str = "default";
+
+/// How a resource got its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Listed in `GUBER_ALLOW_RESOURCES`.
+    Configured,
+    /// Not listed: the limit of [`DEFAULT_RESOURCE`].
+    Discovered,
+}
+
+impl Source {
+    /// The label `/admin/resources` shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Configured => "configured",
+            Source::Discovered => "discovered",
+        }
+    }
+}
 
 /// The configured resources, by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +49,24 @@ impl AllowResources {
     /// The bucket of `resource`, if configured.
     pub fn get(&self, resource: &str) -> Option<&TokenBucket> {
         self.buckets.get(resource)
+    }
+
+    /// The bucket `resource` uses: its own when configured, else the default resource's.
+    pub fn resolve(&self, resource: &str) -> Option<(TokenBucket, Source)> {
+        match self.buckets.get(resource) {
+            Some(bucket) => Some((*bucket, Source::Configured)),
+            None => self
+                .buckets
+                .get(DEFAULT_RESOURCE)
+                .map(|bucket| (*bucket, Source::Discovered)),
+        }
+    }
+
+    /// The configured resources and their buckets, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &TokenBucket)> {
+        self.buckets
+            .iter()
+            .map(|(name, bucket)| (name.as_str(), bucket))
     }
 
     /// The configured resource names, sorted.
@@ -65,10 +109,14 @@ impl FromStr for AllowResources {
     }
 }
 
-/// Whether `name` is a usable resource name.
+/// The longest resource name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Whether `name` is a usable resource name: 1 to [`MAX_NAME_BYTES`] ASCII letters, digits, `_`,
+/// `-` or `.`.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= MAX_NAME_BYTES
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
@@ -128,6 +176,16 @@ mod tests {
             ["default", "uploads"]
         );
         assert!(resources.get("other").is_none());
+        assert_eq!(
+            resources.resolve("other"),
+            Some((*default, Source::Discovered))
+        );
+        assert_eq!(
+            resources.resolve("uploads"),
+            Some((*uploads, Source::Configured))
+        );
+        let no_default: AllowResources = "uploads=1/1s".parse().unwrap();
+        assert_eq!(no_default.resolve("other"), None);
         assert_eq!(resources.to_string(), "default=10/1s, uploads=100/1h/20");
         assert!(
             "".parse::<AllowResources>()

@@ -297,6 +297,12 @@ pub struct ServerConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub allow_idempotency_capacity: u64,
 
+    /// `POST /allow`: the most discovered resources (used without a configured limit) each node
+    /// lists; beyond it the least recently used leaves the list (its calls keep the default limit).
+    #[arg(long, env = "GUBER_ALLOW_DISCOVERED_MAX", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub allow_discovered_max: u64,
+
     /// Serve the admin views (`/admin/*` on the HTTP port, `ringlimit.v1.Admin` on gRPC).
     #[arg(long, env = "GUBER_ADMIN_ENABLED", default_value = "true", value_parser = parse_bool,
           action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -438,6 +444,7 @@ impl ServerConfig {
             show_keys: self.admin_show_keys,
             // Set from the bound HTTP listener by `server::start`; until then, assume exposed.
             http_loopback_only: false,
+            discovered_capacity: usize::try_from(self.allow_discovered_max).unwrap_or(usize::MAX),
         }
     }
 }
@@ -543,6 +550,10 @@ impl ServerConfig {
             (
                 "GUBER_ALLOW_IDEMPOTENCY_CAPACITY",
                 self.allow_idempotency_capacity.to_string(),
+            ),
+            (
+                "GUBER_ALLOW_DISCOVERED_MAX",
+                self.allow_discovered_max.to_string(),
             ),
             (
                 "GUBER_MAX_CONCURRENT_REQUESTS",

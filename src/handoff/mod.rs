@@ -245,6 +245,12 @@ impl HandoffState {
         }
     }
 
+    /// Whether this node is still waiting, within the join wait, for joined peers to hand keys
+    /// over (readiness: a joining node is not ready).
+    pub fn is_awaiting_joins(&self) -> bool {
+        self.is_active() && self.awaiting(Instant::now())
+    }
+
     /// A peer finished handing over to this node.
     pub fn source_complete(&self, sender: &str) {
         let removed = lock(&self.awaiting).sources.remove(sender);
@@ -351,6 +357,21 @@ mod tests {
         assert!(!state.settle(later));
         assert!(!state.is_active());
         assert_eq!(state.on_miss(&key, "a:1"), Miss::Local);
+    }
+
+    #[test]
+    fn a_node_awaits_joins_until_they_complete_or_the_wait_ends() {
+        let state = HandoffState::default();
+        assert!(!state.is_awaiting_joins());
+        state.begin_transition(
+            &["b:1".to_string()],
+            Instant::now() + Duration::from_secs(60),
+        );
+        assert!(state.is_awaiting_joins());
+        state.source_complete("b:1");
+        assert!(!state.is_awaiting_joins());
+        state.begin_transition(&["c:1".to_string()], Instant::now());
+        assert!(!state.is_awaiting_joins(), "the join wait is over");
     }
 
     #[test]

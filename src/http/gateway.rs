@@ -25,6 +25,7 @@ use crate::proto;
 pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(crate::admin::http::routes(Arc::clone(&node)))
+        .merge(super::probes::routes(Arc::clone(&node)))
         .route("/v1/GetRateLimits", post(get_rate_limits))
         .route("/v1/HealthCheck", get(health_check))
         .route("/v1/LiveCheck", get(live_check))

@@ -26,11 +26,13 @@ const PEER_SERVICES: [&str; 4] = [
 ];
 
 /// Probe paths, gRPC and HTTP.
-const PROBES: [&str; 4] = [
+const PROBES: [&str; 6] = [
     "/pb.gubernator.V1/HealthCheck",
     "/pb.gubernator.V1/LiveCheck",
     "/v1/HealthCheck",
     "/v1/LiveCheck",
+    "/readyz",
+    "/livez",
 ];
 
 /// The pool a call to `path` (the request URI's path) draws from.
@@ -60,6 +62,8 @@ mod tests {
             "/grpc.health.v1.Health/Watch",
             "/v1/HealthCheck",
             "/v1/LiveCheck",
+            "/readyz",
+            "/livez",
         ] {
             assert_eq!(classify(path), CallClass::Exempt, "{path}");
         }

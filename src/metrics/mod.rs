@@ -116,6 +116,14 @@ pub struct Metrics {
     /// `ringlimit_peer_items_dropped_total{message,reason}`: items dropped instead of sent to a
     /// peer, by message ([`DroppedMessage`]) and reason ([`DropReason`]); both label sets are fixed.
     pub peer_items_dropped: IntCounterVec,
+    /// r8limiter's `requests_total{result}`: `/allow` decisions, `allow` or `deny`.
+    pub r8_requests: IntCounterVec,
+    /// r8limiter's `active_keys`: buckets held by this node (the same count as
+    /// `gubernator_cache_size`).
+    pub r8_active_keys: IntGauge,
+    /// r8limiter's `request_latency_seconds{endpoint}`: `/allow` latency (the one endpoint value
+    /// is `/allow`), with r8limiter's buckets.
+    pub r8_latency: HistogramVec,
     /// The values `gubernator_batch_send_retries{name}` may carry: client-chosen names are
     /// bounded (see [`BoundedLabel`]).
     pub retry_names: std::sync::Arc<BoundedLabel>,
@@ -394,8 +402,37 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            r8_requests: IntCounterVec::new(
+                Opts::new(
+                    "requests_total",
+                    "POST /allow decisions (r8limiter's name), by result.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            r8_active_keys: IntGauge::new(
+                "active_keys",
+                "Buckets held by this node (r8limiter's name; as gubernator_cache_size).",
+            )
+            .expect("valid metric"),
+            r8_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "request_latency_seconds",
+                    "POST /allow latency in seconds (r8limiter's name), by endpoint.",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                &["endpoint"],
+            )
+            .expect("valid metric"),
             registry,
         };
+        // r8limiter's dashboards find these series before the first call.
+        for result in ["allow", "deny"] {
+            metrics.r8_requests.with_label_values(&[result]);
+        }
+        metrics.r8_latency.with_label_values(&["/allow"]);
         metrics
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -474,7 +511,7 @@ impl Metrics {
             .inc();
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 34] {
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 37] {
         [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
@@ -510,6 +547,9 @@ impl Metrics {
             Box::new(self.peer_auth_refused.clone()),
             Box::new(self.peer_input_rejected.clone()),
             Box::new(self.peer_items_dropped.clone()),
+            Box::new(self.r8_requests.clone()),
+            Box::new(self.r8_active_keys.clone()),
+            Box::new(self.r8_latency.clone()),
         ]
     }
 

@@ -56,7 +56,7 @@ async fn spends_then_denies_with_the_seed_shape() {
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(
         first.body,
-        r#"{"allowed":true,"retry_after":0.0,"tokens_left":4}"#
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":4.0}"#
     );
     assert_eq!(first.header("ratelimit-limit"), Some("5"));
     assert_eq!(first.header("ratelimit-remaining"), Some("4"));
@@ -73,16 +73,20 @@ async fn spends_then_denies_with_the_seed_shape() {
     .await;
     assert_eq!(
         rest.body,
-        r#"{"allowed":true,"retry_after":0.0,"tokens_left":0}"#
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":0.0}"#
     );
 
     let denied = allow(&node, "user_id=alice&cost=2", None, None).await;
     assert_eq!(denied.status, 429);
-    // Two tokens at one every 12 s.
+    // Two tokens at one every 12 s, counted from the bucket's last refill (the first call), to
+    // the millisecond.
+    let body = denied.json();
     assert_eq!(
-        denied.body,
-        r#"{"allowed":false,"retry_after":24.0,"tokens_left":0}"#
+        (&body["allowed"], &body["tokens_left"]),
+        (&Value::Bool(false), &Value::from(0.0))
     );
+    let retry_after = body["retry_after"].as_f64().expect("a number");
+    assert!((20.0..=24.0).contains(&retry_after), "{}", denied.body);
     assert_eq!(denied.header("retry-after"), Some("24"));
     assert_eq!(denied.header("ratelimit-remaining"), Some("0"));
     assert_eq!(denied.header("ratelimit-reset"), Some("60"));
@@ -91,7 +95,7 @@ async fn spends_then_denies_with_the_seed_shape() {
     let bob = allow(&node, "user_id=bob&resource=uploads&cost=2", None, None).await;
     assert_eq!(
         bob.body,
-        r#"{"allowed":true,"retry_after":0.0,"tokens_left":0}"#
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":0.0}"#
     );
     let bob_default = allow(&node, "user_id=bob", None, None).await;
     assert_eq!(bob_default.status, 200);
@@ -104,8 +108,8 @@ async fn bad_calls_are_400_with_a_reason() {
     for (query, expected) in [
         ("", "user_id is required"),
         (
-            "user_id=a&resource=videos",
-            "resource 'videos' is not configured",
+            "user_id=a&resource=no%20spaces",
+            "resource must be 1 to 64 letters",
         ),
         ("user_id=a&cost=0", "cost must be at least 1"),
         ("user_id=a&cost=6", "it would never be allowed"),
@@ -144,7 +148,7 @@ async fn an_idempotent_repeat_on_the_same_node_spends_once() {
     assert_eq!(first.status, 200);
     assert_eq!(
         first.body,
-        r#"{"allowed":true,"retry_after":0.0,"tokens_left":3}"#
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":3.0}"#
     );
     assert_eq!(first.header("idempotent-replayed"), None);
     let repeat = allow(&node, "user_id=carol&cost=2", Some("order-1"), None).await;
@@ -155,7 +159,7 @@ async fn an_idempotent_repeat_on_the_same_node_spends_once() {
     let plain = allow(&node, "user_id=carol", None, None).await;
     assert_eq!(
         plain.body,
-        r#"{"allowed":true,"retry_after":0.0,"tokens_left":2}"#
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":2.0}"#
     );
     node.shutdown().await.unwrap();
 }
@@ -194,7 +198,7 @@ async fn an_idempotent_repeat_on_another_node_spends_once() {
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(
         first.body,
-        r#"{"allowed":true,"retry_after":0.0,"tokens_left":3}"#
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":3.0}"#
     );
     for node in [1, 2, 0] {
         let repeat = allow(&cluster.nodes[node], &query, Some("pay-7"), None).await;
@@ -210,7 +214,7 @@ async fn an_idempotent_repeat_on_another_node_spends_once() {
     let plain = allow(&cluster.nodes[1], &format!("user_id={user}"), None, None).await;
     assert_eq!(
         plain.body,
-        r#"{"allowed":true,"retry_after":0.0,"tokens_left":2}"#
+        r#"{"allowed":true,"retry_after":0.0,"tokens_left":2.0}"#
     );
     // A conflicting reuse is caught on any node too.
     let conflict = allow(
@@ -238,7 +242,7 @@ async fn concurrent_repeats_across_the_cluster_spend_once() {
     for answer in &answers {
         assert_eq!(
             answer.body,
-            r#"{"allowed":true,"retry_after":0.0,"tokens_left":4}"#
+            r#"{"allowed":true,"retry_after":0.0,"tokens_left":4.0}"#
         );
     }
     assert_eq!(replays, 8, "exactly one call decided");

@@ -354,6 +354,7 @@ async fn a_node_starts_while_etcd_is_down_reports_it_and_registers_when_it_comes
     assert!(status.message().contains("serves alone"), "{status:?}");
     assert_eq!(grpc_health(&a).await, ServingStatus::NotServing);
     assert_eq!(healthcheck_exit_code(&a).await, Some(2));
+    assert_eq!(readyz_status(&a).await, 503);
 
     etcd.restart().await;
     let key = format!("{prefix}{}", a.grpc_address());
@@ -373,6 +374,7 @@ async fn a_node_starts_while_etcd_is_down_reports_it_and_registers_when_it_comes
     );
     assert_eq!(a.node().health_check().expect("healthy").status, "healthy");
     assert_eq!(healthcheck_exit_code(&a).await, Some(0));
+    assert_eq!(readyz_status(&a).await, 200);
     let b = start_etcd_node(&etcd, &prefix).await;
     all_agree(&[&a, &b], &addresses(&[&a, &b]), Duration::from_secs(2)).await;
 }
@@ -435,4 +437,13 @@ async fn nodes_register_over_tls_with_the_configured_ca() {
         .collect();
     expected.sort();
     assert_eq!(etcd.keys(&prefix).await, expected);
+}
+
+/// The HTTP status of `/readyz` (the same rule as `grpc.health.v1` for a node serving alone).
+async fn readyz_status(server: &RunningServer) -> u16 {
+    reqwest::get(format!("http://{}/readyz", server.http_address()))
+        .await
+        .expect("GET /readyz")
+        .status()
+        .as_u16()
 }

@@ -37,6 +37,7 @@ mod openapi;
 mod overload;
 mod owner_failure;
 mod proxy;
+mod r8limiter;
 mod ring_cli;
 mod shutdown;
 mod tls;

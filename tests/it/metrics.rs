@@ -331,3 +331,38 @@ async fn a_fresh_node_exports_known_series_at_zero_and_the_duration_summary() {
     );
     assert!(p99 > 0.0 && p99 < 5.0, "p99 {p99}");
 }
+
+/// r8limiter's Grafana queries (its README's panels) use only metrics this node exports, with
+/// r8limiter's types, so its dashboards work unchanged.
+#[test]
+fn r8limiter_dashboards_find_their_metrics() {
+    let metrics = ringlimit::metrics::Metrics::new();
+    let exported = metrics.names();
+    for (query, names) in [
+        (
+            r#"sum(rate(requests_total{result="allow"}[1m])) by (result)"#,
+            ["requests_total"].as_slice(),
+        ),
+        ("active_keys", ["active_keys"].as_slice()),
+        (
+            "histogram_quantile(0.95, sum(rate(request_latency_seconds_bucket[5m])) by (le, endpoint))",
+            ["request_latency_seconds"].as_slice(),
+        ),
+    ] {
+        for name in names {
+            assert!(query.contains(name));
+            assert!(exported.iter().any(|exported| exported == name), "{name}");
+        }
+    }
+    let text = metrics.render();
+    for line in [
+        "# TYPE requests_total counter",
+        "# TYPE active_keys gauge",
+        "# TYPE request_latency_seconds histogram",
+        r#"requests_total{result="allow"} 0"#,
+        r#"requests_total{result="deny"} 0"#,
+        r#"request_latency_seconds_bucket{endpoint="/allow",le="0.001"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} is missing");
+    }
+}

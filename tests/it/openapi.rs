@@ -29,6 +29,26 @@ const SPEC_TEXT: &str = include_str!("../../docs/openapi.yaml");
 const GATEWAY_SOURCE: &str = include_str!("../../src/http/gateway.rs");
 /// The admin views' source, read for their route table (merged into the gateway's router).
 const ADMIN_SOURCE: &str = include_str!("../../src/admin/http.rs");
+/// The sources of the routes merged from other modules: the probes (into the gateway, before its
+/// method fallback), and r8limiter's `/allow` and its admin views (into the node's HTTP router).
+const PROBES_SOURCE: &str = include_str!("../../src/http/probes.rs");
+const ALLOW_SOURCE: &str = include_str!("../../src/allow/http.rs");
+const ALLOW_ADMIN_SOURCE: &str = include_str!("../../src/allow/admin.rs");
+/// r8limiter's routes, which answer a wrong method themselves (not with the gateway's 501).
+const R8LIMITER_ROUTES: [&str; 3] = ["/allow", "/admin/resources", "/admin/user/{user_id}"];
+
+/// The `.route("/path", method(...))` lines of `source`.
+fn route_table(source: &str) -> BTreeSet<(String, String)> {
+    source
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix(".route(\"")?;
+            let (path, rest) = rest.split_once('"')?;
+            let method = rest.trim_start_matches([',', ' ']).split('(').next()?;
+            Some((path.to_owned(), method.to_owned()))
+        })
+        .collect()
+}
 /// The methods probed on every documented path (HEAD, implied by GET in HTTP, is not probed).
 const PROBED_METHODS: [&str; 6] = ["get", "post", "put", "delete", "patch", "options"];
 const GET_RATE_LIMITS: &str = "/v1/GetRateLimits";
@@ -397,16 +417,22 @@ async fn the_documented_routes_are_exactly_the_served_routes() {
     );
     // The admin views' routes are merged into the gateway from their own module.
     let mut registered = registered;
-    registered.extend(ADMIN_SOURCE.lines().filter_map(|line| {
-        let rest = line.trim().strip_prefix(".route(\"")?;
-        let (path, rest) = rest.split_once('"')?;
-        let method = rest.trim_start_matches([',', ' ']).split('(').next()?;
-        Some((path.to_owned(), method.to_owned()))
-    }));
+    for source in [
+        ADMIN_SOURCE,
+        PROBES_SOURCE,
+        ALLOW_SOURCE,
+        ALLOW_ADMIN_SOURCE,
+    ] {
+        registered.extend(route_table(source));
+    }
     assert_eq!(spec.operations(), registered);
 
     let server = start_node(&[]).await;
     for path in spec.doc["paths"].as_object().unwrap().keys() {
+        if R8LIMITER_ROUTES.contains(&path.as_str()) {
+            // Checked by `r8limiter_answers_match_the_spec`.
+            continue;
+        }
         for method in PROBED_METHODS {
             let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let body = (method == "post").then(|| b"{}".to_vec());
@@ -728,5 +754,84 @@ async fn admin_answers_match_the_spec() {
     let refused = call(&locked, Method::GET, "/admin/peers", None, None).await;
     assert_eq!(refused.status, 401);
     spec.check("get", "/admin/peers", &refused);
+    locked.shutdown().await.unwrap();
+}
+
+/// r8limiter's routes (`/allow`, its admin views, `/readyz`, `/livez`) answer as documented.
+#[tokio::test]
+async fn r8limiter_answers_match_the_spec() {
+    let spec = Spec::load();
+    let server = start_node(&[]).await;
+    let post = |path: &'static str| call(&server, Method::POST, path, None, None);
+    let get = |path: &'static str| call(&server, Method::GET, path, None, None);
+
+    let allowed = spec.check(
+        "post",
+        "/allow",
+        &post("/allow?user_id=oa&resource=read").await,
+    );
+    assert_eq!(allowed["tokens_left"], 9.0);
+    let body = json!({"user_id": "oa", "resource": "read", "cost": 9});
+    let request_schema =
+        spec.validator(
+            &spec.operation("post", "/allow").unwrap()["requestBody"]["content"]["application/json"]
+                ["schema"],
+        );
+    assert_valid(&request_schema, &body, "the /allow body");
+    let rest = call(
+        &server,
+        Method::POST,
+        "/allow",
+        Some("application/json"),
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(rest.status, 200);
+    spec.check("post", "/allow", &rest);
+    // Ten tokens at once are there only when the bucket is full again (a second after emptying).
+    let denied = post("/allow?user_id=oa&resource=read&cost=10").await;
+    assert_eq!(denied.status, 429);
+    assert_eq!(spec.check("post", "/allow", &denied)["allowed"], false);
+    for bad in [
+        "/allow",
+        "/allow?user_id=oa&resource=a%2Fb",
+        "/allow?user_id=oa&cost=11",
+    ] {
+        let reply = post(bad).await;
+        assert_eq!(reply.status, 400, "{bad}");
+        spec.check("post", "/allow", &reply);
+    }
+    let wrong_method = get("/allow?user_id=oa").await;
+    assert_eq!(wrong_method.status, 405);
+    spec.check("post", "/allow", &wrong_method);
+
+    let resources = spec.check("get", "/admin/resources", &get("/admin/resources").await);
+    assert_eq!(resources["resources"]["read"]["source"], "discovered");
+    let user = get("/admin/user/oa").await;
+    assert_eq!(user.status, 200);
+    let user = spec.check("get", "/admin/user/{user_id}", &user);
+    assert_eq!(user["resources"][0]["resource"], "read");
+
+    assert_eq!(
+        spec.check("get", "/readyz", &get("/readyz").await)["ready"],
+        true
+    );
+    assert_eq!(
+        spec.check("get", "/livez", &get("/livez").await)["alive"],
+        true
+    );
+    server.shutdown().await.unwrap();
+
+    let locked = start_node(&["--admin-token=t"]).await;
+    for path in ["/admin/resources", "/admin/user/oa"] {
+        let refused = call(&locked, Method::GET, path, None, None).await;
+        assert_eq!(refused.status, 401, "{path}");
+        let documented = if path == "/admin/resources" {
+            path
+        } else {
+            "/admin/user/{user_id}"
+        };
+        spec.check("get", documented, &refused);
+    }
     locked.shutdown().await.unwrap();
 }
