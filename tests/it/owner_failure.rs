@@ -30,7 +30,12 @@ fn free_port() -> u16 {
 /// on the same address: an ephemeral port could meanwhile be taken as the source port of some
 /// outgoing connection, and the restart could not bind it.
 fn free_restartable_port() -> u16 {
-    let start = (std::process::id() as usize * 7919) % 10_000;
+    // Every call starts its search elsewhere: the tests run concurrently in one process, and a
+    // port freed by one test's kill -9 must not be handed to another test's node, which would
+    // then answer for the killed one.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = (std::process::id() as usize * 7919 + call * 997) % 10_000;
     (0..10_000)
         .map(|i| 20_000 + ((start + i) % 10_000) as u16)
         .find(|&port| StdListener::bind(("127.0.0.1", port)).is_ok())
