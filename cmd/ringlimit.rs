@@ -161,6 +161,14 @@ fn main() -> ExitCode {
         eprintln!("{error}");
         return ExitCode::from(2);
     }
+    // So are the GUBER_K8S_* settings of k8s discovery.
+    if server_config.peer_discovery_type == config::DiscoveryType::K8s
+        && let Err(error) =
+            ringlimit::peers::discovery::k8s::K8sSettings::from_config(&server_config)
+    {
+        eprintln!("{error}");
+        return ExitCode::from(2);
+    }
     init_tracing(&server_config);
     for warning in warnings {
         tracing::warn!("{warning}");

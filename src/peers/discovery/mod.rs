@@ -2,12 +2,15 @@
 //!
 //! Each mechanism runs in the background and calls [`PeerList::replace`] whenever membership
 //! changes; the ring is rebuilt there. [`DiscoveryHandle::leave`] takes the node out of the cluster
-//! on graceful shutdown (for etcd: delete the key and revoke the lease) before draining.
+//! on graceful shutdown (for etcd: delete the key and revoke the lease; for DNS and Kubernetes:
+//! stop watching) before draining.
 
 pub mod dns;
 pub mod etcd;
+pub mod k8s;
 
 use crate::config::{DiscoveryType, ServerConfig};
+use crate::metrics::Metrics;
 
 use super::{PeerInfo, PeerList};
 
@@ -23,6 +26,9 @@ pub enum DiscoveryError {
     /// DNS discovery failed to start.
     #[error(transparent)]
     Dns(#[from] dns::DnsError),
+    /// Kubernetes discovery failed to start.
+    #[error(transparent)]
+    K8s(#[from] k8s::K8sError),
 }
 
 /// A running discovery mechanism.
@@ -33,6 +39,8 @@ pub enum DiscoveryHandle {
     Etcd(etcd::EtcdDiscovery),
     /// DNS polling.
     Dns(dns::DnsDiscovery),
+    /// A Kubernetes API watch.
+    K8s(k8s::K8sDiscovery),
 }
 
 impl DiscoveryHandle {
@@ -41,7 +49,7 @@ impl DiscoveryHandle {
     pub fn registration_flag(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
         match self {
             DiscoveryHandle::Etcd(etcd) => Some(etcd.registration_flag()),
-            DiscoveryHandle::Fixed | DiscoveryHandle::Dns(_) => None,
+            DiscoveryHandle::Fixed | DiscoveryHandle::Dns(_) | DiscoveryHandle::K8s(_) => None,
         }
     }
 
@@ -51,16 +59,18 @@ impl DiscoveryHandle {
             DiscoveryHandle::Fixed => {}
             DiscoveryHandle::Etcd(etcd) => etcd.leave().await,
             DiscoveryHandle::Dns(dns) => dns.stop().await,
+            DiscoveryHandle::K8s(k8s) => k8s.stop().await,
         }
     }
 }
 
 /// Starts the discovery that `config` asks for, keeping `peers` current. `me` is this node as peers
-/// should see it.
+/// should see it; discovery's own metrics go to `metrics`.
 pub async fn start(
     config: &ServerConfig,
     me: PeerInfo,
     peers: PeerList,
+    metrics: &Metrics,
 ) -> Result<DiscoveryHandle, DiscoveryError> {
     match config.peer_discovery_type {
         DiscoveryType::None => Ok(DiscoveryHandle::Fixed),
@@ -73,6 +83,9 @@ pub async fn start(
         )),
         DiscoveryType::Dns => Ok(DiscoveryHandle::Dns(
             dns::DnsDiscovery::start(config, me, peers).await?,
+        )),
+        DiscoveryType::K8s => Ok(DiscoveryHandle::K8s(
+            k8s::K8sDiscovery::start(config, me, peers, metrics.k8s_watch_errors.clone()).await?,
         )),
     }
 }
