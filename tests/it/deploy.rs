@@ -279,6 +279,7 @@ const EXPORTED_METRICS: &[&str] = &[
     "ringlimit_items_per_call",
     "ringlimit_peers",
     "ringlimit_etcd_registered",
+    "ringlimit_k8s_watch_errors_total",
     "ringlimit_build_info",
     "ringlimit_peer_auth_refused_total",
     "ringlimit_peer_input_rejected_total",
@@ -1188,7 +1189,10 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
         .collect();
     assert!(resources.contains(&"..".to_string()), "the base manifests");
     for resource in resources.iter().filter(|r| *r != "..") {
-        assert!(root().join(K8S_VARIANT).join(resource).is_file(), "{resource}");
+        assert!(
+            root().join(K8S_VARIANT).join(resource).is_file(),
+            "{resource}"
+        );
     }
     let patches = kustomization["patches"].as_sequence().expect("patches");
     let patch_paths: Vec<String> = patches
@@ -1211,7 +1215,10 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
             .iter()
             .map(as_string)
             .collect();
-        assert_eq!(verbs, BTreeSet::from(["get", "list", "watch"].map(String::from)));
+        assert_eq!(
+            verbs,
+            BTreeSet::from(["get", "list", "watch"].map(String::from))
+        );
         for group in rule["apiGroups"].as_sequence().expect("apiGroups") {
             for resource in rule["resources"].as_sequence().expect("resources") {
                 granted.insert(format!("{}/{}", as_string(group), as_string(resource)));
@@ -1227,7 +1234,10 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
     let binding = &rbac[2];
     assert_eq!(binding["roleRef"]["kind"].as_str(), Some("Role"));
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["kind"].as_str(), Some("ServiceAccount"));
+    assert_eq!(
+        binding["subjects"][0]["kind"].as_str(),
+        Some("ServiceAccount")
+    );
     assert_eq!(binding["subjects"][0]["name"].as_str(), Some(account));
 
     // The patched Deployment: the base's, with k8s discovery's variables.
@@ -1251,11 +1261,17 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
     let (values, fields) = container_env(&Value::Mapping(merged));
     assert_eq!(env(&values, "GUBER_PEER_DISCOVERY_TYPE"), Some("k8s"));
     assert!(
-        values.iter().chain(&fields).all(|(name, _)| !name.starts_with("GUBER_DNS_")),
+        values
+            .iter()
+            .chain(&fields)
+            .all(|(name, _)| !name.starts_with("GUBER_DNS_")),
         "no DNS settings left"
     );
     assert_eq!(env(&fields, "GUBER_K8S_POD_IP"), Some("status.podIP"));
-    assert_eq!(env(&fields, "GUBER_K8S_NAMESPACE"), Some("metadata.namespace"));
+    assert_eq!(
+        env(&fields, "GUBER_K8S_NAMESPACE"),
+        Some("metadata.namespace")
+    );
     let grpc_port = base_container["ports"]
         .as_sequence()
         .expect("ports")
@@ -1263,7 +1279,10 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
         .find(|p| p["name"].as_str() == Some("grpc"))
         .and_then(|p| p["containerPort"].as_u64())
         .expect("a grpc port");
-    assert_eq!(env(&values, "GUBER_K8S_POD_PORT"), Some(grpc_port.to_string().as_str()));
+    assert_eq!(
+        env(&values, "GUBER_K8S_POD_PORT"),
+        Some(grpc_port.to_string().as_str())
+    );
     // The watched Service is the client Service, whose endpoints follow readiness.
     let client = of_kind(&objects, &["Service"])
         .into_iter()
@@ -1284,7 +1303,12 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
             .map(|(_, long)| long.clone())
     };
     let (base_values, base_fields) = container_env(base_container);
-    for (name, _) in values.iter().chain(&fields).chain(&base_values).chain(&base_fields) {
+    for (name, _) in values
+        .iter()
+        .chain(&fields)
+        .chain(&base_values)
+        .chain(&base_fields)
+    {
         if name.starts_with("GUBER_") {
             assert!(flag(name).is_some(), "{name} is not a ringlimit variable");
         }
@@ -1313,5 +1337,8 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
         .expect("valid k8s settings");
     assert_eq!(settings.me_address(), "10.0.0.7:1051");
     assert_eq!(settings.namespace, "ringlimit");
-    assert_eq!(settings.label_selector, "kubernetes.io/service-name=ringlimit");
+    assert_eq!(
+        settings.label_selector,
+        "kubernetes.io/service-name=ringlimit"
+    );
 }

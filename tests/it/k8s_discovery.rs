@@ -163,7 +163,12 @@ fn line(value: &Value) -> Bytes {
     Bytes::from(text)
 }
 
-async fn serve(fake: Fake, kind: Kind, namespace: String, query: HashMap<String, String>) -> Response {
+async fn serve(
+    fake: Fake,
+    kind: Kind,
+    namespace: String,
+    query: HashMap<String, String>,
+) -> Response {
     if namespace != NAMESPACE {
         return (StatusCode::NOT_FOUND, "unknown namespace").into_response();
     }
@@ -398,7 +403,10 @@ async fn all_agree(servers: &[&RunningServer], expected: &BTreeSet<String>, limi
     })
     .await;
     let seen: Vec<_> = servers.iter().map(|server| members(server)).collect();
-    assert!(agreed, "peer lists did not become {expected:?} within {limit:?}: {seen:?}");
+    assert!(
+        agreed,
+        "peer lists did not become {expected:?} within {limit:?}: {seen:?}"
+    );
 }
 
 const SLICES: &[&str] = &["--k8s-service-name=ringlimit"];
@@ -411,7 +419,11 @@ async fn three_pods_discover_each_other_through_endpointslices() {
     let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
     let addresses: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
     api.set_slice("ringlimit-abc", port, &[(ips[0], true), (ips[1], true)]);
-    api.set_slice("ringlimit-def", port, &[(ips[2], true), ("10.255.0.9", false)]);
+    api.set_slice(
+        "ringlimit-def",
+        port,
+        &[(ips[2], true), ("10.255.0.9", false)],
+    );
     // An object of another Service is not ours.
     api.fake.upsert(
         Kind::Slices,
@@ -459,7 +471,11 @@ async fn three_pods_discover_each_other_through_endpointslices() {
     .await;
     api.fake.delete(Kind::Slices, "ringlimit-def");
     all_agree(&[&a], &set(&addresses[..1]), Duration::from_secs(1)).await;
-    assert_eq!(api.fake.lists(), before, "events came by watch, not by listing again");
+    assert_eq!(
+        api.fake.lists(),
+        before,
+        "events came by watch, not by listing again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -474,11 +490,26 @@ async fn pods_are_followed_as_they_come_go_and_turn_unready() {
     let c = format!("10.255.0.3:{port}");
     assert_eq!(members(&node), set(&[a_address.clone(), b.clone()]));
     api.set_pod("ringlimit-c", "10.255.0.3", true);
-    all_agree(&[&node], &set(&[a_address.clone(), b.clone(), c.clone()]), Duration::from_secs(1)).await;
+    all_agree(
+        &[&node],
+        &set(&[a_address.clone(), b.clone(), c.clone()]),
+        Duration::from_secs(1),
+    )
+    .await;
     api.set_pod("ringlimit-b", "10.255.0.2", false);
-    all_agree(&[&node], &set(&[a_address.clone(), c.clone()]), Duration::from_secs(1)).await;
+    all_agree(
+        &[&node],
+        &set(&[a_address.clone(), c.clone()]),
+        Duration::from_secs(1),
+    )
+    .await;
     api.fake.delete(Kind::Pods, "ringlimit-c");
-    all_agree(&[&node], &set(&[a_address.clone()]), Duration::from_secs(1)).await;
+    all_agree(
+        &[&node],
+        &set(std::slice::from_ref(&a_address)),
+        Duration::from_secs(1),
+    )
+    .await;
     // A pod of another app is ignored.
     api.fake.upsert(
         Kind::Pods,
@@ -488,7 +519,12 @@ async fn pods_are_followed_as_they_come_go_and_turn_unready() {
             "status":{"phase":"Running","podIP":"10.255.0.9","conditions":[{"type":"Ready","status":"True"}]}}),
     );
     api.set_pod("ringlimit-b", "10.255.0.2", true);
-    all_agree(&[&node], &set(&[a_address.clone(), b.clone()]), Duration::from_secs(1)).await;
+    all_agree(
+        &[&node],
+        &set(&[a_address.clone(), b.clone()]),
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -508,7 +544,12 @@ async fn a_dropped_watch_and_410_gone_recover_and_keep_the_last_list() {
     api.fake.drop_watches();
     tokio::time::sleep(Duration::from_millis(100)).await;
     api.set_slice("s2", port, &[("10.255.0.3", true)]);
-    all_agree(&[&node], &set(&[me.clone(), b.clone(), c.clone()]), Duration::from_secs(1)).await;
+    all_agree(
+        &[&node],
+        &set(&[me.clone(), b.clone(), c.clone()]),
+        Duration::from_secs(1),
+    )
+    .await;
     assert_eq!(api.fake.lists(), lists, "a resumed watch needs no new list");
 
     // 410 Gone: the watcher lists again (after its backoff); the list holds meanwhile.
@@ -527,7 +568,12 @@ async fn a_dropped_watch_and_410_gone_recover_and_keep_the_last_list() {
     all_agree(&[&node], &both, Duration::from_secs(1)).await;
 
     // The API fails for a while: the last list stays, errors are counted, health holds.
-    let errors = || common::metric_sum(&node.node().render_metrics(), "ringlimit_k8s_watch_errors_total");
+    let errors = || {
+        common::metric_sum(
+            &node.node().render_metrics(),
+            "ringlimit_k8s_watch_errors_total",
+        )
+    };
     assert!(errors() >= 1.0, "the 410 was counted");
     let before = errors();
     api.fake.set_failing(true);
@@ -535,12 +581,21 @@ async fn a_dropped_watch_and_410_gone_recover_and_keep_the_last_list() {
     let counted = eventually(Duration::from_secs(5), || async { errors() > before }).await;
     assert!(counted, "watch errors are counted");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(members(&node), both, "the last list is kept while the API fails");
+    assert_eq!(
+        members(&node),
+        both,
+        "the last list is kept while the API fails"
+    );
     assert!(node.node().health_check().is_ok(), "health does not flap");
     api.set_slice("s1", port, &[("127.0.0.1", true), ("10.255.0.3", true)]);
     api.fake.set_failing(false);
     // Kube's backoff reaches 3.2 s (+ jitter) after the failures above.
-    all_agree(&[&node], &set(&[me.clone(), c.clone()]), Duration::from_secs(15)).await;
+    all_agree(
+        &[&node],
+        &set(&[me.clone(), c.clone()]),
+        Duration::from_secs(15),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -568,7 +623,9 @@ async fn an_unreachable_api_server_does_not_stop_the_start() {
     ])
     .expect("valid");
     let started = tokio::time::Instant::now();
-    let node = server::start(&config).await.expect("starts without the API");
+    let node = server::start(&config)
+        .await
+        .expect("starts without the API");
     assert!(started.elapsed() < Duration::from_secs(8));
     assert_eq!(members(&node), set(&["127.0.0.1:1051".to_string()]));
 }
@@ -585,7 +642,10 @@ fn k8s_settings_errors_name_the_variable_and_exit_2() {
         (&[], "GUBER_K8S_POD_IP"),
         (&[("GUBER_K8S_POD_IP", "pod-7")], "GUBER_K8S_POD_IP"),
         (
-            &[("GUBER_K8S_POD_IP", "10.0.0.7"), ("GUBER_K8S_WATCH_MECHANISM", "pods")],
+            &[
+                ("GUBER_K8S_POD_IP", "10.0.0.7"),
+                ("GUBER_K8S_WATCH_MECHANISM", "pods"),
+            ],
             "GUBER_K8S_SELECTOR",
         ),
         (
@@ -596,7 +656,10 @@ fn k8s_settings_errors_name_the_variable_and_exit_2() {
             "GUBER_K8S_SERVICE_NAME",
         ),
         (
-            &[("GUBER_K8S_POD_IP", "10.0.0.7"), ("GUBER_K8S_WATCH_MECHANISM", "gossip")],
+            &[
+                ("GUBER_K8S_POD_IP", "10.0.0.7"),
+                ("GUBER_K8S_WATCH_MECHANISM", "gossip"),
+            ],
             "GUBER_K8S_WATCH_MECHANISM",
         ),
     ];
@@ -627,7 +690,12 @@ fn serve_help_lists_k8s() {
         .expect("the binary runs");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for text in ["k8s", "GUBER_K8S_POD_IP", "GUBER_K8S_WATCH_MECHANISM", "endpointslices"] {
+    for text in [
+        "k8s",
+        "GUBER_K8S_POD_IP",
+        "GUBER_K8S_WATCH_MECHANISM",
+        "endpointslices",
+    ] {
         assert!(help.contains(text), "{text} missing from serve --help");
     }
 }

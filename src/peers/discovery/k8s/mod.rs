@@ -108,7 +108,13 @@ impl K8sDiscovery {
             Watched::EndpointSlices => {
                 let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
                 let events = watcher::watcher(api, watcher_config).default_backoff();
-                tokio::spawn(run(events, peers::slice_addresses, publisher, errors, stopped))
+                tokio::spawn(run(
+                    events,
+                    peers::slice_addresses,
+                    publisher,
+                    errors,
+                    stopped,
+                ))
             }
             Watched::Pods => {
                 let api: Api<Pod> = Api::namespaced(client, namespace);

@@ -45,9 +45,11 @@ pub fn pod_address(pod: &Pod) -> Vec<IpAddr> {
         return Vec::new();
     };
     let running = status.phase.as_deref() == Some("Running");
-    let ready = status.conditions.iter().flatten().any(|condition| {
-        condition.type_ == "Ready" && condition.status == "True"
-    });
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|condition| condition.type_ == "Ready" && condition.status == "True");
     if !running || !ready {
         return Vec::new();
     }
@@ -119,7 +121,9 @@ impl WatchedObjects {
                 false
             }
             Change::Listed(name, ips) => {
-                self.relisting.get_or_insert_with(BTreeMap::new).insert(name, ips);
+                self.relisting
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(name, ips);
                 false
             }
             Change::ListDone => {
@@ -221,7 +225,10 @@ mod tests {
 
     #[test]
     fn only_running_ready_pods_with_an_ip_count() {
-        assert_eq!(pod_address(&pod("Running", "True", Some("10.0.0.1"))), [ip("10.0.0.1")]);
+        assert_eq!(
+            pod_address(&pod("Running", "True", Some("10.0.0.1"))),
+            [ip("10.0.0.1")]
+        );
         assert!(pod_address(&pod("Running", "False", Some("10.0.0.1"))).is_empty());
         assert!(pod_address(&pod("Pending", "True", Some("10.0.0.1"))).is_empty());
         assert!(pod_address(&pod("Running", "True", None)).is_empty());
@@ -235,11 +242,19 @@ mod tests {
 
     #[test]
     fn peers_are_distinct_sorted_and_formatted_with_the_pod_port() {
-        let ips = [ip("10.0.0.3"), ip("fd00::1"), ip("10.0.0.2"), ip("10.0.0.3")];
+        let ips = [
+            ip("10.0.0.3"),
+            ip("fd00::1"),
+            ip("10.0.0.2"),
+            ip("10.0.0.3"),
+        ];
         let peers = peers_from_ips(&ips, 81, &me());
         let names: Vec<_> = peers.iter().map(|p| p.grpc_address.as_str()).collect();
         assert_eq!(names, ["10.0.0.2:81", "10.0.0.3:81", "[fd00::1]:81"]);
-        assert_eq!(peers[0].http_address, "10.0.0.2:80", "me keeps its HTTP address");
+        assert_eq!(
+            peers[0].http_address, "10.0.0.2:80",
+            "me keeps its HTTP address"
+        );
         assert_eq!(peers[1].http_address, "");
         assert!(peers.iter().all(|p| p.data_center == "dc"));
     }

@@ -114,7 +114,8 @@ impl K8sSettings {
                     )
                 })?,
         };
-        let selector = non_empty(&config.k8s_selector).or_else(|| non_empty(&config.k8s_endpoints_selector));
+        let selector =
+            non_empty(&config.k8s_selector).or_else(|| non_empty(&config.k8s_endpoints_selector));
         let service = non_empty(&config.k8s_service_name);
         let mechanism = config.k8s_watch_mechanism.unwrap_or(if service.is_some() {
             WatchMechanism::Endpointslices
@@ -217,7 +218,10 @@ mod tests {
             "--k8s-watch-mechanism=pods",
         ])
         .unwrap();
-        assert_eq!((s.watched, s.label_selector.as_str()), (Watched::Pods, "app=new"));
+        assert_eq!(
+            (s.watched, s.label_selector.as_str()),
+            (Watched::Pods, "app=new")
+        );
         assert_eq!(s.pod_port, 1051, "the port of the gRPC address");
         let s = settings(&["--k8s-pod-ip=10.0.0.7", "--k8s-service-name=guber"]).unwrap();
         assert_eq!(s.mechanism, WatchMechanism::Endpointslices);
@@ -233,7 +237,10 @@ mod tests {
             "GUBER_K8S_POD_IP"
         );
         assert_eq!(
-            variable(&["--k8s-pod-ip=10.0.0.1", "--k8s-watch-mechanism=endpointslices"]),
+            variable(&[
+                "--k8s-pod-ip=10.0.0.1",
+                "--k8s-watch-mechanism=endpointslices"
+            ]),
             "GUBER_K8S_SERVICE_NAME"
         );
         assert_eq!(
@@ -251,8 +258,12 @@ mod tests {
 
     #[test]
     fn ipv6_pods_are_bracketed() {
-        let s = settings(&["--k8s-pod-ip=fd00::7", "--k8s-pod-port=81", "--k8s-selector=a=b"])
-            .unwrap();
+        let s = settings(&[
+            "--k8s-pod-ip=fd00::7",
+            "--k8s-pod-port=81",
+            "--k8s-selector=a=b",
+        ])
+        .unwrap();
         assert_eq!(s.me_address(), "[fd00::7]:81");
     }
 }
