@@ -71,7 +71,7 @@ pub struct Metrics {
     pub peers: IntGaugeVec,
     /// `ringlimit_etcd_registered`: 1 while this node is registered in etcd.
     pub etcd_registered: IntGauge,
-    /// `ringlimit_k8s_watch_errors_total`: failed list or watch attempts of Kubernetes discovery
+    /// `ringlimit_kubernetes_watch_errors_total`: failed list or watch attempts of Kubernetes discovery
     /// (each retry counts; the log has one line per outage).
     pub k8s_watch_errors: IntCounter,
     /// `ringlimit_build_info{version}`: always 1.
@@ -330,7 +330,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             k8s_watch_errors: IntCounter::new(
-                "ringlimit_k8s_watch_errors_total",
+                "ringlimit_kubernetes_watch_errors_total",
                 "Failed list or watch attempts of Kubernetes discovery (every retry counts).",
             )
             .expect("valid metric"),

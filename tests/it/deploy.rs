@@ -279,7 +279,7 @@ const EXPORTED_METRICS: &[&str] = &[
     "ringlimit_items_per_call",
     "ringlimit_peers",
     "ringlimit_etcd_registered",
-    "ringlimit_k8s_watch_errors_total",
+    "ringlimit_kubernetes_watch_errors_total",
     "ringlimit_build_info",
     "ringlimit_peer_auth_refused_total",
     "ringlimit_peer_input_rejected_total",

@@ -571,7 +571,7 @@ async fn a_dropped_watch_and_410_gone_recover_and_keep_the_last_list() {
     let errors = || {
         common::metric_sum(
             &node.node().render_metrics(),
-            "ringlimit_k8s_watch_errors_total",
+            "ringlimit_kubernetes_watch_errors_total",
         )
     };
     assert!(errors() >= 1.0, "the 410 was counted");

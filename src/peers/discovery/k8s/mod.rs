@@ -15,7 +15,7 @@
 //!   resource version, or lists again; until that list is complete the last peer list stays in
 //!   force (a lost connection says nothing about which peers are alive). Failed attempts back off
 //!   exponentially (kube's default: 0.8 s doubling to 30 s). Each one is counted in
-//!   `ringlimit_k8s_watch_errors_total`; the log gets one warning when an outage starts and one
+//!   `ringlimit_kubernetes_watch_errors_total`; the log gets one warning when an outage starts and one
 //!   line when it ends, not one per retry. Health does not change, since the list does not.
 //! * **No ready address at all** (every pod not ready, or the objects deleted). The last list is
 //!   kept, as DNS discovery does with an empty answer: emptying it would strand every key.
@@ -214,7 +214,7 @@ async fn run<K, S>(
                         %error,
                         "k8s discovery: the watch failed; keeping the last peer list and retrying \
                          with backoff (further failures are counted in \
-                         ringlimit_k8s_watch_errors_total, not logged)"
+                         ringlimit_kubernetes_watch_errors_total, not logged)"
                     );
                 } else {
                     tracing::debug!(%error, failures, "k8s discovery: the watch failed again");
