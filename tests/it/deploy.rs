@@ -1123,9 +1123,9 @@ fn the_image_checks_its_health_with_ringlimit_healthcheck() {
     );
 }
 
-// --- Kubernetes, the k8s discovery variant (deploy/kubernetes/k8s-discovery) ---
+// --- Kubernetes, the k8s discovery variant (deploy/k8s-discovery) ---
 
-const K8S_VARIANT: &str = "deploy/kubernetes/k8s-discovery";
+const K8S_VARIANT: &str = "deploy/k8s-discovery";
 
 /// Every `GUBER_*` variable `ringlimit serve` reads, with its long flag.
 fn config_variables() -> Vec<(String, String)> {
@@ -1187,8 +1187,11 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
         .iter()
         .map(as_string)
         .collect();
-    assert!(resources.contains(&"..".to_string()), "the base manifests");
-    for resource in resources.iter().filter(|r| *r != "..") {
+    assert!(
+        resources.contains(&"../kubernetes".to_string()),
+        "the base manifests (a sibling: kustomize refuses a base that contains its overlay)"
+    );
+    for resource in resources.iter().filter(|r| *r != "../kubernetes") {
         assert!(
             root().join(K8S_VARIANT).join(resource).is_file(),
             "{resource}"
@@ -1239,6 +1242,10 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
         Some("ServiceAccount")
     );
     assert_eq!(binding["subjects"][0]["name"].as_str(), Some(account));
+    assert_eq!(
+        binding["subjects"][0]["namespace"], kustomization["namespace"],
+        "kustomize does not rewrite a subject's namespace"
+    );
 
     // The patched Deployment: the base's, with k8s discovery's variables.
     let patch = yaml(&format!("{K8S_VARIANT}/deployment-patch.yaml"));
