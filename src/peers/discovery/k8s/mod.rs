@@ -14,9 +14,12 @@
 //! * **The watch drops, or the API server answers `410 Gone`.** The watcher resumes from the last
 //!   resource version, or lists again; until that list is complete the last peer list stays in
 //!   force (a lost connection says nothing about which peers are alive). Failed attempts back off
-//!   exponentially (kube's default: 0.8 s doubling to 30 s). Each one is counted in
-//!   `ringlimit_kubernetes_watch_errors_total`; the log gets one warning when an outage starts and one
-//!   line when it ends, not one per retry. Health does not change, since the list does not.
+//!   exponentially, 0.8 s doubling to 30 s with jitter, reset only by data from the server (kube's
+//!   own `default_backoff` resets on the `Init` event the watcher yields before every list
+//!   attempt, so against a down API server it retried about once a second). Each one is counted in
+//!   `ringlimit_kubernetes_watch_errors_total`; the log gets one warning when an outage starts
+//!   and one line with the first event after it, not one per retry (the binary's log setup keeps
+//!   kube's own watcher lines to errors). Health does not change, since the list does not.
 //! * **No ready address at all** (every pod not ready, or the objects deleted). The last list is
 //!   kept, as DNS discovery does with an empty answer: emptying it would strand every key.
 //!
@@ -27,12 +30,12 @@ pub mod peers;
 pub mod settings;
 
 use std::fmt::Debug;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus::IntCounter;
@@ -42,6 +45,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::config::ServerConfig;
+use crate::peers::discovery::etcd::Backoff;
 use crate::peers::{PeerInfo, PeerList};
 use peers::{Change, WatchedObjects};
 pub use settings::{K8sSettings, SettingsError, Watched};
@@ -50,6 +54,10 @@ pub use settings::{K8sSettings, SettingsError, Watched};
 pub const START_WAIT: Duration = Duration::from_secs(5);
 /// How long [`K8sDiscovery::stop`] waits for the watcher task to end before aborting it.
 const STOP_WAIT: Duration = Duration::from_secs(1);
+/// The first retry delay after a failed list or watch.
+const BACKOFF_MIN: Duration = Duration::from_millis(800);
+/// The longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why Kubernetes discovery could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +115,7 @@ impl K8sDiscovery {
         let task = match settings.watched {
             Watched::EndpointSlices => {
                 let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
-                let events = watcher::watcher(api, watcher_config).default_backoff();
+                let events = watcher::watcher(api, watcher_config);
                 tokio::spawn(run(
                     events,
                     peers::slice_addresses,
@@ -118,7 +126,7 @@ impl K8sDiscovery {
             }
             Watched::Pods => {
                 let api: Api<Pod> = Api::namespaced(client, namespace);
-                let events = watcher::watcher(api, watcher_config).default_backoff();
+                let events = watcher::watcher(api, watcher_config);
                 tokio::spawn(run(events, peers::pod_address, publisher, errors, stopped))
             }
         };
@@ -199,6 +207,8 @@ async fn run<K, S>(
     let mut events = std::pin::pin!(events);
     let mut objects = WatchedObjects::default();
     let mut failures: u64 = 0;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let random = std::collections::hash_map::RandomState::new();
     loop {
         let next = tokio::select! {
             next = events.next() => next,
@@ -219,13 +229,23 @@ async fn run<K, S>(
                 } else {
                     tracing::debug!(%error, failures, "k8s discovery: the watch failed again");
                 }
+                let delay = peers::jittered(backoff.next_delay(), random.hash_one(failures));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                }
                 continue;
             }
             Some(Ok(event)) => event,
         };
-        if failures > 0 {
-            tracing::info!(failures, "k8s discovery: the watch works again");
-            failures = 0;
+        // `Init` comes before every list attempt, successful or not: only data from the server
+        // ends an outage.
+        if !matches!(event, Event::Init) {
+            backoff.reset();
+            if failures > 0 {
+                tracing::info!(failures, "k8s discovery: the watch works again");
+                failures = 0;
+            }
         }
         let change = match event {
             Event::Init => Change::Relist,

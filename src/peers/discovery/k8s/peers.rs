@@ -87,6 +87,14 @@ pub fn peers_from_ips<'a>(
         .collect()
 }
 
+/// `delay` scaled into `[delay/2, delay]` by `random`, so the nodes of a cluster do not retry
+/// against the API server in step.
+pub fn jittered(delay: std::time::Duration, random: u64) -> std::time::Duration {
+    let half = delay / 2;
+    let extra = u128::from(random % 1024) * half.as_nanos() / 1024;
+    half + std::time::Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX))
+}
+
 /// One watcher event, reduced to what discovery needs: object names and their ready IPs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -257,6 +265,16 @@ mod tests {
         );
         assert_eq!(peers[1].http_address, "");
         assert!(peers.iter().all(|p| p.data_center == "dc"));
+    }
+
+    #[test]
+    fn jitter_keeps_the_delay_between_half_and_whole() {
+        let delay = std::time::Duration::from_millis(800);
+        for random in [0, 1, 511, 1023, 1024, u64::MAX] {
+            let jittered = jittered(delay, random);
+            assert!(jittered >= delay / 2 && jittered <= delay, "{jittered:?}");
+        }
+        assert_eq!(jittered(delay, 0), delay / 2);
     }
 
     #[test]
