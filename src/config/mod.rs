@@ -30,8 +30,7 @@ pub enum DiscoveryType {
 /// What Kubernetes discovery watches (`GUBER_K8S_WATCH_MECHANISM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WatchMechanism {
-    /// The endpoints of the Services matching `GUBER_K8S_SELECTOR` (served from their
-    /// EndpointSlices, which carry the Service's labels).
+    /// The v1 Endpoints objects matching `GUBER_K8S_SELECTOR` (Gubernator's older default).
     Endpoints,
     /// The EndpointSlices of the Service `GUBER_K8S_SERVICE_NAME`.
     Endpointslices,

@@ -36,6 +36,7 @@ const WATCH_LIFETIME: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Slices,
+    Endpoints,
     Pods,
 }
 
@@ -50,6 +51,7 @@ struct Logged {
 struct FakeState {
     rv: u64,
     slices: BTreeMap<String, Value>,
+    endpoints: BTreeMap<String, Value>,
     pods: BTreeMap<String, Value>,
     log: Vec<Logged>,
     /// Watches from a resource version below this get `410 Gone`.
@@ -79,6 +81,7 @@ impl Fake {
             object["metadata"]["resourceVersion"] = json!(rv.to_string());
             let map = match kind {
                 Kind::Slices => &mut state.slices,
+                Kind::Endpoints => &mut state.endpoints,
                 Kind::Pods => &mut state.pods,
             };
             let event = if map.insert(name.to_string(), object.clone()).is_some() {
@@ -104,6 +107,7 @@ impl Fake {
             let rv = state.rv;
             let map = match kind {
                 Kind::Slices => &mut state.slices,
+                Kind::Endpoints => &mut state.endpoints,
                 Kind::Pods => &mut state.pods,
             };
             let Some(mut object) = map.remove(name) else {
@@ -191,6 +195,7 @@ async fn serve(
         state.lists += 1;
         let map = match kind {
             Kind::Slices => &state.slices,
+            Kind::Endpoints => &state.endpoints,
             Kind::Pods => &state.pods,
         };
         let items: Vec<Value> = map
@@ -200,6 +205,7 @@ async fn serve(
             .collect();
         let (api_version, list_kind) = match kind {
             Kind::Slices => ("discovery.k8s.io/v1", "EndpointSliceList"),
+            Kind::Endpoints => ("v1", "EndpointsList"),
             Kind::Pods => ("v1", "PodList"),
         };
         let body = json!({"apiVersion": api_version, "kind": list_kind,
@@ -282,6 +288,16 @@ impl FakeApi {
                 ),
             )
             .route(
+                "/api/v1/namespaces/{namespace}/endpoints",
+                get(
+                    |State(fake): State<Fake>,
+                     Path(namespace): Path<String>,
+                     Query(query): Query<HashMap<String, String>>| {
+                        serve(fake, Kind::Endpoints, namespace, query)
+                    },
+                ),
+            )
+            .route(
                 "/api/v1/namespaces/{namespace}/pods",
                 get(
                     |State(fake): State<Fake>,
@@ -332,6 +348,19 @@ impl FakeApi {
             "ports": [{"name": "grpc", "port": port, "protocol": "TCP"}],
         });
         self.fake.upsert(Kind::Slices, name, object);
+    }
+
+    /// A v1 Endpoints object labelled like Gubernator's Service (`app=gubernator`).
+    fn set_endpoints(&self, name: &str, port: u16, ready: &[&str], not_ready: &[&str]) {
+        let addresses =
+            |ips: &[&str]| -> Vec<Value> { ips.iter().map(|ip| json!({"ip": ip})).collect() };
+        let object = json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "gubernator"}},
+            "subsets": [{"addresses": addresses(ready), "notReadyAddresses": addresses(not_ready),
+                "ports": [{"name": "grpc", "port": port, "protocol": "TCP"}]}],
+        });
+        self.fake.upsert(Kind::Endpoints, name, object);
     }
 
     fn set_pod(&self, name: &str, ip: &str, ready: bool) {
@@ -522,6 +551,53 @@ async fn pods_are_followed_as_they_come_go_and_turn_unready() {
     all_agree(
         &[&node],
         &set(&[a_address.clone(), b.clone()]),
+        Duration::from_secs(1),
+    )
+    .await;
+}
+
+/// The environment of Gubernator's older Helm chart: `endpoints` by `GUBER_K8S_ENDPOINTS_SELECTOR`.
+const OLDER_CHART: &[&str] = &[
+    "--k8s-endpoints-selector=app=gubernator",
+    "--k8s-watch-mechanism=endpoints",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_older_chart_watches_v1_endpoints_by_selector() {
+    let api = FakeApi::start().await;
+    let port = shared_port();
+    let me = format!("127.0.0.1:{port}");
+    let b = format!("10.255.0.2:{port}");
+    api.set_endpoints(
+        "gubernator",
+        port,
+        &["127.0.0.1", "10.255.0.2"],
+        &["10.255.0.3"],
+    );
+    let node = start_pod(&api, "127.0.0.1", port, OLDER_CHART).await;
+    assert_eq!(members(&node), set(&[me.clone(), b.clone()]));
+    api.set_endpoints(
+        "gubernator",
+        port,
+        &["127.0.0.1", "10.255.0.2", "10.255.0.3"],
+        &[],
+    );
+    let c = format!("10.255.0.3:{port}");
+    all_agree(
+        &[&node],
+        &set(&[me.clone(), b.clone(), c.clone()]),
+        Duration::from_secs(1),
+    )
+    .await;
+    api.set_endpoints(
+        "gubernator",
+        port,
+        &["127.0.0.1", "10.255.0.3"],
+        &["10.255.0.2"],
+    );
+    all_agree(
+        &[&node],
+        &set(&[me.clone(), c.clone()]),
         Duration::from_secs(1),
     )
     .await;

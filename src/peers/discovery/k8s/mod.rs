@@ -1,9 +1,11 @@
 //! Kubernetes discovery (`GUBER_PEER_DISCOVERY_TYPE=k8s`), configured as Gubernator's.
 //!
-//! A [`kube::runtime::watcher`] lists and watches, in `GUBER_K8S_NAMESPACE`, either the
-//! EndpointSlices (`endpointslices`: those of `GUBER_K8S_SERVICE_NAME`; `endpoints`: those
-//! matching `GUBER_K8S_SELECTOR`, since a Service's slices carry its labels — the deprecated v1
-//! Endpoints API is not used) or the pods matching the selector (`pods`). Every ready address
+//! A [`kube::runtime::watcher`] lists and watches, in `GUBER_K8S_NAMESPACE`, the EndpointSlices
+//! of `GUBER_K8S_SERVICE_NAME` (`endpointslices`), or the v1 Endpoints objects (`endpoints`) or
+//! pods (`pods`) matching `GUBER_K8S_SELECTOR`. `endpoints` reads the v1 Endpoints API, as
+//! Gubernator does, deprecated since Kubernetes 1.33 but served: a deployment made for
+//! Gubernator's older chart keeps working with the Role it already has (list/watch on
+//! `endpoints`). Every ready address
 //! becomes a peer `IP:GUBER_K8S_POD_PORT`; `GUBER_K8S_POD_IP:GUBER_K8S_POD_PORT` is this node.
 //! The rules are in [`peers`] and [`settings`]; this module is the I/O.
 //!
@@ -34,7 +36,7 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -119,6 +121,17 @@ impl K8sDiscovery {
                 tokio::spawn(run(
                     events,
                     peers::slice_addresses,
+                    publisher,
+                    errors,
+                    stopped,
+                ))
+            }
+            Watched::Endpoints => {
+                let api: Api<Endpoints> = Api::namespaced(client, namespace);
+                let events = watcher::watcher(api, watcher_config);
+                tokio::spawn(run(
+                    events,
+                    peers::endpoints_addresses,
                     publisher,
                     errors,
                     stopped,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::settings::peer_address;
@@ -32,6 +32,18 @@ pub fn slice_addresses(slice: &EndpointSlice) -> Vec<IpAddr> {
         })
         .filter_map(|endpoint| endpoint.addresses.first())
         .filter_map(|address| address.parse::<IpAddr>().ok())
+        .collect()
+}
+
+/// The ready addresses of a v1 Endpoints object: `subsets[].addresses` (the not-ready ones are
+/// listed apart, in `notReadyAddresses`). Unparsable addresses are skipped.
+pub fn endpoints_addresses(endpoints: &Endpoints) -> Vec<IpAddr> {
+    endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|subset| subset.addresses.iter().flatten())
+        .filter_map(|address| address.ip.parse::<IpAddr>().ok())
         .collect()
 }
 
@@ -213,6 +225,34 @@ mod tests {
         assert_eq!(slice_addresses(&s), [ip("10.0.0.1"), ip("10.0.0.2")]);
         let fqdn = slice("FQDN", vec![endpoint("10.0.0.1", Some(true), None)]);
         assert!(slice_addresses(&fqdn).is_empty());
+    }
+
+    #[test]
+    fn only_ready_endpoints_addresses_count() {
+        use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset};
+        let address = |ip: &str| EndpointAddress {
+            ip: ip.to_string(),
+            ..EndpointAddress::default()
+        };
+        let endpoints = Endpoints {
+            subsets: Some(vec![
+                EndpointSubset {
+                    addresses: Some(vec![address("10.0.0.1"), address("bad")]),
+                    not_ready_addresses: Some(vec![address("10.0.0.9")]),
+                    ..EndpointSubset::default()
+                },
+                EndpointSubset {
+                    addresses: Some(vec![address("fd00::2")]),
+                    ..EndpointSubset::default()
+                },
+            ]),
+            ..Endpoints::default()
+        };
+        assert_eq!(
+            endpoints_addresses(&endpoints),
+            [ip("10.0.0.1"), ip("fd00::2")]
+        );
+        assert!(endpoints_addresses(&Endpoints::default()).is_empty());
     }
 
     fn pod(phase: &str, ready: &str, ip_text: Option<&str>) -> Pod {

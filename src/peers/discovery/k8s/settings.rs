@@ -28,6 +28,8 @@ fn error(variable: &'static str, reason: impl Into<String>) -> SettingsError {
 /// The objects the watcher lists and watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Watched {
+    /// Endpoints (`v1`) matching the label selector.
+    Endpoints,
     /// EndpointSlices (`discovery.k8s.io/v1`) matching the label selector.
     EndpointSlices,
     /// Pods (`v1`) matching the label selector.
@@ -74,8 +76,7 @@ impl K8sSettings {
     /// * The selector is `GUBER_K8S_SELECTOR`, else `GUBER_K8S_ENDPOINTS_SELECTOR`.
     /// * The mechanism defaults to `endpointslices` when `GUBER_K8S_SERVICE_NAME` is set, else
     ///   `endpoints` (so both the older and the newer Gubernator Helm chart work unchanged).
-    /// * `endpointslices` needs a service name; `pods` needs a selector; `endpoints` needs a
-    ///   selector or a service name.
+    /// * `endpointslices` needs a service name; `endpoints` and `pods` need a selector.
     pub fn from_config(config: &ServerConfig) -> Result<Self, SettingsError> {
         let namespace = config.k8s_namespace.trim().to_string();
         if namespace.is_empty() {
@@ -133,26 +134,28 @@ impl K8sSettings {
                 })?;
                 (Watched::EndpointSlices, by_service(&service))
             }
-            WatchMechanism::Endpoints => match (selector, service) {
-                (Some(selector), _) => (Watched::EndpointSlices, selector),
-                (None, Some(service)) => (Watched::EndpointSlices, by_service(&service)),
-                (None, None) => {
-                    return Err(error(
-                        "GUBER_K8S_SELECTOR",
-                        "k8s discovery needs GUBER_K8S_SELECTOR (or GUBER_K8S_ENDPOINTS_SELECTOR) \
-                         or GUBER_K8S_SERVICE_NAME",
-                    ));
-                }
-            },
-            WatchMechanism::Pods => {
+            WatchMechanism::Endpoints | WatchMechanism::Pods => {
                 let selector = selector.ok_or_else(|| {
                     error(
                         "GUBER_K8S_SELECTOR",
-                        "is required when GUBER_K8S_WATCH_MECHANISM is pods \
-                         (GUBER_K8S_ENDPOINTS_SELECTOR is read when it is unset)",
+                        format!(
+                            "is required when GUBER_K8S_WATCH_MECHANISM is {} \
+                             (GUBER_K8S_ENDPOINTS_SELECTOR is read when it is unset; \
+                             or set GUBER_K8S_SERVICE_NAME to watch EndpointSlices)",
+                            if mechanism == WatchMechanism::Pods {
+                                "pods"
+                            } else {
+                                "endpoints"
+                            }
+                        ),
                     )
                 })?;
-                (Watched::Pods, selector)
+                let watched = if mechanism == WatchMechanism::Pods {
+                    Watched::Pods
+                } else {
+                    Watched::Endpoints
+                };
+                (watched, selector)
             }
         };
         if label_selector.chars().any(char::is_whitespace) {
@@ -203,7 +206,7 @@ mod tests {
             "--k8s-watch-mechanism=endpoints",
         ])
         .unwrap();
-        assert_eq!(s.watched, Watched::EndpointSlices);
+        assert_eq!(s.watched, Watched::Endpoints);
         assert_eq!(s.label_selector, "app=gubernator");
         assert_eq!(s.namespace, "default");
         assert_eq!(s.me_address(), "10.0.0.7:81");
