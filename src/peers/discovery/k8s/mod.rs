@@ -114,6 +114,14 @@ impl K8sDiscovery {
         let (stop, stopped) = watch::channel(false);
         let watcher_config = watcher::Config::default().labels(&settings.label_selector);
         let namespace = settings.namespace.as_str();
+        tracing::info!(
+            namespace = %settings.namespace,
+            selector = %settings.label_selector,
+            mechanism = ?settings.mechanism,
+            me = %settings.me_address(),
+            "k8s discovery: watching"
+        );
+        // The task ends when `stop` says so or is dropped (a start that failed later).
         let task = match settings.watched {
             Watched::EndpointSlices => {
                 let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
@@ -143,13 +151,6 @@ impl K8sDiscovery {
                 tokio::spawn(run(events, peers::pod_address, publisher, errors, stopped))
             }
         };
-        tracing::info!(
-            namespace = %settings.namespace,
-            selector = %settings.label_selector,
-            mechanism = ?settings.mechanism,
-            me = %settings.me_address(),
-            "k8s discovery: watching"
-        );
         if timeout(START_WAIT, first_list.wait_for(|synced| *synced))
             .await
             .is_err()
