@@ -165,6 +165,14 @@ fn main() -> ExitCode {
         eprintln!("{error}");
         return ExitCode::from(2);
     }
+    // So are the GUBER_K8S_* settings of k8s discovery.
+    if server_config.peer_discovery_type == config::DiscoveryType::K8s
+        && let Err(error) =
+            ringlimit::peers::discovery::k8s::K8sSettings::from_config(&server_config)
+    {
+        eprintln!("{error}");
+        return ExitCode::from(2);
+    }
     init_tracing(&server_config);
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -301,8 +309,19 @@ fn read_keys(input: impl BufRead) -> std::io::Result<Vec<String>> {
 /// Installs the log subscriber: `GUBER_LOG_LEVEL` (or `RUST_LOG`) filters, `GUBER_LOG_FORMAT`
 /// chooses text or one JSON object per line, on standard error.
 fn init_tracing(config: &ServerConfig) {
+    // kube logs every failed request (kube_client's builder, at error) and every refused (403)
+    // watch (kube_runtime's watcher, at warn); k8s discovery reports an outage once itself, with
+    // the same error (each retry at debug), so those lines are off unless the level names kube.
+    let level = if config.log_level.contains("kube") {
+        config.log_level.clone()
+    } else {
+        format!(
+            "{},kube_client::client::builder=off,kube_runtime::watcher=off",
+            config.log_level
+        )
+    };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal: log collectors get plain text.
     let builder = tracing_subscriber::fmt()

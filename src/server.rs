@@ -124,8 +124,12 @@ pub async fn start_with_clock(
     let http_address = local_address(&http_listener, &config.http_address)?;
 
     // With port 0 the real port is only known now; advertise it unless told otherwise.
-    let advertise_address = match config.advertise_address.as_deref() {
-        Some(address) if !address.is_empty() => address.to_string(),
+    // Under k8s discovery peers list this node as GUBER_K8S_POD_IP:GUBER_K8S_POD_PORT.
+    let k8s_address = discovery::k8s::advertise_address(config)
+        .map_err(|error| discovery::DiscoveryError::K8s(error.into()))?;
+    let advertise_address = match (k8s_address, config.advertise_address.as_deref()) {
+        (Some(pod_address), _) => pod_address,
+        (None, Some(address)) if !address.is_empty() => address.to_string(),
         _ if config.grpc_address.ends_with(":0") => grpc_address.to_string(),
         _ => config.grpc_address.clone(),
     };
@@ -136,7 +140,8 @@ pub async fn start_with_clock(
     };
     let max_request_size = usize::try_from(config.max_request_size).unwrap_or(usize::MAX);
     let peers = PeerList::single(me.clone());
-    let discovery = discovery::start(config, me, peers.clone()).await?;
+    let metrics = Metrics::new();
+    let discovery = discovery::start(config, me, peers.clone(), &metrics).await?;
     let node = Arc::new(Node::new(NodeOptions {
         cache_size: config.cache_size,
         clock,
@@ -164,7 +169,7 @@ pub async fn start_with_clock(
             force: config.force_global,
             ..GlobalOptions::default()
         },
-        metrics: Metrics::new(),
+        metrics,
         limits: InputLimits {
             max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
         },
@@ -513,7 +518,7 @@ fn handoff_options(config: &ServerConfig) -> HandoffOptions {
         leave_wait: config.handoff_leave_wait,
         on_leave: matches!(
             config.peer_discovery_type,
-            DiscoveryType::Etcd | DiscoveryType::Dns
+            DiscoveryType::Etcd | DiscoveryType::Dns | DiscoveryType::K8s
         ),
         snapshot_path: config
             .snapshot_path

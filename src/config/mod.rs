@@ -23,6 +23,19 @@ pub enum DiscoveryType {
     Etcd,
     /// A/AAAA records of `GUBER_DNS_FQDN`, polled (a Kubernetes headless service).
     Dns,
+    /// The Kubernetes API: ready addresses of EndpointSlices or pods, watched (`GUBER_K8S_*`).
+    K8s,
+}
+
+/// What Kubernetes discovery watches (`GUBER_K8S_WATCH_MECHANISM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchMechanism {
+    /// The v1 Endpoints objects matching `GUBER_K8S_SELECTOR` (Gubernator's older default).
+    Endpoints,
+    /// The EndpointSlices of the Service `GUBER_K8S_SERVICE_NAME`.
+    Endpointslices,
+    /// The pods matching `GUBER_K8S_SELECTOR`.
+    Pods,
 }
 
 /// How log lines are written.
@@ -129,6 +142,40 @@ pub struct ServerConfig {
     /// How often `dns` discovery re-resolves the name.
     #[arg(long, env = "GUBER_DNS_POLL_INTERVAL", default_value = "10s", value_parser = go_duration::parse)]
     pub dns_poll_interval: Duration,
+
+    /// Namespace watched by `k8s` discovery (usually the pod's own, from the downward API).
+    #[arg(long, env = "GUBER_K8S_NAMESPACE", default_value = "default")]
+    pub k8s_namespace: String,
+
+    /// This pod's IP, for `k8s` discovery: `GUBER_K8S_POD_IP:GUBER_K8S_POD_PORT` is this node.
+    #[arg(long, env = "GUBER_K8S_POD_IP")]
+    pub k8s_pod_ip: Option<String>,
+
+    /// The gRPC port of every peer, for `k8s` discovery [default: the port of the gRPC address].
+    #[arg(long, env = "GUBER_K8S_POD_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub k8s_pod_port: Option<u16>,
+
+    /// Label selector of the watched objects, for `k8s` discovery (`endpoints`, `pods`).
+    #[arg(long, env = "GUBER_K8S_SELECTOR")]
+    pub k8s_selector: Option<String>,
+
+    /// The older name of `GUBER_K8S_SELECTOR`, read when that is unset.
+    #[arg(long, env = "GUBER_K8S_ENDPOINTS_SELECTOR")]
+    pub k8s_endpoints_selector: Option<String>,
+
+    /// The Service whose EndpointSlices `k8s` discovery watches (`endpointslices`).
+    #[arg(long, env = "GUBER_K8S_SERVICE_NAME")]
+    pub k8s_service_name: Option<String>,
+
+    /// What `k8s` discovery watches [default: `endpointslices` with a service name, else
+    /// `endpoints`].
+    #[arg(long, env = "GUBER_K8S_WATCH_MECHANISM", value_enum)]
+    pub k8s_watch_mechanism: Option<WatchMechanism>,
+
+    /// A kubeconfig file for `k8s` discovery outside the cluster [default: `KUBECONFIG` or
+    /// `~/.kube/config` when present, else the in-cluster service account].
+    #[arg(long, env = "GUBER_K8S_KUBECONFIG")]
+    pub k8s_kubeconfig: Option<String>,
 
     /// A node is unhealthy while a call to a peer failed within this window (Gubernator: 5m).
     #[arg(long, env = "GUBER_PEER_FAILURE_WINDOW", default_value = "30s", value_parser = go_duration::parse)]
@@ -507,6 +554,35 @@ impl ServerConfig {
             ),
             ("GUBER_DNS_FQDN", self.dns_fqdn.clone().unwrap_or_default()),
             ("GUBER_DNS_POLL_INTERVAL", duration(self.dns_poll_interval)),
+            ("GUBER_K8S_NAMESPACE", self.k8s_namespace.clone()),
+            (
+                "GUBER_K8S_POD_IP",
+                self.k8s_pod_ip.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_K8S_POD_PORT",
+                self.k8s_pod_port.map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            (
+                "GUBER_K8S_SELECTOR",
+                self.k8s_selector.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_K8S_ENDPOINTS_SELECTOR",
+                self.k8s_endpoints_selector.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_K8S_SERVICE_NAME",
+                self.k8s_service_name.clone().unwrap_or_default(),
+            ),
+            (
+                "GUBER_K8S_WATCH_MECHANISM",
+                self.k8s_watch_mechanism.map(value_name).unwrap_or_default(),
+            ),
+            (
+                "GUBER_K8S_KUBECONFIG",
+                self.k8s_kubeconfig.clone().unwrap_or_default(),
+            ),
             (
                 "GUBER_PEER_FAILURE_WINDOW",
                 duration(self.peer_failure_window),

@@ -104,6 +104,9 @@ pub struct Metrics {
     pub peers: IntGaugeVec,
     /// `ringlimit_etcd_registered`: 1 while this node is registered in etcd.
     pub etcd_registered: IntGauge,
+    /// `ringlimit_kubernetes_watch_errors_total`: failed list or watch attempts of Kubernetes discovery
+    /// (each retry counts; the log has one line per outage).
+    pub k8s_watch_errors: IntCounter,
     /// `ringlimit_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
     /// `ringlimit_peer_auth_refused_total{service}`: peer-plane calls refused with
@@ -381,6 +384,11 @@ impl Metrics {
                 "1 while this node is registered in etcd.",
             )
             .expect("valid metric"),
+            k8s_watch_errors: IntCounter::new(
+                "ringlimit_kubernetes_watch_errors_total",
+                "Failed list or watch attempts of Kubernetes discovery (every retry counts).",
+            )
+            .expect("valid metric"),
             build_info: IntGaugeVec::new(
                 Opts::new("ringlimit_build_info", "Build information; always 1."),
                 &["version"],
@@ -511,7 +519,7 @@ impl Metrics {
             .inc();
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 37] {
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 38] {
         [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
@@ -543,6 +551,7 @@ impl Metrics {
             Box::new(self.cache_evictions.clone()),
             Box::new(self.peers.clone()),
             Box::new(self.etcd_registered.clone()),
+            Box::new(self.k8s_watch_errors.clone()),
             Box::new(self.build_info.clone()),
             Box::new(self.peer_auth_refused.clone()),
             Box::new(self.peer_input_rejected.clone()),

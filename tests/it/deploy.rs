@@ -280,6 +280,7 @@ const EXPORTED_METRICS: &[&str] = &[
     "ringlimit_items_per_call",
     "ringlimit_peers",
     "ringlimit_etcd_registered",
+    "ringlimit_kubernetes_watch_errors_total",
     "ringlimit_build_info",
     "ringlimit_peer_auth_refused_total",
     "ringlimit_peer_input_rejected_total",
@@ -1121,5 +1122,232 @@ fn the_image_checks_its_health_with_ringlimit_healthcheck() {
             && words[0].rsplit('/').next() == Some("ringlimit")
             && words[1] == "healthcheck",
         "runs `ringlimit healthcheck`: {words:?}"
+    );
+}
+
+// --- Kubernetes, the k8s discovery variant (deploy/k8s-discovery) ---
+
+const K8S_VARIANT: &str = "deploy/k8s-discovery";
+
+/// Every `GUBER_*` variable `ringlimit serve` reads, with its long flag.
+fn config_variables() -> Vec<(String, String)> {
+    use clap::Args;
+    let command = ringlimit::config::ServerConfig::augment_args(clap::Command::new("serve"));
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_string();
+            Some((env, arg.get_long()?.to_string()))
+        })
+        .collect()
+}
+
+/// The documents of a multi-document YAML file.
+fn documents(path: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(&read(path))
+        .map(|document| {
+            <Value as serde::Deserialize>::deserialize(document)
+                .unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+        })
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// `base` with `patch` applied as a strategic merge of env lists (merge key `name`,
+/// `$patch: delete` removes an entry, new entries go last).
+fn merge_env(base: &[Value], patch: &[Value]) -> Vec<Value> {
+    let mut merged: Vec<Value> = base.to_vec();
+    for entry in patch {
+        let name = entry["name"].as_str().expect("env entries have names");
+        let position = merged.iter().position(|e| e["name"].as_str() == Some(name));
+        let delete = entry["$patch"].as_str() == Some("delete");
+        match (position, delete) {
+            (Some(i), true) => {
+                merged.remove(i);
+            }
+            (None, true) => panic!("the patch deletes {name}, which the base does not set"),
+            (Some(i), false) => merged[i] = entry.clone(),
+            (None, false) => merged.push(entry.clone()),
+        }
+    }
+    merged
+}
+
+#[test]
+fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
+    let kustomization = yaml(&format!("{K8S_VARIANT}/kustomization.yaml"));
+    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
+    assert!(
+        kustomization["namespace"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()),
+        "a namespace, so kustomize completes the RoleBinding's subject"
+    );
+    let resources: Vec<String> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(as_string)
+        .collect();
+    assert!(
+        resources.contains(&"../kubernetes".to_string()),
+        "the base manifests (a sibling: kustomize refuses a base that contains its overlay)"
+    );
+    for resource in resources.iter().filter(|r| *r != "../kubernetes") {
+        assert!(
+            root().join(K8S_VARIANT).join(resource).is_file(),
+            "{resource}"
+        );
+    }
+    let patches = kustomization["patches"].as_sequence().expect("patches");
+    let patch_paths: Vec<String> = patches
+        .iter()
+        .filter_map(|p| p["path"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(patch_paths, ["deployment-patch.yaml"]);
+
+    // RBAC: one ServiceAccount, a Role that may only read, bound to that account.
+    let rbac = documents(&format!("{K8S_VARIANT}/rbac.yaml"));
+    let kinds: Vec<&str> = rbac.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding"]);
+    let account = rbac[0]["metadata"]["name"].as_str().expect("account name");
+    let role = &rbac[1];
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        let verbs: BTreeSet<String> = rule["verbs"]
+            .as_sequence()
+            .expect("verbs")
+            .iter()
+            .map(as_string)
+            .collect();
+        assert_eq!(
+            verbs,
+            BTreeSet::from(["get", "list", "watch"].map(String::from))
+        );
+        for group in rule["apiGroups"].as_sequence().expect("apiGroups") {
+            for resource in rule["resources"].as_sequence().expect("resources") {
+                granted.insert(format!("{}/{}", as_string(group), as_string(resource)));
+            }
+        }
+    }
+    assert_eq!(
+        granted,
+        BTreeSet::from(
+            ["/pods", "/endpoints", "discovery.k8s.io/endpointslices"].map(String::from)
+        )
+    );
+    let binding = &rbac[2];
+    assert_eq!(binding["roleRef"]["kind"].as_str(), Some("Role"));
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["kind"].as_str(),
+        Some("ServiceAccount")
+    );
+    assert_eq!(binding["subjects"][0]["name"].as_str(), Some(account));
+    assert_eq!(
+        binding["subjects"][0]["namespace"], kustomization["namespace"],
+        "kustomize does not rewrite a subject's namespace"
+    );
+
+    // The patched Deployment: the base's, with k8s discovery's variables.
+    let patch = yaml(&format!("{K8S_VARIANT}/deployment-patch.yaml"));
+    let objects = objects();
+    let base = workload(&objects);
+    assert_eq!(patch["kind"], base["kind"]);
+    assert_eq!(patch["metadata"]["name"], base["metadata"]["name"]);
+    let pod = &patch["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"].as_str(), Some(account));
+    assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(true));
+    let base_container = &base["spec"]["template"]["spec"]["containers"][0];
+    let patch_container = &pod["containers"][0];
+    assert_eq!(patch_container["name"], base_container["name"]);
+    let merged_env = merge_env(
+        base_container["env"].as_sequence().expect("base env"),
+        patch_container["env"].as_sequence().expect("patch env"),
+    );
+    let mut merged = serde_norway::Mapping::new();
+    merged.insert(Value::from("env"), Value::Sequence(merged_env));
+    let (values, fields) = container_env(&Value::Mapping(merged));
+    assert_eq!(env(&values, "GUBER_PEER_DISCOVERY_TYPE"), Some("k8s"));
+    assert!(
+        values
+            .iter()
+            .chain(&fields)
+            .all(|(name, _)| !name.starts_with("GUBER_DNS_")),
+        "no DNS settings left"
+    );
+    assert_eq!(env(&fields, "GUBER_K8S_POD_IP"), Some("status.podIP"));
+    assert_eq!(
+        env(&fields, "GUBER_K8S_NAMESPACE"),
+        Some("metadata.namespace")
+    );
+    let grpc_port = base_container["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"].as_str() == Some("grpc"))
+        .and_then(|p| p["containerPort"].as_u64())
+        .expect("a grpc port");
+    assert_eq!(
+        env(&values, "GUBER_K8S_POD_PORT"),
+        Some(grpc_port.to_string().as_str())
+    );
+    // The watched Service is the client Service, whose endpoints follow readiness.
+    let client = of_kind(&objects, &["Service"])
+        .into_iter()
+        .find(|s| s["spec"]["clusterIP"].as_str() != Some("None"))
+        .expect("a client Service");
+    assert_eq!(
+        env(&values, "GUBER_K8S_SERVICE_NAME"),
+        client["metadata"]["name"].as_str()
+    );
+
+    // Every GUBER_* name, in the base and in the variant, is a variable of the configuration,
+    // and the variant's environment is a valid k8s configuration.
+    let variables = config_variables();
+    let flag = |name: &str| {
+        variables
+            .iter()
+            .find(|(env, _)| env == name)
+            .map(|(_, long)| long.clone())
+    };
+    let (base_values, base_fields) = container_env(base_container);
+    for (name, _) in values
+        .iter()
+        .chain(&fields)
+        .chain(&base_values)
+        .chain(&base_fields)
+    {
+        if name.starts_with("GUBER_") {
+            assert!(flag(name).is_some(), "{name} is not a ringlimit variable");
+        }
+    }
+    let sample = |field: &str| match field {
+        "status.podIP" => "10.0.0.7".to_string(),
+        "metadata.namespace" => "ringlimit".to_string(),
+        other => panic!("unexpected field {other}"),
+    };
+    let mut args: Vec<String> = Vec::new();
+    for (name, value) in &values {
+        let value = value
+            .replace("$(POD_IP)", "10.0.0.7")
+            .replace("$(POD_NAMESPACE)", "ringlimit");
+        if let Some(long) = flag(name) {
+            args.push(format!("--{long}={value}"));
+        }
+    }
+    for (name, field) in &fields {
+        if let Some(long) = flag(name) {
+            args.push(format!("--{long}={}", sample(field)));
+        }
+    }
+    let config = ringlimit::config::server_config_from_args(args).expect("a valid configuration");
+    let settings = ringlimit::peers::discovery::k8s::K8sSettings::from_config(&config)
+        .expect("valid k8s settings");
+    assert_eq!(settings.me_address(), "10.0.0.7:1051");
+    assert_eq!(settings.namespace, "ringlimit");
+    assert_eq!(
+        settings.label_selector,
+        "kubernetes.io/service-name=ringlimit"
     );
 }

@@ -29,6 +29,7 @@ mod hostile_edges;
 mod hostile_input;
 mod hostile_peer;
 mod http_gateway;
+mod k8s_discovery;
 mod library;
 mod logging;
 mod metrics;

@@ -2,13 +2,16 @@
 //!
 //! Each mechanism runs in the background and calls [`PeerList::replace`] whenever membership
 //! changes; the ring is rebuilt there. [`DiscoveryHandle::leave`] takes the node out of the cluster
-//! on graceful shutdown (for etcd: delete the key and revoke the lease) before draining.
+//! on graceful shutdown (for etcd: delete the key and revoke the lease; for DNS and Kubernetes:
+//! stop watching) before draining.
 
 pub mod dns;
 pub mod etcd;
 pub mod health;
+pub mod k8s;
 
 use crate::config::{DiscoveryType, ServerConfig};
+use crate::metrics::Metrics;
 
 use super::{PeerInfo, PeerList};
 
@@ -24,6 +27,9 @@ pub enum DiscoveryError {
     /// DNS discovery failed to start.
     #[error(transparent)]
     Dns(#[from] dns::DnsError),
+    /// Kubernetes discovery failed to start.
+    #[error(transparent)]
+    K8s(#[from] k8s::K8sError),
 }
 
 /// A running discovery mechanism.
@@ -34,6 +40,8 @@ pub enum DiscoveryHandle {
     Etcd(etcd::EtcdDiscovery),
     /// DNS polling.
     Dns(dns::DnsDiscovery),
+    /// A Kubernetes API watch.
+    K8s(k8s::K8sDiscovery),
 }
 
 impl DiscoveryHandle {
@@ -42,7 +50,7 @@ impl DiscoveryHandle {
         match self {
             DiscoveryHandle::Etcd(etcd) => Some(etcd.backend_status()),
             DiscoveryHandle::Dns(dns) => Some(dns.backend_status()),
-            DiscoveryHandle::Fixed => None,
+            DiscoveryHandle::Fixed | DiscoveryHandle::K8s(_) => None,
         }
     }
 
@@ -52,16 +60,18 @@ impl DiscoveryHandle {
             DiscoveryHandle::Fixed => {}
             DiscoveryHandle::Etcd(etcd) => etcd.leave().await,
             DiscoveryHandle::Dns(dns) => dns.stop().await,
+            DiscoveryHandle::K8s(k8s) => k8s.stop().await,
         }
     }
 }
 
 /// Starts the discovery that `config` asks for, keeping `peers` current. `me` is this node as peers
-/// should see it.
+/// should see it; discovery's own metrics go to `metrics`.
 pub async fn start(
     config: &ServerConfig,
     me: PeerInfo,
     peers: PeerList,
+    metrics: &Metrics,
 ) -> Result<DiscoveryHandle, DiscoveryError> {
     match config.peer_discovery_type {
         DiscoveryType::None => Ok(DiscoveryHandle::Fixed),
@@ -74,6 +84,9 @@ pub async fn start(
         )),
         DiscoveryType::Dns => Ok(DiscoveryHandle::Dns(
             dns::DnsDiscovery::start(config, me, peers).await?,
+        )),
+        DiscoveryType::K8s => Ok(DiscoveryHandle::K8s(
+            k8s::K8sDiscovery::start(config, me, peers, metrics.k8s_watch_errors.clone()).await?,
         )),
     }
 }
