@@ -56,6 +56,9 @@ struct Options {
     /// Pause between one task's calls, in milliseconds.
     #[arg(long, default_value_t = 10)]
     interval_ms: u64,
+    /// Send no GLOBAL watched item (the load of earlier runs, to compare with).
+    #[arg(long)]
+    no_global: bool,
     /// Watched keys per phase.
     #[arg(long, default_value_t = 9)]
     watched_keys: usize,
@@ -473,6 +476,7 @@ struct Load {
     limit: i64,
     window_ms: i64,
     interval: Duration,
+    global: bool,
 }
 
 impl Load {
@@ -487,6 +491,7 @@ impl Load {
             limit: options.limit,
             window_ms: options.window_ms,
             interval: Duration::from_millis(options.interval_ms),
+            global: !options.no_global,
         }
     }
 
@@ -555,11 +560,13 @@ impl Load {
             }];
             // The same key space with GLOBAL behaviour, under another name: the copies on every
             // node and the owner's broadcasts must survive the faults as plain keys do.
-            requests.push(proto::RateLimitReq {
-                name: format!("chaos_watched_global_{phase}"),
-                behavior: proto::Behavior::Global as i32,
-                ..requests[0].clone()
-            });
+            if self.global {
+                requests.push(proto::RateLimitReq {
+                    name: format!("chaos_watched_global_{phase}"),
+                    behavior: proto::Behavior::Global as i32,
+                    ..requests[0].clone()
+                });
+            }
             for i in 0..BACKGROUND_ITEMS {
                 requests.push(proto::RateLimitReq {
                     name: "chaos_background".into(),
@@ -613,7 +620,7 @@ impl Load {
                                     .item_errors
                                     .entry(error_kind(&answer.error))
                                     .or_default() += 1;
-                            } else if index < 2 {
+                            } else if index == 0 || (index == 1 && self.global) {
                                 let keys = if index == 0 {
                                     &mut stats.watched
                                 } else {
