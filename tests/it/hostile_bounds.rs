@@ -5,6 +5,7 @@
 //! bounded in count and time.
 
 use crate::common;
+use common::BlackHole;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,36 +25,6 @@ use tonic::{Code, Request, Response, Status};
 
 /// The smallest `GUBER_MAX_REQUEST_SIZE` accepted is 1024; the split test uses 128 KiB.
 const SMALL_REQUEST_SIZE: usize = 128 * 1024;
-
-/// A loopback listener that accepts connections and never answers; dropping it stops it.
-struct BlackHole {
-    address: String,
-    task: JoinHandle<()>,
-}
-
-impl BlackHole {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while held.len() < 64 {
-                match listener.accept().await {
-                    Ok((stream, _)) => held.push(stream),
-                    Err(_) => break,
-                }
-            }
-            std::future::pending::<()>().await;
-        });
-        Self { address, task }
-    }
-}
-
-impl Drop for BlackHole {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Makes `server` believe `other` is a second peer of its data center.
 fn add_peer(server: &RunningServer, other: &str) {

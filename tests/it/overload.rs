@@ -7,6 +7,7 @@
 //! stays in flight until its caller gives up.
 
 use crate::common;
+use common::BlackHole;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,40 +19,8 @@ use ringlimit::proto::peers_v1_server::{PeersV1, PeersV1Server};
 use ringlimit::server::RunningServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
-
-/// A loopback listener that accepts connections and never writes a byte; dropping it stops it.
-struct BlackHole {
-    address: String,
-    task: JoinHandle<()>,
-}
-
-impl BlackHole {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            // Bounded: a test opens a handful of connections at most.
-            while held.len() < 64 {
-                match listener.accept().await {
-                    Ok((stream, _)) => held.push(stream),
-                    Err(_) => break,
-                }
-            }
-            std::future::pending::<()>().await;
-        });
-        Self { address, task }
-    }
-}
-
-impl Drop for BlackHole {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Makes `server` believe `owner_address` is a second peer, and returns a key (namespace `test`)
 /// that this peer owns.

@@ -260,3 +260,39 @@ impl Cluster {
         keys
     }
 }
+
+/// A loopback listener that accepts connections and never writes a byte (a peer that hangs);
+/// dropping it stops it.
+pub struct BlackHole {
+    /// Its `host:port`.
+    pub address: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    /// Starts listening on a free loopback port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("address").to_string();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            // Bounded: a test opens a handful of connections at most.
+            while held.len() < 64 {
+                match listener.accept().await {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => break,
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        Self { address, task }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
