@@ -100,6 +100,20 @@ pub fn joined(before: &Ring, after: &Ring, me: &str) -> Vec<String> {
         .collect()
 }
 
+/// The ring `ring` had while the peers `away` were out of it: the ring a restarted peer's keys
+/// were handed over in while it was away, so that after it comes back they are recognised as
+/// ours to give back (see [`run`](super::run)). With consistent hashing, removing peers moves
+/// only their keys, so every key `me` owned in `ring` is still `me`'s in the result.
+pub fn without(ring: &Ring, away: &[String]) -> Ring {
+    let staying: Vec<PeerInfo> = ring
+        .peers()
+        .iter()
+        .filter(|peer| !away.contains(&peer.grpc_address))
+        .cloned()
+        .collect();
+    Ring::new(&staying)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +307,61 @@ mod tests {
         let after = ring(&["a:1", "b:1", "c:1"]);
         assert_eq!(joined(&before, &after, "a:1"), ["b:1", "c:1"]);
         assert!(joined(&after, &before, "a:1").is_empty());
+    }
+
+    #[test]
+    fn keys_handed_over_while_a_peer_was_away_go_back_when_it_returns() {
+        // b:1 restarts: on leaving it handed its keys to a:1 and c:1; it comes back so quickly
+        // that the ring a:1 sees next is the ring it saw last.
+        let last = ring(&["a:1", "b:1", "c:1"]);
+        let away = without(&last, &["b:1".to_string()]);
+        let held: Vec<(LimitKey, Bucket)> = entries(300)
+            .into_iter()
+            .filter(|(key, _)| {
+                away.owner_of(&key.name, &key.unique_key)
+                    .is_some_and(|peer| peer.grpc_address == "a:1")
+            })
+            .collect();
+        let b_keys = held
+            .iter()
+            .filter(|(key, _)| {
+                last.owner_of(&key.name, &key.unique_key)
+                    .is_some_and(|peer| peer.grpc_address == "b:1")
+            })
+            .count();
+        assert!(b_keys > 0, "some of what a:1 holds was b:1's");
+        let against_last = plan(
+            held.clone(),
+            Some(&last),
+            &last,
+            "a:1",
+            1000,
+            MessageBudget::unbounded(),
+        );
+        assert!(
+            against_last.batches.is_empty(),
+            "compared with the last ring, nothing moves"
+        );
+        let against_away = plan(
+            held,
+            Some(&away),
+            &last,
+            "a:1",
+            1000,
+            MessageBudget::unbounded(),
+        );
+        let moved: usize = against_away
+            .batches
+            .iter()
+            .map(|batch| batch.buckets.len())
+            .sum();
+        assert_eq!(moved, b_keys);
+        assert!(
+            against_away
+                .batches
+                .iter()
+                .all(|batch| batch.owner == "b:1")
+        );
+        assert_eq!(joined(&away, &last, "a:1"), ["b:1"]);
     }
 }

@@ -55,12 +55,23 @@ pub fn spawn(node: Arc<Node>, stopped: watch::Receiver<bool>) -> JoinHandle<()> 
     let options = node.handoff().options();
     node.handoff()
         .begin_transition(&joined, Instant::now() + options.join_wait);
-    tokio::spawn(run(node, alone, joined, stopped))
+    let last = Seen {
+        ring: alone,
+        version: current.version,
+    };
+    tokio::spawn(run(node, last, joined, stopped))
+}
+
+/// The membership a pass last handed off for: its ring, and the list version it was taken at
+/// (peers that entered the list after it are new or restarted, even when the ring looks the same).
+struct Seen {
+    ring: Ring,
+    version: u64,
 }
 
 async fn run(
     node: Arc<Node>,
-    mut last: Ring,
+    mut last: Seen,
     mut announced: Vec<String>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -97,12 +108,17 @@ async fn run(
             .collect();
         let options = node.handoff().options();
         let current = node.peers().membership();
-        if current.ring.peers() == last.peers() {
+        if current.ring.peers() == last.ring.peers()
+            && current
+                .ring_peers_entered_after(last.version, &me)
+                .is_empty()
+        {
+            last.version = current.version;
             continue;
         }
         // Peers already awaited for this change are not awaited again: their completion may
         // have arrived already.
-        let joined = plan::joined(&last, &current.ring, &me);
+        let (_, joined) = changes_since(&last, &current, &me);
         let new: Vec<String> = joined
             .iter()
             .filter(|peer| !announced.contains(peer))
@@ -115,7 +131,7 @@ async fn run(
         tokio::time::sleep(options.delay).await;
         changes.borrow_and_update();
         let current = node.peers().membership();
-        let joined = plan::joined(&last, &current.ring, &me);
+        let (before, joined) = changes_since(&last, &current, &me);
         let new: Vec<String> = joined
             .iter()
             .filter(|peer| !announced.contains(peer))
@@ -129,7 +145,7 @@ async fn run(
         let _one_at_a_time = node.handoff().pass_lock().lock().await;
         let report = pass(
             &node,
-            Some(&last),
+            Some(&before),
             &current.ring,
             &joined,
             Some(&held_before),
@@ -142,9 +158,26 @@ async fn run(
                 "handed off state after a membership change"
             );
         }
-        last = current.ring.clone();
+        last = Seen {
+            ring: current.ring.clone(),
+            version: current.version,
+        };
         announced.clear();
     }
+}
+
+/// The ring to hand off from and the peers to tell "complete", between `last` and `current`.
+///
+/// A peer that left and came back since `last` (a restart) handed its keys over on leaving, here
+/// among others: it counts as joined, and the ring to compare with is the one it was away from,
+/// so that those keys go back to it. Without this, a restart quicker than the handoff delay
+/// looks like no change at all: the keys stay here while the ring routes them to the restarted
+/// peer, which starts them from zero.
+fn changes_since(last: &Seen, current: &crate::peers::Membership, me: &str) -> (Ring, Vec<String>) {
+    let restarted = current.ring_peers_entered_after(last.version, me);
+    let before = plan::without(&last.ring, &restarted);
+    let joined = plan::joined(&before, &current.ring, me);
+    (before, joined)
 }
 
 /// One pass: moves the keys `me` owned in `before` (every key when `None`) and another peer owns

@@ -12,7 +12,7 @@ pub mod failures;
 pub mod liveness;
 pub mod ring;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,10 +38,32 @@ pub struct Membership {
     pub peers: Vec<PeerInfo>,
     /// The ring of the local data center's peers.
     pub ring: Ring,
+    /// Which change this is: 0 for the list a node starts with, one more for every change since.
+    pub version: u64,
+    /// For each peer, the version at which it last entered the list.
+    entered_at: HashMap<String, u64>,
 }
 
 impl Membership {
-    fn new(mut peers: Vec<PeerInfo>, data_center: &str) -> Self {
+    /// Peers of the ring (other than `me`) that entered the list after `version`: new peers, and
+    /// peers that left and came back (a restart), even when both changes happened between two
+    /// looks at the list and the ring looks the same as before.
+    pub fn ring_peers_entered_after(&self, version: u64, me: &str) -> Vec<String> {
+        self.ring
+            .peers()
+            .iter()
+            .map(|peer| peer.grpc_address.as_str())
+            .filter(|address| *address != me)
+            .filter(|address| {
+                self.entered_at
+                    .get(*address)
+                    .is_some_and(|at| *at > version)
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn new(mut peers: Vec<PeerInfo>, data_center: &str, previous: Option<&Membership>) -> Self {
         peers.sort_by(|a, b| a.grpc_address.cmp(&b.grpc_address));
         peers.dedup_by(|a, b| a.grpc_address == b.grpc_address);
         let local: Vec<PeerInfo> = peers
@@ -49,9 +71,22 @@ impl Membership {
             .filter(|peer| peer.data_center == data_center)
             .cloned()
             .collect();
+        let version = previous.map_or(0, |previous| previous.version + 1);
+        let entered_at = peers
+            .iter()
+            .map(|peer| {
+                let at = previous
+                    .and_then(|previous| previous.entered_at.get(&peer.grpc_address))
+                    .copied()
+                    .unwrap_or(version);
+                (peer.grpc_address.clone(), at)
+            })
+            .collect();
         Self {
             ring: Ring::new(&local),
             peers,
+            version,
+            entered_at,
         }
     }
 }
@@ -77,7 +112,7 @@ pub struct PeerList {
 impl PeerList {
     /// A list that holds only this node.
     pub fn single(me: PeerInfo) -> Self {
-        let membership = Membership::new(vec![me.clone()], &me.data_center);
+        let membership = Membership::new(vec![me.clone()], &me.data_center, None);
         Self {
             me,
             current: Arc::new(RwLock::new(Arc::new(membership))),
@@ -150,11 +185,11 @@ impl PeerList {
 
     /// Replaces the peer list and rebuilds the ring. Returns whether anything changed.
     pub fn replace(&self, peers: Vec<PeerInfo>) -> bool {
-        let membership = Membership::new(peers, &self.me.data_center);
         let mut current = match self.current.write() {
             Ok(current) => current,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let membership = Membership::new(peers, &self.me.data_center, Some(&current));
         if current.peers == membership.peers {
             return false;
         }
@@ -235,6 +270,36 @@ mod tests {
             http_address: String::new(),
             data_center: data_center.into(),
         }
+    }
+
+    #[test]
+    fn a_peer_that_left_and_came_back_shows_as_entered_after_the_earlier_look() {
+        let list = PeerList::single(peer("A", ""));
+        list.replace(vec![peer("A", ""), peer("B", ""), peer("C", "")]);
+        let looked = list.membership();
+        assert_eq!(looked.version, 1);
+        assert_eq!(
+            looked.ring_peers_entered_after(0, "A"),
+            vec!["B".to_string(), "C".to_string()]
+        );
+        assert!(looked.ring_peers_entered_after(1, "A").is_empty());
+        // B restarts: it leaves and comes back before anyone looks again.
+        list.replace(vec![peer("A", ""), peer("C", "")]);
+        list.replace(vec![peer("A", ""), peer("B", ""), peer("C", "")]);
+        let now = list.membership();
+        assert_eq!(
+            now.ring.peers(),
+            looked.ring.peers(),
+            "the ring looks the same"
+        );
+        assert_eq!(now.version, 3);
+        assert_eq!(
+            now.ring_peers_entered_after(looked.version, "A"),
+            vec!["B".to_string()]
+        );
+        // An unchanged list is not a change.
+        assert!(!list.replace(vec![peer("C", ""), peer("B", ""), peer("A", "")]));
+        assert_eq!(list.membership().version, 3);
     }
 
     #[test]

@@ -295,6 +295,62 @@ async fn graceful_leave_keeps_counts() {
     assert_counts_continue(&mut via_a, &keys, 7, 10).await;
 }
 
+/// A node that restarts before its peers' handoff delay has passed: to them the ring looks
+/// unchanged (it left and came back between two looks), yet the keys it handed over on leaving
+/// must go back to it. Before the peer list tracked when each peer entered it, the peers kept
+/// those keys, never told the restarted node "complete", and it started them from zero after its
+/// join wait: a whole extra limit. The long delay makes the coalescing certain; the long join
+/// wait makes the restarted node wait for its peers rather than give up first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_quicker_than_the_handoff_delay_gets_its_keys_back() {
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("handoff-bounce");
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = etcd_args(&etcd, &prefix);
+    args.push("--handoff-delay=2s".into());
+    args.push("--handoff-join-wait=8s".into());
+    let a = Proc::start(&args, dir.path().join("a.log"));
+    let mut b = Proc::start(&args, dir.path().join("b.log"));
+    wait_for_membership(&[&a, &b]).await;
+    // Let the start's handoffs (each node waits for the other's "complete", sent after the
+    // delay) finish before spending.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let members = [a.peer(), b.peer()];
+    let keys = keys_owned_by(&members, &b.grpc, "bounce", 20);
+    let mut via_a = client(&a.grpc).await;
+    spend(&mut via_a, &keys, 8, 10).await;
+
+    let restart = Instant::now();
+    assert_eq!(b.terminate().await, Some(0), "a graceful leave exits 0");
+    b.spawn();
+    wait_for_membership(&[&a, &b]).await;
+    assert!(
+        restart.elapsed() < Duration::from_secs(2),
+        "the restart took {:?}: longer than a's handoff delay, so it tests nothing",
+        restart.elapsed()
+    );
+    // Asked directly, b holds the query until a's handoff is complete (or its join wait ends).
+    let mut via_b = client(&b.grpc).await;
+    let direct = one(&mut via_b, token(&keys[0], 0, 10, 600_000)).await;
+    assert_eq!(
+        (direct.error.as_str(), direct.remaining),
+        ("", 2),
+        "b started the key from zero"
+    );
+    let answer = one(&mut via_a, token(&keys[1], 0, 10, 600_000)).await;
+    assert_eq!(
+        answer.metadata.get("owner"),
+        Some(&b.grpc),
+        "b owns the key again"
+    );
+    assert_counts_continue(&mut via_a, &keys, 8, 10).await;
+    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default();
+    assert!(
+        !log.contains("did not complete their handoff"),
+        "a told the restarted b that its handoff was complete:\n{log}"
+    );
+}
+
 /// Per-run figures of the rolling restart.
 #[derive(Default)]
 struct Load {
