@@ -59,6 +59,10 @@ struct Options {
     /// Send no GLOBAL watched item (the load of earlier runs, to compare with).
     #[arg(long)]
     no_global: bool,
+    /// Keep the nodes' and etcd's logs in this directory (by default they go to a temporary
+    /// directory removed at the end). Set RUST_LOG for more detail than warnings.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
     /// Watched keys per phase.
     #[arg(long, default_value_t = 9)]
     watched_keys: usize,
@@ -82,7 +86,9 @@ async fn main() -> Result<(), Error> {
     let deadline = Instant::now() + RUN_LIMIT;
     let dir = std::env::temp_dir().join(format!("ringlimit-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut cluster = ChaosCluster::new(&options, &dir)?;
+    let log_dir = options.log_dir.clone().unwrap_or_else(|| dir.clone());
+    std::fs::create_dir_all(&log_dir)?;
+    let mut cluster = ChaosCluster::new(&options, &dir, &log_dir)?;
     let result = run(&options, &mut cluster, deadline).await;
     cluster.stop_all();
     let _ = std::fs::remove_dir_all(&dir);
@@ -171,6 +177,7 @@ struct ChaosCluster {
     binary: PathBuf,
     etcd_binary: PathBuf,
     dir: PathBuf,
+    log_dir: PathBuf,
     etcd_ports: (u16, u16),
     etcd: Option<Child>,
     nodes: Vec<(u16, u16)>,
@@ -193,7 +200,7 @@ fn free_port(taken: &mut Vec<u16>) -> Result<u16, Error> {
 }
 
 impl ChaosCluster {
-    fn new(options: &Options, dir: &Path) -> Result<Self, Error> {
+    fn new(options: &Options, dir: &Path, log_dir: &Path) -> Result<Self, Error> {
         let mut taken = Vec::new();
         let mut nodes = Vec::new();
         for _ in 0..3 {
@@ -203,6 +210,7 @@ impl ChaosCluster {
             binary: options.binary.clone(),
             etcd_binary: options.etcd.clone(),
             dir: dir.to_path_buf(),
+            log_dir: log_dir.to_path_buf(),
             etcd_ports: (free_port(&mut taken)?, free_port(&mut taken)?),
             etcd: None,
             nodes,
@@ -227,7 +235,7 @@ impl ChaosCluster {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(name))?;
+            .open(self.log_dir.join(name))?;
         Ok(Stdio::from(file))
     }
 

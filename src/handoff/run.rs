@@ -376,27 +376,13 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
         return;
     }
     let options = node.handoff().options();
-    let me = node.peers().me().grpc_address.clone();
     let deadline = Instant::now() + options.leave_wait;
-    let mut clients: HashMap<String, V1Client<PeerChannel>> = HashMap::new();
+    let mut clients = Clients::default();
     let mut waiting: Vec<&PeerInfo> = peers.iter().collect();
     while !waiting.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for peer in waiting {
-            let client = clients.entry(peer.grpc_address.clone()).or_insert_with(|| {
-                let endpoint = Endpoint::from_shared(format!("http://{}", peer.grpc_address))
-                    .unwrap_or_else(|_| Endpoint::from_static("http://invalid.invalid:1"))
-                    .connect_timeout(Duration::from_millis(500));
-                V1Client::new(node.peer_channel(endpoint))
-            });
-            let answer = tokio::time::timeout(
-                Duration::from_millis(500),
-                client.health_check(proto::HealthCheckReq {}),
-            )
-            .await;
-            let forgotten = matches!(&answer, Ok(Ok(health))
-                if !health.get_ref().local_peers.iter().any(|p| p.grpc_address == me));
-            if !forgotten {
+            if !forgot_me(node, &mut clients, &peer.grpc_address).await {
                 still.push(peer);
             }
         }
@@ -426,6 +412,38 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
             "leaving: handed off late changes"
         );
     }
+}
+
+/// Whether `peer`'s list no longer holds this node: asked with an empty `Transfer`, whose answer
+/// says so (`sender_listed`); a peer of an older build answers without it, and is asked with
+/// `HealthCheck` instead (which fails, telling nothing, while that peer's own calls fail).
+async fn forgot_me(node: &Node, clients: &mut Clients, peer: &str) -> bool {
+    const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+    let me = node.peers().me().grpc_address.clone();
+    let Some(mut client) = clients.get(peer, node) else {
+        return false;
+    };
+    let request = TransferReq {
+        sender: me.clone(),
+        buckets: Vec::new(),
+        complete: false,
+    };
+    match tokio::time::timeout(ASK_TIMEOUT, client.transfer(request)).await {
+        Ok(Ok(answer)) => {
+            if let Some(listed) = answer.get_ref().sender_listed {
+                return !listed;
+            }
+        }
+        _ => return false,
+    }
+    let Ok(endpoint) = Endpoint::from_shared(format!("http://{peer}")) else {
+        return false;
+    };
+    let mut health = V1Client::new(node.peer_channel(endpoint.connect_timeout(ASK_TIMEOUT)));
+    let answer =
+        tokio::time::timeout(ASK_TIMEOUT, health.health_check(proto::HealthCheckReq {})).await;
+    matches!(&answer, Ok(Ok(health))
+        if !health.get_ref().local_peers.iter().any(|p| p.grpc_address == me))
 }
 
 /// Restores the snapshot at `path` into the store; a missing or bad file is a warning. Buckets

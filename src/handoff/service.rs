@@ -57,6 +57,9 @@ pub fn receive(node: &Node, request: &TransferReq) -> Result<i32, TransferError>
             .reject_peer_input(PeerInputRejection::TransferNotMember);
         return Err(TransferError::NotMember(printable(&request.sender)));
     }
+    // A member that calls is up: a peer restarted on the same address (its `complete` comes
+    // first) is called again at once instead of after the rest of its down period.
+    node.peer_clients().liveness().on_success(&request.sender);
     let limits = node.limits();
     let now_ms = node.clock_now_ms();
     let mut merged = 0;
@@ -111,6 +114,17 @@ impl Handoff for HandoffService {
         request: Request<TransferReq>,
     ) -> Result<Response<TransferResp>, Status> {
         let merged = receive(&self.node, request.get_ref())?;
-        Ok(Response::new(TransferResp { merged }))
+        let sender = &request.get_ref().sender;
+        let sender_listed = self
+            .node
+            .peers()
+            .membership()
+            .peers
+            .iter()
+            .any(|peer| &peer.grpc_address == sender);
+        Ok(Response::new(TransferResp {
+            merged,
+            sender_listed: Some(sender_listed),
+        }))
     }
 }

@@ -351,6 +351,129 @@ async fn a_restart_quicker_than_the_handoff_delay_gets_its_keys_back() {
     );
 }
 
+/// Kills `proc` with SIGKILL (no leave, no handoff: a crash).
+fn crash(proc: &mut Proc) {
+    if let Some(mut child) = proc.child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A peer restarted after a crash (on the same address, so the peer list never changes) is
+/// called again as soon as it calls in, not after the rest of its down period: its first
+/// `Transfer` ("complete", sent at its start) marks it up. Before, its keys failed with "owner
+/// marked down" for up to `GUBER_PEER_DOWN_MAX_BACKOFF` after it was back (hundreds of item
+/// errors in `bench/chaos.sh`). The 20 s backoff puts the failure far from the pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_after_a_crash_is_called_again_at_once() {
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("handoff-crash");
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = etcd_args(&etcd, &prefix);
+    args.extend([
+        "--peer-down-backoff=20s".into(),
+        "--peer-down-max-backoff=20s".into(),
+        "--etcd-lease-ttl=30s".into(),
+    ]);
+    let a = Proc::start(&args, dir.path().join("a.log"));
+    let mut b = Proc::start(&args, dir.path().join("b.log"));
+    wait_for_membership(&[&a, &b]).await;
+    let key = keys_owned_by(&[a.peer(), b.peer()], &b.grpc, "crash", 1).remove(0);
+    let mut via_a = client(&a.grpc).await;
+    let alive = eventually(Duration::from_secs(10), || {
+        let mut via_a = via_a.clone();
+        let key = key.clone();
+        async move {
+            one(&mut via_a, token(&key, 0, 10, 600_000))
+                .await
+                .error
+                .is_empty()
+        }
+    })
+    .await;
+    assert!(alive, "b answers through a before the crash");
+
+    crash(&mut b);
+    let refused = one(&mut via_a, token(&key, 0, 10, 600_000)).await;
+    assert!(!refused.error.is_empty(), "the crashed owner cannot answer");
+    b.spawn();
+    // (Not `wait_for_membership`: a reports the failure as unhealthy for 30 s.)
+    let _ = client(&b.grpc).await;
+    let back = Instant::now();
+    let answered = eventually(Duration::from_secs(8), || {
+        let mut via_a = via_a.clone();
+        let key = key.clone();
+        async move {
+            one(&mut via_a, token(&key, 0, 10, 600_000))
+                .await
+                .error
+                .is_empty()
+        }
+    })
+    .await;
+    assert!(
+        answered,
+        "a still refuses b's keys {:?} after b came back (its down period is 20 s)",
+        back.elapsed()
+    );
+}
+
+/// A leaving node waits until its peers no longer list it. It used to ask with `HealthCheck`,
+/// which answers UNAVAILABLE (without the list) while the peer's own calls failed recently, so
+/// one peer that had seen a crash held every leave for the whole `GUBER_HANDOFF_LEAVE_WAIT`.
+/// `Transfer` now answers whether the sender is still listed. The 30 s leave wait puts the
+/// failure far from the pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_is_not_held_up_by_a_peer_that_saw_a_failure() {
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("handoff-unhealthy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = etcd_args(&etcd, &prefix);
+    args.extend([
+        "--handoff-leave-wait=30s".into(),
+        "--etcd-lease-ttl=30s".into(),
+        "--peer-down-backoff=100ms".into(),
+        "--peer-down-max-backoff=100ms".into(),
+    ]);
+    let a = Proc::start(&args, dir.path().join("a.log"));
+    let mut b = Proc::start(&args, dir.path().join("b.log"));
+    let mut c = Proc::start(&args, dir.path().join("c.log"));
+    wait_for_membership(&[&a, &b, &c]).await;
+    // a sees a call to b fail: it reports itself unhealthy for GUBER_PEER_FAILURE_WINDOW (30 s).
+    let key = keys_owned_by(&[a.peer(), b.peer(), c.peer()], &b.grpc, "unhealthy", 1).remove(0);
+    let mut via_a = client(&a.grpc).await;
+    crash(&mut b);
+    let refused = one(&mut via_a, token(&key, 0, 10, 600_000)).await;
+    assert!(!refused.error.is_empty(), "the crashed owner cannot answer");
+    b.spawn();
+    // (a cannot be asked: it reports itself unhealthy now, which is the point.)
+    let via_b = client(&b.grpc).await;
+    let b_sees_all = eventually(Duration::from_secs(20), || {
+        let mut via_b = via_b.clone();
+        async move {
+            via_b
+                .health_check(proto::HealthCheckReq {})
+                .await
+                .is_ok_and(|health| health.get_ref().local_peers.len() == 3)
+        }
+    })
+    .await;
+    assert!(b_sees_all, "b came back and sees the three nodes");
+    assert!(
+        via_a.health_check(proto::HealthCheckReq {}).await.is_err(),
+        "a reports the recent failure"
+    );
+
+    let leaving = Instant::now();
+    assert_eq!(c.terminate().await, Some(0), "a graceful leave exits 0");
+    let took = leaving.elapsed();
+    let log = std::fs::read_to_string(dir.path().join("c.log")).unwrap_or_default();
+    assert!(
+        took < Duration::from_secs(10) && !log.contains("did not confirm the leave"),
+        "the leave took {took:?} (leave wait 30 s):\n{log}"
+    );
+}
+
 /// Per-run figures of the rolling restart.
 #[derive(Default)]
 struct Load {
