@@ -760,3 +760,559 @@ fn headers(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{RlsConfig, parse_domain};
+    use super::super::counters::fake::LocalCounters;
+    use super::super::wire::rate_limit_descriptor::{Entry, RateLimitOverride};
+    use super::*;
+    use envoy_types::pb::google::protobuf::UInt64Value;
+    use rate_limit_response::Code;
+
+    /// 2023-11-14 22:13:20 UTC: 40 s left in the minute.
+    const T: i64 = 1_700_000_000_000;
+
+    const CONFIG: &str = "\
+domain: test
+descriptors:
+  - key: key1
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: key1
+    value: vip
+    rate_limit: {unit: minute, requests_per_unit: 5}
+  - key: free
+    rate_limit: {unlimited: true}
+  - key: zero
+    rate_limit: {unit: second, requests_per_unit: 0}
+  - key: shadow
+    shadow_mode: true
+    rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: old
+    rate_limit: {unit: minute, requests_per_unit: 1, name: old}
+  - key: new
+    rate_limit: {unit: minute, requests_per_unit: 10, replaces: [{name: old}]}
+  - key: two
+    rate_limits:
+      - {unit: second, requests_per_unit: 2}
+      - {unit: minute, requests_per_unit: 3}
+  - key: five
+    rate_limit: {unit: second, unit_multiplier: 300, requests_per_unit: 2}
+  - key: user
+    detailed_metric: true
+    rate_limit: {unit: minute, requests_per_unit: 1}
+";
+
+    fn config() -> RlsConfig {
+        RlsConfig::from_domains(vec![parse_domain("test.yaml", CONFIG).unwrap()]).unwrap()
+    }
+
+    fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+        RateLimitDescriptor {
+            entries: entries
+                .iter()
+                .map(|(key, value)| Entry {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn request(descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+        RateLimitRequest {
+            domain: "test".into(),
+            descriptors,
+            hits_addend: 0,
+        }
+    }
+
+    struct Harness {
+        counters: LocalCounters,
+        config: RlsConfig,
+        options: Options,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self {
+                counters: LocalCounters::at(T),
+                config: config(),
+                options: Options::default(),
+            }
+        }
+
+        async fn call(&self, request: &RateLimitRequest) -> Outcome {
+            should_rate_limit(&self.counters, Some(&self.config), &self.options, request)
+                .await
+                .unwrap()
+        }
+
+        /// (code, remaining) of each descriptor, and the overall code.
+        async fn codes(&self, request: &RateLimitRequest) -> (Code, Vec<(Code, u32)>) {
+            let response = self.call(request).await.response;
+            (
+                code(response.overall_code),
+                response
+                    .statuses
+                    .iter()
+                    .map(|status| (code(status.code), status.limit_remaining))
+                    .collect(),
+            )
+        }
+    }
+
+    fn code(number: i32) -> Code {
+        Code::try_from(number).unwrap()
+    }
+
+    #[tokio::test]
+    async fn basic_limit_counts_refused_hits_and_resets_with_the_window() {
+        let harness = Harness::new();
+        let one = request(vec![descriptor(&[("key1", "a")])]);
+        for remaining in [2, 1, 0] {
+            assert_eq!(
+                harness.codes(&one).await,
+                (Code::Ok, vec![(Code::Ok, remaining)])
+            );
+        }
+        let over = harness.call(&one).await.response;
+        assert_eq!(code(over.overall_code), Code::OverLimit);
+        let status = &over.statuses[0];
+        assert_eq!(status.limit_remaining, 0);
+        assert_eq!(
+            status.current_limit,
+            Some(rate_limit_response::RateLimit {
+                name: String::new(),
+                requests_per_unit: 3,
+                unit: 2
+            })
+        );
+        assert_eq!(status.duration_until_reset.unwrap().seconds, 40);
+        // duration_until_reset goes down with the clock.
+        harness.counters.clock.advance(15_000);
+        let later = harness.call(&one).await.response;
+        assert_eq!(later.statuses[0].duration_until_reset.unwrap().seconds, 25);
+        // The next window starts fresh.
+        harness.counters.clock.advance(25_000);
+        assert_eq!(harness.codes(&one).await, (Code::Ok, vec![(Code::Ok, 2)]));
+    }
+
+    #[tokio::test]
+    async fn most_specific_match_wins_and_unknowns_are_ok_without_a_limit() {
+        let harness = Harness::new();
+        let vip = harness
+            .call(&request(vec![descriptor(&[("key1", "vip")])]))
+            .await;
+        assert_eq!(vip.response.statuses[0].limit_remaining, 4);
+        let none = harness
+            .call(&request(vec![
+                descriptor(&[("nothing", "x")]),
+                descriptor(&[("key1", "a"), ("deeper", "b")]),
+            ]))
+            .await
+            .response;
+        for status in &none.statuses {
+            assert_eq!((code(status.code), status.limit_remaining), (Code::Ok, 0));
+            assert!(status.current_limit.is_none() && status.duration_until_reset.is_none());
+        }
+        let mut unknown = request(vec![descriptor(&[("key1", "a")])]);
+        unknown.domain = "other".into();
+        let answer = harness.call(&unknown).await.response;
+        assert_eq!(code(answer.overall_code), Code::Ok);
+        assert!(answer.statuses[0].current_limit.is_none());
+        assert_eq!(harness.counters.len(), 1, "only the vip counter exists");
+    }
+
+    #[tokio::test]
+    async fn every_descriptor_is_counted_even_when_another_is_over() {
+        let harness = Harness::new();
+        let both = request(vec![
+            descriptor(&[("key1", "a")]),
+            descriptor(&[("key1", "vip")]),
+        ]);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(harness.codes(&both).await);
+        }
+        assert_eq!(
+            seen[3],
+            (Code::OverLimit, vec![(Code::OverLimit, 0), (Code::Ok, 1)])
+        );
+        assert_eq!(
+            seen[4],
+            (Code::OverLimit, vec![(Code::OverLimit, 0), (Code::Ok, 0)])
+        );
+        assert_eq!(
+            harness.codes(&both).await,
+            (
+                Code::OverLimit,
+                vec![(Code::OverLimit, 0), (Code::OverLimit, 0)]
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_increment_when_over_limit_counts_nothing_once_one_is_over() {
+        let mut harness = Harness::new();
+        harness.options.stop_increment_when_over_limit = true;
+        let both = request(vec![
+            descriptor(&[("key1", "a")]),
+            descriptor(&[("key1", "vip")]),
+        ]);
+        for remaining in [(2, 4), (1, 3), (0, 2)] {
+            assert_eq!(
+                harness.codes(&both).await,
+                (
+                    Code::Ok,
+                    vec![(Code::Ok, remaining.0), (Code::Ok, remaining.1)]
+                )
+            );
+        }
+        for _ in 0..3 {
+            // key1 would go over: nothing is counted, vip keeps 2.
+            assert_eq!(
+                harness.codes(&both).await,
+                (Code::OverLimit, vec![(Code::OverLimit, 0), (Code::Ok, 2)])
+            );
+        }
+        let vip = request(vec![descriptor(&[("key1", "vip")])]);
+        assert_eq!(harness.codes(&vip).await, (Code::Ok, vec![(Code::Ok, 1)]));
+    }
+
+    #[tokio::test]
+    async fn hits_addend_per_request_and_per_descriptor_and_zero_checks() {
+        let harness = Harness::new();
+        let mut big = request(vec![descriptor(&[("key1", "vip")])]);
+        big.hits_addend = 4;
+        assert_eq!(harness.codes(&big).await, (Code::Ok, vec![(Code::Ok, 1)]));
+        // Per-descriptor addend overrides the request's; 0 checks without counting.
+        let mut check = descriptor(&[("key1", "vip")]);
+        check.hits_addend = Some(UInt64Value { value: 0 });
+        big.descriptors = vec![check.clone()];
+        for _ in 0..3 {
+            assert_eq!(harness.codes(&big).await, (Code::Ok, vec![(Code::Ok, 1)]));
+        }
+        let mut two = descriptor(&[("key1", "vip")]);
+        two.hits_addend = Some(UInt64Value { value: 1 });
+        assert_eq!(
+            harness.codes(&request(vec![two])).await,
+            (Code::Ok, vec![(Code::Ok, 0)])
+        );
+        // Exactly at the limit a check is OK with 0 left; one more hit and a check says over.
+        assert_eq!(
+            harness.codes(&request(vec![check.clone()])).await,
+            (Code::Ok, vec![(Code::Ok, 0)])
+        );
+        harness
+            .call(&request(vec![descriptor(&[("key1", "vip")])]))
+            .await;
+        assert_eq!(
+            harness.codes(&request(vec![check])).await,
+            (Code::OverLimit, vec![(Code::OverLimit, 0)])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_request_larger_than_the_limit_is_over_and_fills_the_window() {
+        let harness = Harness::new();
+        let mut huge = request(vec![descriptor(&[("key1", "a")])]);
+        huge.hits_addend = 1_000;
+        assert_eq!(
+            harness.codes(&huge).await,
+            (Code::OverLimit, vec![(Code::OverLimit, 0)])
+        );
+        // Envoy's count is 1000 > 3: a single hit stays over in this window.
+        assert_eq!(
+            harness
+                .codes(&request(vec![descriptor(&[("key1", "a")])]))
+                .await,
+            (Code::OverLimit, vec![(Code::OverLimit, 0)])
+        );
+    }
+
+    #[tokio::test]
+    async fn limit_override_replaces_the_rule() {
+        let harness = Harness::new();
+        let mut overridden = descriptor(&[("key1", "a")]);
+        overridden.limit = Some(RateLimitOverride {
+            requests_per_unit: 1,
+            unit: 1,
+        });
+        let call = request(vec![overridden.clone()]);
+        let first = harness.call(&call).await;
+        assert_eq!(
+            first.response.statuses[0]
+                .current_limit
+                .as_ref()
+                .unwrap()
+                .unit,
+            1
+        );
+        assert_eq!(first.stats[0].key, "test.key1_a");
+        assert_eq!(
+            harness.codes(&call).await,
+            (Code::OverLimit, vec![(Code::OverLimit, 0)])
+        );
+        overridden.limit = Some(RateLimitOverride {
+            requests_per_unit: 1,
+            unit: 0,
+        });
+        let error = should_rate_limit(
+            &harness.counters,
+            Some(&harness.config),
+            &harness.options,
+            &request(vec![overridden]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, RlsError::BadOverrideUnit { index: 0, unit: 0 });
+    }
+
+    #[tokio::test]
+    async fn unlimited_zero_shadow_and_replaces() {
+        let harness = Harness::new();
+        let answer = harness
+            .codes(&request(vec![
+                descriptor(&[("free", "x")]),
+                descriptor(&[("zero", "x")]),
+            ]))
+            .await;
+        assert_eq!(
+            answer,
+            (
+                Code::OverLimit,
+                vec![(Code::Ok, UNLIMITED_REMAINING), (Code::OverLimit, 0)]
+            )
+        );
+        let shadow = request(vec![descriptor(&[("shadow", "x")])]);
+        harness.call(&shadow).await;
+        let over = harness.call(&shadow).await;
+        assert_eq!(code(over.response.overall_code), Code::Ok);
+        assert_eq!(code(over.response.statuses[0].code), Code::Ok);
+        assert_eq!(over.stats[0].shadow_mode, 1);
+        assert_eq!(over.stats[0].over_limit, 1);
+        // `old` (1/min) is replaced by `new` when both match.
+        let both = request(vec![
+            descriptor(&[("old", "x")]),
+            descriptor(&[("new", "x")]),
+        ]);
+        for _ in 0..3 {
+            let answer = harness.call(&both).await.response;
+            assert_eq!(code(answer.overall_code), Code::Ok);
+            assert!(answer.statuses[0].current_limit.is_none());
+        }
+        let old = request(vec![descriptor(&[("old", "x")])]);
+        assert_eq!(harness.codes(&old).await.0, Code::Ok);
+        assert_eq!(harness.codes(&old).await.0, Code::OverLimit);
+    }
+
+    #[tokio::test]
+    async fn global_shadow_mode_answers_ok_overall() {
+        let mut harness = Harness::new();
+        harness.options.global_shadow_mode = true;
+        let zero = harness
+            .call(&request(vec![descriptor(&[("zero", "")])]))
+            .await;
+        assert_eq!(code(zero.response.overall_code), Code::Ok);
+        assert_eq!(code(zero.response.statuses[0].code), Code::OverLimit);
+        assert!(zero.global_shadow);
+    }
+
+    #[tokio::test]
+    async fn several_limits_on_one_descriptor_and_unit_multiplier() {
+        let harness = Harness::new();
+        let two = request(vec![descriptor(&[("two", "")])]);
+        assert_eq!(harness.codes(&two).await, (Code::Ok, vec![(Code::Ok, 1)]));
+        assert_eq!(harness.codes(&two).await, (Code::Ok, vec![(Code::Ok, 0)]));
+        let third = harness.call(&two).await.response;
+        assert_eq!(code(third.statuses[0].code), Code::OverLimit);
+        assert_eq!(third.statuses[0].current_limit.as_ref().unwrap().unit, 1);
+        // Next second: the per-second limit has room, the per-minute one is spent (3 counted).
+        harness.counters.clock.advance(1_000);
+        let fourth = harness.call(&two).await.response;
+        assert_eq!(code(fourth.statuses[0].code), Code::OverLimit);
+        assert_eq!(fourth.statuses[0].current_limit.as_ref().unwrap().unit, 2);
+        // 300-second windows: 200 s into the window at T, so 100 s to go.
+        let five = harness
+            .call(&request(vec![descriptor(&[("five", "")])]))
+            .await;
+        assert_eq!(
+            five.response.statuses[0]
+                .duration_until_reset
+                .unwrap()
+                .seconds,
+            99
+        );
+    }
+
+    #[tokio::test]
+    async fn headers_report_the_tightest_limit() {
+        let mut harness = Harness::new();
+        harness.options.headers = HeaderMode::Envoy;
+        let both = request(vec![
+            descriptor(&[("key1", "a")]),
+            descriptor(&[("key1", "vip")]),
+        ]);
+        let headers: Vec<(String, String)> = harness
+            .call(&both)
+            .await
+            .response
+            .response_headers_to_add
+            .into_iter()
+            .map(|header| (header.key, header.value))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("RateLimit-Limit".to_string(), "3".to_string()),
+                ("RateLimit-Remaining".to_string(), "2".to_string()),
+                ("RateLimit-Reset".to_string(), "40".to_string()),
+            ]
+        );
+        harness.options.headers = HeaderMode::Draft;
+        let draft = harness.call(&both).await.response.response_headers_to_add;
+        assert_eq!(draft[0].value, "\"default\";q=3;w=60");
+        assert_eq!(draft[1].value, "\"default\";r=1;t=40");
+        harness.options.headers = HeaderMode::Off;
+        assert!(
+            harness
+                .call(&both)
+                .await
+                .response
+                .response_headers_to_add
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn detailed_metric_keys_carry_the_value() {
+        let harness = Harness::new();
+        let outcome = harness
+            .call(&request(vec![descriptor(&[("user", "alice")])]))
+            .await;
+        assert_eq!(outcome.stats[0].key, "test.user_alice");
+        assert!(outcome.stats[0].detailed);
+        let plain = harness
+            .call(&request(vec![descriptor(&[("key1", "a")])]))
+            .await;
+        assert_eq!(plain.stats[0].key, "test.key1");
+        assert!(!plain.stats[0].detailed);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_errors() {
+        let harness = Harness::new();
+        let harness = &harness;
+        let call = |request: RateLimitRequest| async move {
+            should_rate_limit(
+                &harness.counters,
+                Some(&harness.config),
+                &harness.options,
+                &request,
+            )
+            .await
+            .unwrap_err()
+        };
+        let mut empty = request(vec![descriptor(&[("key1", "a")])]);
+        empty.domain.clear();
+        assert_eq!(call(empty).await, RlsError::EmptyDomain);
+        assert_eq!(call(request(Vec::new())).await, RlsError::NoDescriptors);
+        assert!(matches!(
+            call(request(vec![
+                descriptor(&[("key1", "a")]);
+                MAX_DESCRIPTORS + 1
+            ]))
+            .await,
+            RlsError::TooManyDescriptors { .. }
+        ));
+        let many: Vec<(&str, &str)> = vec![("k", "v"); MAX_ENTRIES + 1];
+        assert!(matches!(
+            call(request(vec![descriptor(&many)])).await,
+            RlsError::TooManyEntries { index: 0, .. }
+        ));
+        let long = "v".repeat(2_000);
+        assert!(matches!(
+            call(request(vec![descriptor(&[("key1", &long)])])).await,
+            RlsError::TooLong { index: 0, .. }
+        ));
+        let error = should_rate_limit(
+            &harness.counters,
+            None,
+            &harness.options,
+            &request(vec![descriptor(&[("key1", "a")])]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, RlsError::NoConfiguration);
+        assert!(!error.is_invalid_argument());
+    }
+
+    #[test]
+    fn counter_keys_do_not_collide() {
+        let limit = Limit {
+            requests_per_unit: 1,
+            unit: super::super::window::Unit::Minute,
+            multiplier: 1,
+        };
+        let a = counter_key("d", &descriptor(&[("a_b", "c")]), &limit, T);
+        let b = counter_key("d", &descriptor(&[("a", "b_c")]), &limit, T);
+        assert_ne!(a, b);
+        assert_eq!(a, "1:d|3:a_b1:c|60s@1699999980");
+    }
+
+    /// The equivalence the module rests on: against envoy ratelimit's arithmetic (a count per
+    /// window, over when count > limit), for pseudo-random limits, hits (0 included) and times.
+    #[tokio::test]
+    async fn answers_match_envoy_counting_exactly() {
+        use std::collections::HashMap;
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        for round in 0..40 {
+            let limit = next(6) as u32;
+            let text = format!(
+                "domain: m\ndescriptors:\n  - key: k\n    rate_limit: {{unit: second, unit_multiplier: 10, requests_per_unit: {limit}}}\n"
+            );
+            let config =
+                RlsConfig::from_domains(vec![parse_domain("m.yaml", &text).unwrap()]).unwrap();
+            let counters = LocalCounters::at(T + round * 100_000);
+            let mut counts: HashMap<i64, u64> = HashMap::new();
+            for _ in 0..60 {
+                counters.clock.advance(next(1500) as i64);
+                let hits = next(5);
+                let mut one = descriptor(&[("k", "v")]);
+                one.hits_addend = Some(UInt64Value { value: hits });
+                let request = RateLimitRequest {
+                    domain: "m".into(),
+                    descriptors: vec![one],
+                    hits_addend: 0,
+                };
+                let answer =
+                    should_rate_limit(&counters, Some(&config), &Options::default(), &request)
+                        .await
+                        .unwrap()
+                        .response;
+                let window = Window::at(counters.now_ms(), 10).start;
+                let count = counts.entry(window).or_default();
+                *count += hits;
+                let over = *count > u64::from(limit);
+                let expected_remaining = if over { 0 } else { u64::from(limit) - *count };
+                let status = &answer.statuses[0];
+                assert_eq!(
+                    (
+                        code(status.code) == Code::OverLimit,
+                        u64::from(status.limit_remaining)
+                    ),
+                    (over, expected_remaining),
+                    "limit {limit}, hits {hits}, count {count}"
+                );
+            }
+        }
+    }
+}
