@@ -27,3 +27,50 @@ pub mod wire {
         rate_limit_service_server,
     };
 }
+
+pub mod http;
+pub mod metrics;
+pub mod reload;
+pub mod service;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::ServerConfig;
+use crate::node::Node;
+
+/// The RLS of a node: the service and its configuration state.
+pub struct Rls {
+    /// The service (gRPC and `/json`).
+    pub service: Arc<service::RlsService<Node>>,
+    /// The configuration in force.
+    pub state: Arc<reload::RlsState>,
+}
+
+/// The service options a node's configuration gives (`GUBER_RLS_*`).
+pub fn options(config: &ServerConfig) -> decide::Options {
+    decide::Options {
+        global_shadow_mode: config.rls_shadow_mode,
+        stop_increment_when_over_limit: config.rls_stop_increment_when_over_limit,
+        headers: config.rls_response_headers,
+        near_limit_ratio: config.rls_near_limit_ratio,
+    }
+}
+
+/// Loads `GUBER_RLS_CONFIG` (an error fails the start) and builds the service over `node`.
+pub fn start(config: &ServerConfig, node: &Arc<Node>) -> Result<Rls, config::ConfigError> {
+    let source = config
+        .rls_config
+        .as_deref()
+        .map(str::trim)
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from);
+    let metrics = Arc::new(metrics::RlsMetrics::new(node.metrics()));
+    let state = Arc::new(reload::RlsState::load(source, metrics)?);
+    let service = Arc::new(service::RlsService::new(
+        Arc::clone(node),
+        Arc::clone(&state),
+        options(config),
+    ));
+    Ok(Rls { service, state })
+}
