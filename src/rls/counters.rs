@@ -77,7 +77,7 @@ pub mod fake {
         }
 
         /// How many buckets exist.
-        pub fn len(&self) -> usize {
+        pub fn buckets(&self) -> usize {
             self.buckets.lock().unwrap().len()
         }
     }

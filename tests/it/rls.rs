@@ -313,7 +313,7 @@ async fn rls_hot_reload_adds_and_removes_a_rule_and_keeps_the_last_good_config()
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), CONFIG);
     let clock = Arc::new(ManualClock::new(T));
-    let node = start(&dir.path().to_path_buf(), &clock, &[]).await;
+    let node = start(dir.path(), &clock, &[]).await;
     let mut client = client(&node).await;
     let key3 = request("basic", &[&[("key3", "x")]]);
     assert!(
