@@ -17,6 +17,10 @@ pub mod decide;
 pub mod window;
 pub mod yaml;
 
+/// The file descriptor set of `envoy.service.ratelimit.v3.RateLimitService` for gRPC reflection
+/// (built from `proto/reflection/`, the wire shape only; see build.rs).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("envoy_rls_descriptor");
+
 /// Envoy's generated wire types (from the `envoy-types` crate).
 pub mod wire {
     pub use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{

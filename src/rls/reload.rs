@@ -175,17 +175,22 @@ pub fn read_source(path: &Path) -> Result<RlsConfig, ConfigError> {
 }
 
 /// Reloads `state` when its source changes or on SIGHUP, until `stopped` turns true.
+///
+/// Without a source nothing is watched. The SIGHUP handler and the watcher are in place when this
+/// returns (so a SIGHUP sent afterwards reloads rather than ends the process).
 pub fn spawn_reloader(state: Arc<RlsState>, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+    let Some(source) = state.source().map(Path::to_path_buf) else {
+        return tokio::spawn(async {});
+    };
+    let changed = Arc::new(Notify::new());
+    let watcher = watch_source(&source, Arc::clone(&changed));
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP"))
+        .ok();
     tokio::spawn(async move {
-        let Some(source) = state.source().map(Path::to_path_buf) else {
-            return;
-        };
-        let changed = Arc::new(Notify::new());
         // Kept alive for as long as the loop runs.
-        let _watcher = watch_source(&source, Arc::clone(&changed));
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let _watcher = watcher;
         loop {
             #[cfg(unix)]
             let sighup = async {
@@ -287,6 +292,34 @@ mod tests {
         assert_eq!(state.current().unwrap().domains.len(), 3);
         assert!(state.last_error().is_none());
         assert!(!state.reload().unwrap(), "nothing changed");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sighup_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("one.yaml");
+        std::fs::write(&file, "domain: before\n").unwrap();
+        let state = Arc::new(RlsState::load(Some(file.clone()), metrics()).unwrap());
+        // Changed before anything watches it: only the SIGHUP can make it count.
+        std::fs::write(&file, "domain: after\n").unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let task = spawn_reloader(Arc::clone(&state), stopped);
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !state.current().unwrap().domains.contains_key("after") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIGHUP did not reload"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
     }
 
     #[test]

@@ -482,3 +482,31 @@ async fn rls_cluster_counts_each_descriptor_once_across_nodes() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// RLS counters are ordinary buckets: what keeps `GetRateLimits` counts over a restart (the
+/// snapshot) and a rolling restart (handoff, the same buckets moved between nodes) keeps them.
+#[tokio::test]
+async fn rls_counters_survive_a_restart_through_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), CONFIG);
+    let snapshot = format!(
+        "--snapshot-path={}",
+        dir.path().join("snapshot.bin").display()
+    );
+    let clock = Arc::new(ManualClock::new(T));
+    let node = start(&path, &clock, &[snapshot.as_str()]).await;
+    let mut client = client(&node).await;
+    let key1 = request("basic", &[&[("key1", "kept")]]);
+    for _ in 0..3 {
+        call(&mut client, &key1).await;
+    }
+    node.shutdown().await.unwrap();
+
+    let node = start(&path, &clock, &[snapshot.as_str()]).await;
+    let mut client = self::client(&node).await;
+    assert_eq!(
+        summary(&call(&mut client, &key1).await),
+        (Code::Ok, vec![(Code::Ok, 1, Some(40))])
+    );
+    node.shutdown().await.unwrap();
+}
