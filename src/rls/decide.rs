@@ -143,6 +143,15 @@ pub enum RlsError {
         /// The unit number sent.
         unit: i32,
     },
+    /// More counters (descriptors times their limits) than one batch of the cluster holds.
+    #[error(
+        "{count} counters (descriptors times their limits); at most {} per call",
+        crate::error::MAX_BATCH_SIZE
+    )]
+    TooManyCounters {
+        /// How many the call needs.
+        count: usize,
+    },
     /// No configuration was loaded (`GUBER_RLS_CONFIG` is not set).
     #[error("no rate limit configuration loaded (set GUBER_RLS_CONFIG)")]
     NoConfiguration,
@@ -251,6 +260,16 @@ pub async fn should_rate_limit<C: Counters>(
     let config = config.ok_or(RlsError::NoConfiguration)?;
     let now_ms = counters.now_ms();
     let planned = plan(config, request, now_ms, counters.max_key_bytes())?;
+    let count: usize = planned
+        .iter()
+        .map(|slot| match slot {
+            Planned::Limited(applied) => applied.limits.len(),
+            _ => 0,
+        })
+        .sum();
+    if count > crate::error::MAX_BATCH_SIZE {
+        return Err(RlsError::TooManyCounters { count });
+    }
 
     let stop_mode = options.stop_increment_when_over_limit;
     let items = items_of(&planned, !stop_mode);
@@ -1232,6 +1251,24 @@ descriptors:
             call(request(vec![descriptor(&many)])).await,
             RlsError::TooManyEntries { index: 0, .. }
         ));
+        // 128 descriptors of a rule with 16 limits: more counters than one batch.
+        let sixteen: Vec<String> = (1..=16)
+            .map(|n| format!("{{unit: second, unit_multiplier: {n}, requests_per_unit: 5}}"))
+            .collect();
+        let wide = format!(
+            "domain: test\ndescriptors:\n  - key: k\n    rate_limits: [{}]\n",
+            sixteen.join(", ")
+        );
+        let wide = RlsConfig::from_domains(vec![parse_domain("w.yaml", &wide).unwrap()]).unwrap();
+        let error = should_rate_limit(
+            &harness.counters,
+            Some(&wide),
+            &harness.options,
+            &request(vec![descriptor(&[("k", "v")]); MAX_DESCRIPTORS]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, RlsError::TooManyCounters { count: 2048 });
         let long = "v".repeat(2_000);
         assert!(matches!(
             call(request(vec![descriptor(&[("key1", &long)])])).await,

@@ -424,10 +424,10 @@ async fn rls_broken_config_at_start_fails_the_start() {
 }
 
 /// Three nodes on one manual clock, one cluster.
-async fn cluster(path: &Path, clock: &Arc<ManualClock>) -> Vec<RunningServer> {
+async fn cluster(path: &Path, clock: &Arc<ManualClock>, extra: &[&str]) -> Vec<RunningServer> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(start(path, clock, &[]).await);
+        nodes.push(start(path, clock, extra).await);
     }
     let peers: Vec<_> = nodes
         .iter()
@@ -444,7 +444,14 @@ async fn rls_cluster_counts_each_descriptor_once_across_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), CONFIG);
     let clock = Arc::new(ManualClock::new(T));
-    let nodes = cluster(&path, &clock).await;
+    // With a peer secret: the nodes forward with it, and Envoy (a client without it) still calls
+    // RateLimitService, a public service like pb.gubernator.V1.
+    let nodes = cluster(
+        &path,
+        &clock,
+        &["--peer-secret=rls-test-secret-0123456789abcdef"],
+    )
+    .await;
     let mut clients = Vec::new();
     for node in &nodes {
         clients.push(client(node).await);
