@@ -583,9 +583,10 @@ struct LimitAnswer {
     limit: Limit,
     over: bool,
     remaining: u32,
-    /// The count after this call, as far as the bucket tells (`L + 1 - tokens`; past the limit
-    /// it is only known to be more than `L`).
-    count_after: u64,
+    /// The count after this call, when the bucket tells it: `L + 1 - tokens` while tokens are
+    /// left, or `L + 1` when the hits took exactly the last ones; `None` when they did not fit (the
+    /// count is then only known to be past `L + 1`).
+    count_after: Option<u64>,
 }
 
 fn answer(
@@ -615,10 +616,13 @@ fn answer(
             Planned::Limited(applied) => {
                 let mut answers = Vec::with_capacity(applied.limits.len());
                 for limit in &applied.limits {
-                    let tokens = responses.get(next).map_or(0, |response| response.remaining);
+                    let response = responses.get(next);
+                    let tokens = response.map_or(0, |response| response.remaining);
+                    let admitted = response.is_some_and(|response| response.status == 0);
                     next += 1;
                     let bucket = i64::from(limit.requests_per_unit) + 1;
-                    let over = held_back.get(index).copied().unwrap_or(false) || tokens <= 0;
+                    let held = held_back.get(index).copied().unwrap_or(false);
+                    let over = held || tokens <= 0;
                     answers.push(LimitAnswer {
                         limit: *limit,
                         over,
@@ -627,7 +631,8 @@ fn answer(
                         } else {
                             u32::try_from((tokens - 1).max(0)).unwrap_or(u32::MAX)
                         },
-                        count_after: u64::try_from(bucket - tokens.clamp(0, bucket)).unwrap_or(0),
+                        count_after: (!held && (tokens > 0 || admitted))
+                            .then(|| u64::try_from(bucket - tokens.clamp(0, bucket)).unwrap_or(0)),
                     });
                 }
                 // The reported limit: the first that is over, else the one with the least left.
@@ -719,11 +724,18 @@ fn count_stats(stats: &mut RuleStats, hits: Hits, answer: &LimitAnswer, ratio: f
     let limit = u64::from(answer.limit.requests_per_unit);
     let near_threshold = (limit as f64 * ratio).floor() as u64;
     stats.total_hits = hits;
-    let after = answer.count_after.max(hits.min(limit + 1));
+    let Some(after) = answer.count_after else {
+        // Past `L + 1` the bucket no longer tells how far: every hit counts as over.
+        if answer.over {
+            stats.over_limit = hits;
+        } else {
+            stats.within_limit = hits;
+        }
+        return;
+    };
     let before = after.saturating_sub(hits);
     if answer.over {
-        if before >= limit || answer.count_after > limit {
-            // Past the limit the bucket no longer tells how far: every hit counts as over.
+        if before >= limit {
             stats.over_limit = hits;
         } else {
             stats.over_limit = after - limit;
@@ -1202,6 +1214,49 @@ descriptors:
                 .response
                 .response_headers_to_add
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn stats_split_hits_like_upstream() {
+        // key1: 3 per minute, near-limit threshold floor(3 * 0.8) = 2.
+        let harness = Harness::new();
+        let one = request(vec![descriptor(&[("key1", "a")])]);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let stats = harness.call(&one).await.stats.remove(0);
+            seen.push((
+                stats.total_hits,
+                stats.within_limit,
+                stats.near_limit,
+                stats.over_limit,
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, 1, 0, 0),
+                (1, 1, 0, 0),
+                (1, 1, 1, 0),
+                (1, 0, 0, 1),
+                (1, 0, 0, 1)
+            ]
+        );
+        // Two hits that cross the limit: one near (the third), one over.
+        let harness = Harness::new();
+        harness.call(&one).await;
+        harness.call(&one).await;
+        let mut two = one.clone();
+        two.hits_addend = 2;
+        let stats = harness.call(&two).await.stats.remove(0);
+        assert_eq!(
+            (
+                stats.total_hits,
+                stats.within_limit,
+                stats.near_limit,
+                stats.over_limit
+            ),
+            (2, 0, 1, 1)
         );
     }
 

@@ -517,3 +517,63 @@ async fn rls_counters_survive_a_restart_through_the_snapshot() {
     );
     node.shutdown().await.unwrap();
 }
+
+/// Hostile requests are bounded with clear errors: 10,000 descriptors, a 1 MB value, 1,000 entries.
+#[tokio::test]
+async fn rls_hostile_requests_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), CONFIG);
+    let clock = Arc::new(ManualClock::new(T));
+    let node = start(&path, &clock, &[]).await;
+    let mut client = client(&node).await;
+
+    let many = RateLimitRequest {
+        domain: "basic".into(),
+        descriptors: vec![descriptor(&[("key1", "x")]); 10_000],
+        hits_addend: 0,
+    };
+    let error = client.should_rate_limit(many).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(
+        error.message().contains("10000 descriptors"),
+        "{}",
+        error.message()
+    );
+
+    // A 1 MB value: the message is over GUBER_MAX_REQUEST_SIZE (1 MiB), refused before decoding.
+    let huge = "v".repeat(1024 * 1024);
+    let error = client
+        .should_rate_limit(request("basic", &[&[("key1", huge.as_str())]]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::ResourceExhausted, "{error:?}");
+    // A 100 kB value fits the message but not a counter key.
+    let long = "v".repeat(100 * 1024);
+    let error = client
+        .should_rate_limit(request("basic", &[&[("key1", long.as_str())]]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(
+        error.message().contains("GUBER_MAX_KEY_LENGTH"),
+        "{}",
+        error.message()
+    );
+
+    let entries: Vec<(&str, &str)> = vec![("key1", "x"); 1000];
+    let error = client
+        .should_rate_limit(request("basic", &[&entries]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error.message().contains("1000 entries"),
+        "{}",
+        error.message()
+    );
+
+    // The node still answers.
+    let fine = call(&mut client, &request("basic", &[&[("key1", "x")]])).await;
+    assert_eq!(summary(&fine).0, Code::Ok);
+    node.shutdown().await.unwrap();
+}
