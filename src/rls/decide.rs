@@ -13,7 +13,7 @@
 //!
 //! Hits are capped at `L + 1` per item (more cannot change the answer, and a first request larger
 //! than the bucket would otherwise be refused without draining it). docs/envoy.md walks through the
-//! equivalence and its two edges (a limit changed inside a window, negative hits past the limit).
+//! equivalence and its edges (a limit changed inside a window, negative hits and stats past the limit).
 
 use std::fmt::Write as _;
 
