@@ -28,7 +28,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("gubernator_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
+    envoy_rls_reflection(&out_dir)?;
     build_info();
+    Ok(())
+}
+
+/// The descriptor set gRPC reflection lists for Envoy's rate limit service (`src/rls/`). The code
+/// uses the envoy-types crate's generated types; `proto/reflection/` holds only the wire shape of
+/// the service's messages, so reflection clients can list and describe it. The Rust generated from
+/// it goes to a directory of its own and is not used.
+fn envoy_rls_reflection(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "proto/reflection/envoy/service/ratelimit/v3/rls.proto",
+        "proto/reflection/envoy/extensions/common/ratelimit/v3/ratelimit.proto",
+        "proto/reflection/envoy/config/core/v3/base.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let unused = out_dir.join("envoy_rls_unused");
+    std::fs::create_dir_all(&unused)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .out_dir(&unused)
+        .file_descriptor_set_path(out_dir.join("envoy_rls_descriptor.bin"))
+        .compile_protos(&protos, &["proto/reflection"])?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 #
 # Everything runs on 127.0.0.1 on free ports, with the same client concurrency everywhere:
 #   1. one node, 1 item per call          2. one node, 100 items per call
+#   1b. the same node answering Envoy's ShouldRateLimit, 1 descriptor per call (GUBER_RLS_CONFIG)
 #   3. 3 nodes (static peers), 1 item per call, the client's connections spread over the 3 nodes
 #      (two thirds of the items are forwarded to their owner)
 #   4. 3 nodes, GLOBAL behavior           5. the floor: a no-op gRPC server (examples/noop_server.rs)
@@ -159,7 +160,7 @@ start_node() {
   [ -n "$peers" ] || discovery=none
   GUBER_GRPC_ADDRESS=127.0.0.1:$grpc GUBER_HTTP_ADDRESS=127.0.0.1:$http \
     GUBER_PEER_DISCOVERY_TYPE=$discovery GUBER_PEERS=$peers GUBER_LOG_LEVEL=warn \
-    GUBER_CACHE_SIZE=$cache "$BIN" >"$WORK/$name.log" 2>&1 &
+    GUBER_CACHE_SIZE=$cache GUBER_RLS_CONFIG=${RLS_CONFIG:-} "$BIN" >"$WORK/$name.log" 2>&1 &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
   wait_tcp "$grpc" "$LAST_PID" "$name"
@@ -243,7 +244,12 @@ COMMON=(--connections "$CONNECTIONS" --concurrency "$CONCURRENCY" --items 1 --ke
 
 free_port G1
 free_port H1
+# The RLS scenario's domain: one rule on the descriptor key the bench sends, as large a limit as
+# GetRateLimits' default, so both answer UNDER and do the same counting work.
+RLS_CONFIG=$WORK/rls.yaml
+printf 'domain: bench\ndescriptors:\n  - key: key\n    rate_limit: {unit: minute, requests_per_unit: 4000000000}\n' >"$RLS_CONFIG"
 start_node single "$G1" "$H1" "" 1000000
+RLS_CONFIG=
 SINGLE_PID=$LAST_PID
 wait_healthy "$H1" "$SINGLE_PID" single
 say "one node on 127.0.0.1:$G1"
@@ -252,6 +258,9 @@ scenario single_1 "ringlimit single node" "one node, 1 item per call" single_1
 rl_bench single_100 --target "127.0.0.1:$G1" --connections "$CONNECTIONS" --concurrency "$CONCURRENCY" \
   --items 100 --keys "$KEYS" --time "$BENCH_TIME"
 scenario single_100 "ringlimit single node (100 items)" "one node, 100 items per call" single_100
+rl_bench rls_1 --target "127.0.0.1:$G1" "${COMMON[@]}" --rls-domain bench --time "$BENCH_TIME"
+scenario rls_1 "ringlimit RLS (ShouldRateLimit)" "one node, Envoy ShouldRateLimit, 1 descriptor per call" rls_1
+say "RLS ShouldRateLimit / GetRateLimits decisions/s (1 per call): $(awk -v a="$(val rls_1 .decisions_per_sec)" -v b="$(val single_1 .decisions_per_sec)" 'BEGIN { printf "%.2f", a / b }')"
 SINGLE_PEAK=$(val single_1 .calls_per_sec)
 sweep "ringlimit single node" "$SINGLE_PEAK" single_1 --target "127.0.0.1:$G1" "${COMMON[@]}"
 cp "$WORK/ringlimit_single_node_r50.json" "$WORK/half_peak_direct.json"

@@ -44,6 +44,9 @@ use hdrhistogram::Histogram;
 use ringlimit::config::go_duration;
 use ringlimit::http::json;
 use ringlimit::proto::{self, v1_client::V1Client};
+use ringlimit::rls::wire::rate_limit_descriptor::Entry;
+use ringlimit::rls::wire::rate_limit_service_client::RateLimitServiceClient;
+use ringlimit::rls::wire::{RateLimitDescriptor, RateLimitRequest, rate_limit_response};
 use tonic::transport::{Channel, Endpoint};
 
 /// The smallest latency the histograms hold, in microseconds.
@@ -103,6 +106,13 @@ pub struct BenchArgs {
     /// Send the calls as JSON to the HTTP gateway (`POST /v1/GetRateLimits`) instead of gRPC.
     #[arg(long)]
     http: bool,
+
+    /// Send Envoy's `ShouldRateLimit` calls of this domain instead (gRPC), one descriptor
+    /// `key=<key>` per item with `hits_addend` = --hits; the target's `GUBER_RLS_CONFIG` must
+    /// define the domain (e.g. `descriptors: [{key: key, rate_limit: {unit: minute,
+    /// requests_per_unit: N}}]`).
+    #[arg(long, value_name = "DOMAIN", conflicts_with = "http")]
+    rls_domain: Option<String>,
 
     /// Separate connections (gRPC channels; HTTP client pools with --http).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
@@ -369,6 +379,8 @@ enum Connection {
     Grpc(V1Client<Channel>),
     /// An HTTP client and the full GetRateLimits URL.
     Http(reqwest::Client, Arc<str>),
+    /// Envoy's rate limit service over a gRPC channel, and the domain.
+    Rls(RateLimitServiceClient<Channel>, Arc<str>),
 }
 
 /// Opens the connections, round robin over the targets; fails if a target cannot be reached.
@@ -425,7 +437,12 @@ async fn connect(args: &BenchArgs, plan: &Plan) -> Result<Vec<Connection>, Bench
                 .await
                 .map_err(|_| connect_error("timed out".to_string()))?
                 .map_err(|error| connect_error(error_chain(&error)))?;
-            connections.push(Connection::Grpc(V1Client::new(channel)));
+            connections.push(match &args.rls_domain {
+                Some(domain) => {
+                    Connection::Rls(RateLimitServiceClient::new(channel), domain.as_str().into())
+                }
+                None => Connection::Grpc(V1Client::new(channel)),
+            });
         }
     }
     Ok(connections)
@@ -905,6 +922,7 @@ async fn call(connection: &mut Connection, request: proto::GetRateLimitsReq) -> 
             Ok(response) => CallResult::Answered(response.into_inner()),
             Err(status) => CallResult::Failed(status_kind(&status).to_string()),
         },
+        Connection::Rls(client, domain) => rls_call(client, domain, request).await,
         Connection::Http(client, url) => {
             let body = json::encode_get_rate_limits_req(&request);
             let response = match client
@@ -936,6 +954,49 @@ async fn call(connection: &mut Connection, request: proto::GetRateLimitsReq) -> 
                 Err(_) => CallResult::Failed("decode".to_string()),
             }
         }
+    }
+}
+
+/// One `ShouldRateLimit` call carrying `request`'s items as descriptors (`key=<unique_key>`), its
+/// answer read back as a `GetRateLimits` response (OVER_LIMIT descriptors as OVER_LIMIT items).
+async fn rls_call(
+    client: &mut RateLimitServiceClient<Channel>,
+    domain: &str,
+    request: proto::GetRateLimitsReq,
+) -> CallResult {
+    let hits = request.requests.first().map_or(1, |item| item.hits);
+    let rls = RateLimitRequest {
+        domain: domain.to_string(),
+        descriptors: request
+            .requests
+            .into_iter()
+            .map(|item| RateLimitDescriptor {
+                entries: vec![Entry {
+                    key: "key".to_string(),
+                    value: item.unique_key,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        hits_addend: u32::try_from(hits).unwrap_or(1),
+    };
+    match client.should_rate_limit(rls).await {
+        Ok(response) => CallResult::Answered(proto::GetRateLimitsResp {
+            responses: response
+                .into_inner()
+                .statuses
+                .into_iter()
+                .map(|status| proto::RateLimitResp {
+                    status: i32::from(status.code == rate_limit_response::Code::OverLimit as i32),
+                    limit: status
+                        .current_limit
+                        .map_or(0, |limit| i64::from(limit.requests_per_unit)),
+                    remaining: i64::from(status.limit_remaining),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        Err(status) => CallResult::Failed(status_kind(&status).to_string()),
     }
 }
 
@@ -1003,7 +1064,7 @@ fn per_second(count: u64, seconds: f64) -> f64 {
 fn config_json(args: &BenchArgs, plan: &Plan) -> serde_json::Value {
     serde_json::json!({
         "targets": plan.targets,
-        "protocol": if args.http { "http" } else { "grpc" },
+        "protocol": if args.http { "http" } else if args.rls_domain.is_some() { "rls" } else { "grpc" },
         "connections": plan.connections,
         "concurrency": args.concurrency,
         "items": args.items,

@@ -38,6 +38,7 @@ pub mod proto;
 pub mod proxy;
 pub mod refill;
 pub mod request;
+pub mod rls;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -33,7 +33,12 @@ use crate::proto;
 use crate::request::InputLimits;
 
 /// The gRPC service names reported by `grpc.health.v1`, besides the server as a whole ("").
-const HEALTH_SERVICES: [&str; 3] = ["", "pb.gubernator.V1", "pb.gubernator.PeersV1"];
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "pb.gubernator.V1",
+    "pb.gubernator.PeersV1",
+    "envoy.service.ratelimit.v3.RateLimitService",
+];
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,9 @@ pub enum ServerError {
     /// The peer secret settings are unusable (the message names the variable, never the value).
     #[error(transparent)]
     PeerSecret(#[from] crate::peers::auth::PeerSecretError),
+    /// The RLS configuration (`GUBER_RLS_CONFIG`) is invalid (the message names file, line, field).
+    #[error("invalid RLS configuration: {0}")]
+    Rls(#[from] crate::rls::config::ConfigError),
 }
 
 /// A node that is serving. Dropping it does not stop it; call [`RunningServer::shutdown`].
@@ -190,6 +198,7 @@ pub async fn start_with_clock(
         Arc::clone(&node),
         crate::allow::AllowOptions::from_config(config),
     ));
+    let rls = crate::rls::start(config, &node)?;
     let handoff_options = handoff_options(config);
     if let Some(path) = &handoff_options.snapshot_path {
         handoff::run::restore_snapshot(&node, path);
@@ -208,10 +217,12 @@ pub async fn start_with_clock(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::rls::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::rls::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     let (stop, stopped) = watch::channel(false);
@@ -253,6 +264,10 @@ pub async fn start_with_clock(
                 .max_decoding_message_size(max_request_size),
         )
         .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
+        .add_service(crate::rls::service::server(
+            Arc::clone(&rls.service),
+            max_request_size,
+        ))
         .add_service(
             handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
                 Arc::clone(&node),
@@ -286,6 +301,7 @@ pub async fn start_with_clock(
     if let Some(tls) = &tls {
         tls.spawn_reload_on_sighup(stopped.clone());
     }
+    crate::rls::reload::spawn_reloader(Arc::clone(&rls.state), stopped.clone());
 
     // The reconcilers keep running while in-flight calls drain, and make their final pass after
     // the listeners stopped (see `RunningServer::shutdown`).
@@ -297,6 +313,7 @@ pub async fn start_with_clock(
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
         .merge(crate::allow::admin::routes(Arc::clone(&allow)))
         .merge(crate::allow::http::router(allow))
+        .merge(crate::rls::http::router(rls.service, max_request_size))
         .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
             admission,
         ));

@@ -329,6 +329,35 @@ pub struct ServerConfig {
     #[arg(long, env = "GUBER_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub http_body_timeout: Duration,
 
+    /// Envoy's rate limit service: envoy ratelimit's YAML configuration, one file or a directory of
+    /// `*.yaml`/`*.yml` files (one domain each); reloaded on change and on SIGHUP. Unset: every
+    /// `ShouldRateLimit` call is refused with FAILED_PRECONDITION.
+    #[arg(long, env = "GUBER_RLS_CONFIG")]
+    pub rls_config: Option<String>,
+
+    /// RLS global shadow mode: over-limit descriptors are reported but the overall code is OK
+    /// (envoy ratelimit's SHADOW_MODE).
+    #[arg(long, env = "GUBER_RLS_SHADOW_MODE", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub rls_shadow_mode: bool,
+
+    /// RLS: when any descriptor of a call would be over its limit, count none of them (envoy
+    /// ratelimit's STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT).
+    #[arg(long, env = "GUBER_RLS_STOP_INCREMENT_WHEN_OVER_LIMIT", default_value = "false", value_parser = parse_bool,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub rls_stop_increment_when_over_limit: bool,
+
+    /// RLS response headers: `off`, `envoy` (RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset,
+    /// as envoy ratelimit's LIMIT_RESPONSE_HEADERS_ENABLED) or `draft` (the IETF draft's
+    /// RateLimit-Policy and RateLimit).
+    #[arg(long, env = "GUBER_RLS_RESPONSE_HEADERS", default_value = "off")]
+    pub rls_response_headers: crate::rls::decide::HeaderMode,
+
+    /// RLS: the share of a limit past which hits count as near the limit in the metrics (envoy
+    /// ratelimit's NEAR_LIMIT_RATIO).
+    #[arg(long, env = "GUBER_RLS_NEAR_LIMIT_RATIO", default_value = "0.8", value_parser = parse_ratio)]
+    pub rls_near_limit_ratio: f64,
+
     /// `POST /allow` resources: comma-separated `NAME=LIMIT/DURATION[/BURST]` (LIMIT tokens refill
     /// every DURATION; the bucket holds BURST, default LIMIT), e.g. `default=10/1s,uploads=100/1h/20`.
     #[arg(long, env = "GUBER_ALLOW_RESOURCES", default_value = "default=10/1s",
@@ -496,6 +525,14 @@ impl ServerConfig {
     }
 }
 
+/// A ratio from 0 to 1.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("'{text}' is not a number from 0 to 1")),
+    }
+}
+
 fn parse_allow_resources(text: &str) -> Result<crate::allow::AllowResources, String> {
     text.parse()
 }
@@ -618,6 +655,23 @@ impl ServerConfig {
                 duration(self.shutdown_drain_delay),
             ),
             ("GUBER_SHUTDOWN_TIMEOUT", duration(self.shutdown_timeout)),
+            (
+                "GUBER_RLS_CONFIG",
+                self.rls_config.clone().unwrap_or_default(),
+            ),
+            ("GUBER_RLS_SHADOW_MODE", self.rls_shadow_mode.to_string()),
+            (
+                "GUBER_RLS_STOP_INCREMENT_WHEN_OVER_LIMIT",
+                self.rls_stop_increment_when_over_limit.to_string(),
+            ),
+            (
+                "GUBER_RLS_RESPONSE_HEADERS",
+                self.rls_response_headers.to_string(),
+            ),
+            (
+                "GUBER_RLS_NEAR_LIMIT_RATIO",
+                self.rls_near_limit_ratio.to_string(),
+            ),
             ("GUBER_ALLOW_RESOURCES", self.allow_resources.to_string()),
             (
                 "GUBER_ALLOW_IDEMPOTENCY_TTL",

@@ -503,6 +503,12 @@ impl Metrics {
         }
     }
 
+    /// Registers a collector owned by another module (the RLS counters of [`crate::rls::metrics`]),
+    /// so `GET /metrics` renders it too; false if one of its names is already registered.
+    pub fn register_extra(&self, collector: Box<dyn prometheus::core::Collector>) -> bool {
+        self.registry.register(collector).is_ok()
+    }
+
     /// The names of every metric this node exports (also those with no sample yet).
     pub fn names(&self) -> Vec<String> {
         self.collectors()

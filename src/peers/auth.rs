@@ -3,7 +3,8 @@
 //!
 //! Why one layer instead of a check per service: a service added later is guarded without anyone
 //! remembering to guard it. The layer decides by the request path, and it is deny-by-default:
-//! only the public services (`pb.gubernator.V1`, `grpc.health.v1`, reflection) pass unchecked;
+//! only the public services (`pb.gubernator.V1`, Envoy's `envoy.service.ratelimit.v3.RateLimitService`,
+//! `grpc.health.v1`, reflection) pass unchecked;
 //! every other path (PeersV1, `ringlimit.v1.Handoff`, `ringlimit.v1.Admin`,
 //! `ringlimit.v1.AllowV1`, anything new) is the peer plane.
 //!
@@ -37,8 +38,9 @@ use crate::secret::constant_time_eq;
 pub const SECRET_METADATA_KEY: &str = "ringlimit-peer-secret";
 
 /// The gRPC services anyone who reaches the port may call; every other path is the peer plane.
-const PUBLIC_SERVICES: [&str; 4] = [
+const PUBLIC_SERVICES: [&str; 5] = [
     "/pb.gubernator.V1/",
+    "/envoy.service.ratelimit.v3.RateLimitService/",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -382,6 +384,7 @@ mod tests {
     fn only_the_public_services_are_outside_the_peer_plane() {
         for path in [
             "/pb.gubernator.V1/GetRateLimits",
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
             "/pb.gubernator.V1/HealthCheck",
             "/grpc.health.v1.Health/Check",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

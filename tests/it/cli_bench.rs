@@ -192,6 +192,43 @@ async fn a_small_limit_is_soon_over() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn envoy_should_rate_limit_can_be_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bench.yaml");
+    std::fs::write(
+        &config,
+        "domain: bench\ndescriptors:\n  - key: key\n    rate_limit: {unit: hour, requests_per_unit: 10}\n",
+    )
+    .unwrap();
+    let rls = format!("--rls-config={}", config.display());
+    let server = common::start_node(&[rls.as_str()]).await;
+    let target = server.grpc_address().to_string();
+    let report = run_json(bench(
+        &target,
+        &[
+            "--calls",
+            "60",
+            "--keys",
+            "1",
+            "--rls-domain",
+            "bench",
+            "--json",
+        ],
+    ))
+    .await;
+    // 10 per hour: unless the hour turns during the run, 10 under and 50 over.
+    assert_eq!(
+        number(&report, "under") + number(&report, "over"),
+        60,
+        "{report}"
+    );
+    assert!(number(&report, "over") >= 40, "{report}");
+    assert_eq!(report["config"]["protocol"], "rls", "{report}");
+    assert_no_errors(&report);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_text_report_names_its_numbers() {
     let server = common::start_node(&[]).await;
     let target = server.grpc_address().to_string();

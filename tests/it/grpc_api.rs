@@ -195,6 +195,7 @@ async fn reflection_lists_every_service_in_v1_and_v1alpha() {
         "grpc.health.v1.Health",
         "pb.gubernator.PeersV1",
         "pb.gubernator.V1",
+        "envoy.service.ratelimit.v3.RateLimitService",
     ];
 
     let mut v1 = ClientV1::new(common::channel(endpoint).await);

@@ -40,6 +40,7 @@ mod owner_failure;
 mod proxy;
 mod r8limiter;
 mod ring_cli;
+mod rls;
 mod shutdown;
 mod tls;
 mod worked_examples;

@@ -1,0 +1,103 @@
+//! The RLS front: `ShouldRateLimit` over gRPC, shared with `POST /json`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::counters::Counters;
+use super::decide::{self, Options, RlsError};
+use super::reload::RlsState;
+use super::wire::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
+use super::wire::{RateLimitRequest, RateLimitResponse, rate_limit_response::Code};
+
+/// Answers `ShouldRateLimit` calls with the current configuration, counting through `C`.
+#[derive(Debug)]
+pub struct RlsService<C> {
+    counters: Arc<C>,
+    state: Arc<RlsState>,
+    options: Options,
+}
+
+impl<C: Counters> RlsService<C> {
+    /// A service over `counters`, configured by `state`.
+    pub fn new(counters: Arc<C>, state: Arc<RlsState>, options: Options) -> Self {
+        Self {
+            counters,
+            state,
+            options,
+        }
+    }
+
+    /// The configuration state (for `/rlconfig`).
+    pub fn state(&self) -> &Arc<RlsState> {
+        &self.state
+    }
+
+    /// Decides one call and records its stats.
+    pub async fn should_rate_limit(
+        &self,
+        request: &RateLimitRequest,
+    ) -> Result<RateLimitResponse, RlsError> {
+        let config = self.state.current();
+        let metrics = self.state.metrics();
+        match decide::should_rate_limit(&*self.counters, config.as_deref(), &self.options, request)
+            .await
+        {
+            Ok(outcome) => {
+                metrics.record(&outcome.stats);
+                if outcome.global_shadow {
+                    metrics.global_shadow_mode.inc();
+                }
+                let result = if outcome.response.overall_code == Code::OverLimit as i32 {
+                    "over_limit"
+                } else {
+                    "ok"
+                };
+                metrics.calls.with_label_values(&[result]).inc();
+                Ok(outcome.response)
+            }
+            Err(error) => {
+                metrics.calls.with_label_values(&["error"]).inc();
+                Err(error)
+            }
+        }
+    }
+}
+
+/// The gRPC status an error is answered with: the caller's mistakes are `INVALID_ARGUMENT`, a
+/// missing configuration `FAILED_PRECONDITION`, counters that cannot be reached `UNAVAILABLE`
+/// (Envoy then applies its `failure_mode_deny`).
+pub fn status_of(error: &RlsError) -> Status {
+    match error {
+        RlsError::NoConfiguration => Status::failed_precondition(error.to_string()),
+        RlsError::Counters(_) => Status::unavailable(error.to_string()),
+        _ => Status::invalid_argument(error.to_string()),
+    }
+}
+
+/// The tonic service of an [`RlsService`].
+#[derive(Debug)]
+pub struct RlsGrpc<C>(Arc<RlsService<C>>);
+
+/// The tonic server for `tonic::transport::Server::add_service`, decoding at most
+/// `max_message_size` bytes per call.
+pub fn server<C: Counters>(
+    service: Arc<RlsService<C>>,
+    max_message_size: usize,
+) -> RateLimitServiceServer<RlsGrpc<C>> {
+    RateLimitServiceServer::new(RlsGrpc(service)).max_decoding_message_size(max_message_size)
+}
+
+#[tonic::async_trait]
+impl<C: Counters> RateLimitService for RlsGrpc<C> {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        self.0
+            .should_rate_limit(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|error| status_of(&error))
+    }
+}
