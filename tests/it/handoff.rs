@@ -474,6 +474,67 @@ async fn a_leave_is_not_held_up_by_a_peer_that_saw_a_failure() {
     );
 }
 
+/// Envoy RLS counters are ordinary buckets on the ring: graceful leaves move them like any other
+/// key. Two of three nodes leave in turn; every counter, wherever it lived, must still be spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_counters_survive_graceful_leaves() {
+    use envoy_types::pb::envoy::service::ratelimit::v3::{
+        rate_limit_response::Code, rate_limit_service_client::RateLimitServiceClient,
+    };
+    // A day window: a test of a few seconds would only see a reset across midnight UTC.
+    let seconds_into_day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 86_400;
+    if seconds_into_day > 86_400 - 60 {
+        tokio::time::sleep(Duration::from_secs(86_400 - seconds_into_day + 1)).await;
+    }
+    let etcd = Etcd::start().await;
+    let prefix = unique_prefix("handoff-rls");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rls.yaml");
+    std::fs::write(
+        &config,
+        "domain: leave\ndescriptors:\n  - key: user\n    rate_limit:\n      unit: day\n      requests_per_unit: 3\n",
+    )
+    .unwrap();
+    let mut args = etcd_args(&etcd, &prefix);
+    args.push(format!("--rls-config={}", config.display()));
+    let a = Proc::start(&args, dir.path().join("a.log"));
+    let mut b = Proc::start(&args, dir.path().join("b.log"));
+    let mut c = Proc::start(&args, dir.path().join("c.log"));
+    wait_for_membership(&[&a, &b, &c]).await;
+    let mut via_a = RateLimitServiceClient::connect(format!("http://{}", a.grpc))
+        .await
+        .expect("a answers RLS");
+    let users: Vec<String> = (0..12).map(|i| format!("user-{i}")).collect();
+    for user in &users {
+        let request = crate::rls::request("leave", &[&[("user", user.as_str())]]);
+        for spent in 1..=3 {
+            let answer = crate::rls::call(&mut via_a, &request).await;
+            assert_eq!(
+                answer.overall_code,
+                Code::Ok as i32,
+                "{user}: hit {spent} of 3"
+            );
+        }
+    }
+    assert_eq!(b.terminate().await, Some(0));
+    wait_for_membership(&[&a, &c]).await;
+    assert_eq!(c.terminate().await, Some(0));
+    wait_for_membership(&[&a]).await;
+    for user in &users {
+        let request = crate::rls::request("leave", &[&[("user", user.as_str())]]);
+        let answer = crate::rls::call(&mut via_a, &request).await;
+        assert_eq!(
+            answer.overall_code,
+            Code::OverLimit as i32,
+            "{user}: the counter was lost in a leave"
+        );
+    }
+}
+
 /// Per-run figures of the rolling restart.
 #[derive(Default)]
 struct Load {

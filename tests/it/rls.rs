@@ -70,7 +70,7 @@ async fn client(server: &RunningServer) -> RateLimitServiceClient<Channel> {
         .expect("gRPC connects")
 }
 
-fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+pub(crate) fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
     RateLimitDescriptor {
         entries: entries
             .iter()
@@ -83,7 +83,7 @@ fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
     }
 }
 
-fn request(domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitRequest {
+pub(crate) fn request(domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitRequest {
     RateLimitRequest {
         domain: domain.into(),
         descriptors: descriptors
@@ -94,7 +94,7 @@ fn request(domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitRequest {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &mut RateLimitServiceClient<Channel>,
     request: &RateLimitRequest,
 ) -> RateLimitResponse {
