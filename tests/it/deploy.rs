@@ -892,6 +892,8 @@ fn container_env(container: &Value) -> (Pairs, Pairs) {
         let name = var["name"].as_str().expect("a name").to_string();
         if let Some(path) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
             fields.push((name, path.to_string()));
+        } else if !var["valueFrom"].is_null() {
+            // From a Secret or ConfigMap: neither a value nor a downward API field.
         } else {
             values.push((name, as_string(&var["value"])));
         }
@@ -1350,4 +1352,170 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
         settings.label_selector,
         "kubernetes.io/service-name=ringlimit"
     );
+}
+
+// --- Kubernetes: the peer secret and the optional overlays (monitoring, restricted) ---
+
+/// The documents of one YAML file under deploy/kubernetes.
+fn kubernetes_documents(path: &str) -> Vec<Value> {
+    let text = read(&format!("{KUBERNETES}/{path}"));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|document| {
+            <Value as serde::Deserialize>::deserialize(document)
+                .unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+        })
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// An overlay's kustomization: it builds on the base (`../`) and adds `extra`.
+fn assert_overlay(dir: &str, extra: &str) {
+    let kustomization = yaml(&format!("{KUBERNETES}/{dir}/kustomization.yaml"));
+    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
+    let resources: Vec<String> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(as_string)
+        .collect();
+    assert_eq!(resources, ["../", extra], "{dir}");
+    assert!(root().join(KUBERNETES).join(dir).join(extra).is_file());
+}
+
+#[test]
+fn the_peer_secret_comes_from_an_optional_secret() {
+    let objects = objects();
+    let container = &workload(&objects)["spec"]["template"]["spec"]["containers"][0];
+    let var = container["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|var| var["name"].as_str() == Some("GUBER_PEER_SECRET"))
+        .expect("GUBER_PEER_SECRET is set from a Secret");
+    let reference = &var["valueFrom"]["secretKeyRef"];
+    assert_eq!(reference["name"].as_str(), Some("ringlimit-peer-secret"));
+    assert_eq!(reference["key"].as_str(), Some("secret"));
+    assert_eq!(
+        reference["optional"].as_bool(),
+        Some(true),
+        "a cluster without the Secret still starts (and warns)"
+    );
+    let text = read(&format!("{KUBERNETES}/deployment.yaml"));
+    assert!(
+        text.contains("kubectl create secret generic ringlimit-peer-secret"),
+        "the manifest says how to create it"
+    );
+}
+
+#[test]
+fn the_monitoring_overlay_scrapes_each_node_once_through_the_client_service() {
+    assert_overlay("monitoring", "servicemonitor.yaml");
+    let monitors = kubernetes_documents("monitoring/servicemonitor.yaml");
+    assert_eq!(monitors.len(), 1);
+    let monitor = &monitors[0];
+    assert_eq!(monitor["kind"].as_str(), Some("ServiceMonitor"));
+    assert_eq!(monitor["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
+    let endpoints = monitor["spec"]["endpoints"].as_sequence().expect("endpoints");
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["path"].as_str(), Some("/metrics"));
+    let port = endpoints[0]["port"].as_str().expect("a named port");
+    // The Services the monitor selects that have that port: exactly the client Service.
+    let objects = objects();
+    let scraped: Vec<&str> = of_kind(&objects, &["Service"])
+        .into_iter()
+        .filter(|service| {
+            selects(
+                &monitor["spec"]["selector"]["matchLabels"],
+                &service["metadata"]["labels"],
+            )
+        })
+        .filter(|service| {
+            service["spec"]["ports"]
+                .as_sequence()
+                .is_some_and(|ports| ports.iter().any(|p| p["name"].as_str() == Some(port)))
+        })
+        .map(|service| service["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(scraped, ["ringlimit"], "each node is scraped once");
+    let service = of_kind(&objects, &["Service"])
+        .into_iter()
+        .find(|service| service["metadata"]["name"].as_str() == Some("ringlimit"))
+        .unwrap();
+    let target = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some(port))
+        .unwrap()["targetPort"]
+        .clone();
+    let container = &workload(&objects)["spec"]["template"]["spec"]["containers"][0];
+    let (values, _) = container_env(container);
+    let http = values
+        .iter()
+        .find(|(name, _)| name == "GUBER_HTTP_ADDRESS")
+        .map(|(_, value)| value.clone())
+        .expect("GUBER_HTTP_ADDRESS");
+    let container_port = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == target)
+        .expect("the Service's target port is a container port")["containerPort"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        http.ends_with(&format!(":{container_port}")),
+        "/metrics is served on the HTTP listener ({http})"
+    );
+}
+
+#[test]
+fn the_restricted_overlay_admits_the_nodes_and_labelled_clients_only() {
+    assert_overlay("restricted", "network-policy.yaml");
+    let policies = kubernetes_documents("restricted/network-policy.yaml");
+    assert_eq!(policies.len(), 1);
+    let policy = &policies[0];
+    assert_eq!(policy["kind"].as_str(), Some("NetworkPolicy"));
+    let objects = objects();
+    let pod_labels = &workload(&objects)["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        selects(&policy["spec"]["podSelector"]["matchLabels"], pod_labels),
+        "the policy applies to the nodes"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"].as_sequence().unwrap(),
+        &vec![Value::from("Ingress")]
+    );
+    // (who, ports): every rule admits one kind of caller on the ports it needs.
+    let rules: Vec<(Value, Vec<u64>)> = policy["spec"]["ingress"]
+        .as_sequence()
+        .expect("ingress rules")
+        .iter()
+        .map(|rule| {
+            let from = rule["from"].as_sequence().expect("from");
+            assert_eq!(from.len(), 1);
+            let ports = rule["ports"]
+                .as_sequence()
+                .expect("ports")
+                .iter()
+                .map(|p| p["port"].as_u64().expect("a numeric port"))
+                .collect();
+            (from[0].clone(), ports)
+        })
+        .collect();
+    let peers = rules
+        .iter()
+        .find(|(from, _)| selects(&from["podSelector"]["matchLabels"], pod_labels))
+        .expect("a rule for the nodes themselves");
+    assert_eq!(peers.1, [1051], "peers call each other on gRPC only");
+    assert!(peers.0["namespaceSelector"].is_null(), "peers: same namespace");
+    let label = |name: &str| {
+        rules
+            .iter()
+            .find(|(from, _)| from["podSelector"]["matchLabels"][name].as_str() == Some("true"))
+            .unwrap_or_else(|| panic!("a rule for pods labelled {name}"))
+    };
+    assert_eq!(label("ringlimit.io/client").1, [1051, 1050]);
+    assert_eq!(label("ringlimit.io/scraper").1, [1050]);
+    assert_eq!(rules.len(), 3, "nobody else");
 }
