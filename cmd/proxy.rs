@@ -104,6 +104,12 @@ pub struct ProxyArgs {
           value_parser = go_duration::parse)]
     upstream_timeout: Duration,
 
+    /// Where to serve the proxy's own `GET /metrics` (and `process_*`), e.g. `127.0.0.1:9102`;
+    /// empty: nowhere. With an embedded node the proxy's metrics are also on the node's
+    /// `/metrics` (GUBER_HTTP_ADDRESS); with `--remote` this is the only place they are served.
+    #[arg(long, env = "GUBER_PROXY_METRICS_ADDRESS", default_value = "")]
+    metrics_address: String,
+
     /// The embedded node (used when --remote is not given).
     #[command(flatten, next_help_heading = "Embedded node (without --remote)")]
     node: ServerConfig,
@@ -206,9 +212,25 @@ async fn serve(args: ProxyArgs, config: ProxyConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(node) = &node {
+        for collector in running.metrics().collectors() {
+            node.node().metrics().register_extra(collector);
+        }
+    }
+    let metrics_server = match serve_metrics(&args.metrics_address, running.metrics()).await {
+        Ok(server) => server,
+        Err(error) => {
+            tracing::error!(%error, "cannot serve the proxy's metrics");
+            return ExitCode::FAILURE;
+        }
+    };
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");
     let mut code = ExitCode::SUCCESS;
+    if let Some((stop, task)) = metrics_server {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
     if let Err(error) = running.shutdown().await {
         tracing::error!(%error, "unclean proxy shutdown");
         code = ExitCode::FAILURE;
@@ -221,6 +243,40 @@ async fn serve(args: ProxyArgs, config: ProxyConfig) -> ExitCode {
     }
     code
 }
+
+/// The proxy's metrics listener, when `address` is not empty: its stop switch and its task.
+async fn serve_metrics(
+    address: &str,
+    metrics: &std::sync::Arc<proxy::ProxyMetrics>,
+) -> Result<Option<MetricsServer>, String> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let address = proxy::normalize_bind_addr(address);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|error| {
+            format!("GUBER_PROXY_METRICS_ADDRESS (--metrics-address) {address}: {error}")
+        })?;
+    let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let app = proxy::metrics::router(std::sync::Arc::clone(metrics));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await;
+    });
+    tracing::info!(address = %bound, "serving the proxy's metrics");
+    Ok(Some((stop, task)))
+}
+
+/// The metrics listener's stop switch and task.
+type MetricsServer = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

@@ -18,6 +18,7 @@ pub mod client_ip;
 pub mod decider;
 pub mod headers;
 pub mod key;
+pub mod metrics;
 pub mod path;
 pub mod rules;
 pub mod server;
@@ -29,6 +30,7 @@ use http::{HeaderName, Uri};
 pub use client_ip::TrustedProxies;
 pub use decider::Decider;
 pub use key::client_key;
+pub use metrics::ProxyMetrics;
 pub use rules::{RuleLimit, Rules};
 pub use server::{ProxyError, RunningProxy, start};
 

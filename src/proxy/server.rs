@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -27,6 +28,7 @@ use super::headers::{
     add_rate_limit_headers, error_body, rate_limited_body, remove_hop_by_hop,
     upstream_request_headers,
 };
+use super::metrics::{ProxyMetrics, RequestOutcome, UpstreamResult};
 use super::{Decider, FailureMode, ProxyConfig, RuleLimit, client_key, key, limit_name, path};
 use crate::limits::connections::{ConnectionLimit, LimitedListener};
 use crate::limits::http_server::{self, HttpTimeouts, body_timeout_in};
@@ -56,6 +58,7 @@ pub enum ProxyError {
 /// A proxy that is serving; stop it with [`RunningProxy::shutdown`].
 pub struct RunningProxy {
     address: SocketAddr,
+    metrics: Arc<ProxyMetrics>,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -64,6 +67,11 @@ impl RunningProxy {
     /// The bound address.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The proxy's metrics (see [`super::metrics`] for where they are served).
+    pub fn metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.metrics
     }
 
     /// Stops accepting connections and waits for in-flight requests to finish.
@@ -77,6 +85,7 @@ struct ProxyState {
     config: ProxyConfig,
     decider: Decider,
     client: Client<HttpConnector, Body>,
+    metrics: Arc<ProxyMetrics>,
 }
 
 /// Binds `config.bind_addr` and serves, deciding through `decider`.
@@ -92,10 +101,12 @@ pub async fn start(config: ProxyConfig, decider: Decider) -> Result<RunningProxy
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new()).build(connector);
+    let metrics = Arc::new(ProxyMetrics::new());
     let state = Arc::new(ProxyState {
         config,
         decider,
         client,
+        metrics: Arc::clone(&metrics),
     });
     let timeouts = HttpTimeouts {
         header: state.config.header_timeout,
@@ -116,6 +127,7 @@ pub async fn start(config: ProxyConfig, decider: Decider) -> Result<RunningProxy
     tracing::info!(%address, "ringlimit proxy is serving");
     Ok(RunningProxy {
         address,
+        metrics,
         stop,
         task,
     })
@@ -127,17 +139,24 @@ async fn handle(
     request: Request,
 ) -> Response {
     let config = &state.config;
+    let metrics = &state.metrics;
     let (mut parts, body) = request.into_parts();
     let client_ip = config.trusted_proxies.client_ip(peer.ip(), &parts.headers);
     let api_key = match key::api_key(parts.headers.get(&config.key_header), config.max_key_bytes) {
         Ok(api_key) => api_key,
-        Err(error) => return invalid_api_key(config, &error.to_string()),
+        Err(error) => {
+            metrics.request(RequestOutcome::InvalidKey);
+            return invalid_api_key(config, &error.to_string());
+        }
     };
     let rule = config
         .rules
         .find(&parts.method, &path::normalize(parts.uri.path()), api_key);
     let outcome = match rule.limit {
-        RuleLimit::Unlimited => None,
+        RuleLimit::Unlimited => {
+            metrics.request(RequestOutcome::Unlimited);
+            None
+        }
         RuleLimit::Limited(bucket) => {
             let item = bucket.request(limit_name(&rule.name), client_key(api_key, client_ip), 1);
             let limits = InputLimits {
@@ -145,26 +164,35 @@ async fn handle(
             };
             // The cluster would refuse this item; refuse it here, whatever the failure policy.
             if let Err(error) = request::validate(&item, 0, limits) {
+                metrics.request(RequestOutcome::RejectedItem);
                 return rejected_item(config, &DecideError::Invalid(error.to_string()));
             }
-            match state.decider.decide(item).await {
+            let asked = Instant::now();
+            let decision = state.decider.decide(item).await;
+            metrics.decision(asked.elapsed());
+            match decision {
                 Ok(answer) => {
                     let allowed = answer.status != proto::Status::OverLimit as i32;
                     let outcome = bucket.outcome(allowed, answer.remaining, 1);
                     if !allowed {
+                        metrics.request(RequestOutcome::Denied);
                         return too_many_requests(&outcome);
                     }
+                    metrics.request(RequestOutcome::Allowed);
                     Some(outcome)
                 }
                 Err(error @ DecideError::Invalid(_)) => {
+                    metrics.request(RequestOutcome::RejectedItem);
                     return rejected_item(config, &error);
                 }
                 Err(error @ DecideError::Unavailable(_)) => match config.failure_mode {
                     FailureMode::Open => {
+                        metrics.request(RequestOutcome::ClusterErrorOpen);
                         tracing::warn!(%error, "letting a request through (fail-open)");
                         None
                     }
                     FailureMode::Closed => {
+                        metrics.request(RequestOutcome::ClusterErrorClosed);
                         tracing::warn!(%error, "refusing a request (fail-closed)");
                         return json(
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -179,6 +207,7 @@ async fn handle(
     parts.uri = match config.upstream.uri_for(&parts.uri) {
         Ok(uri) => uri,
         Err(error) => {
+            metrics.upstream(UpstreamResult::BadPath, None);
             return json(
                 StatusCode::BAD_REQUEST,
                 error_body("bad_request", &format!("cannot forward this path: {error}")),
@@ -195,19 +224,23 @@ async fn handle(
     );
     parts.version = Version::HTTP_11;
     let upstream_call = state.client.request(Request::from_parts(parts, body));
+    let sent = Instant::now();
     let mut response = match tokio::time::timeout(config.upstream_timeout, upstream_call).await {
         Ok(Ok(response)) => {
+            metrics.upstream(UpstreamResult::Answered, Some(sent.elapsed()));
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(error)) => {
             if let Some(timeout) = body_timeout_in(&error) {
+                metrics.upstream(UpstreamResult::ClientBodyTimeout, None);
                 return json(
                     StatusCode::REQUEST_TIMEOUT,
                     error_body("request_timeout", &timeout.to_string()),
                 );
             }
+            metrics.upstream(UpstreamResult::BadGateway, None);
             tracing::warn!(error = %chain(&error), "upstream request failed");
             return json(
                 StatusCode::BAD_GATEWAY,
@@ -222,6 +255,7 @@ async fn handle(
             );
         }
         Err(_) => {
+            metrics.upstream(UpstreamResult::Timeout, None);
             return json(
                 StatusCode::GATEWAY_TIMEOUT,
                 error_body(

@@ -1414,8 +1414,13 @@ fn the_monitoring_overlay_scrapes_each_node_once_through_the_client_service() {
     assert_eq!(monitors.len(), 1);
     let monitor = &monitors[0];
     assert_eq!(monitor["kind"].as_str(), Some("ServiceMonitor"));
-    assert_eq!(monitor["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
-    let endpoints = monitor["spec"]["endpoints"].as_sequence().expect("endpoints");
+    assert_eq!(
+        monitor["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    let endpoints = monitor["spec"]["endpoints"]
+        .as_sequence()
+        .expect("endpoints");
     assert_eq!(endpoints.len(), 1);
     assert_eq!(endpoints[0]["path"].as_str(), Some("/metrics"));
     let port = endpoints[0]["port"].as_str().expect("a named port");
@@ -1508,7 +1513,10 @@ fn the_restricted_overlay_admits_the_nodes_and_labelled_clients_only() {
         .find(|(from, _)| selects(&from["podSelector"]["matchLabels"], pod_labels))
         .expect("a rule for the nodes themselves");
     assert_eq!(peers.1, [1051], "peers call each other on gRPC only");
-    assert!(peers.0["namespaceSelector"].is_null(), "peers: same namespace");
+    assert!(
+        peers.0["namespaceSelector"].is_null(),
+        "peers: same namespace"
+    );
     let label = |name: &str| {
         rules
             .iter()

@@ -240,6 +240,17 @@ async fn denied_requests_get_the_exact_429() {
     // Another key has its own bucket.
     let other = get(&client, &url(&proxy, "/"), &[("x-api-key", "other")]).await;
     assert_eq!(other.status(), 200);
+    let metrics = proxy.metrics().render();
+    for line in [
+        "ringlimit_proxy_requests_total{outcome=\"allowed\"} 3",
+        "ringlimit_proxy_requests_total{outcome=\"denied\"} 1",
+        "ringlimit_proxy_requests_total{outcome=\"invalid_key\"} 0",
+        "ringlimit_proxy_decision_duration_seconds_count 4",
+        "ringlimit_proxy_upstream_requests_total{result=\"answered\"} 3",
+        "ringlimit_proxy_upstream_duration_seconds_count 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     proxy.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
 }
@@ -395,6 +406,11 @@ async fn an_unreachable_cluster_fails_open_or_closed_as_configured() {
     assert_eq!(header(&response, "ratelimit-limit"), None);
     let seen: Value = response.json().await.unwrap();
     assert_eq!(seen["path"], "/through");
+    assert!(
+        open.metrics()
+            .render()
+            .contains("ringlimit_proxy_requests_total{outcome=\"cluster_error_open\"} 1")
+    );
     open.shutdown().await.unwrap();
 
     let closed = start_proxy(
@@ -425,6 +441,12 @@ async fn an_unreachable_cluster_fails_open_or_closed_as_configured() {
         upstream.hits.load(Ordering::SeqCst),
         1,
         "only the fail-open request went through"
+    );
+    assert!(
+        closed
+            .metrics()
+            .render()
+            .contains("ringlimit_proxy_requests_total{outcome=\"cluster_error_closed\"} 1")
     );
     closed.shutdown().await.unwrap();
 }
@@ -531,4 +553,74 @@ async fn large_upstream_answers_stream_back() {
     assert_eq!(response.bytes().await.unwrap(), big);
     proxy.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
+}
+
+/// `ringlimit proxy` shows its metrics on the embedded node's `/metrics` and, when
+/// `GUBER_PROXY_METRICS_ADDRESS` is set, on a listener of its own (with `process_*`). The client
+/// port never answers `/metrics` itself: that path belongs to the upstream.
+#[tokio::test]
+async fn the_proxy_binary_serves_its_metrics() {
+    let upstream = start_echo().await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free loopback port")
+    };
+    let (port, node_http, metrics_port) = (free(), free(), free());
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ringlimit"))
+        .arg("proxy")
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("UPSTREAM_URL", format!("http://{}", upstream.address))
+        .env("GUBER_GRPC_ADDRESS", "127.0.0.1:0")
+        .env("GUBER_HTTP_ADDRESS", format!("127.0.0.1:{node_http}"))
+        .env(
+            "GUBER_PROXY_METRICS_ADDRESS",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let through = loop {
+        match client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .header("x-api-key", "metrics")
+            .send()
+            .await
+        {
+            Ok(response) => break response,
+            Err(error) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the proxy never came up: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let seen: Value = through.json().await.expect("the upstream's echo");
+    assert_eq!(seen["path"], "/metrics", "the upstream answered /metrics");
+    for address in [
+        format!("http://127.0.0.1:{node_http}/metrics"),
+        format!("http://127.0.0.1:{metrics_port}/metrics"),
+    ] {
+        let text = client
+            .get(&address)
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("ringlimit_proxy_requests_total{outcome=\"allowed\"} 1"),
+            "{address}:\n{text}"
+        );
+        assert!(text.contains("process_cpu_seconds_total"), "{address}");
+    }
 }
