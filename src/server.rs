@@ -125,8 +125,8 @@ pub async fn start_with_clock(
 
     // With port 0 the real port is only known now; advertise it unless told otherwise.
     // Under k8s discovery peers list this node as GUBER_K8S_POD_IP:GUBER_K8S_POD_PORT.
-    let k8s_address = discovery::k8s::advertise_address(config)
-        .map_err(|error| discovery::DiscoveryError::K8s(error.into()))?;
+    let k8s_address =
+        discovery::k8s::advertise_address(config).map_err(discovery::DiscoveryError::from)?;
     let advertise_address = match (k8s_address, config.advertise_address.as_deref()) {
         (Some(pod_address), _) => pod_address,
         (None, Some(address)) if !address.is_empty() => address.to_string(),
