@@ -32,6 +32,7 @@ pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod node;
+pub mod owed;
 pub mod owner_failure;
 pub mod peers;
 pub mod proto;

@@ -18,10 +18,10 @@ use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
 use crate::batching::ForwardError;
 use crate::clock::Clock;
 use crate::error::{CallError, MAX_BATCH_SIZE};
-use crate::global::pending::Added;
 use crate::global::{GlobalOptions, GlobalState, replica};
 use crate::handoff::{self, HandoffState, Miss};
 use crate::metrics::{ItemCounters, Metrics, PeerInputRejection};
+use crate::owed::{self, Added, Owed};
 use crate::owner_failure::{self, OwnerFailureOptions, OwnerFailurePolicy, OwnerFallback};
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::discovery::health::{self, Backend, BackendStatus};
@@ -306,12 +306,8 @@ impl Node {
         self.record_decision(CallType::Global, applied.decision);
         self.admin
             .record(&key, applied.decision.status, self.clock.as_ref());
-        // The owner is owed what this copy consumed: admitted hits (and drained ones), never
-        // refused ones, which would drain the owner below what the cluster admitted.
-        let consumed = request.hits != 0
-            && (applied.decision.status == Status::UnderLimit
-                || request.behavior.contains(Behavior::DRAIN_OVER_LIMIT));
-        if consumed || request.behavior.contains(Behavior::RESET_REMAINING) {
+        // The owner is owed what this copy consumed (see `owed::owes_owner`).
+        if owed::owes_owner(request, &applied.decision) {
             if self.global.queue_hits(key, item) == Added::Dropped {
                 self.metrics.global_hits_dropped.inc();
             }
@@ -343,22 +339,29 @@ impl Node {
         }
     }
 
+    /// The gRPC address of the owner of `key`, or `None` when this node owns it.
+    pub fn owner_of(&self, key: &LimitKey) -> Option<String> {
+        let membership = self.peers.membership();
+        match membership.ring.owner_of(&key.name, &key.unique_key) {
+            Some(owner) if owner.grpc_address != self.peers.me().grpc_address => {
+                Some(owner.grpc_address.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Applies GLOBAL hits owed to the owner when this node has become the owner itself.
-    pub fn apply_owed_hits(&self, entries: Vec<(LimitKey, proto::RateLimitReq)>) {
+    pub fn apply_owed_hits(&self, entries: &[Owed]) {
         let now_ms = self.clock.now_ms();
         for (_, item) in entries {
-            if let Ok(request) = request::validate(&item, now_ms, self.limits) {
-                self.evaluate_global_as_owner(item, &request);
+            if let Ok(request) = request::validate(item, now_ms, self.limits) {
+                self.evaluate_global_as_owner(item.clone(), &request);
             }
         }
     }
 
     /// Overwrites this node's copies with the owner's answers to the hits it was sent.
-    pub fn install_owner_answers(
-        &self,
-        entries: &[(LimitKey, proto::RateLimitReq)],
-        answers: &[proto::RateLimitResp],
-    ) {
+    pub fn install_owner_answers(&self, entries: &[Owed], answers: &[proto::RateLimitResp]) {
         let now_ms = self.clock.now_ms();
         for ((key, item), answer) in entries.iter().zip(answers) {
             if !answer.error.is_empty() {
@@ -826,7 +829,7 @@ impl Drop for InProgress<'_> {
 }
 
 /// The wire answer for a decision made by this node as the owner (no `metadata.owner`).
-fn decision_response(decision: Decision) -> proto::RateLimitResp {
+pub(crate) fn decision_response(decision: Decision) -> proto::RateLimitResp {
     proto::RateLimitResp {
         status: decision.status.wire(),
         limit: decision.limit,
@@ -844,5 +847,26 @@ fn decision_of(response: &proto::RateLimitResp) -> Decision {
         limit: response.limit,
         remaining: response.remaining,
         reset_time: response.reset_time,
+    }
+}
+
+impl owed::Owners for Node {
+    fn owner_of(&self, key: &LimitKey) -> Option<String> {
+        Node::owner_of(self, key)
+    }
+
+    fn budget(&self) -> crate::peers::budget::MessageBudget {
+        self.clients.message_budget()
+    }
+
+    async fn send(
+        &self,
+        owner: &str,
+        items: Vec<proto::RateLimitReq>,
+        timeout: Duration,
+    ) -> Result<Vec<proto::RateLimitResp>, ForwardError> {
+        self.clients
+            .get_peer_rate_limits(owner, items, timeout)
+            .await
     }
 }

@@ -2,32 +2,33 @@
 //! background.
 //!
 //! A non-owner evaluates a GLOBAL item against its copy, answers, and queues the hits it owes the
-//! owner ([`pending`]). Every `GUBER_GLOBAL_SYNC_WAIT` (or as soon as `GUBER_GLOBAL_BATCH_LIMIT`
+//! owner (a [`Ledger`]). Every `GUBER_GLOBAL_SYNC_WAIT` (or as soon as `GUBER_GLOBAL_BATCH_LIMIT`
 //! limits are waiting) [`run`] sends the summed hits to each owner, in parallel, with
-//! `DRAIN_OVER_LIMIT` forced; hits that cannot be delivered are put back and retried. An owner
+//! `DRAIN_OVER_LIMIT` forced, through the reconciler the owner-failure policy shares
+//! ([`crate::owed`]); hits that cannot be delivered are put back and retried. An owner
 //! that changes a GLOBAL limit queues it for broadcast, and on the same schedule sends the limit's
 //! state to every other peer (`UpdatePeerGlobals`), which overwrite their copies ([`replica`]).
 //! A node that has no copy of a GLOBAL limit yet asks the owner once (a normal forward) instead
 //! of starting from a full bucket.
 
-pub mod pending;
 pub mod replica;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use prost::Message;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::algorithms::Behavior;
+use crate::batching::ForwardError;
 use crate::metrics::{DropReason, DroppedMessage};
 use crate::node::Node;
+use crate::owed::{self, Added, Delivery, Ledger, Owed, Schedule, lock};
 use crate::peers::budget::{Chunks, chunk, framed_len};
 use crate::proto;
 use crate::request::LimitKey;
-use pending::{Added, PendingHits};
 
 /// How GLOBAL limits are reconciled.
 #[derive(Debug, Clone)]
@@ -61,9 +62,8 @@ impl Default for GlobalOptions {
 /// The GLOBAL bookkeeping of one node: hits owed to owners and limits to broadcast.
 pub struct GlobalState {
     options: GlobalOptions,
-    pending: Mutex<PendingHits>,
+    pending: Ledger,
     broadcasts: Mutex<Broadcasts>,
-    wake: Notify,
 }
 
 /// Limits whose state changed on this owner since the last broadcast, oldest first, each once.
@@ -77,9 +77,8 @@ impl GlobalState {
     /// Empty queues.
     pub fn new(options: GlobalOptions) -> Self {
         Self {
-            pending: Mutex::new(PendingHits::new(options.max_pending)),
+            pending: Ledger::new(options.max_pending, options.batch_limit),
             broadcasts: Mutex::new(Broadcasts::default()),
-            wake: Notify::new(),
             options,
         }
     }
@@ -91,15 +90,7 @@ impl GlobalState {
 
     /// Queues hits owed to the owner of `key`.
     pub fn queue_hits(&self, key: LimitKey, item: proto::RateLimitReq) -> Added {
-        let (added, len) = {
-            let mut pending = lock(&self.pending);
-            let added = pending.add(key, item);
-            (added, pending.len())
-        };
-        if len >= self.options.batch_limit {
-            self.wake.notify_one();
-        }
-        added
+        self.pending.add(key, item)
     }
 
     /// Queues `key` for broadcast to every other peer; returns `false` if the queue is full.
@@ -116,19 +107,24 @@ impl GlobalState {
             broadcasts.order.len()
         };
         if len >= self.options.batch_limit {
-            self.wake.notify_one();
+            self.pending.wake();
         }
         true
     }
 
     /// Takes every limit's owed hits (at shutdown, for the snapshot).
-    pub fn take_pending(&self) -> Vec<(LimitKey, proto::RateLimitReq)> {
-        lock(&self.pending).take(usize::MAX)
+    pub fn take_pending(&self) -> Vec<Owed> {
+        self.pending.take()
+    }
+
+    /// The hits owed to owners.
+    pub fn ledger(&self) -> &Ledger {
+        &self.pending
     }
 
     /// The number of limits with hits waiting for their owner.
     pub fn pending_len(&self) -> usize {
-        lock(&self.pending).len()
+        self.pending.len()
     }
 
     /// The number of limits waiting to be broadcast.
@@ -143,77 +139,25 @@ impl GlobalState {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 /// Runs the sync and broadcast schedule of `node` until `stop` turns true, then flushes once.
-pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+pub async fn run(node: Arc<Node>, stop: watch::Receiver<bool>) {
     let global = node.global();
-    let mut ticker = tokio::time::interval(global.options.sync_wait);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = global.wake.notified() => false,
-            changed = stop.wait_for(|stop| *stop) => { let _ = changed; true }
-        };
+    let mut schedule = Schedule::new(global.options.sync_wait, stop);
+    while schedule.next(Some(global.pending.woken())).await {
         send_hits(&node).await;
         broadcast(&node).await;
-        if stopping {
-            break;
-        }
     }
 }
 
 /// Sends every owner the hits owed to it, in parallel; puts back what could not be delivered.
 pub async fn send_hits(node: &Node) {
     let global = node.global();
-    let taken = lock(&global.pending).take(usize::MAX);
-    if taken.is_empty() {
-        return;
-    }
     let started = Instant::now();
-    let mut by_owner: HashMap<Option<String>, Vec<(LimitKey, proto::RateLimitReq)>> =
-        HashMap::new();
-    for (key, mut item) in taken {
-        // The owner applies the sum of hits; it must drain rather than refuse when they overflow.
-        item.behavior |= Behavior::DRAIN_OVER_LIMIT.bits() | Behavior::GLOBAL.bits();
-        by_owner
-            .entry(node.owner_address(&item))
-            .or_default()
-            .push((key, item));
-    }
-    let budget = node.peer_clients().message_budget();
-    let dropped = node
-        .metrics()
-        .peer_items_dropped(DroppedMessage::Global, DropReason::Oversized);
-    let sends = by_owner.into_iter().flat_map(|(owner, entries)| {
-        // Chunks fit the owner's message limit; a limit too large for any message is dropped.
-        let Chunks { chunks, oversized } =
-            chunk(entries, global.options.batch_limit, budget, |(_, item)| {
-                framed_len(item.encoded_len())
-            });
-        if !oversized.is_empty() {
-            tracing::warn!(
-                limits = oversized.len(),
-                "GLOBAL hits dropped: larger than a peer message"
-            );
-            dropped.inc_by(oversized.len() as u64);
-        }
-        chunks
-            .into_iter()
-            .map(move |chunk| send_chunk(node, owner.clone(), chunk))
-    });
-    let failed: Vec<_> = join_all(sends).await.into_iter().flatten().collect();
+    let Some(round) = owed::reconcile(&global.pending, node, &GlobalHits(node)).await else {
+        return;
+    };
     let metrics = node.metrics();
-    if !failed.is_empty() {
-        let dropped = lock(&global.pending).put_back(failed);
-        metrics.global_hits_dropped.inc_by(dropped as u64);
-    }
+    metrics.global_hits_dropped.inc_by(round.dropped as u64);
     metrics
         .global_send_duration
         .observe(started.elapsed().as_secs_f64());
@@ -222,32 +166,44 @@ pub async fn send_hits(node: &Node) {
         .set(i64::try_from(global.pending_len()).unwrap_or(i64::MAX));
 }
 
-/// Sends one chunk to `owner` (or applies it here when this node owns it now); returns the
-/// entries that could not be delivered.
-async fn send_chunk(
-    node: &Node,
-    owner: Option<String>,
-    chunk: Vec<(LimitKey, proto::RateLimitReq)>,
-) -> Vec<(LimitKey, proto::RateLimitReq)> {
-    let Some(owner) = owner else {
-        node.apply_owed_hits(chunk);
-        return Vec::new();
-    };
-    let items = chunk.iter().map(|(_, item)| item.clone()).collect();
-    match node
-        .peer_clients()
-        .get_peer_rate_limits(&owner, items, node.global().options.timeout)
-        .await
-    {
-        Ok(answers) => {
-            node.install_owner_answers(&chunk, &answers);
-            Vec::new()
-        }
-        Err(error) => {
-            tracing::warn!(%owner, %error, limits = chunk.len(), "GLOBAL hits not delivered; will retry");
-            node.metrics().global_send_errors.inc();
-            chunk
-        }
+/// GLOBAL hits: the owner applies their sum with `DRAIN_OVER_LIMIT`, and its answers become this
+/// node's copies.
+struct GlobalHits<'a>(&'a Node);
+
+impl Delivery for GlobalHits<'_> {
+    const WHAT: &'static str = "GLOBAL hits";
+
+    fn batch_limit(&self) -> usize {
+        self.0.global().options.batch_limit
+    }
+
+    fn timeout(&self) -> Duration {
+        self.0.global().options.timeout
+    }
+
+    fn prepare(&self, item: &mut proto::RateLimitReq) {
+        // The owner applies the sum of hits; it must drain rather than refuse when they overflow.
+        item.behavior |= Behavior::DRAIN_OVER_LIMIT.bits() | Behavior::GLOBAL.bits();
+    }
+
+    async fn apply_here(&self, chunk: &[Owed]) -> bool {
+        self.0.apply_owed_hits(chunk);
+        true
+    }
+
+    fn delivered(&self, _owner: &str, chunk: &[Owed], answers: Vec<proto::RateLimitResp>) {
+        self.0.install_owner_answers(chunk, &answers);
+    }
+
+    fn failed(&self, owner: &str, limits: usize, error: &ForwardError) {
+        tracing::warn!(%owner, %error, limits, "GLOBAL hits not delivered; will retry");
+        self.0.metrics().global_send_errors.inc();
+    }
+
+    fn oversized(&self) -> prometheus::IntCounter {
+        self.0
+            .metrics()
+            .peer_items_dropped(DroppedMessage::Global, DropReason::Oversized)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::peers::auth::PeerChannel;
 
 use crate::algorithms::Bucket;
 use crate::node::Node;
+use crate::owed::Ledger;
 use crate::peers::{PeerInfo, Ring};
 use crate::proto::{self, v1_client::V1Client};
 use crate::request::LimitKey;
@@ -430,11 +431,7 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
                 let key = LimitKey::new(hit.item.name.clone(), hit.item.unique_key.clone());
                 // Sent to the key's current owner by the GLOBAL sync or the owner-failure
                 // reconciler, like hits owed before the restart.
-                if hit.global {
-                    let _ = node.global().queue_hits(key, hit.item);
-                } else {
-                    let _ = node.owner_fallback().owe(key, hit.item);
-                }
+                let _ = owed_ledger(node, hit.global).add(key, hit.item);
             }
             tracing::info!(path = %path.display(), buckets = count, owed = owed_count, "restored the snapshot");
         }
@@ -471,18 +468,22 @@ pub fn save_snapshot_with_owed(node: &Node, path: &Path, owed: &[snapshot::OwedH
 /// Takes every hit this node still owes other nodes (undelivered GLOBAL hits and owner-failure
 /// hits), for the snapshot at shutdown.
 pub fn take_owed(node: &Node) -> Vec<snapshot::OwedHit> {
-    let global = node
-        .global()
-        .take_pending()
+    [true, false]
         .into_iter()
-        .map(|(_, item)| snapshot::OwedHit { item, global: true });
-    let fallback = node
-        .owner_fallback()
-        .take_owed()
-        .into_iter()
-        .map(|(_, item)| snapshot::OwedHit {
-            item,
-            global: false,
-        });
-    global.chain(fallback).collect()
+        .flat_map(|global| {
+            owed_ledger(node, global)
+                .take()
+                .into_iter()
+                .map(move |(_, item)| snapshot::OwedHit { item, global })
+        })
+        .collect()
+}
+
+/// The ledger of GLOBAL hits (`global`) or of owner-failure hits.
+fn owed_ledger(node: &Node, global: bool) -> &Ledger {
+    if global {
+        node.global().ledger()
+    } else {
+        node.owner_fallback().ledger()
+    }
 }
