@@ -290,9 +290,15 @@ pub async fn start_with_clock(
     // The reconcilers keep running while in-flight calls drain, and make their final pass after
     // the listeners stopped (see `RunningServer::shutdown`).
     let (flush, flushing) = watch::channel(false);
-    let global_task = tokio::spawn(global::run(Arc::clone(&node), flushing.clone()));
+    let global_task = tokio::spawn(global::sync::run(
+        Arc::clone(node.router()),
+        flushing.clone(),
+    ));
     // Sends hits taken locally while owners were unreachable.
-    let owner_failure_task = tokio::spawn(owner_failure::run(Arc::clone(&node), flushing));
+    let owner_failure_task = tokio::spawn(owner_failure::reconcile::run(
+        Arc::clone(node.router()),
+        flushing,
+    ));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
         .merge(crate::allow::admin::routes(Arc::clone(&allow)))

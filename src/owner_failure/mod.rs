@@ -16,18 +16,16 @@
 //! Under `local`, while the owner is unreachable every node that receives a key admits up to its
 //! limit per window from its own fallback bucket; `docs/reliability.md` states the bound.
 
+pub mod reconcile;
+
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::watch;
 
 use crate::algorithms::{Behavior, Decision, RateLimitRequest};
 use crate::batching::ForwardError;
 use crate::clock::Clock;
-use crate::error::MAX_BATCH_SIZE;
-use crate::metrics::{DropReason, DroppedMessage};
-use crate::node::{Node, OWNER_METADATA_KEY, decision_response};
-use crate::owed::{self, Added, Delivery, Ledger, Owed, Schedule, owes_owner};
+use crate::evaluator::{OWNER_METADATA_KEY, decision_response};
+use crate::owed::{Added, Ledger, Owed, owes_owner};
 use crate::proto;
 use crate::request::LimitKey;
 use crate::store::LimitStore;
@@ -182,69 +180,6 @@ impl OwnerFallback {
     /// The number of limits with owed hits.
     pub fn owed_len(&self) -> usize {
         self.owed.len()
-    }
-}
-
-/// Sends owed hits every sync interval until `stop` turns true, then tries once more.
-pub async fn run(node: Arc<Node>, stop: watch::Receiver<bool>) {
-    // Under `error` nothing is ever owed, unless a snapshot restored hits owed before a restart.
-    if node.owner_fallback().policy() != OwnerFailurePolicy::Local
-        && node.owner_fallback().owed_len() == 0
-    {
-        return;
-    }
-    let mut schedule = Schedule::new(node.owner_fallback().options.sync_wait, stop);
-    while schedule.next(None).await {
-        reconcile(&node).await;
-    }
-}
-
-/// Sends every owed hit to the key's current owner (or applies it here when this node owns the
-/// key now); puts back what could not be delivered.
-pub async fn reconcile(node: &Node) {
-    let fallback = node.owner_fallback();
-    if let Some(round) = owed::reconcile(&fallback.owed, node, &FallbackHits(node)).await
-        && round.dropped > 0
-    {
-        tracing::warn!(
-            dropped = round.dropped,
-            "owed hits dropped: too many limits are waiting"
-        );
-    }
-}
-
-/// Hits taken by fallback buckets: marked `DRAIN_OVER_LIMIT` when taken, and the owner's answers
-/// are not kept (the fallback bucket is not a copy of the owner's).
-struct FallbackHits<'a>(&'a Node);
-
-impl Delivery for FallbackHits<'_> {
-    const WHAT: &'static str = "owed hits";
-
-    fn batch_limit(&self) -> usize {
-        MAX_BATCH_SIZE
-    }
-
-    fn timeout(&self) -> Duration {
-        self.0.owner_fallback().options.timeout
-    }
-
-    async fn apply_here(&self, chunk: &[Owed]) -> bool {
-        let items = chunk.iter().map(|(_, item)| item.clone()).collect();
-        self.0.get_peer_rate_limits(items).await.is_ok()
-    }
-
-    fn delivered(&self, owner: &str, chunk: &[Owed], _answers: Vec<proto::RateLimitResp>) {
-        tracing::info!(%owner, limits = chunk.len(), "hits taken while the owner was unreachable were delivered");
-    }
-
-    fn failed(&self, owner: &str, _limits: usize, error: &ForwardError) {
-        tracing::debug!(%owner, %error, "owed hits not delivered; will retry");
-    }
-
-    fn oversized(&self) -> prometheus::IntCounter {
-        self.0
-            .metrics()
-            .peer_items_dropped(DroppedMessage::Owed, DropReason::Oversized)
     }
 }
 
