@@ -8,8 +8,7 @@
 //! failures, shutting down) and the metrics scrape.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::admin::{AdminOptions, AdminState};
 use crate::clock::Clock;
@@ -21,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::owner_failure::{OwnerFailureOptions, OwnerFallback};
 use crate::peers::PeerList;
 use crate::peers::client::{PeerClientOptions, PeerClients};
-use crate::peers::discovery::health::{self, Backend, BackendStatus};
+use crate::peers::discovery::health::{Backend, BackendStatus};
 use crate::proto;
 use crate::request::{InputLimits, LimitKey};
 use crate::router::{Router, RouterOptions};
@@ -33,9 +32,6 @@ pub use crate::evaluator::OWNER_METADATA_KEY;
 pub struct Node {
     evaluator: Arc<Evaluator>,
     router: Arc<Router>,
-    discovery: Option<BackendStatus>,
-    serve_alone_healthy: bool,
-    shutting_down: AtomicBool,
 }
 
 /// What builds a [`Node`].
@@ -87,15 +83,11 @@ impl Node {
                 peer_failure_window: options.peer_failure_window,
                 owner_failure: options.owner_failure,
                 force_global,
+                discovery: options.discovery,
+                serve_alone_healthy: options.serve_alone_healthy,
             },
         ));
-        Self {
-            evaluator,
-            router,
-            discovery: options.discovery,
-            serve_alone_healthy: options.serve_alone_healthy,
-            shutting_down: AtomicBool::new(false),
-        }
+        Self { evaluator, router }
     }
 
     /// The evaluator: this node's store and decisions.
@@ -135,71 +127,30 @@ impl Node {
             .owner_of(&LimitKey::new(item.name.clone(), item.unique_key.clone()))
     }
 
-    /// Answers `HealthCheck`: the health of this node's view of the cluster, or
-    /// [`CallError::Unavailable`] with the reason when unhealthy or shutting down.
+    /// Answers `HealthCheck` (see [`Router::health_check`]).
     pub fn health_check(&self) -> Result<proto::HealthCheckResp, CallError> {
-        if self.is_shutting_down() {
-            return Err(CallError::Unavailable("this node is shutting down".into()));
-        }
-        let health = self.router.peers().health();
-        if health.status != "healthy" {
-            return Err(CallError::Unavailable(health.message));
-        }
-        if let Some(message) = self.serving_alone() {
-            return Err(CallError::Unavailable(message));
-        }
-        let membership = self.router.peers().membership();
-        let is_member = |address: &str| {
-            membership
-                .peers
-                .iter()
-                .any(|peer| peer.grpc_address == address)
-        };
-        if let Some(message) = self.router.failures().recent(Instant::now(), is_member) {
-            return Err(CallError::Unavailable(message));
-        }
-        Ok(health)
+        self.router.health_check()
     }
 
     /// Why this node is serving alone without its discovery backend (see
-    /// [`crate::peers::discovery::health`]), or `None`. This, and shutting down, is what
-    /// `grpc.health.v1` reports; recent peer failures only make `HealthCheck` unhealthy.
+    /// [`Router::serving_alone`]).
     pub fn serving_alone(&self) -> Option<String> {
-        let status = self.discovery.as_ref()?;
-        let data_center = &self.router.peers().me().data_center;
-        let local_peers = self
-            .router
-            .peers()
-            .membership()
-            .peers
-            .iter()
-            .filter(|peer| &peer.data_center == data_center)
-            .count();
-        health::serving_alone(
-            status.backend,
-            status.is_connected(),
-            &status.target,
-            local_peers,
-            self.serve_alone_healthy,
-        )
+        self.router.serving_alone()
     }
 
     /// Answers `LiveCheck`: fine until the node starts shutting down.
     pub fn live_check(&self) -> Result<(), CallError> {
-        if self.is_shutting_down() {
-            return Err(CallError::Unavailable("this node is shutting down".into()));
-        }
-        Ok(())
+        self.router.live_check()
     }
 
     /// Marks the node as shutting down: liveness and health fail from now on, calls still succeed.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+        self.router.begin_shutdown();
     }
 
     /// Whether [`Node::begin_shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.router.is_shutting_down()
     }
 
     /// The node's metrics.
@@ -222,8 +173,8 @@ impl Node {
             .with_label_values(&["region"])
             .set(health.region_peers.len() as i64);
         if let Some(status) = self
-            .discovery
-            .as_ref()
+            .router
+            .discovery()
             .filter(|status| status.backend == Backend::Etcd)
         {
             metrics

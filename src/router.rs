@@ -9,10 +9,12 @@
 //! The rules of the cluster live here and only here: membership (the [`PeerList`]), the one
 //! registry of per-peer channels ([`PeerClients`], pruned when peers leave), forwarding with one
 //! retry and the owner-failure policy, and the handoff gate (one check per entry point, then
-//! [`Router::in_handoff`]). GLOBAL reconciliation, handoff, the admin views and `/allow` use this
+//! [`Router::in_handoff`]), and the node's health (membership, discovery, recent peer failures,
+//! shutting down). GLOBAL reconciliation, handoff, the admin views and `/allow` use this
 //! handle and the evaluator's; nothing calls back into the node that wires them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -28,6 +30,7 @@ use crate::owner_failure::{self, OwnerFailureOptions, OwnerFailurePolicy, OwnerF
 use crate::peers::auth::PeerChannel;
 use crate::peers::budget::MessageBudget;
 use crate::peers::client::{PeerClientOptions, PeerClients};
+use crate::peers::discovery::health::{self, BackendStatus};
 use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
 use crate::proto;
@@ -45,6 +48,11 @@ pub struct RouterOptions {
     pub owner_failure: OwnerFailureOptions,
     /// Treat every request as GLOBAL (`GUBER_FORCE_GLOBAL`).
     pub force_global: bool,
+    /// The discovery backend membership depends on (etcd, DNS), for health and metrics; `None`
+    /// for a fixed list.
+    pub discovery: Option<BackendStatus>,
+    /// `GUBER_SERVE_ALONE_HEALTHY`: a node serving alone without its backend is still healthy.
+    pub serve_alone_healthy: bool,
 }
 
 /// Routes items to the evaluator or to their owner.
@@ -56,6 +64,9 @@ pub struct Router {
     handoff: HandoffState,
     fallback: OwnerFallback,
     force_global: bool,
+    discovery: Option<BackendStatus>,
+    serve_alone_healthy: bool,
+    shutting_down: AtomicBool,
 }
 
 /// Where one item is evaluated.
@@ -78,6 +89,9 @@ impl Router {
             failures: PeerFailures::new(options.peer_failure_window),
             handoff: HandoffState::default(),
             force_global: options.force_global,
+            discovery: options.discovery,
+            serve_alone_healthy: options.serve_alone_healthy,
+            shutting_down: AtomicBool::new(false),
         }
     }
 
@@ -379,6 +393,77 @@ impl Router {
                 .collect();
             self.clients.retain(&addresses);
         }
+    }
+
+    /// Answers `HealthCheck`: the health of this node's view of the cluster, or
+    /// [`CallError::Unavailable`] with the reason when unhealthy or shutting down.
+    pub fn health_check(&self) -> Result<proto::HealthCheckResp, CallError> {
+        if self.is_shutting_down() {
+            return Err(CallError::Unavailable("this node is shutting down".into()));
+        }
+        let health = self.peers.health();
+        if health.status != "healthy" {
+            return Err(CallError::Unavailable(health.message));
+        }
+        if let Some(message) = self.serving_alone() {
+            return Err(CallError::Unavailable(message));
+        }
+        let membership = self.peers.membership();
+        let is_member = |address: &str| {
+            membership
+                .peers
+                .iter()
+                .any(|peer| peer.grpc_address == address)
+        };
+        if let Some(message) = self.failures.recent(Instant::now(), is_member) {
+            return Err(CallError::Unavailable(message));
+        }
+        Ok(health)
+    }
+
+    /// Why this node is serving alone without its discovery backend (see
+    /// [`crate::peers::discovery::health`]), or `None`. This, and shutting down, is what
+    /// `grpc.health.v1` reports; recent peer failures only make `HealthCheck` unhealthy.
+    pub fn serving_alone(&self) -> Option<String> {
+        let status = self.discovery.as_ref()?;
+        let data_center = &self.peers.me().data_center;
+        let local_peers = self
+            .peers
+            .membership()
+            .peers
+            .iter()
+            .filter(|peer| &peer.data_center == data_center)
+            .count();
+        health::serving_alone(
+            status.backend,
+            status.is_connected(),
+            &status.target,
+            local_peers,
+            self.serve_alone_healthy,
+        )
+    }
+
+    /// Answers `LiveCheck`: fine until the node starts shutting down.
+    pub fn live_check(&self) -> Result<(), CallError> {
+        if self.is_shutting_down() {
+            return Err(CallError::Unavailable("this node is shutting down".into()));
+        }
+        Ok(())
+    }
+
+    /// Marks the node as shutting down: liveness and health fail from now on, calls still succeed.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Node::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The discovery backend membership depends on, when there is one.
+    pub fn discovery(&self) -> Option<&BackendStatus> {
+        self.discovery.as_ref()
     }
 
     /// A lazily connected channel to another node through `endpoint`, over the peers' transport

@@ -187,12 +187,12 @@ pub async fn start_with_clock(
     }));
 
     let allow = Arc::new(crate::allow::AllowService::new(
-        Arc::clone(&node),
+        Arc::clone(node.router()),
         crate::allow::AllowOptions::from_config(config),
     ));
     let handoff_options = handoff_options(config);
     if let Some(path) = &handoff_options.snapshot_path {
-        handoff::run::restore_snapshot(&node, path);
+        handoff::run::restore_snapshot(node.router(), path);
     }
     node.handoff().configure(handoff_options);
 
@@ -255,16 +255,16 @@ pub async fn start_with_clock(
         .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
         .add_service(
             handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
-                Arc::clone(&node),
+                Arc::clone(node.router()),
             ))
             .max_decoding_message_size(max_request_size),
         )
-        .add_optional_service(crate::admin::grpc::service(&node))
+        .add_optional_service(crate::admin::grpc::service(node.router()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     // Before serving: a node that joins must know whom it waits for before its first request.
-    let handoff_task = handoff::run::spawn(Arc::clone(&node), stopped.clone());
+    let handoff_task = handoff::run::spawn(Arc::clone(node.router()), stopped.clone());
     // TLS (when configured) is accepted first; the connection bound counts the connections that
     // completed their handshake (the acceptor bounds the handshakes in progress itself).
     let grpc_task = match &tls {
@@ -424,12 +424,12 @@ impl RunningServer {
         // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
         let handoff = self.node.handoff().options();
         let new_owners = if handoff.on_leave {
-            handoff::run::leave(&self.node).await
+            handoff::run::leave(self.node.router()).await
         } else {
             Vec::new()
         };
         self.discovery.leave().await;
-        handoff::run::finish_leave(&self.node, &new_owners).await;
+        handoff::run::finish_leave(self.node.router(), &new_owners).await;
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(service, ServingStatus::NotServing)
@@ -478,9 +478,9 @@ impl RunningServer {
             );
         }
         self.handoff_task.abort();
-        let owed = handoff::run::take_owed(&self.node);
+        let owed = handoff::run::take_owed(self.node.router());
         match &handoff.snapshot_path {
-            Some(path) => handoff::run::save_snapshot_with_owed(&self.node, path, &owed),
+            Some(path) => handoff::run::save_snapshot_with_owed(self.node.router(), path, &owed),
             None if !owed.is_empty() => tracing::warn!(
                 limits = owed.len(),
                 "hits owed to other nodes could not be delivered and are lost (set GUBER_SNAPSHOT_PATH to keep them)"

@@ -35,10 +35,10 @@ use crate::peers::auth::PeerChannel;
 
 use crate::algorithms::Bucket;
 use crate::config::ServerConfig;
-use crate::node::Node;
 use crate::proto;
 use crate::refill::{Outcome, TokenBucket};
 use crate::request::LimitKey;
+use crate::router::Router;
 use idempotency::{Fingerprint, IdempotencyStore, RecordKey, Remembered};
 use pb::allow_v1_client::AllowV1Client;
 pub use resources::AllowResources;
@@ -150,19 +150,16 @@ pub fn limit_name(resource: &str) -> String {
 
 /// Spends `request.cost` tokens of `bucket` through `node` (which forwards to the limit's owner).
 async fn spend(
-    node: &Node,
+    router: &Router,
     request: &AllowRequest,
     bucket: &TokenBucket,
 ) -> Result<Spent, AllowError> {
-    let created_at = node.clock().now_ms();
-    let mut item = bucket.request(
-        limit_name(&request.resource),
-        request.user_id.clone(),
-        request.cost,
-    );
+    let created_at = router.evaluator().clock().now_ms();
+    let key = LimitKey::new(limit_name(&request.resource), request.user_id.clone());
+    let mut item = bucket.request(key.name.clone(), key.unique_key.clone(), request.cost);
     item.created_at = Some(created_at);
-    let owned_here = node.owner_address(&item).is_none();
-    let answer = node
+    let owned_here = router.owner_of(&key).is_none();
+    let answer = router
         .get_rate_limits(vec![item])
         .await
         .map_err(|error| AllowError::Unavailable(error.to_string()))?
@@ -176,12 +173,7 @@ async fn spend(
     let outcome = bucket.outcome(allowed, answer.remaining, request.cost);
     // The owner's stored bucket keeps the fraction the wire answer drops.
     let stored = owned_here
-        .then(|| {
-            node.store().get(&LimitKey::new(
-                limit_name(&request.resource),
-                request.user_id.clone(),
-            ))
-        })
+        .then(|| router.evaluator().store().get(&key))
         .flatten()
         .and_then(|bucket| match bucket {
             Bucket::Leaky(leaky) => Some(leaky),
@@ -197,7 +189,7 @@ async fn spend(
 
 /// `/allow` on one node.
 pub struct AllowService {
-    node: Arc<Node>,
+    router: Arc<Router>,
     options: AllowOptions,
     records: IdempotencyStore<Spent>,
     clients: RwLock<HashMap<String, AllowV1Client<PeerChannel>>>,
@@ -205,10 +197,10 @@ pub struct AllowService {
 
 impl AllowService {
     /// The service of `node`.
-    pub fn new(node: Arc<Node>, options: AllowOptions) -> Self {
+    pub fn new(router: Arc<Router>, options: AllowOptions) -> Self {
         Self {
             records: IdempotencyStore::new(options.idempotency_capacity, options.idempotency_ttl),
-            node,
+            router,
             options,
             clients: RwLock::new(HashMap::new()),
         }
@@ -220,8 +212,8 @@ impl AllowService {
     }
 
     /// The node this service spends through.
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
     }
 
     /// Answers a client's call: without an idempotency key here, with one on the node that keeps
@@ -277,12 +269,12 @@ impl AllowService {
             cost: request.cost,
         };
         // The spend runs to completion and is recorded even if this call is cancelled.
-        let node = Arc::clone(&self.node);
+        let router = Arc::clone(&self.router);
         let spend_request = request.clone();
         let remembered = self
             .records
             .once(record, fingerprint, move || async move {
-                spend(&node, &spend_request, &bucket).await
+                spend(&router, &spend_request, &bucket).await
             })
             .await?;
         match remembered {
@@ -347,7 +339,11 @@ impl AllowService {
             )));
         }
         if source == Source::Discovered {
-            self.node.admin().discovered().note(&request.resource);
+            self.router
+                .evaluator()
+                .admin()
+                .discovered()
+                .note(&request.resource);
         }
         Ok(bucket)
     }
@@ -358,16 +354,13 @@ impl AllowService {
         request: &AllowRequest,
         bucket: &TokenBucket,
     ) -> Result<Spent, AllowError> {
-        spend(&self.node, request, bucket).await
+        spend(&self.router, request, bucket).await
     }
 
     /// The gRPC address of the node keeping `user_id`'s records, or `None` for this node.
     fn records_owner(&self, user_id: &str) -> Option<String> {
-        self.node.owner_address(&proto::RateLimitReq {
-            name: RECORDS_RING_NAME.into(),
-            unique_key: user_id.into(),
-            ..Default::default()
-        })
+        self.router
+            .owner_of(&LimitKey::new(RECORDS_RING_NAME, user_id))
     }
 
     async fn call_owner(
@@ -401,10 +394,10 @@ impl AllowService {
                 OwnerCallError::Unreachable(format!("bad address {address}: {error}"))
             })?
             .connect_timeout(self.options.peer_timeout);
-        let client = AllowV1Client::new(self.node.peer_channel(endpoint));
+        let client = AllowV1Client::new(self.router.peer_channel(endpoint));
         if let Ok(mut clients) = self.clients.write() {
             // Forget clients of nodes that left, so the map stays as small as the cluster.
-            let members = self.node.peers().membership();
+            let members = self.router.peers().membership();
             clients.retain(|known, _| members.peers.iter().any(|p| &p.grpc_address == known));
             clients.insert(address.to_string(), client.clone());
         }
