@@ -26,6 +26,7 @@ pub mod embedded;
 pub mod error;
 pub mod evaluator;
 pub mod global;
+pub mod go_duration;
 pub mod grpc;
 pub mod handoff;
 pub mod http;

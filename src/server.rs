@@ -162,35 +162,21 @@ pub async fn start_with_clock(
         peer_failure_window: config.peer_failure_window,
         discovery: discovery.backend_status(),
         serve_alone_healthy: config.serve_alone_healthy,
-        global: GlobalOptions {
-            sync_wait: config.global_sync_wait,
-            timeout: config.global_timeout,
-            batch_limit: usize::try_from(config.global_batch_limit).unwrap_or(1000),
-            force: config.force_global,
-            ..GlobalOptions::default()
-        },
+        global: GlobalOptions::from(config),
         metrics,
-        limits: InputLimits {
-            max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
-        },
+        limits: InputLimits::from(config),
         admin: crate::admin::AdminOptions {
             http_loopback_only: crate::admin::access::is_loopback(&http_address),
-            ..config.admin_options()
+            ..crate::admin::AdminOptions::from(config)
         },
-        owner_failure: OwnerFailureOptions {
-            policy: config.owner_failure_policy,
-            fallback_capacity: config.cache_size,
-            sync_wait: config.global_sync_wait,
-            timeout: config.batch_timeout,
-            ..OwnerFailureOptions::default()
-        },
+        owner_failure: OwnerFailureOptions::from(config),
     }));
 
     let allow = Arc::new(crate::allow::AllowService::new(
         Arc::clone(node.router()),
-        crate::allow::AllowOptions::from_config(config),
+        crate::allow::AllowOptions::from(config),
     ));
-    let handoff_options = handoff_options(config);
+    let handoff_options = HandoffOptions::from(config);
     if let Some(path) = &handoff_options.snapshot_path {
         handoff::run::restore_snapshot(node.router(), path);
     }
@@ -511,28 +497,6 @@ fn warn_if_peer_plane_open(config: &ServerConfig, policy: &PeerAuthPolicy) {
              node, or GUBER_TLS_CLIENT_AUTH=require-and-verify, or keep the gRPC port on a private \
              network (see docs/security.md)"
         );
-    }
-}
-
-/// State handoff and snapshot settings, from `GUBER_HANDOFF_*` and `GUBER_SNAPSHOT_PATH`.
-fn handoff_options(config: &ServerConfig) -> HandoffOptions {
-    use crate::config::DiscoveryType;
-    HandoffOptions {
-        delay: config.handoff_delay,
-        timeout: config.handoff_timeout,
-        join_wait: config.handoff_join_wait,
-        leave_wait: config.handoff_leave_wait,
-        on_leave: matches!(
-            config.peer_discovery_type,
-            DiscoveryType::Etcd | DiscoveryType::Dns | DiscoveryType::K8s
-        ),
-        snapshot_path: config
-            .snapshot_path
-            .as_deref()
-            .map(str::trim)
-            .filter(|path| !path.is_empty())
-            .map(std::path::PathBuf::from),
-        ..HandoffOptions::default()
     }
 }
 

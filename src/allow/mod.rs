@@ -34,7 +34,6 @@ use tonic::transport::Endpoint;
 use crate::peers::auth::PeerChannel;
 
 use crate::algorithms::Bucket;
-use crate::config::ServerConfig;
 use crate::proto;
 use crate::refill::{Outcome, TokenBucket};
 use crate::request::LimitKey;
@@ -64,20 +63,6 @@ pub struct AllowOptions {
     pub peer_timeout: Duration,
     /// The longest user id accepted (the node's key length limit).
     pub max_user_id_bytes: usize,
-}
-
-impl AllowOptions {
-    /// The options a node's configuration gives.
-    pub fn from_config(config: &ServerConfig) -> Self {
-        Self {
-            resources: config.allow_resources.clone(),
-            idempotency_ttl: config.allow_idempotency_ttl,
-            idempotency_capacity: config.allow_idempotency_capacity,
-            // The records' node may itself forward to the limit's owner.
-            peer_timeout: config.batch_timeout.saturating_mul(2),
-            max_user_id_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
-        }
-    }
 }
 
 /// One `/allow` call.

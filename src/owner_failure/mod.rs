@@ -35,7 +35,7 @@ use crate::store::LimitStore;
 pub const FALLBACK_METADATA_KEY: &str = "fallback";
 
 /// What to answer for items whose owner cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OwnerFailurePolicy {
     /// A per-item error naming the owner (Gubernator's behaviour).
     #[default]
@@ -317,17 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn policies_parse_by_name() {
-        use clap::ValueEnum;
-        assert_eq!(
-            OwnerFailurePolicy::from_str("local", true),
-            Ok(OwnerFailurePolicy::Local)
-        );
-        assert_eq!(
-            OwnerFailurePolicy::from_str("error", true),
-            Ok(OwnerFailurePolicy::Error)
-        );
-        assert!(OwnerFailurePolicy::from_str("maybe", true).is_err());
+    fn the_default_policy_is_error() {
         assert_eq!(OwnerFailurePolicy::default(), OwnerFailurePolicy::Error);
         assert_eq!(OwnerFailurePolicy::Local.as_str(), "local");
     }
