@@ -14,7 +14,7 @@
 //! handle and the evaluator's; nothing calls back into the node that wires them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -67,6 +67,7 @@ pub struct Router {
     discovery: Option<BackendStatus>,
     serve_alone_healthy: bool,
     shutting_down: AtomicBool,
+    pruned_version: AtomicU64,
 }
 
 /// Where one item is evaluated.
@@ -92,6 +93,7 @@ impl Router {
             discovery: options.discovery,
             serve_alone_healthy: options.serve_alone_healthy,
             shutting_down: AtomicBool::new(false),
+            pruned_version: AtomicU64::new(0),
         }
     }
 
@@ -107,7 +109,7 @@ impl Router {
         metrics.items_per_call.observe(items.len() as f64);
         let now_ms = self.evaluator.clock().now_ms();
         let membership = self.peers.membership();
-        self.forget_departed_peers(&membership);
+        self.forget_departed_peers();
         let evaluator = &*self.evaluator;
         let mut responses = vec![proto::RateLimitResp::default(); items.len()];
         let mut forwarded = Vec::new();
@@ -384,15 +386,20 @@ impl Router {
         }
     }
 
-    fn forget_departed_peers(&self, membership: &Membership) {
-        if self.clients.len() > membership.peers.len() {
-            let addresses: Vec<&str> = membership
-                .peers
-                .iter()
-                .map(|peer| peer.grpc_address.as_str())
-                .collect();
-            self.clients.retain(&addresses);
+    /// Drops the clients and channels of peers that left: once per membership change (checked
+    /// by every call, one atomic load when nothing changed).
+    pub fn forget_departed_peers(&self) {
+        let version = self.peers.version();
+        if self.pruned_version.swap(version, Ordering::Relaxed) == version {
+            return;
         }
+        let membership = self.peers.membership();
+        let addresses: Vec<&str> = membership
+            .peers
+            .iter()
+            .map(|peer| peer.grpc_address.as_str())
+            .collect();
+        self.clients.retain(&addresses);
     }
 
     /// Answers `HealthCheck`: the health of this node's view of the cluster, or

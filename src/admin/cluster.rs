@@ -5,12 +5,9 @@
 //! peer kept for the next view. A failed peer is listed with its error and the answer is built from
 //! the others, so one dead node never hides the rest of the cluster.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tonic::transport::Endpoint;
 
 use crate::peers::auth::PeerChannel;
 
@@ -36,11 +33,10 @@ pub enum PeerCallError {
     Status(#[from] tonic::Status),
 }
 
-/// Lazily connected channels to peers, used only by admin views.
+/// The admin views' calls to peers, over the router's shared channels.
 pub struct AdminClients {
     timeout: Duration,
     token: Option<String>,
-    channels: Mutex<HashMap<String, PeerChannel>>,
 }
 
 impl AdminClients {
@@ -49,7 +45,6 @@ impl AdminClients {
         Self {
             timeout,
             token: token.filter(|token| !token.is_empty()),
-            channels: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,28 +110,10 @@ impl AdminClients {
     }
 
     fn channel(&self, router: &Router, address: &str) -> Result<PeerChannel, PeerCallError> {
-        let mut channels = match self.channels.lock() {
-            Ok(channels) => channels,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|_| PeerCallError::InvalidAddress(address.to_string()))?
-            .connect_timeout(self.timeout);
-        let channel = router.peer_channel(endpoint);
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// Drops the channels of peers that are no longer members.
-    fn retain(&self, members: &[&str]) {
-        let mut channels = match self.channels.lock() {
-            Ok(channels) => channels,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        channels.retain(|address, _| members.contains(&address.as_str()));
+        router
+            .peer_clients()
+            .channel(address, self.timeout, false)
+            .map_err(|_| PeerCallError::InvalidAddress(address.to_string()))
     }
 }
 
@@ -196,7 +173,7 @@ pub async fn cluster_stats(router: &Router, window: Window) -> ClusterStats {
         .iter()
         .map(|peer| peer.grpc_address.as_str())
         .collect();
-    router.evaluator().admin().clients().retain(&members);
+    router.forget_departed_peers();
     let others = members.iter().filter(|address| *address != me);
     let calls = others.map(|address| async move {
         let answer = router

@@ -25,11 +25,8 @@ pub mod tokens;
 /// The `ringlimit.v1` wire types (`AllowV1` service among them), generated in [`crate::proto`].
 pub use crate::proto::ringlimit_v1 as pb;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-use tonic::transport::Endpoint;
 
 use crate::peers::auth::PeerChannel;
 
@@ -177,7 +174,6 @@ pub struct AllowService {
     router: Arc<Router>,
     options: AllowOptions,
     records: IdempotencyStore<Spent>,
-    clients: RwLock<HashMap<String, AllowV1Client<PeerChannel>>>,
 }
 
 impl AllowService {
@@ -187,7 +183,6 @@ impl AllowService {
             records: IdempotencyStore::new(options.idempotency_capacity, options.idempotency_ttl),
             router,
             options,
-            clients: RwLock::new(HashMap::new()),
         }
     }
 
@@ -369,24 +364,15 @@ impl AllowService {
     }
 
     fn client(&self, address: &str) -> Result<AllowV1Client<PeerChannel>, OwnerCallError> {
-        if let Ok(clients) = self.clients.read()
-            && let Some(client) = clients.get(address)
-        {
-            return Ok(client.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        self.router.forget_departed_peers();
+        let channel = self
+            .router
+            .peer_clients()
+            .channel(address, self.options.peer_timeout, false)
             .map_err(|error| {
-                OwnerCallError::Unreachable(format!("bad address {address}: {error}"))
-            })?
-            .connect_timeout(self.options.peer_timeout);
-        let client = AllowV1Client::new(self.router.peer_channel(endpoint));
-        if let Ok(mut clients) = self.clients.write() {
-            // Forget clients of nodes that left, so the map stays as small as the cluster.
-            let members = self.router.peers().membership();
-            clients.retain(|known, _| members.peers.iter().any(|p| &p.grpc_address == known));
-            clients.insert(address.to_string(), client.clone());
-        }
-        Ok(client)
+                OwnerCallError::Unreachable(format!("bad address {address}: {}", error.reason))
+            })?;
+        Ok(AllowV1Client::new(channel))
     }
 }
 

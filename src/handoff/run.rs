@@ -301,14 +301,14 @@ impl Clients {
             return Some(client.clone());
         }
         let timeout = router.handoff().options().timeout;
-        let endpoint = match Endpoint::from_shared(format!("http://{address}")) {
-            Ok(endpoint) => endpoint.connect_timeout(timeout).tcp_nodelay(true),
+        let channel = match router.peer_clients().channel(address, timeout, true) {
+            Ok(channel) => channel,
             Err(error) => {
-                tracing::warn!(peer = %address, %error, "invalid peer address; nothing handed off to it");
+                tracing::warn!(peer = %address, error = %error.reason, "invalid peer address; nothing handed off to it");
                 return None;
             }
         };
-        let client = HandoffClient::new(router.peer_channel(endpoint));
+        let client = HandoffClient::new(channel);
         self.0.insert(address.to_string(), client.clone());
         Some(client)
     }

@@ -1,5 +1,7 @@
 //! Connections to the other peers: one lazily connected gRPC channel and one batching task per
-//! peer, created on first use and dropped when the peer leaves the cluster.
+//! peer, created on first use and dropped when the peer leaves the cluster; and the one registry
+//! of channels the other node-to-node clients (handoff, the admin fan-out, `/allow`'s records)
+//! share, pruned by the same rule.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -36,7 +38,21 @@ pub struct PeerClients {
     options: PeerClientOptions,
     metrics: Metrics,
     clients: RwLock<HashMap<String, PeerClient>>,
+    channels: RwLock<HashMap<ChannelKey, PeerChannel>>,
     liveness: Arc<PeerLiveness>,
+}
+
+/// A shared channel: the peer's address, and how it connects (connect timeout, `TCP_NODELAY`).
+type ChannelKey = (String, Duration, bool);
+
+/// A peer address that is not a valid URI authority.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid peer address {address}: {reason}")]
+pub struct InvalidAddress {
+    /// The address.
+    pub address: String,
+    /// Why it is invalid.
+    pub reason: String,
 }
 
 /// One peer's connection: direct calls, and the batching task for forwarded items.
@@ -57,6 +73,7 @@ impl PeerClients {
             options,
             metrics,
             clients: RwLock::new(HashMap::new()),
+            channels: RwLock::new(HashMap::new()),
             liveness,
         }
     }
@@ -154,7 +171,49 @@ impl PeerClients {
             Err(poisoned) => poisoned.into_inner(),
         };
         clients.retain(|address, _| addresses.contains(&address.as_str()));
+        drop(clients);
+        let mut channels = match self.channels.write() {
+            Ok(channels) => channels,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        channels.retain(|(address, _, _), _| addresses.contains(&address.as_str()));
+        drop(channels);
         self.liveness.retain(|peer| addresses.contains(&peer));
+    }
+
+    /// The shared, lazily connected channel to the node at `address` (see
+    /// [`PeerClients::connect_lazy`]), connecting within `connect_timeout`, with `TCP_NODELAY`
+    /// when `nodelay`. Every node-to-node client but forwarding's own uses it; it is dropped with
+    /// the peer's other clients when the peer leaves.
+    pub fn channel(
+        &self,
+        address: &str,
+        connect_timeout: Duration,
+        nodelay: bool,
+    ) -> Result<PeerChannel, InvalidAddress> {
+        let key = (address.to_string(), connect_timeout, nodelay);
+        if let Ok(channels) = self.channels.read()
+            && let Some(channel) = channels.get(&key)
+        {
+            return Ok(channel.clone());
+        }
+        let mut endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| InvalidAddress {
+                address: address.to_string(),
+                reason: error.to_string(),
+            })?
+            .connect_timeout(connect_timeout);
+        if nodelay {
+            endpoint = endpoint.tcp_nodelay(true);
+        }
+        let mut channels = match self.channels.write() {
+            Ok(channels) => channels,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let channel = channels
+            .entry(key)
+            .or_insert_with(|| self.connect_lazy(endpoint));
+        Ok(channel.clone())
     }
 
     /// The number of peers with a client.
