@@ -15,7 +15,7 @@ use crate::global::{GlobalOptions, GlobalState, replica};
 use crate::metrics::{ItemCounters, Metrics, PeerInputRejection};
 use crate::owed::{self, Added, Owed};
 use crate::proto;
-use crate::request::{self, InputLimits, ItemError, LimitKey};
+use crate::request::{self, Checked, InputLimits, ItemError, LimitKey};
 use crate::store::{Eviction, LimitStore};
 
 /// The metadata key that names the owner in answers given by another node.
@@ -89,16 +89,9 @@ impl Evaluator {
     }
 
     /// Evaluates an item this node owns against its store.
-    pub fn local(
-        &self,
-        mut item: proto::RateLimitReq,
-        request: &RateLimitRequest,
-    ) -> proto::RateLimitResp {
-        let key = LimitKey::new(
-            std::mem::take(&mut item.name),
-            std::mem::take(&mut item.unique_key),
-        );
-        let applied = self.store.apply_and_inspect(key, request, |key, applied| {
+    pub fn local(&self, checked: Checked) -> proto::RateLimitResp {
+        let Checked { key, request, .. } = checked;
+        let applied = self.store.apply_and_inspect(key, &request, |key, applied| {
             self.admin
                 .record(key, applied.decision.status, self.clock.as_ref())
         });
@@ -113,14 +106,11 @@ impl Evaluator {
 
     /// Evaluates a GLOBAL item this node owns, and queues the new state for broadcast when it
     /// changed.
-    pub fn global_as_owner(
-        &self,
-        item: proto::RateLimitReq,
-        request: &RateLimitRequest,
-    ) -> proto::RateLimitResp {
+    pub fn global_as_owner(&self, checked: Checked) -> proto::RateLimitResp {
+        let request = &checked.request;
         let changes = request.hits != 0 || request.behavior.contains(Behavior::RESET_REMAINING);
-        let key = changes.then(|| LimitKey::new(item.name.clone(), item.unique_key.clone()));
-        let response = self.local(item, request);
+        let key = changes.then(|| checked.key.clone());
+        let response = self.local(checked);
         if let Some(key) = key {
             self.queue_broadcast(key);
         }
@@ -128,34 +118,25 @@ impl Evaluator {
     }
 
     /// Evaluates an item this node owns as a peer asked: GLOBAL items as their owner.
-    pub fn owned(
-        &self,
-        item: proto::RateLimitReq,
-        request: &RateLimitRequest,
-    ) -> proto::RateLimitResp {
-        if request.behavior.contains(Behavior::GLOBAL) {
-            self.global_as_owner(item, request)
+    pub fn owned(&self, checked: Checked) -> proto::RateLimitResp {
+        if checked.request.behavior.contains(Behavior::GLOBAL) {
+            self.global_as_owner(checked)
         } else {
-            self.local(item, request)
+            self.local(checked)
         }
     }
 
     /// Evaluates a GLOBAL item against this non-owner's copy, answers at once, and queues the hits
     /// the owner is owed.
-    pub fn global_copy(
-        &self,
-        key: LimitKey,
-        item: proto::RateLimitReq,
-        request: &RateLimitRequest,
-        owner: String,
-    ) -> proto::RateLimitResp {
-        let applied = self.store.apply(key.clone(), request);
+    pub fn global_copy(&self, checked: Checked, owner: String) -> proto::RateLimitResp {
+        let applied = self.store.apply(checked.key.clone(), &checked.request);
         self.record_decision(CallType::Global, applied.decision);
         self.admin
-            .record(&key, applied.decision.status, self.clock.as_ref());
+            .record(&checked.key, applied.decision.status, self.clock.as_ref());
         // The owner is owed what this copy consumed (see `owed::owes_owner`).
-        if owed::owes_owner(request, &applied.decision) {
-            if self.global.queue_hits(key, item) == Added::Dropped {
+        if owed::owes_owner(&checked.request, &applied.decision) {
+            let key = checked.key.clone();
+            if self.global.queue_hits(key, checked.into_item()) == Added::Dropped {
                 self.metrics.global_hits_dropped.inc();
             }
             self.metrics
@@ -193,8 +174,8 @@ impl Evaluator {
     pub fn apply_owed_hits(&self, entries: &[Owed]) {
         let now_ms = self.clock.now_ms();
         for (_, item) in entries {
-            if let Ok(request) = request::validate(item, now_ms, self.limits) {
-                self.global_as_owner(item.clone(), &request);
+            if let Ok(checked) = request::check(item.clone(), now_ms, self.limits) {
+                self.global_as_owner(checked);
             }
         }
     }

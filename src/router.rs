@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::algorithms::{Behavior, RateLimitRequest};
+use crate::algorithms::Behavior;
 use crate::batching::ForwardError;
 use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::evaluator::{CallType, Evaluator, OWNER_METADATA_KEY};
@@ -34,7 +34,7 @@ use crate::peers::discovery::health::{self, BackendStatus};
 use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
 use crate::proto;
-use crate::request::{self, LimitKey};
+use crate::request::{self, Checked, LimitKey};
 
 /// What builds a [`Router`] (beside the evaluator it routes to).
 pub struct RouterOptions {
@@ -120,36 +120,28 @@ impl Router {
             if self.force_global {
                 item.behavior |= Behavior::GLOBAL.bits();
             }
-            let request = match request::validate(&item, now_ms, evaluator.limits()) {
-                Ok(request) => request,
+            let checked = match request::check(item, now_ms, evaluator.limits()) {
+                Ok(checked) => checked,
                 Err(error) => {
                     responses[index] = evaluator.item_error(error);
                     continue;
                 }
             };
-            let global = request.behavior.contains(Behavior::GLOBAL);
-            match self.route(&membership, &item) {
-                Route::Local if global => {
-                    responses[index] = evaluator.global_as_owner(item, &request);
-                }
+            let global = checked.request.behavior.contains(Behavior::GLOBAL);
+            match self.route(&membership, &checked.key) {
+                Route::Local if global => responses[index] = evaluator.global_as_owner(checked),
                 Route::Local if self.handoff.is_active() => {
-                    in_handoff.push(self.in_handoff(index, item, request));
+                    in_handoff.push(self.in_handoff(index, checked));
                 }
-                Route::Local => responses[index] = evaluator.local(item, &request),
+                Route::Local => responses[index] = evaluator.local(checked),
                 Route::Owner(owner) => {
-                    // The owner must see the same timestamp as every other item of this call.
-                    item.created_at = Some(request.created_at);
-                    if global {
-                        let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
-                        if evaluator.store().get(&key).is_some() {
-                            responses[index] = evaluator.global_copy(key, item, &request, owner);
-                            continue;
-                        }
-                        // No copy yet: ask the owner once rather than start from a full bucket.
-                        forwarded.push(self.forward_item(index, item, request, owner, Some(key)));
-                    } else {
-                        forwarded.push(self.forward_item(index, item, request, owner, None));
+                    if global && evaluator.store().get(&checked.key).is_some() {
+                        responses[index] = evaluator.global_copy(checked, owner);
+                        continue;
                     }
+                    // A GLOBAL limit without a copy yet asks the owner once rather than start
+                    // from a full bucket, and keeps the answer as its copy.
+                    forwarded.push(self.forward_item(index, checked, owner, global));
                 }
             }
         }
@@ -175,8 +167,8 @@ impl Router {
         if !self.handoff.is_active() {
             return Ok(items
                 .into_iter()
-                .map(|item| match request::validate(&item, now_ms, limits) {
-                    Ok(request) => evaluator.owned(item, &request),
+                .map(|item| match request::check(item, now_ms, limits) {
+                    Ok(checked) => evaluator.owned(checked),
                     Err(error) => evaluator.item_error(error),
                 })
                 .collect());
@@ -185,11 +177,11 @@ impl Router {
             .into_iter()
             .enumerate()
             .map(|(index, item)| async move {
-                match request::validate(&item, now_ms, limits) {
-                    Ok(request) if request.behavior.contains(Behavior::GLOBAL) => {
-                        (index, evaluator.global_as_owner(item, &request))
+                match request::check(item, now_ms, limits) {
+                    Ok(checked) if checked.request.behavior.contains(Behavior::GLOBAL) => {
+                        (index, evaluator.global_as_owner(checked))
                     }
-                    Ok(request) => self.in_handoff(index, item, request).await,
+                    Ok(checked) => self.in_handoff(index, checked).await,
                     Err(error) => (index, evaluator.item_error(error)),
                 }
             });
@@ -218,16 +210,12 @@ impl Router {
     /// The gRPC address of the owner of `key`, or `None` when this node owns it (or knows no
     /// ring at all).
     pub fn owner_of(&self, key: &LimitKey) -> Option<String> {
-        self.owner_by_name(&self.peers.membership(), &key.name, &key.unique_key)
+        self.owner_in(&self.peers.membership(), key)
     }
 
-    fn owner_by_name(
-        &self,
-        membership: &Membership,
-        name: &str,
-        unique_key: &str,
-    ) -> Option<String> {
-        match membership.ring.owner_of(name, unique_key) {
+    /// The owner of `key` in `membership`, or `None` when this node owns it.
+    fn owner_in(&self, membership: &Membership, key: &LimitKey) -> Option<String> {
+        match membership.ring.owner_of(&key.name, &key.unique_key) {
             Some(owner) if owner.grpc_address != self.peers.me().grpc_address => {
                 Some(owner.grpc_address.clone())
             }
@@ -235,40 +223,36 @@ impl Router {
         }
     }
 
-    fn route(&self, membership: &Membership, item: &proto::RateLimitReq) -> Route {
-        match self.owner_by_name(membership, &item.name, &item.unique_key) {
+    fn route(&self, membership: &Membership, key: &LimitKey) -> Route {
+        match self.owner_in(membership, key) {
             Some(owner) => Route::Owner(owner),
             None => Route::Local,
         }
     }
 
-    /// Forwards the item at `index` of a call to `owner`; for a GLOBAL limit (`copy_as`), keeps
+    /// Forwards the item at `index` of a call to `owner`; for a GLOBAL limit (`keep_copy`), keeps
     /// the owner's answer as this node's copy.
     async fn forward_item(
         &self,
         index: usize,
-        item: proto::RateLimitReq,
-        request: RateLimitRequest,
+        checked: Checked,
         owner: String,
-        copy_as: Option<LimitKey>,
+        keep_copy: bool,
     ) -> (usize, proto::RateLimitResp) {
-        let no_batching = request.behavior.contains(Behavior::NO_BATCHING);
-        let answer = self.forward(item, request, no_batching, owner).await;
-        if let Some(key) = copy_as {
+        let copy = keep_copy.then(|| (checked.key.clone(), checked.request));
+        let answer = self.forward(checked, owner).await;
+        if let Some((key, request)) = copy {
             self.evaluator.keep_copy(key, &answer, &request);
         }
         (index, answer)
     }
 
-    /// Forwards one item to `owner`; on a timeout or an unreachable owner, re-resolves the owner
-    /// and tries once more (locally, if this node owns the key now).
-    async fn forward(
-        &self,
-        item: proto::RateLimitReq,
-        request: RateLimitRequest,
-        no_batching: bool,
-        owner: String,
-    ) -> proto::RateLimitResp {
+    /// Forwards one item to `owner` (stamped with the call's `created_at`, which the owner must
+    /// see like every other item of the call); on a timeout or an unreachable owner, re-resolves
+    /// the owner and tries once more (locally, if this node owns the key now).
+    async fn forward(&self, checked: Checked, owner: String) -> proto::RateLimitResp {
+        let no_batching = checked.request.behavior.contains(Behavior::NO_BATCHING);
+        let item = checked.to_item();
         let first = self
             .clients
             .forward(&owner, item.clone(), no_batching)
@@ -276,13 +260,11 @@ impl Router {
         let (result, owner) = match first {
             Err(error) if error.is_retryable() => {
                 self.record_failure(&owner, &error);
-                self.metrics().count_batch_retry(&item.name);
-                match self.route(&self.peers.membership(), &item) {
-                    Route::Local => return self.evaluator.local(item, &request),
+                self.metrics().count_batch_retry(&checked.key.name);
+                match self.route(&self.peers.membership(), &checked.key) {
+                    Route::Local => return self.evaluator.local(checked),
                     Route::Owner(new_owner) => (
-                        self.clients
-                            .forward(&new_owner, item.clone(), no_batching)
-                            .await,
+                        self.clients.forward(&new_owner, item, no_batching).await,
                         new_owner,
                     ),
                 }
@@ -297,7 +279,7 @@ impl Router {
                     .check_error_counter
                     .with_label_values(&[crate::metrics::CHECK_ERROR_FORWARD_FAILED])
                     .inc();
-                self.answer_without_owner(item, &request, owner, &error)
+                self.answer_without_owner(checked, owner, &error)
             }
         }
     }
@@ -306,24 +288,21 @@ impl Router {
     /// way (see `crate::handoff`): a held bucket is evaluated here; a key handed off, or (when
     /// leaving) any key not held, is forwarded to its new owner once; a key a joined peer may still
     /// be handing over waits for it (bounded).
-    async fn in_handoff(
-        &self,
-        index: usize,
-        mut item: proto::RateLimitReq,
-        request: RateLimitRequest,
-    ) -> (usize, proto::RateLimitResp) {
-        let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
-        if let Some(answer) = self.evaluator.held(&key, &request) {
+    async fn in_handoff(&self, index: usize, checked: Checked) -> (usize, proto::RateLimitResp) {
+        if let Some(answer) = self.evaluator.held(&checked.key, &checked.request) {
             return (index, answer);
         }
         // An item already forwarded by a handoff is evaluated here, never forwarded again.
-        if !item.metadata.contains_key(handoff::HOP_METADATA_KEY) {
-            match self.handoff.on_miss(&key, &self.peers.me().grpc_address) {
+        if !checked.metadata().contains_key(handoff::HOP_METADATA_KEY) {
+            match self
+                .handoff
+                .on_miss(&checked.key, &self.peers.me().grpc_address)
+            {
                 Miss::Forward(owner) => {
-                    item.created_at = Some(request.created_at);
+                    let no_batching = checked.request.behavior.contains(Behavior::NO_BATCHING);
+                    let mut item = checked.into_item();
                     item.metadata
                         .insert(handoff::HOP_METADATA_KEY.to_string(), "1".to_string());
-                    let no_batching = request.behavior.contains(Behavior::NO_BATCHING);
                     let result = self.clients.forward(&owner, item, no_batching).await;
                     return (index, self.forwarded_answer(result, owner));
                 }
@@ -331,7 +310,7 @@ impl Router {
                 Miss::Local => {}
             }
         }
-        (index, self.evaluator.local(item, &request))
+        (index, self.evaluator.local(checked))
     }
 
     /// The answer to a handoff forward: the owner's, or an item error naming it.
@@ -357,8 +336,7 @@ impl Router {
     /// (see [`owner_failure`]).
     fn answer_without_owner(
         &self,
-        item: proto::RateLimitReq,
-        request: &RateLimitRequest,
+        checked: Checked,
         owner: String,
         error: &ForwardError,
     ) -> proto::RateLimitResp {
@@ -366,14 +344,13 @@ impl Router {
         if policy == OwnerFailurePolicy::Error || !owner_failure::owner_unreachable(error) {
             return owner_failure::error_response(&owner, error);
         }
-        if request.behavior.contains(Behavior::GLOBAL) {
+        if checked.request.behavior.contains(Behavior::GLOBAL) {
             // A GLOBAL limit already has a local copy whose owed hits reconcile with the owner.
-            let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
-            let mut response = self.evaluator.global_copy(key, item, request, owner);
+            let mut response = self.evaluator.global_copy(checked, owner);
             owner_failure::mark_fallback(&mut response);
             return response;
         }
-        let (response, decision) = self.fallback.answer(item, request, owner);
+        let (response, decision) = self.fallback.answer(&checked, owner);
         self.evaluator.record_decision(CallType::Local, decision);
         response
     }

@@ -21,13 +21,13 @@ pub mod reconcile;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::algorithms::{Behavior, Decision, RateLimitRequest};
+use crate::algorithms::{Behavior, Decision};
 use crate::batching::ForwardError;
 use crate::clock::Clock;
 use crate::evaluator::{OWNER_METADATA_KEY, decision_response};
 use crate::owed::{Added, Ledger, Owed, owes_owner};
 use crate::proto;
-use crate::request::LimitKey;
+use crate::request::Checked;
 use crate::store::LimitStore;
 
 /// The metadata key set on answers given without the owner; its value names the policy
@@ -134,21 +134,15 @@ impl OwnerFallback {
         &self.options
     }
 
-    /// Answers `item` (validated as `request`, stamped with its `created_at`) from this node's
-    /// fallback bucket, and records the hits owed to the owner. Returns the answer and the decision.
-    pub fn answer(
-        &self,
-        item: proto::RateLimitReq,
-        request: &RateLimitRequest,
-        owner: String,
-    ) -> (proto::RateLimitResp, Decision) {
-        let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
-        let decision = self.store.apply(key.clone(), request).decision;
+    /// Answers `checked` from this node's fallback bucket, and records the hits owed to the
+    /// owner. Returns the answer and the decision.
+    pub fn answer(&self, checked: &Checked, owner: String) -> (proto::RateLimitResp, Decision) {
+        let request = &checked.request;
+        let decision = self.store.apply(checked.key.clone(), request).decision;
         if owes_owner(request, &decision) {
-            let mut owed = item;
-            owed.created_at = Some(request.created_at);
+            let mut owed = checked.to_item();
             owed.behavior |= Behavior::DRAIN_OVER_LIMIT.bits();
-            if self.owed.add(key, owed) == Added::Dropped {
+            if self.owed.add(checked.key.clone(), owed) == Added::Dropped {
                 tracing::warn!(
                     "too many limits owe hits to unreachable owners; hits taken locally are dropped"
                 );
@@ -187,6 +181,7 @@ impl OwnerFallback {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::request::LimitKey;
     use crate::request::{self, InputLimits};
 
     fn item(hits: i64, limit: i64) -> proto::RateLimitReq {
@@ -213,9 +208,9 @@ mod tests {
         clock: &ManualClock,
         item: proto::RateLimitReq,
     ) -> proto::RateLimitResp {
-        let request =
-            request::validate(&item, clock.now_ms(), InputLimits::default()).expect("valid item");
-        fallback.answer(item, &request, "b:1051".into()).0
+        let checked =
+            request::check(item, clock.now_ms(), InputLimits::default()).expect("valid item");
+        fallback.answer(&checked, "b:1051".into()).0
     }
 
     #[test]
