@@ -1,4 +1,4 @@
-//! One ringlimit node: the wiring of an [`Evaluator`] and a [`Router`], and the node's health.
+//! One ringlimit node: the wiring of an `Evaluator` and a `Router`.
 //!
 //! The node owns nothing the request path needs: it builds the evaluator (this node's store and
 //! decisions) and the router (the cluster: membership, forwarding, owner-failure, handoff) and
@@ -14,10 +14,10 @@ use crate::admin::{AdminOptions, AdminState};
 use crate::clock::Clock;
 use crate::error::CallError;
 use crate::evaluator::{Evaluator, EvaluatorOptions};
-use crate::global::{GlobalOptions, GlobalState};
+use crate::global::GlobalOptions;
 use crate::handoff::HandoffState;
 use crate::metrics::Metrics;
-use crate::owner_failure::{OwnerFailureOptions, OwnerFallback};
+use crate::owner_failure::OwnerFailureOptions;
 use crate::peers::PeerList;
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::discovery::health::{Backend, BackendStatus};
@@ -25,8 +25,6 @@ use crate::proto;
 use crate::request::{InputLimits, LimitKey};
 use crate::router::{Router, RouterOptions};
 use crate::store::LimitStore;
-
-pub use crate::evaluator::OWNER_METADATA_KEY;
 
 /// Everything a node needs to answer calls: the evaluator, the router, and the node's health.
 pub struct Node {
@@ -90,17 +88,12 @@ impl Node {
         Self { evaluator, router }
     }
 
-    /// The evaluator: this node's store and decisions.
-    pub fn evaluator(&self) -> &Arc<Evaluator> {
-        &self.evaluator
-    }
-
     /// The router: the cluster as this node sees it.
-    pub fn router(&self) -> &Arc<Router> {
+    pub(crate) fn router(&self) -> &Arc<Router> {
         &self.router
     }
 
-    /// Answers a `GetRateLimits` call through the cluster (see [`Router::get_rate_limits`]).
+    /// Answers a `GetRateLimits` call through the cluster (see `Router::get_rate_limits`).
     pub async fn get_rate_limits(
         &self,
         items: Vec<proto::RateLimitReq>,
@@ -108,7 +101,7 @@ impl Node {
         self.router.get_rate_limits(items).await
     }
 
-    /// Answers a peer's `GetPeerRateLimits` call (see [`Router::get_peer_rate_limits`]).
+    /// Answers a peer's `GetPeerRateLimits` call (see `Router::get_peer_rate_limits`).
     pub async fn get_peer_rate_limits(
         &self,
         items: Vec<proto::RateLimitReq>,
@@ -116,7 +109,7 @@ impl Node {
         self.router.get_peer_rate_limits(items).await
     }
 
-    /// Answers `UpdatePeerGlobals` (see [`Router::update_peer_globals`]).
+    /// Answers `UpdatePeerGlobals` (see `Router::update_peer_globals`).
     pub fn update_peer_globals(&self, globals: Vec<proto::UpdatePeerGlobal>) {
         self.router.update_peer_globals(globals);
     }
@@ -127,13 +120,13 @@ impl Node {
             .owner_of(&LimitKey::new(item.name.clone(), item.unique_key.clone()))
     }
 
-    /// Answers `HealthCheck` (see [`Router::health_check`]).
+    /// Answers `HealthCheck` (see `Router::health_check`).
     pub fn health_check(&self) -> Result<proto::HealthCheckResp, CallError> {
         self.router.health_check()
     }
 
     /// Why this node is serving alone without its discovery backend (see
-    /// [`Router::serving_alone`]).
+    /// `Router::serving_alone`).
     pub fn serving_alone(&self) -> Option<String> {
         self.router.serving_alone()
     }
@@ -210,7 +203,7 @@ impl Node {
     }
 
     /// A lazily connected channel to another node through `endpoint` (see
-    /// [`Router::peer_channel`]).
+    /// `Router::peer_channel`).
     pub fn peer_channel(
         &self,
         endpoint: tonic::transport::Endpoint,
@@ -228,18 +221,8 @@ impl Node {
         self.evaluator.admin()
     }
 
-    /// This node's GLOBAL queues.
-    pub fn global(&self) -> &GlobalState {
-        self.evaluator.global()
-    }
-
     /// This node's clients of its peers.
     pub fn peer_clients(&self) -> &PeerClients {
         self.router.peer_clients()
-    }
-
-    /// The fallback buckets and owed hits of `GUBER_OWNER_FAILURE_POLICY=local`.
-    pub fn owner_fallback(&self) -> &OwnerFallback {
-        self.router.owner_fallback()
     }
 }

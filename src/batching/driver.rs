@@ -112,17 +112,8 @@ pub struct PeerBatcher {
 }
 
 impl PeerBatcher {
-    /// Starts the batching task for the peer behind `client`.
-    pub fn spawn(
-        client: PeersV1Client<PeerChannel>,
-        config: BatchConfig,
-        timeout: Duration,
-        metrics: PeerCallMetrics,
-    ) -> Result<Self, BatchConfigError> {
-        Self::spawn_observed(client, config, timeout, metrics, Arc::new(|_| {}))
-    }
-
-    /// Like [`PeerBatcher::spawn`], telling `observer` the outcome of every call.
+    /// Starts the batching task for the peer behind `client`, telling `observer` the outcome of
+    /// every call.
     pub fn spawn_observed(
         client: PeersV1Client<PeerChannel>,
         config: BatchConfig,

@@ -16,7 +16,7 @@ use crate::handoff::HandoffOptions;
 use crate::owner_failure::{OwnerFailureOptions, OwnerFailurePolicy};
 use crate::request::InputLimits;
 
-/// `GUBER_OWNER_FAILURE_POLICY` as clap parses it (the domain's [`OwnerFailurePolicy`] knows
+/// `GUBER_OWNER_FAILURE_POLICY` as clap parses it (the domain's `OwnerFailurePolicy` knows
 /// nothing of clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum OwnerFailurePolicyArg {

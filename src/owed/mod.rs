@@ -191,8 +191,6 @@ pub trait Delivery: Sync {
 
 /// The outcome of one [`reconcile`] round that had something to send.
 pub struct Round {
-    /// Limits put back for the next round.
-    pub put_back: usize,
     /// Limits dropped when putting back (the ledger was full).
     pub dropped: usize,
 }
@@ -238,13 +236,12 @@ pub async fn reconcile<O: Owners, D: Delivery>(
             .map(move |chunk| send_chunk(owners, delivery, owner.clone(), chunk))
     });
     let failed: Vec<Owed> = join_all(sends).await.into_iter().flatten().collect();
-    let put_back = failed.len();
     let dropped = if failed.is_empty() {
         0
     } else {
         ledger.put_back(failed)
     };
-    Some(Round { put_back, dropped })
+    Some(Round { dropped })
 }
 
 /// Sends one chunk to `owner` (or applies it here when this node owns it now); returns the
