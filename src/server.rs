@@ -464,6 +464,12 @@ impl RunningServer {
             );
         }
         self.handoff_task.abort();
+        // Nothing forwards any more: the peers' batching tasks answer what they hold and end.
+        self.node
+            .router()
+            .peer_clients()
+            .close(self.flush_timeout)
+            .await;
         let owed = handoff::run::take_owed(self.node.router());
         match &handoff.snapshot_path {
             Some(path) => handoff::run::save_snapshot_with_owed(self.node.router(), path, &owed),

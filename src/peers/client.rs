@@ -4,9 +4,10 @@
 //! share, pruned by the same rule.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tonic::transport::Endpoint;
 
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
@@ -40,6 +41,8 @@ pub struct PeerClients {
     clients: RwLock<HashMap<String, PeerClient>>,
     channels: RwLock<HashMap<ChannelKey, PeerChannel>>,
     liveness: Arc<PeerLiveness>,
+    /// The peers' batching tasks, joined by [`PeerClients::close`].
+    tasks: Mutex<JoinSet<()>>,
 }
 
 /// A shared channel: the peer's address, and how it connects (connect timeout, `TCP_NODELAY`).
@@ -75,6 +78,7 @@ impl PeerClients {
             clients: RwLock::new(HashMap::new()),
             channels: RwLock::new(HashMap::new()),
             liveness,
+            tasks: Mutex::new(JoinSet::new()),
         }
     }
 
@@ -179,6 +183,34 @@ impl PeerClients {
         channels.retain(|(address, _, _), _| addresses.contains(&address.as_str()));
         drop(channels);
         self.liveness.retain(|peer| addresses.contains(&peer));
+        // Forget the batching tasks of departed peers that have finished.
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+    }
+
+    /// Drops every client and channel and waits (at most `within`) for the batching tasks to
+    /// answer what they hold and end; the ones still running then are aborted. For shutdown, once
+    /// nothing forwards any more.
+    pub async fn close(&self, within: Duration) {
+        match self.clients.write() {
+            Ok(mut clients) => clients.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+        match self.channels.write() {
+            Ok(mut channels) => channels.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        let joined =
+            tokio::time::timeout(within, async { while tasks.join_next().await.is_some() {} })
+                .await;
+        if joined.is_err() {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "peer batching tasks still running at shutdown; aborted"
+            );
+            tasks.shutdown().await;
+        }
     }
 
     /// The shared, lazily connected channel to the node at `address` (see
@@ -293,12 +325,20 @@ impl PeerClients {
             self.options.timeout,
             metrics,
             Arc::new(move |outcome| observe(&liveness, &peer, outcome)),
+            &mut lock(&self.tasks),
         )
         .map_err(|error| ForwardError::Unavailable(format!("invalid batching: {error}")))?;
         Ok(PeerClient {
             grpc: client,
             batcher,
         })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
