@@ -121,7 +121,7 @@ impl Decision {
             retry_after,
             owner: response
                 .metadata
-                .get(crate::node::OWNER_METADATA_KEY)
+                .get(crate::evaluator::OWNER_METADATA_KEY)
                 .cloned(),
         })
     }

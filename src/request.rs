@@ -128,6 +128,59 @@ impl Default for InputLimits {
     }
 }
 
+/// An item that passed validation: the key of its limit (built once, by moving the strings out of
+/// the wire item), the request the algorithms evaluate, and the rest of the wire item, which a
+/// forward or an owed hit sends on.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The limit's key.
+    pub key: LimitKey,
+    /// What the algorithms evaluate.
+    pub request: RateLimitRequest,
+    /// The wire item without its name and unique key (they are in `key`).
+    rest: proto::RateLimitReq,
+}
+
+impl Checked {
+    /// The wire item again, stamped with the call's `created_at`, to send to another node.
+    pub fn into_item(self) -> proto::RateLimitReq {
+        proto::RateLimitReq {
+            name: self.key.name,
+            unique_key: self.key.unique_key,
+            created_at: Some(self.request.created_at),
+            ..self.rest
+        }
+    }
+
+    /// The item's metadata.
+    pub fn metadata(&self) -> &std::collections::HashMap<String, String> {
+        &self.rest.metadata
+    }
+
+    /// [`Checked::into_item`] of a copy.
+    pub fn to_item(&self) -> proto::RateLimitReq {
+        self.clone().into_item()
+    }
+}
+
+/// Validates `item` (see [`validate`]) into a [`Checked`] item.
+pub fn check(
+    mut item: proto::RateLimitReq,
+    now_ms: i64,
+    limits: InputLimits,
+) -> Result<Checked, ItemError> {
+    let request = validate(&item, now_ms, limits)?;
+    let key = LimitKey::new(
+        std::mem::take(&mut item.name),
+        std::mem::take(&mut item.unique_key),
+    );
+    Ok(Checked {
+        key,
+        request,
+        rest: item,
+    })
+}
+
 /// Validates `item` into the request the algorithms evaluate. `now_ms` is the call's timestamp,
 /// used when the item carries no `created_at` (or 0).
 pub fn validate(

@@ -133,8 +133,8 @@ pub async fn start_with_clock(
 
     // With port 0 the real port is only known now; advertise it unless told otherwise.
     // Under k8s discovery peers list this node as GUBER_K8S_POD_IP:GUBER_K8S_POD_PORT.
-    let k8s_address = discovery::k8s::advertise_address(config)
-        .map_err(|error| discovery::DiscoveryError::K8s(error.into()))?;
+    let k8s_address =
+        discovery::k8s::advertise_address(config).map_err(discovery::DiscoveryError::from)?;
     let advertise_address = match (k8s_address, config.advertise_address.as_deref()) {
         (Some(pod_address), _) => pod_address,
         (None, Some(address)) if !address.is_empty() => address.to_string(),
@@ -170,38 +170,24 @@ pub async fn start_with_clock(
         peer_failure_window: config.peer_failure_window,
         discovery: discovery.backend_status(),
         serve_alone_healthy: config.serve_alone_healthy,
-        global: GlobalOptions {
-            sync_wait: config.global_sync_wait,
-            timeout: config.global_timeout,
-            batch_limit: usize::try_from(config.global_batch_limit).unwrap_or(1000),
-            force: config.force_global,
-            ..GlobalOptions::default()
-        },
+        global: GlobalOptions::from(config),
         metrics,
-        limits: InputLimits {
-            max_key_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
-        },
+        limits: InputLimits::from(config),
         admin: crate::admin::AdminOptions {
             http_loopback_only: crate::admin::access::is_loopback(&http_address),
-            ..config.admin_options()
+            ..crate::admin::AdminOptions::from(config)
         },
-        owner_failure: OwnerFailureOptions {
-            policy: config.owner_failure_policy,
-            fallback_capacity: config.cache_size,
-            sync_wait: config.global_sync_wait,
-            timeout: config.batch_timeout,
-            ..OwnerFailureOptions::default()
-        },
+        owner_failure: OwnerFailureOptions::from(config),
     }));
 
     let allow = Arc::new(crate::allow::AllowService::new(
-        Arc::clone(&node),
-        crate::allow::AllowOptions::from_config(config),
+        Arc::clone(node.router()),
+        crate::allow::AllowOptions::from(config),
     ));
     let rls = crate::rls::start(config, &node)?;
-    let handoff_options = handoff_options(config);
+    let handoff_options = HandoffOptions::from(config);
     if let Some(path) = &handoff_options.snapshot_path {
-        handoff::run::restore_snapshot(&node, path);
+        handoff::run::restore_snapshot(node.router(), path);
     }
     node.handoff().configure(handoff_options);
 
@@ -270,16 +256,16 @@ pub async fn start_with_clock(
         ))
         .add_service(
             handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
-                Arc::clone(&node),
+                Arc::clone(node.router()),
             ))
             .max_decoding_message_size(max_request_size),
         )
-        .add_optional_service(crate::admin::grpc::service(&node))
+        .add_optional_service(crate::admin::grpc::service(node.router()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     // Before serving: a node that joins must know whom it waits for before its first request.
-    let handoff_task = handoff::run::spawn(Arc::clone(&node), stopped.clone());
+    let handoff_task = handoff::run::spawn(Arc::clone(node.router()), stopped.clone());
     // TLS (when configured) is accepted first; the connection bound counts the connections that
     // completed their handshake (the acceptor bounds the handshakes in progress itself).
     let grpc_task = match &tls {
@@ -306,9 +292,15 @@ pub async fn start_with_clock(
     // The reconcilers keep running while in-flight calls drain, and make their final pass after
     // the listeners stopped (see `RunningServer::shutdown`).
     let (flush, flushing) = watch::channel(false);
-    let global_task = tokio::spawn(global::run(Arc::clone(&node), flushing.clone()));
+    let global_task = tokio::spawn(global::sync::run(
+        Arc::clone(node.router()),
+        flushing.clone(),
+    ));
     // Sends hits taken locally while owners were unreachable.
-    let owner_failure_task = tokio::spawn(owner_failure::run(Arc::clone(&node), flushing));
+    let owner_failure_task = tokio::spawn(owner_failure::reconcile::run(
+        Arc::clone(node.router()),
+        flushing,
+    ));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
         .merge(crate::allow::admin::routes(Arc::clone(&allow)))
@@ -435,12 +427,12 @@ impl RunningServer {
         // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
         let handoff = self.node.handoff().options();
         let new_owners = if handoff.on_leave {
-            handoff::run::leave(&self.node).await
+            handoff::run::leave(self.node.router()).await
         } else {
             Vec::new()
         };
         self.discovery.leave().await;
-        handoff::run::finish_leave(&self.node, &new_owners).await;
+        handoff::run::finish_leave(self.node.router(), &new_owners).await;
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(service, ServingStatus::NotServing)
@@ -489,9 +481,15 @@ impl RunningServer {
             );
         }
         self.handoff_task.abort();
-        let owed = handoff::run::take_owed(&self.node);
+        // Nothing forwards any more: the peers' batching tasks answer what they hold and end.
+        self.node
+            .router()
+            .peer_clients()
+            .close(self.flush_timeout)
+            .await;
+        let owed = handoff::run::take_owed(self.node.router());
         match &handoff.snapshot_path {
-            Some(path) => handoff::run::save_snapshot_with_owed(&self.node, path, &owed),
+            Some(path) => handoff::run::save_snapshot_with_owed(self.node.router(), path, &owed),
             None if !owed.is_empty() => tracing::warn!(
                 limits = owed.len(),
                 "hits owed to other nodes could not be delivered and are lost (set GUBER_SNAPSHOT_PATH to keep them)"
@@ -522,28 +520,6 @@ fn warn_if_peer_plane_open(config: &ServerConfig, policy: &PeerAuthPolicy) {
              node, or GUBER_TLS_CLIENT_AUTH=require-and-verify, or keep the gRPC port on a private \
              network (see docs/security.md)"
         );
-    }
-}
-
-/// State handoff and snapshot settings, from `GUBER_HANDOFF_*` and `GUBER_SNAPSHOT_PATH`.
-fn handoff_options(config: &ServerConfig) -> HandoffOptions {
-    use crate::config::DiscoveryType;
-    HandoffOptions {
-        delay: config.handoff_delay,
-        timeout: config.handoff_timeout,
-        join_wait: config.handoff_join_wait,
-        leave_wait: config.handoff_leave_wait,
-        on_leave: matches!(
-            config.peer_discovery_type,
-            DiscoveryType::Etcd | DiscoveryType::Dns | DiscoveryType::K8s
-        ),
-        snapshot_path: config
-            .snapshot_path
-            .as_deref()
-            .map(str::trim)
-            .filter(|path| !path.is_empty())
-            .map(std::path::PathBuf::from),
-        ..HandoffOptions::default()
     }
 }
 

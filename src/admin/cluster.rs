@@ -5,12 +5,9 @@
 //! peer kept for the next view. A failed peer is listed with its error and the answer is built from
 //! the others, so one dead node never hides the rest of the cluster.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tonic::transport::Endpoint;
 
 use crate::peers::auth::PeerChannel;
 
@@ -18,9 +15,9 @@ use super::offenders::Window;
 use super::peek;
 use super::proto::{self, admin_client::AdminClient};
 use super::sketch::{Counted, SpaceSaving};
-use crate::node::Node;
 use crate::proto::{self as wire, v1_client::V1Client};
 use crate::request::LimitKey;
+use crate::router::Router;
 
 /// Why a call to a peer's admin service failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +33,10 @@ pub enum PeerCallError {
     Status(#[from] tonic::Status),
 }
 
-/// Lazily connected channels to peers, used only by admin views.
+/// The admin views' calls to peers, over the router's shared channels.
 pub struct AdminClients {
     timeout: Duration,
     token: Option<String>,
-    channels: Mutex<HashMap<String, PeerChannel>>,
 }
 
 impl AdminClients {
@@ -49,18 +45,17 @@ impl AdminClients {
         Self {
             timeout,
             token: token.filter(|token| !token.is_empty()),
-            channels: Mutex::new(HashMap::new()),
         }
     }
 
     /// Asks the peer at `address` for its own counters and summary of `window`.
     pub async fn local_stats(
         &self,
-        node: &Node,
+        router: &Router,
         address: &str,
         window: proto::Window,
     ) -> Result<proto::LocalStatsResp, PeerCallError> {
-        let mut client = AdminClient::new(self.channel(node, address)?);
+        let mut client = AdminClient::new(self.channel(router, address)?);
         let request = self.request(proto::LocalStatsReq {
             window: window as i32,
         });
@@ -70,11 +65,11 @@ impl AdminClients {
     /// Asks the peer at `address` for its stored state of `key`.
     pub async fn peek(
         &self,
-        node: &Node,
+        router: &Router,
         address: &str,
         key: &LimitKey,
     ) -> Result<proto::PeekLimitResp, PeerCallError> {
-        let mut client = AdminClient::new(self.channel(node, address)?);
+        let mut client = AdminClient::new(self.channel(router, address)?);
         let request = self.request(proto::PeekLimitReq {
             name: key.name.clone(),
             unique_key: key.unique_key.clone(),
@@ -85,10 +80,10 @@ impl AdminClients {
     /// Asks the peer at `address` for its `HealthCheck`.
     pub async fn health(
         &self,
-        node: &Node,
+        router: &Router,
         address: &str,
     ) -> Result<wire::HealthCheckResp, PeerCallError> {
-        let mut client = V1Client::new(self.channel(node, address)?);
+        let mut client = V1Client::new(self.channel(router, address)?);
         self.bounded(client.health_check(wire::HealthCheckReq {}))
             .await
     }
@@ -114,29 +109,11 @@ impl AdminClients {
             .map_err(PeerCallError::from)
     }
 
-    fn channel(&self, node: &Node, address: &str) -> Result<PeerChannel, PeerCallError> {
-        let mut channels = match self.channels.lock() {
-            Ok(channels) => channels,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|_| PeerCallError::InvalidAddress(address.to_string()))?
-            .connect_timeout(self.timeout);
-        let channel = node.peer_channel(endpoint);
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// Drops the channels of peers that are no longer members.
-    fn retain(&self, members: &[&str]) {
-        let mut channels = match self.channels.lock() {
-            Ok(channels) => channels,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        channels.retain(|address, _| members.contains(&address.as_str()));
+    fn channel(&self, router: &Router, address: &str) -> Result<PeerChannel, PeerCallError> {
+        router
+            .peer_clients()
+            .channel(address, self.timeout, false)
+            .map_err(|_| PeerCallError::InvalidAddress(address.to_string()))
     }
 }
 
@@ -167,12 +144,12 @@ pub struct ClusterStats {
 }
 
 /// This node's own counters and summary of `window`.
-pub fn local_stats(node: &Node, window: Window) -> proto::LocalStatsResp {
-    let admin = node.admin();
+pub fn local_stats(router: &Router, window: Window) -> proto::LocalStatsResp {
+    let admin = router.evaluator().admin();
     let (under_limit, over_limit) = admin.decisions();
-    let summary = admin.offenders(window, node.clock().now_ms());
+    let summary = admin.offenders(window, router.evaluator().clock().now_ms());
     proto::LocalStatsResp {
-        advertise_address: node.peers().me().grpc_address.clone(),
+        advertise_address: router.peers().me().grpc_address.clone(),
         under_limit,
         over_limit,
         offenders: Some(sketch_to_wire(&summary)),
@@ -181,33 +158,34 @@ pub fn local_stats(node: &Node, window: Window) -> proto::LocalStatsResp {
 }
 
 /// This node's share only, as a [`ClusterStats`].
-pub fn node_stats(node: &Node, window: Window) -> ClusterStats {
-    let mut stats = empty_stats(node);
-    add(&mut stats, local_stats(node, window));
+pub fn node_stats(router: &Router, window: Window) -> ClusterStats {
+    let mut stats = empty_stats(router);
+    add(&mut stats, local_stats(router, window));
     stats
 }
 
 /// The counters and merged summary of `window` over every member of the cluster.
-pub async fn cluster_stats(node: &Node, window: Window) -> ClusterStats {
-    let membership = node.peers().membership();
-    let me = &node.peers().me().grpc_address;
+pub async fn cluster_stats(router: &Router, window: Window) -> ClusterStats {
+    let membership = router.peers().membership();
+    let me = &router.peers().me().grpc_address;
     let members: Vec<&str> = membership
         .peers
         .iter()
         .map(|peer| peer.grpc_address.as_str())
         .collect();
-    node.admin().clients().retain(&members);
+    router.forget_departed_peers();
     let others = members.iter().filter(|address| *address != me);
     let calls = others.map(|address| async move {
-        let answer = node
+        let answer = router
+            .evaluator()
             .admin()
             .clients()
-            .local_stats(node, address, window_to_wire(window))
+            .local_stats(router, address, window_to_wire(window))
             .await;
         (address.to_string(), answer)
     });
     let answers = join_all(calls).await;
-    let mut stats = node_stats(node, window);
+    let mut stats = node_stats(router, window);
     for (address, answer) in answers {
         match answer {
             Ok(share) => add(&mut stats, share),
@@ -221,11 +199,11 @@ pub async fn cluster_stats(node: &Node, window: Window) -> ClusterStats {
     stats
 }
 
-fn empty_stats(node: &Node) -> ClusterStats {
+fn empty_stats(router: &Router) -> ClusterStats {
     ClusterStats {
         under_limit: 0,
         over_limit: 0,
-        offenders: SpaceSaving::new(node.admin().options().capacity),
+        offenders: SpaceSaving::new(router.evaluator().admin().options().capacity),
         discovered: Vec::new(),
         answered: Vec::new(),
         failed: Vec::new(),
@@ -260,29 +238,32 @@ pub fn merge_discovered(merged: &mut Vec<String>, share: Vec<String>) {
 
 /// The state of `key` as its owner stores it, and the owner's address. Reads only.
 pub async fn peek(
-    node: &Node,
+    router: &Router,
     key: &LimitKey,
 ) -> Result<(String, proto::PeekLimitResp), PeerCallError> {
-    let item = wire::RateLimitReq {
-        name: key.name.clone(),
-        unique_key: key.unique_key.clone(),
-        ..Default::default()
-    };
-    match node.owner_address(&item) {
+    match router.owner_of(key) {
         None => Ok((
-            node.peers().me().grpc_address.clone(),
-            peek_local(node, key),
+            router.peers().me().grpc_address.clone(),
+            peek_local(router, key),
         )),
         Some(owner) => {
-            let state = node.admin().clients().peek(node, &owner, key).await?;
+            let state = router
+                .evaluator()
+                .admin()
+                .clients()
+                .peek(router, &owner, key)
+                .await?;
             Ok((owner, state))
         }
     }
 }
 
 /// This node's stored state of `key`.
-pub fn peek_local(node: &Node, key: &LimitKey) -> proto::PeekLimitResp {
-    peek::state_of(node.store().get(key).as_ref(), node.clock().now_ms())
+pub fn peek_local(router: &Router, key: &LimitKey) -> proto::PeekLimitResp {
+    peek::state_of(
+        router.evaluator().store().get(key).as_ref(),
+        router.evaluator().clock().now_ms(),
+    )
 }
 
 /// One member as `/admin/peers` shows it.
@@ -305,9 +286,9 @@ pub struct PeerView {
 }
 
 /// Every member and its health, as this node sees the cluster.
-pub async fn peers(node: &Node) -> Vec<PeerView> {
-    let membership = node.peers().membership();
-    let me = node.peers().me().grpc_address.clone();
+pub async fn peers(router: &Router) -> Vec<PeerView> {
+    let membership = router.peers().membership();
+    let me = router.peers().me().grpc_address.clone();
     let ring: Vec<&str> = membership
         .ring
         .peers()
@@ -320,11 +301,13 @@ pub async fn peers(node: &Node) -> Vec<PeerView> {
         async move {
             let started = Instant::now();
             let health = if is_self {
-                node.health_check().map_err(|error| error.to_string())
+                router.health_check().map_err(|error| error.to_string())
             } else {
-                node.admin()
+                router
+                    .evaluator()
+                    .admin()
                     .clients()
-                    .health(node, &peer.grpc_address)
+                    .health(router, &peer.grpc_address)
                     .await
                     .map_err(|error| error.to_string())
             };

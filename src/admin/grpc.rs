@@ -10,14 +10,14 @@ use tonic::{Request, Response, Status};
 
 use super::cluster;
 use super::proto::{self, admin_server::Admin, admin_server::AdminServer};
-use crate::node::Node;
 use crate::request::LimitKey;
+use crate::router::Router;
 
 /// The admin service of `node`, or `None` when admin views are disabled.
-pub fn service(node: &Arc<Node>) -> Option<AdminServer<AdminService>> {
-    node.admin().options().enabled.then(|| {
+pub fn service(router: &Arc<Router>) -> Option<AdminServer<AdminService>> {
+    router.evaluator().admin().options().enabled.then(|| {
         AdminServer::new(AdminService {
-            node: Arc::clone(node),
+            router: Arc::clone(router),
         })
     })
 }
@@ -25,7 +25,7 @@ pub fn service(node: &Arc<Node>) -> Option<AdminServer<AdminService>> {
 /// Serves a node's share of admin views to its peers.
 #[derive(Clone)]
 pub struct AdminService {
-    node: Arc<Node>,
+    router: Arc<Router>,
 }
 
 impl AdminService {
@@ -34,7 +34,7 @@ impl AdminService {
             .metadata()
             .get("authorization")
             .and_then(|value| value.to_str().ok());
-        if self.node.admin().authorized(presented) {
+        if self.router.evaluator().admin().authorized(presented) {
             Ok(())
         } else {
             Err(Status::unauthenticated(
@@ -52,7 +52,7 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::LocalStatsResp>, Status> {
         self.authorize(&request)?;
         let window = cluster::window_from_wire(request.into_inner().window);
-        Ok(Response::new(cluster::local_stats(&self.node, window)))
+        Ok(Response::new(cluster::local_stats(&self.router, window)))
     }
 
     async fn peek_limit(
@@ -62,6 +62,6 @@ impl Admin for AdminService {
         self.authorize(&request)?;
         let request = request.into_inner();
         let key = LimitKey::new(request.name, request.unique_key);
-        Ok(Response::new(cluster::peek_local(&self.node, &key)))
+        Ok(Response::new(cluster::peek_local(&self.router, &key)))
     }
 }

@@ -30,7 +30,6 @@ use super::access::AccessDenied;
 use super::cluster::{self, ClusterStats, FailedPeer};
 use super::offenders::Window;
 use super::sketch::Counted;
-use crate::node::Node;
 use crate::request::LimitKey;
 
 /// How many keys a list shows unless `limit` says otherwise.
@@ -38,8 +37,8 @@ const DEFAULT_LIMIT: usize = 10;
 
 /// The admin routes of `node`, for a router of any state; no routes at all when admin views are
 /// disabled (so they answer 404).
-pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
-    if !node.admin().options().enabled {
+pub fn routes<S: Clone + Send + Sync + 'static>(router: Arc<crate::router::Router>) -> Router<S> {
+    if !router.evaluator().admin().options().enabled {
         return Router::new();
     }
     Router::new()
@@ -47,7 +46,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
         .route("/admin/top_offenders", get(top_offenders))
         .route("/admin/keys/{name}/{unique_key}", get(key_state))
         .route("/admin/peers", get(peers))
-        .with_state(node)
+        .with_state(router)
 }
 
 /// `GET /admin/stats`.
@@ -172,34 +171,34 @@ pub struct PeerHealthView {
 }
 
 async fn stats(
-    State(node): State<Arc<Node>>,
+    State(router): State<Arc<crate::router::Router>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<StatsView>, AdminError> {
-    authorize(&node, &headers)?;
-    let limit = list_limit(&node, &query)?;
+    authorize(&router, &headers)?;
+    let limit = list_limit(&router, &query)?;
     let scope = scope_of(&query)?;
-    let stats = gather(&node, Window::SinceStart, scope).await;
+    let stats = gather(&router, Window::SinceStart, scope).await;
     Ok(Json(StatsView {
         scope: scope.label(),
         decisions: Decisions {
             under_limit: stats.under_limit,
             over_limit: stats.over_limit,
         },
-        top_limited: shown(&node, stats.offenders.top(limit)),
-        capacity: node.admin().options().capacity,
+        top_limited: shown(&router, stats.offenders.top(limit)),
+        capacity: router.evaluator().admin().options().capacity,
         nodes: stats.answered,
         failed_peers: stats.failed,
     }))
 }
 
 async fn top_offenders(
-    State(node): State<Arc<Node>>,
+    State(router): State<Arc<crate::router::Router>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<TopOffendersView>, AdminError> {
-    authorize(&node, &headers)?;
-    let limit = list_limit(&node, &query)?;
+    authorize(&router, &headers)?;
+    let limit = list_limit(&router, &query)?;
     let scope = scope_of(&query)?;
     let window = match query.get("window").map(String::as_str) {
         None => Window::Minute,
@@ -211,25 +210,25 @@ async fn top_offenders(
                 ))
             })?,
     };
-    let stats = gather(&node, window, scope).await;
+    let stats = gather(&router, window, scope).await;
     Ok(Json(TopOffendersView {
         window: window.label(),
         scope: scope.label(),
         total: stats.offenders.total(),
-        offenders: shown(&node, stats.offenders.top(limit)),
+        offenders: shown(&router, stats.offenders.top(limit)),
         nodes: stats.answered,
         failed_peers: stats.failed,
     }))
 }
 
 async fn key_state(
-    State(node): State<Arc<Node>>,
+    State(router): State<Arc<crate::router::Router>>,
     headers: HeaderMap,
     Path((name, unique_key)): Path<(String, String)>,
 ) -> Result<Json<KeyView>, AdminError> {
-    authorize(&node, &headers)?;
+    authorize(&router, &headers)?;
     let key = LimitKey::new(name, unique_key);
-    let (owner, state) = cluster::peek(&node, &key)
+    let (owner, state) = cluster::peek(&router, &key)
         .await
         .map_err(|failure| AdminError::OwnerUnavailable(failure.to_string()))?;
     let found = state.found;
@@ -247,7 +246,7 @@ async fn key_state(
     });
     Ok(Json(KeyView {
         name: key.name,
-        unique_key: node.admin().shown_key(key.unique_key),
+        unique_key: router.evaluator().admin().shown_key(key.unique_key),
         owner,
         found,
         state,
@@ -256,12 +255,12 @@ async fn key_state(
 }
 
 async fn peers(
-    State(node): State<Arc<Node>>,
+    State(router): State<Arc<crate::router::Router>>,
     headers: HeaderMap,
 ) -> Result<Json<PeersView>, AdminError> {
-    authorize(&node, &headers)?;
-    let views = cluster::peers(&node).await;
-    let ring_size = node.peers().membership().ring.len();
+    authorize(&router, &headers)?;
+    let views = cluster::peers(&router).await;
+    let ring_size = router.peers().membership().ring.len();
     let peers = views
         .into_iter()
         .map(|view| {
@@ -289,7 +288,7 @@ async fn peers(
         })
         .collect();
     Ok(Json(PeersView {
-        me: node.peers().me().grpc_address.clone(),
+        me: router.peers().me().grpc_address.clone(),
         ring_size,
         peers,
     }))
@@ -346,10 +345,10 @@ impl Scope {
     }
 }
 
-async fn gather(node: &Node, window: Window, scope: Scope) -> ClusterStats {
+async fn gather(router: &crate::router::Router, window: Window, scope: Scope) -> ClusterStats {
     match scope {
-        Scope::Cluster => cluster::cluster_stats(node, window).await,
-        Scope::Local => cluster::node_stats(node, window),
+        Scope::Cluster => cluster::cluster_stats(router, window).await,
+        Scope::Local => cluster::node_stats(router, window),
     }
 }
 
@@ -363,8 +362,11 @@ fn scope_of(query: &HashMap<String, String>) -> Result<Scope, AdminError> {
     }
 }
 
-fn list_limit(node: &Node, query: &HashMap<String, String>) -> Result<usize, AdminError> {
-    let capacity = node.admin().options().capacity;
+fn list_limit(
+    router: &crate::router::Router,
+    query: &HashMap<String, String>,
+) -> Result<usize, AdminError> {
+    let capacity = router.evaluator().admin().options().capacity;
     match query.get("limit") {
         None => Ok(DEFAULT_LIMIT.min(capacity)),
         Some(text) => match text.parse::<usize>() {
@@ -376,20 +378,22 @@ fn list_limit(node: &Node, query: &HashMap<String, String>) -> Result<usize, Adm
     }
 }
 
-fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), AdminError> {
+fn authorize(router: &crate::router::Router, headers: &HeaderMap) -> Result<(), AdminError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    node.admin()
+    router
+        .evaluator()
+        .admin()
         .http_access(presented)
         .map_err(AdminError::from)
 }
 
 /// The listed keys as the views show them (hashed unless `GUBER_ADMIN_SHOW_KEYS`).
-fn shown(node: &Node, list: Vec<Counted>) -> Vec<Counted> {
+fn shown(router: &crate::router::Router, list: Vec<Counted>) -> Vec<Counted> {
     list.into_iter()
         .map(|entry| Counted {
-            unique_key: node.admin().shown_key(entry.unique_key),
+            unique_key: router.evaluator().admin().shown_key(entry.unique_key),
             ..entry
         })
         .collect()

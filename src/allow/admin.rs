@@ -38,7 +38,7 @@ const PEEK_CONCURRENCY: usize = 16;
 
 /// The routes, or none when admin views are disabled (so they answer 404).
 pub fn routes(service: Arc<AllowService>) -> Router {
-    if !service.node().admin().options().enabled {
+    if !service.router().evaluator().admin().options().enabled {
         return Router::new();
     }
     Router::new()
@@ -152,7 +152,8 @@ fn authorize(service: &AllowService, headers: &HeaderMap) -> Result<(), ViewErro
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     service
-        .node()
+        .router()
+        .evaluator()
         .admin()
         .http_access(presented)
         .map_err(ViewError::from)
@@ -197,15 +198,15 @@ async fn resources(
     headers: HeaderMap,
 ) -> Result<Json<ResourcesView>, ViewError> {
     authorize(&service, &headers)?;
-    let node = service.node();
-    let stats = cluster::cluster_stats(node, Window::SinceStart).await;
+    let router = service.router();
+    let stats = cluster::cluster_stats(router, Window::SinceStart).await;
     Ok(Json(ResourcesView {
         resources: resource_views(&service, &stats.discovered),
         default_resource: service
             .resources()
             .get(DEFAULT_RESOURCE)
             .map(|_| DEFAULT_RESOURCE),
-        discovered_max: node.admin().discovered().capacity(),
+        discovered_max: router.evaluator().admin().discovered().capacity(),
         nodes: stats.answered,
         failed_peers: stats.failed,
     }))
@@ -223,8 +224,8 @@ async fn user(
             "user_id must be 1 to {max} bytes"
         )));
     }
-    let node = service.node();
-    let stats = cluster::cluster_stats(node, Window::SinceStart).await;
+    let router = service.router();
+    let stats = cluster::cluster_stats(router, Window::SinceStart).await;
     let mut failed = stats.failed;
     let names: BTreeSet<String> = resource_views(&service, &stats.discovered)
         .into_keys()
@@ -233,7 +234,7 @@ async fn user(
         .map(|resource| {
             let key = LimitKey::new(limit_name(&resource), user_id.clone());
             async move {
-                let answer = cluster::peek(node, &key).await;
+                let answer = cluster::peek(router, &key).await;
                 (resource, answer)
             }
         })
@@ -270,7 +271,7 @@ async fn user(
     }
     views.sort_by(|a, b| a.resource.cmp(&b.resource));
     Ok(Json(UserView {
-        user_id: node.admin().shown_key(user_id),
+        user_id: router.evaluator().admin().shown_key(user_id),
         resources: views,
         failed_peers: failed,
     }))

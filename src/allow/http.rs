@@ -72,7 +72,7 @@ async fn allow(
     if let Some(id) = request_id(&headers) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
-    let metrics = service.node().metrics();
+    let metrics = service.router().evaluator().metrics();
     match response.status() {
         StatusCode::OK => metrics.r8_requests.with_label_values(&["allow"]).inc(),
         StatusCode::TOO_MANY_REQUESTS => metrics.r8_requests.with_label_values(&["deny"]).inc(),

@@ -25,20 +25,16 @@ pub mod tokens;
 /// The `ringlimit.v1` wire types (`AllowV1` service among them), generated in [`crate::proto`].
 pub use crate::proto::ringlimit_v1 as pb;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-use tonic::transport::Endpoint;
 
 use crate::peers::auth::PeerChannel;
 
 use crate::algorithms::Bucket;
-use crate::config::ServerConfig;
-use crate::node::Node;
 use crate::proto;
 use crate::refill::{Outcome, TokenBucket};
 use crate::request::LimitKey;
+use crate::router::Router;
 use idempotency::{Fingerprint, IdempotencyStore, RecordKey, Remembered};
 use pb::allow_v1_client::AllowV1Client;
 pub use resources::AllowResources;
@@ -64,20 +60,6 @@ pub struct AllowOptions {
     pub peer_timeout: Duration,
     /// The longest user id accepted (the node's key length limit).
     pub max_user_id_bytes: usize,
-}
-
-impl AllowOptions {
-    /// The options a node's configuration gives.
-    pub fn from_config(config: &ServerConfig) -> Self {
-        Self {
-            resources: config.allow_resources.clone(),
-            idempotency_ttl: config.allow_idempotency_ttl,
-            idempotency_capacity: config.allow_idempotency_capacity,
-            // The records' node may itself forward to the limit's owner.
-            peer_timeout: config.batch_timeout.saturating_mul(2),
-            max_user_id_bytes: usize::try_from(config.max_key_length).unwrap_or(usize::MAX),
-        }
-    }
 }
 
 /// One `/allow` call.
@@ -150,19 +132,16 @@ pub fn limit_name(resource: &str) -> String {
 
 /// Spends `request.cost` tokens of `bucket` through `node` (which forwards to the limit's owner).
 async fn spend(
-    node: &Node,
+    router: &Router,
     request: &AllowRequest,
     bucket: &TokenBucket,
 ) -> Result<Spent, AllowError> {
-    let created_at = node.clock().now_ms();
-    let mut item = bucket.request(
-        limit_name(&request.resource),
-        request.user_id.clone(),
-        request.cost,
-    );
+    let created_at = router.evaluator().clock().now_ms();
+    let key = LimitKey::new(limit_name(&request.resource), request.user_id.clone());
+    let mut item = bucket.request(key.name.clone(), key.unique_key.clone(), request.cost);
     item.created_at = Some(created_at);
-    let owned_here = node.owner_address(&item).is_none();
-    let answer = node
+    let owned_here = router.owner_of(&key).is_none();
+    let answer = router
         .get_rate_limits(vec![item])
         .await
         .map_err(|error| AllowError::Unavailable(error.to_string()))?
@@ -176,12 +155,7 @@ async fn spend(
     let outcome = bucket.outcome(allowed, answer.remaining, request.cost);
     // The owner's stored bucket keeps the fraction the wire answer drops.
     let stored = owned_here
-        .then(|| {
-            node.store().get(&LimitKey::new(
-                limit_name(&request.resource),
-                request.user_id.clone(),
-            ))
-        })
+        .then(|| router.evaluator().store().get(&key))
         .flatten()
         .and_then(|bucket| match bucket {
             Bucket::Leaky(leaky) => Some(leaky),
@@ -197,20 +171,18 @@ async fn spend(
 
 /// `/allow` on one node.
 pub struct AllowService {
-    node: Arc<Node>,
+    router: Arc<Router>,
     options: AllowOptions,
     records: IdempotencyStore<Spent>,
-    clients: RwLock<HashMap<String, AllowV1Client<PeerChannel>>>,
 }
 
 impl AllowService {
     /// The service of `node`.
-    pub fn new(node: Arc<Node>, options: AllowOptions) -> Self {
+    pub fn new(router: Arc<Router>, options: AllowOptions) -> Self {
         Self {
             records: IdempotencyStore::new(options.idempotency_capacity, options.idempotency_ttl),
-            node,
+            router,
             options,
-            clients: RwLock::new(HashMap::new()),
         }
     }
 
@@ -220,8 +192,8 @@ impl AllowService {
     }
 
     /// The node this service spends through.
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
     }
 
     /// Answers a client's call: without an idempotency key here, with one on the node that keeps
@@ -277,12 +249,12 @@ impl AllowService {
             cost: request.cost,
         };
         // The spend runs to completion and is recorded even if this call is cancelled.
-        let node = Arc::clone(&self.node);
+        let router = Arc::clone(&self.router);
         let spend_request = request.clone();
         let remembered = self
             .records
             .once(record, fingerprint, move || async move {
-                spend(&node, &spend_request, &bucket).await
+                spend(&router, &spend_request, &bucket).await
             })
             .await?;
         match remembered {
@@ -347,7 +319,11 @@ impl AllowService {
             )));
         }
         if source == Source::Discovered {
-            self.node.admin().discovered().note(&request.resource);
+            self.router
+                .evaluator()
+                .admin()
+                .discovered()
+                .note(&request.resource);
         }
         Ok(bucket)
     }
@@ -358,16 +334,13 @@ impl AllowService {
         request: &AllowRequest,
         bucket: &TokenBucket,
     ) -> Result<Spent, AllowError> {
-        spend(&self.node, request, bucket).await
+        spend(&self.router, request, bucket).await
     }
 
     /// The gRPC address of the node keeping `user_id`'s records, or `None` for this node.
     fn records_owner(&self, user_id: &str) -> Option<String> {
-        self.node.owner_address(&proto::RateLimitReq {
-            name: RECORDS_RING_NAME.into(),
-            unique_key: user_id.into(),
-            ..Default::default()
-        })
+        self.router
+            .owner_of(&LimitKey::new(RECORDS_RING_NAME, user_id))
     }
 
     async fn call_owner(
@@ -391,24 +364,15 @@ impl AllowService {
     }
 
     fn client(&self, address: &str) -> Result<AllowV1Client<PeerChannel>, OwnerCallError> {
-        if let Ok(clients) = self.clients.read()
-            && let Some(client) = clients.get(address)
-        {
-            return Ok(client.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        self.router.forget_departed_peers();
+        let channel = self
+            .router
+            .peer_clients()
+            .channel(address, self.options.peer_timeout, false)
             .map_err(|error| {
-                OwnerCallError::Unreachable(format!("bad address {address}: {error}"))
-            })?
-            .connect_timeout(self.options.peer_timeout);
-        let client = AllowV1Client::new(self.node.peer_channel(endpoint));
-        if let Ok(mut clients) = self.clients.write() {
-            // Forget clients of nodes that left, so the map stays as small as the cluster.
-            let members = self.node.peers().membership();
-            clients.retain(|known, _| members.peers.iter().any(|p| &p.grpc_address == known));
-            clients.insert(address.to_string(), client.clone());
-        }
-        Ok(client)
+                OwnerCallError::Unreachable(format!("bad address {address}: {}", error.reason))
+            })?;
+        Ok(AllowV1Client::new(channel))
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::config::go_duration;
+use crate::go_duration;
 use crate::refill::{RefillRate, TokenBucket};
 
 /// The resource whose limit unlisted resources use.

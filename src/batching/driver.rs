@@ -112,23 +112,16 @@ pub struct PeerBatcher {
 }
 
 impl PeerBatcher {
-    /// Starts the batching task for the peer behind `client`.
-    pub fn spawn(
-        client: PeersV1Client<PeerChannel>,
-        config: BatchConfig,
-        timeout: Duration,
-        metrics: PeerCallMetrics,
-    ) -> Result<Self, BatchConfigError> {
-        Self::spawn_observed(client, config, timeout, metrics, Arc::new(|_| {}))
-    }
-
-    /// Like [`PeerBatcher::spawn`], telling `observer` the outcome of every call.
+    /// Starts the batching task for the peer behind `client` in `tasks` (its owner's set, which
+    /// joins it at shutdown), telling `observer` the outcome of every call. The task ends, after
+    /// answering every item it holds, once every clone of the batcher is dropped.
     pub fn spawn_observed(
         client: PeersV1Client<PeerChannel>,
         config: BatchConfig,
         timeout: Duration,
         metrics: PeerCallMetrics,
         observer: CallObserver,
+        tasks: &mut JoinSet<()>,
     ) -> Result<Self, BatchConfigError> {
         let queue = PeerQueue::new(config)?;
         // The channel only hands items to the task; the queue's own bound refuses the excess.
@@ -139,7 +132,7 @@ impl PeerBatcher {
             metrics: Arc::new(metrics),
             observer,
         };
-        tokio::spawn(run(queue, receiver, caller));
+        tasks.spawn(run(queue, receiver, caller));
         Ok(Self { sender })
     }
 

@@ -69,8 +69,6 @@
 pub mod driver;
 mod policy;
 
-pub use driver::{CallObserver, ForwardError, PeerBatcher, PeerCallMetrics};
+pub use driver::{ForwardError, PeerBatcher, PeerCallMetrics};
 
-pub use policy::{
-    Batch, BatchConfig, BatchConfigError, CallToken, MAX_BATCH_LIMIT, PeerQueue, Push,
-};
+pub use policy::{Batch, BatchConfig, BatchConfigError, CallToken, PeerQueue, Push};

@@ -195,6 +195,7 @@ impl<T> PeerQueue<T> {
         &self.config
     }
 
+    #[cfg(test)]
     /// Accepts an item of no measurable size (it never counts towards
     /// [`BatchConfig::max_bytes`]); see [`push_sized`](Self::push_sized).
     pub fn push(&mut self, item: T, no_batching: bool, now: Instant) -> Push<T> {
@@ -299,6 +300,7 @@ impl<T> PeerQueue<T> {
         self.queue.drain(..).map(|queued| queued.item).collect()
     }
 
+    #[cfg(test)]
     /// The bytes of the queued items, as given to [`push_sized`](Self::push_sized).
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
@@ -314,6 +316,7 @@ impl<T> PeerQueue<T> {
         self.queue.is_empty()
     }
 
+    #[cfg(test)]
     /// The number of batched calls in flight (calls sent alone are not counted).
     pub fn in_flight(&self) -> usize {
         self.in_flight

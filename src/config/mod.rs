@@ -5,7 +5,10 @@
 //! variable (see [`describe_error`]).
 
 pub mod env_file;
-pub mod go_duration;
+pub use crate::go_duration;
+pub mod options;
+
+pub use options::OwnerFailurePolicyArg;
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -414,7 +417,7 @@ pub struct ServerConfig {
         default_value = "error",
         ignore_case = true
     )]
-    pub owner_failure_policy: crate::owner_failure::OwnerFailurePolicy,
+    pub owner_failure_policy: OwnerFailurePolicyArg,
 
     /// Consecutive failed calls to a peer that mark it down (a refused connection marks it down at
     /// once); calls to a down peer fail at once instead of waiting for timeouts.
@@ -507,20 +510,6 @@ impl ServerConfig {
         match self.max_concurrent_peer_requests {
             0 => self.max_concurrent_requests as usize,
             peers => peers as usize,
-        }
-    }
-
-    /// The admin views' settings.
-    pub fn admin_options(&self) -> crate::admin::AdminOptions {
-        crate::admin::AdminOptions {
-            enabled: self.admin_enabled,
-            token: self.admin_token.clone().filter(|token| !token.is_empty()),
-            capacity: usize::try_from(self.admin_top_capacity).unwrap_or(100),
-            peer_timeout: self.admin_peer_timeout,
-            show_keys: self.admin_show_keys,
-            // Set from the bound HTTP listener by `server::start`; until then, assume exposed.
-            http_loopback_only: false,
-            discovered_capacity: usize::try_from(self.allow_discovered_max).unwrap_or(usize::MAX),
         }
     }
 }
@@ -736,7 +725,9 @@ impl ServerConfig {
             ),
             (
                 "GUBER_OWNER_FAILURE_POLICY",
-                self.owner_failure_policy.as_str().to_string(),
+                crate::owner_failure::OwnerFailurePolicy::from(self.owner_failure_policy)
+                    .as_str()
+                    .to_string(),
             ),
             (
                 "GUBER_PEER_DOWN_THRESHOLD",

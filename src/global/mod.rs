@@ -2,32 +2,25 @@
 //! background.
 //!
 //! A non-owner evaluates a GLOBAL item against its copy, answers, and queues the hits it owes the
-//! owner ([`pending`]). Every `GUBER_GLOBAL_SYNC_WAIT` (or as soon as `GUBER_GLOBAL_BATCH_LIMIT`
-//! limits are waiting) [`run`] sends the summed hits to each owner, in parallel, with
-//! `DRAIN_OVER_LIMIT` forced; hits that cannot be delivered are put back and retried. An owner
+//! owner (a [`Ledger`]). Every `GUBER_GLOBAL_SYNC_WAIT` (or as soon as `GUBER_GLOBAL_BATCH_LIMIT`
+//! limits are waiting) [`sync::run`] sends the summed hits to each owner, in parallel, with
+//! `DRAIN_OVER_LIMIT` forced, through the reconciler the owner-failure policy shares
+//! ([`crate::owed`]); hits that cannot be delivered are put back and retried. An owner
 //! that changes a GLOBAL limit queues it for broadcast, and on the same schedule sends the limit's
 //! state to every other peer (`UpdatePeerGlobals`), which overwrite their copies ([`replica`]).
 //! A node that has no copy of a GLOBAL limit yet asks the owner once (a normal forward) instead
 //! of starting from a full bucket.
 
-pub mod pending;
 pub mod replica;
+pub mod sync;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use futures_util::future::join_all;
-use prost::Message;
-use tokio::sync::{Notify, watch};
-
-use crate::algorithms::Behavior;
-use crate::metrics::{DropReason, DroppedMessage};
-use crate::node::Node;
-use crate::peers::budget::{Chunks, chunk, framed_len};
+use crate::owed::{Added, Ledger, Owed, lock};
 use crate::proto;
 use crate::request::LimitKey;
-use pending::{Added, PendingHits};
 
 /// How GLOBAL limits are reconciled.
 #[derive(Debug, Clone)]
@@ -61,9 +54,8 @@ impl Default for GlobalOptions {
 /// The GLOBAL bookkeeping of one node: hits owed to owners and limits to broadcast.
 pub struct GlobalState {
     options: GlobalOptions,
-    pending: Mutex<PendingHits>,
+    pending: Ledger,
     broadcasts: Mutex<Broadcasts>,
-    wake: Notify,
 }
 
 /// Limits whose state changed on this owner since the last broadcast, oldest first, each once.
@@ -77,9 +69,8 @@ impl GlobalState {
     /// Empty queues.
     pub fn new(options: GlobalOptions) -> Self {
         Self {
-            pending: Mutex::new(PendingHits::new(options.max_pending)),
+            pending: Ledger::new(options.max_pending, options.batch_limit),
             broadcasts: Mutex::new(Broadcasts::default()),
-            wake: Notify::new(),
             options,
         }
     }
@@ -91,15 +82,7 @@ impl GlobalState {
 
     /// Queues hits owed to the owner of `key`.
     pub fn queue_hits(&self, key: LimitKey, item: proto::RateLimitReq) -> Added {
-        let (added, len) = {
-            let mut pending = lock(&self.pending);
-            let added = pending.add(key, item);
-            (added, pending.len())
-        };
-        if len >= self.options.batch_limit {
-            self.wake.notify_one();
-        }
-        added
+        self.pending.add(key, item)
     }
 
     /// Queues `key` for broadcast to every other peer; returns `false` if the queue is full.
@@ -116,19 +99,24 @@ impl GlobalState {
             broadcasts.order.len()
         };
         if len >= self.options.batch_limit {
-            self.wake.notify_one();
+            self.pending.wake();
         }
         true
     }
 
     /// Takes every limit's owed hits (at shutdown, for the snapshot).
-    pub fn take_pending(&self) -> Vec<(LimitKey, proto::RateLimitReq)> {
-        lock(&self.pending).take(usize::MAX)
+    pub fn take_pending(&self) -> Vec<Owed> {
+        self.pending.take()
+    }
+
+    /// The hits owed to owners.
+    pub fn ledger(&self) -> &Ledger {
+        &self.pending
     }
 
     /// The number of limits with hits waiting for their owner.
     pub fn pending_len(&self) -> usize {
-        lock(&self.pending).len()
+        self.pending.len()
     }
 
     /// The number of limits waiting to be broadcast.
@@ -136,191 +124,10 @@ impl GlobalState {
         lock(&self.broadcasts).order.len()
     }
 
-    fn take_broadcasts(&self) -> Vec<LimitKey> {
+    /// Takes every limit queued for broadcast, oldest first.
+    pub fn take_broadcasts(&self) -> Vec<LimitKey> {
         let mut broadcasts = lock(&self.broadcasts);
         broadcasts.queued.clear();
         std::mem::take(&mut broadcasts.order)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// Runs the sync and broadcast schedule of `node` until `stop` turns true, then flushes once.
-pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let global = node.global();
-    let mut ticker = tokio::time::interval(global.options.sync_wait);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = global.wake.notified() => false,
-            changed = stop.wait_for(|stop| *stop) => { let _ = changed; true }
-        };
-        send_hits(&node).await;
-        broadcast(&node).await;
-        if stopping {
-            break;
-        }
-    }
-}
-
-/// Sends every owner the hits owed to it, in parallel; puts back what could not be delivered.
-pub async fn send_hits(node: &Node) {
-    let global = node.global();
-    let taken = lock(&global.pending).take(usize::MAX);
-    if taken.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    let mut by_owner: HashMap<Option<String>, Vec<(LimitKey, proto::RateLimitReq)>> =
-        HashMap::new();
-    for (key, mut item) in taken {
-        // The owner applies the sum of hits; it must drain rather than refuse when they overflow.
-        item.behavior |= Behavior::DRAIN_OVER_LIMIT.bits() | Behavior::GLOBAL.bits();
-        by_owner
-            .entry(node.owner_address(&item))
-            .or_default()
-            .push((key, item));
-    }
-    let budget = node.peer_clients().message_budget();
-    let dropped = node
-        .metrics()
-        .peer_items_dropped(DroppedMessage::Global, DropReason::Oversized);
-    let sends = by_owner.into_iter().flat_map(|(owner, entries)| {
-        // Chunks fit the owner's message limit; a limit too large for any message is dropped.
-        let Chunks { chunks, oversized } =
-            chunk(entries, global.options.batch_limit, budget, |(_, item)| {
-                framed_len(item.encoded_len())
-            });
-        if !oversized.is_empty() {
-            tracing::warn!(
-                limits = oversized.len(),
-                "GLOBAL hits dropped: larger than a peer message"
-            );
-            dropped.inc_by(oversized.len() as u64);
-        }
-        chunks
-            .into_iter()
-            .map(move |chunk| send_chunk(node, owner.clone(), chunk))
-    });
-    let failed: Vec<_> = join_all(sends).await.into_iter().flatten().collect();
-    let metrics = node.metrics();
-    if !failed.is_empty() {
-        let dropped = lock(&global.pending).put_back(failed);
-        metrics.global_hits_dropped.inc_by(dropped as u64);
-    }
-    metrics
-        .global_send_duration
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .global_send_queue_length
-        .set(i64::try_from(global.pending_len()).unwrap_or(i64::MAX));
-}
-
-/// Sends one chunk to `owner` (or applies it here when this node owns it now); returns the
-/// entries that could not be delivered.
-async fn send_chunk(
-    node: &Node,
-    owner: Option<String>,
-    chunk: Vec<(LimitKey, proto::RateLimitReq)>,
-) -> Vec<(LimitKey, proto::RateLimitReq)> {
-    let Some(owner) = owner else {
-        node.apply_owed_hits(chunk);
-        return Vec::new();
-    };
-    let items = chunk.iter().map(|(_, item)| item.clone()).collect();
-    match node
-        .peer_clients()
-        .get_peer_rate_limits(&owner, items, node.global().options.timeout)
-        .await
-    {
-        Ok(answers) => {
-            node.install_owner_answers(&chunk, &answers);
-            Vec::new()
-        }
-        Err(error) => {
-            tracing::warn!(%owner, %error, limits = chunk.len(), "GLOBAL hits not delivered; will retry");
-            node.metrics().global_send_errors.inc();
-            chunk
-        }
-    }
-}
-
-/// Broadcasts the state of every changed limit this node owns to every other peer.
-pub async fn broadcast(node: &Node) {
-    let global = node.global();
-    let keys = global.take_broadcasts();
-    if keys.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    let updates: Vec<proto::UpdatePeerGlobal> = keys
-        .iter()
-        .filter_map(|key| {
-            let bucket = node.store().get(key)?;
-            Some(replica::to_update(key, &bucket))
-        })
-        .collect();
-    let me = node.peers().me().grpc_address.clone();
-    let peers: Vec<String> = node
-        .peers()
-        .membership()
-        .peers
-        .iter()
-        .map(|peer| peer.grpc_address.clone())
-        .filter(|address| *address != me)
-        .collect();
-    let timeout = global.options.timeout;
-    let Chunks {
-        chunks: update_chunks,
-        oversized,
-    } = chunk(
-        updates,
-        global.options.batch_limit,
-        node.peer_clients().message_budget(),
-        |update| framed_len(update.encoded_len()),
-    );
-    if !oversized.is_empty() {
-        tracing::warn!(
-            limits = oversized.len(),
-            "GLOBAL broadcasts dropped: larger than a peer message"
-        );
-        node.metrics()
-            .peer_items_dropped(DroppedMessage::Global, DropReason::Oversized)
-            .inc_by(oversized.len() as u64);
-    }
-    let calls = peers.iter().flat_map(|peer| {
-        update_chunks.iter().map(move |chunk| async move {
-            node.peer_clients()
-                .update_peer_globals(peer, chunk.to_vec(), timeout)
-                .await
-                .map_err(|error| (peer.clone(), error))
-        })
-    });
-    let mut failed = false;
-    for result in join_all(calls).await {
-        if let Err((peer, error)) = result {
-            tracing::warn!(%peer, %error, "GLOBAL broadcast failed; will resend");
-            node.metrics().broadcast_errors.inc();
-            failed = true;
-        }
-    }
-    if failed {
-        // Overwrites are idempotent: resend everything to everyone next time.
-        for key in keys {
-            global.queue_broadcast(key);
-        }
-    }
-    let metrics = node.metrics();
-    metrics
-        .broadcast_duration
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .global_queue_length
-        .set(i64::try_from(global.broadcast_len()).unwrap_or(i64::MAX));
 }

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Endpoint;
 
 use crate::metrics::PeerInputRejection;
 use crate::peers::auth::PeerChannel;
 
 use crate::algorithms::Bucket;
-use crate::node::Node;
+use crate::owed::Ledger;
 use crate::peers::{PeerInfo, Ring};
 use crate::proto::{self, v1_client::V1Client};
 use crate::request::LimitKey;
+use crate::router::Router;
 
 use super::pb::{TransferReq, handoff_client::HandoffClient};
 use super::{BATCH_LIMIT, plan, snapshot, wire};
@@ -47,19 +47,20 @@ pub struct PassReport {
 /// is the one from "this node alone" (how every node starts) to the membership discovery found,
 /// and it is registered before this returns, so no request is served before the node knows whom
 /// to wait for.
-pub fn spawn(node: Arc<Node>, stopped: watch::Receiver<bool>) -> JoinHandle<()> {
-    let me = node.peers().me().clone();
+pub fn spawn(router: Arc<Router>, stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+    let me = router.peers().me().clone();
     let alone = Ring::new(std::slice::from_ref(&me));
-    let current = node.peers().membership();
+    let current = router.peers().membership();
     let joined = plan::joined(&alone, &current.ring, &me.grpc_address);
-    let options = node.handoff().options();
-    node.handoff()
+    let options = router.handoff().options();
+    router
+        .handoff()
         .begin_transition(&joined, Instant::now() + options.join_wait);
     let last = Seen {
         ring: alone,
         version: current.version,
     };
-    tokio::spawn(run(node, last, joined, stopped))
+    tokio::spawn(run(router, last, joined, stopped))
 }
 
 /// The membership a pass last handed off for: its ring, and the list version it was taken at
@@ -70,13 +71,13 @@ struct Seen {
 }
 
 async fn run(
-    node: Arc<Node>,
+    router: Arc<Router>,
     mut last: Seen,
     mut announced: Vec<String>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut changes = node.peers().subscribe();
-    let me = node.peers().me().grpc_address.clone();
+    let mut changes = router.peers().subscribe();
+    let me = router.peers().me().grpc_address.clone();
     let mut pending = true;
     loop {
         if !pending {
@@ -88,26 +89,27 @@ async fn run(
                 }
                 _ = stopped.wait_for(|stop| *stop) => return,
                 _ = tokio::time::sleep(SETTLE_TICK) => {
-                    node.handoff().settle(Instant::now());
+                    router.handoff().settle(Instant::now());
                     continue;
                 }
             }
         }
         pending = false;
-        if node.handoff().is_leaving() {
+        if router.handoff().is_leaving() {
             continue;
         }
         // Only keys held when the change was seen can have been owned here under the old ring.
         // Keys created since are this node's own under the new ring, or copies of GLOBAL limits
         // owned elsewhere: those must stay (the owner has the authoritative state).
-        let held_before: HashSet<LimitKey> = node
+        let held_before: HashSet<LimitKey> = router
+            .evaluator()
             .store()
             .entries()
             .into_iter()
             .map(|(key, _)| key)
             .collect();
-        let options = node.handoff().options();
-        let current = node.peers().membership();
+        let options = router.handoff().options();
+        let current = router.peers().membership();
         if current.ring.peers() == last.ring.peers()
             && current
                 .ring_peers_entered_after(last.version, &me)
@@ -124,27 +126,29 @@ async fn run(
             .filter(|peer| !announced.contains(peer))
             .cloned()
             .collect();
-        node.handoff()
+        router
+            .handoff()
             .begin_transition(&new, Instant::now() + options.join_wait);
         announced.extend(new);
         // Let a burst of changes settle (and every peer see this one) before moving anything.
         tokio::time::sleep(options.delay).await;
         changes.borrow_and_update();
-        let current = node.peers().membership();
+        let current = router.peers().membership();
         let (before, joined) = changes_since(&last, &current, &me);
         let new: Vec<String> = joined
             .iter()
             .filter(|peer| !announced.contains(peer))
             .cloned()
             .collect();
-        node.handoff()
+        router
+            .handoff()
             .begin_transition(&new, Instant::now() + options.join_wait);
-        if node.handoff().is_leaving() {
+        if router.handoff().is_leaving() {
             continue;
         }
-        let _one_at_a_time = node.handoff().pass_lock().lock().await;
+        let _one_at_a_time = router.handoff().pass_lock().lock().await;
         let report = pass(
-            &node,
+            &router,
             Some(&before),
             &current.ring,
             &joined,
@@ -184,14 +188,15 @@ fn changes_since(last: &Seen, current: &crate::peers::Membership, me: &str) -> (
 /// in `after` (only those in `held_before`, when given), then tells every peer of `complete_to`
 /// that it is done.
 pub async fn pass(
-    node: &Node,
+    router: &Router,
     before: Option<&Ring>,
     after: &Ring,
     complete_to: &[String],
     held_before: Option<&HashSet<LimitKey>>,
 ) -> PassReport {
-    let me = node.peers().me().grpc_address.clone();
-    let entries = node
+    let me = router.peers().me().grpc_address.clone();
+    let entries = router
+        .evaluator()
         .store()
         .entries()
         .into_iter()
@@ -202,7 +207,7 @@ pub async fn pass(
         after,
         &me,
         BATCH_LIMIT,
-        node.peer_clients().message_budget(),
+        router.peer_clients().message_budget(),
     );
     let mut clients = Clients::default();
     let mut report = PassReport::default();
@@ -212,7 +217,9 @@ pub async fn pass(
             keys = oversized.len(),
             "keys too large for a handoff message stay here"
         );
-        node.metrics()
+        router
+            .evaluator()
+            .metrics()
             .peer_items_dropped(
                 crate::metrics::DroppedMessage::Handoff,
                 crate::metrics::DropReason::Oversized,
@@ -221,22 +228,22 @@ pub async fn pass(
         report.kept += oversized.len();
     }
     for batch in batches {
-        let Some(mut client) = clients.get(&batch.owner, node) else {
+        let Some(mut client) = clients.get(&batch.owner, router) else {
             report.kept += batch.buckets.len();
             continue;
         };
-        let sent = transfer(node, &mut client, &batch.owner, batch.buckets).await;
+        let sent = transfer(router, &mut client, &batch.owner, batch.buckets).await;
         report.moved += sent.moved;
         report.kept += sent.kept;
     }
     for peer in complete_to {
-        if let Some(mut client) = clients.get(peer, node) {
+        if let Some(mut client) = clients.get(peer, router) {
             let request = TransferReq {
                 sender: me.clone(),
                 buckets: Vec::new(),
                 complete: true,
             };
-            if let Err(error) = call(node, &mut client, request).await {
+            if let Err(error) = call(router, &mut client, request).await {
                 tracing::warn!(peer = %peer, %error, "could not tell a joined peer the handoff is complete");
             }
         }
@@ -246,12 +253,12 @@ pub async fn pass(
 
 /// Sends one batch to `owner` and drops what it accepted (see the module docs).
 async fn transfer(
-    node: &Node,
+    router: &Router,
     client: &mut HandoffClient<PeerChannel>,
     owner: &str,
     buckets: Vec<(LimitKey, Bucket)>,
 ) -> PassReport {
-    let me = node.peers().me().grpc_address.clone();
+    let me = router.peers().me().grpc_address.clone();
     let mut report = PassReport::default();
     let mut to_send: Vec<(LimitKey, Bucket, Option<Bucket>)> = buckets
         .into_iter()
@@ -269,7 +276,7 @@ async fn transfer(
                 .collect(),
             complete: false,
         };
-        if let Err(error) = call(node, client, request).await {
+        if let Err(error) = call(router, client, request).await {
             tracing::warn!(owner = %owner, %error, keys = to_send.len(), "handoff failed; the keys stay here");
             report.kept += to_send.len();
             return report;
@@ -277,8 +284,12 @@ async fn transfer(
         let mut changed = Vec::new();
         for (key, bucket, _) in to_send {
             // Forward before removing, so no request finds a gap in between.
-            node.handoff().tombstone(key.clone(), owner);
-            match node.store().remove_if_unchanged(&key, &bucket) {
+            router.handoff().tombstone(key.clone(), owner);
+            match router
+                .evaluator()
+                .store()
+                .remove_if_unchanged(&key, &bucket)
+            {
                 Ok(()) => report.moved += 1,
                 Err(current) => changed.push((key, current, Some(bucket))),
             }
@@ -294,11 +305,11 @@ async fn transfer(
 
 /// One `Transfer` call, bounded by the handoff timeout, retried once.
 async fn call(
-    node: &Node,
+    router: &Router,
     client: &mut HandoffClient<PeerChannel>,
     request: TransferReq,
 ) -> Result<(), tonic::Status> {
-    let timeout = node.handoff().options().timeout;
+    let timeout = router.handoff().options().timeout;
     let mut outcome = Err(tonic::Status::unavailable("not sent"));
     for _ in 0..2 {
         outcome = match tokio::time::timeout(timeout, client.transfer(request.clone())).await {
@@ -317,28 +328,28 @@ async fn call(
 struct Clients(HashMap<String, HandoffClient<PeerChannel>>);
 
 impl Clients {
-    fn get(&mut self, address: &str, node: &Node) -> Option<HandoffClient<PeerChannel>> {
+    fn get(&mut self, address: &str, router: &Router) -> Option<HandoffClient<PeerChannel>> {
         if let Some(client) = self.0.get(address) {
             return Some(client.clone());
         }
-        let timeout = node.handoff().options().timeout;
-        let endpoint = match Endpoint::from_shared(format!("http://{address}")) {
-            Ok(endpoint) => endpoint.connect_timeout(timeout).tcp_nodelay(true),
+        let timeout = router.handoff().options().timeout;
+        let channel = match router.peer_clients().channel(address, timeout, true) {
+            Ok(channel) => channel,
             Err(error) => {
-                tracing::warn!(peer = %address, %error, "invalid peer address; nothing handed off to it");
+                tracing::warn!(peer = %address, error = %error.reason, "invalid peer address; nothing handed off to it");
                 return None;
             }
         };
-        let client = HandoffClient::new(node.peer_channel(endpoint));
+        let client = HandoffClient::new(channel);
         self.0.insert(address.to_string(), client.clone());
         Some(client)
     }
 }
 
 /// The ring of the current membership without this node.
-fn ring_without_me(node: &Node) -> Ring {
-    let me = &node.peers().me().grpc_address;
-    let others: Vec<PeerInfo> = node
+fn ring_without_me(router: &Router) -> Ring {
+    let me = &router.peers().me().grpc_address;
+    let others: Vec<PeerInfo> = router
         .peers()
         .membership()
         .ring
@@ -353,14 +364,14 @@ fn ring_without_me(node: &Node) -> Ring {
 /// The first half of a graceful leave, before deregistering: enter leaving mode (keys not held
 /// here go to their owner without this node) and hand every key to that owner. Returns the peers
 /// that will own them, or nothing when this node is alone.
-pub async fn leave(node: &Node) -> Vec<PeerInfo> {
-    let ring = ring_without_me(node);
+pub async fn leave(router: &Router) -> Vec<PeerInfo> {
+    let ring = ring_without_me(router);
     if ring.is_empty() {
         return Vec::new();
     }
-    node.handoff().start_leaving(ring.clone());
-    let _one_at_a_time = node.handoff().pass_lock().lock().await;
-    let report = pass(node, None, &ring, &[], None).await;
+    router.handoff().start_leaving(ring.clone());
+    let _one_at_a_time = router.handoff().pass_lock().lock().await;
+    let report = pass(router, None, &ring, &[], None).await;
     tracing::info!(
         moved = report.moved,
         kept = report.kept,
@@ -371,18 +382,18 @@ pub async fn leave(node: &Node) -> Vec<PeerInfo> {
 
 /// The second half of a graceful leave, after deregistering: wait (at most the leave wait) until
 /// no peer lists this node any more, then hand off whatever arrived meanwhile.
-pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
+pub async fn finish_leave(router: &Router, peers: &[PeerInfo]) {
     if peers.is_empty() {
         return;
     }
-    let options = node.handoff().options();
+    let options = router.handoff().options();
     let deadline = Instant::now() + options.leave_wait;
     let mut clients = Clients::default();
     let mut waiting: Vec<&PeerInfo> = peers.iter().collect();
     while !waiting.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for peer in waiting {
-            if !forgot_me(node, &mut clients, &peer.grpc_address).await {
+            if !forgot_me(router, &mut clients, &peer.grpc_address).await {
                 still.push(peer);
             }
         }
@@ -397,14 +408,14 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
             "peers did not confirm the leave in time"
         );
     }
-    let ring = ring_without_me(node);
+    let ring = ring_without_me(router);
     let ring = if ring.is_empty() {
         Ring::new(peers)
     } else {
         ring
     };
-    let _one_at_a_time = node.handoff().pass_lock().lock().await;
-    let report = pass(node, None, &ring, &[], None).await;
+    let _one_at_a_time = router.handoff().pass_lock().lock().await;
+    let report = pass(router, None, &ring, &[], None).await;
     if report.moved > 0 || report.kept > 0 {
         tracing::info!(
             moved = report.moved,
@@ -417,10 +428,10 @@ pub async fn finish_leave(node: &Node, peers: &[PeerInfo]) {
 /// Whether `peer`'s list no longer holds this node: asked with an empty `Transfer`, whose answer
 /// says so (`sender_listed`); a peer of an older build answers without it, and is asked with
 /// `HealthCheck` instead (which fails, telling nothing, while that peer's own calls fail).
-async fn forgot_me(node: &Node, clients: &mut Clients, peer: &str) -> bool {
+async fn forgot_me(router: &Router, clients: &mut Clients, peer: &str) -> bool {
     const ASK_TIMEOUT: Duration = Duration::from_millis(500);
-    let me = node.peers().me().grpc_address.clone();
-    let Some(mut client) = clients.get(peer, node) else {
+    let me = router.peers().me().grpc_address.clone();
+    let Some(mut client) = clients.get(peer, router) else {
         return false;
     };
     let request = TransferReq {
@@ -436,10 +447,10 @@ async fn forgot_me(node: &Node, clients: &mut Clients, peer: &str) -> bool {
         }
         _ => return false,
     }
-    let Ok(endpoint) = Endpoint::from_shared(format!("http://{peer}")) else {
+    let Ok(channel) = router.peer_clients().channel(peer, ASK_TIMEOUT, true) else {
         return false;
     };
-    let mut health = V1Client::new(node.peer_channel(endpoint.connect_timeout(ASK_TIMEOUT)));
+    let mut health = V1Client::new(channel);
     let answer =
         tokio::time::timeout(ASK_TIMEOUT, health.health_check(proto::HealthCheckReq {})).await;
     matches!(&answer, Ok(Ok(health))
@@ -449,9 +460,9 @@ async fn forgot_me(node: &Node, clients: &mut Clients, peer: &str) -> bool {
 /// Restores the snapshot at `path` into the store; a missing or bad file is a warning. Buckets
 /// that fail [`check`](super::check) (a key longer than `GUBER_MAX_KEY_LENGTH`, an impossible
 /// count or expiry) are skipped and counted.
-pub fn restore_snapshot(node: &Node, path: &Path) {
-    let now_ms = node.clock_now_ms();
-    let limits = node.limits();
+pub fn restore_snapshot(router: &Router, path: &Path) {
+    let now_ms = router.evaluator().clock().now_ms();
+    let limits = router.evaluator().limits();
     match snapshot::read_contents(path, now_ms) {
         Ok(snapshot::Contents { buckets, owed }) => {
             let mut count = 0;
@@ -459,11 +470,13 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
             for (key, bucket) in buckets {
                 if super::check::check(&key, &bucket, None, limits, now_ms).is_err() {
                     skipped += 1;
-                    node.metrics()
+                    router
+                        .evaluator()
+                        .metrics()
                         .reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
                     continue;
                 }
-                node.store().put(key, bucket);
+                router.evaluator().store().put(key, bucket);
                 count += 1;
             }
             if skipped > 0 {
@@ -474,18 +487,16 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
                 if hit.item.name.len() > limits.max_key_bytes
                     || hit.item.unique_key.len() > limits.max_key_bytes
                 {
-                    node.metrics()
+                    router
+                        .evaluator()
+                        .metrics()
                         .reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
                     continue;
                 }
                 let key = LimitKey::new(hit.item.name.clone(), hit.item.unique_key.clone());
                 // Sent to the key's current owner by the GLOBAL sync or the owner-failure
                 // reconciler, like hits owed before the restart.
-                if hit.global {
-                    let _ = node.global().queue_hits(key, hit.item);
-                } else {
-                    let _ = node.owner_fallback().owe(key, hit.item);
-                }
+                let _ = owed_ledger(router, hit.global).add(key, hit.item);
             }
             tracing::info!(path = %path.display(), buckets = count, owed = owed_count, "restored the snapshot");
         }
@@ -501,15 +512,15 @@ pub fn restore_snapshot(node: &Node, path: &Path) {
 }
 
 /// Writes the store to the snapshot at `path`; a failure is logged, never fatal.
-pub fn save_snapshot(node: &Node, path: &Path) {
-    save_snapshot_with_owed(node, path, &[]);
+pub fn save_snapshot(router: &Router, path: &Path) {
+    save_snapshot_with_owed(router, path, &[]);
 }
 
 /// Writes the store and the hits still owed to other nodes (`owed`) to the snapshot at `path`; a
 /// failure is logged, never fatal.
-pub fn save_snapshot_with_owed(node: &Node, path: &Path, owed: &[snapshot::OwedHit]) {
-    let entries = node.store().entries();
-    match snapshot::write_with_owed(path, &entries, owed, node.clock_now_ms()) {
+pub fn save_snapshot_with_owed(router: &Router, path: &Path, owed: &[snapshot::OwedHit]) {
+    let entries = router.evaluator().store().entries();
+    match snapshot::write_with_owed(path, &entries, owed, router.evaluator().clock().now_ms()) {
         Ok(()) => {
             tracing::info!(path = %path.display(), buckets = entries.len(), owed = owed.len(), "wrote the snapshot")
         }
@@ -521,19 +532,23 @@ pub fn save_snapshot_with_owed(node: &Node, path: &Path, owed: &[snapshot::OwedH
 
 /// Takes every hit this node still owes other nodes (undelivered GLOBAL hits and owner-failure
 /// hits), for the snapshot at shutdown.
-pub fn take_owed(node: &Node) -> Vec<snapshot::OwedHit> {
-    let global = node
-        .global()
-        .take_pending()
+pub fn take_owed(router: &Router) -> Vec<snapshot::OwedHit> {
+    [true, false]
         .into_iter()
-        .map(|(_, item)| snapshot::OwedHit { item, global: true });
-    let fallback = node
-        .owner_fallback()
-        .take_owed()
-        .into_iter()
-        .map(|(_, item)| snapshot::OwedHit {
-            item,
-            global: false,
-        });
-    global.chain(fallback).collect()
+        .flat_map(|global| {
+            owed_ledger(router, global)
+                .take()
+                .into_iter()
+                .map(move |(_, item)| snapshot::OwedHit { item, global })
+        })
+        .collect()
+}
+
+/// The ledger of GLOBAL hits (`global`) or of owner-failure hits.
+fn owed_ledger(router: &Router, global: bool) -> &Ledger {
+    if global {
+        router.evaluator().global().ledger()
+    } else {
+        router.owner_fallback().ledger()
+    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::PeerInputRejection;
-use crate::node::Node;
+use crate::router::Router;
 
 use super::pb::handoff_server::Handoff;
 use super::pb::{TransferReq, TransferResp};
@@ -23,13 +23,13 @@ use super::{check, merge, wire};
 /// The `Handoff` service of one node.
 #[derive(Clone)]
 pub struct HandoffService {
-    node: Arc<Node>,
+    router: Arc<Router>,
 }
 
 impl HandoffService {
-    /// Serves `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    /// Serves the node `router` routes for.
+    pub fn new(router: Arc<Router>) -> Self {
+        Self { router }
     }
 }
 
@@ -51,17 +51,19 @@ impl From<TransferError> for Status {
 
 /// Merges the valid buckets of `request` into `node`'s store; returns how many changed it.
 /// Refuses the whole call when the sender is not (and was not recently) a member.
-pub fn receive(node: &Node, request: &TransferReq) -> Result<i32, TransferError> {
-    if !node.peers().is_or_was_member(&request.sender) {
-        node.metrics()
+pub fn receive(router: &Router, request: &TransferReq) -> Result<i32, TransferError> {
+    if !router.peers().is_or_was_member(&request.sender) {
+        router
+            .evaluator()
+            .metrics()
             .reject_peer_input(PeerInputRejection::TransferNotMember);
         return Err(TransferError::NotMember(printable(&request.sender)));
     }
     // A member that calls is up: a peer restarted on the same address (its `complete` comes
     // first) is called again at once instead of after the rest of its down period.
-    node.peer_clients().liveness().on_success(&request.sender);
-    let limits = node.limits();
-    let now_ms = node.clock_now_ms();
+    router.peer_clients().liveness().on_success(&request.sender);
+    let limits = router.evaluator().limits();
+    let now_ms = router.evaluator().clock().now_ms();
     let mut merged = 0;
     let mut rejected = 0;
     for item in &request.buckets {
@@ -75,16 +77,21 @@ pub fn receive(node: &Node, request: &TransferReq) -> Result<i32, TransferError>
             Ok(entry) => entry,
             Err(_) => {
                 rejected += 1;
-                node.metrics()
+                router
+                    .evaluator()
+                    .metrics()
                     .reject_peer_input(PeerInputRejection::TransferInvalidBucket);
                 continue;
             }
         };
-        let changed = node.store().merge_in(key.clone(), |held, now_ms| {
-            merge::merge(held, &bucket, previous.as_ref(), now_ms)
-        });
+        let changed = router
+            .evaluator()
+            .store()
+            .merge_in(key.clone(), |held, now_ms| {
+                merge::merge(held, &bucket, previous.as_ref(), now_ms)
+            });
         // After the merge, so a request in between finds the bucket rather than a gap.
-        node.handoff().forget_tombstone(&key);
+        router.handoff().forget_tombstone(&key);
         if changed {
             merged += 1;
         }
@@ -94,7 +101,7 @@ pub fn receive(node: &Node, request: &TransferReq) -> Result<i32, TransferError>
     }
     if request.complete {
         tracing::debug!(sender = %request.sender, "handoff complete");
-        node.handoff().source_complete(&request.sender);
+        router.handoff().source_complete(&request.sender);
     }
     if !request.buckets.is_empty() {
         tracing::debug!(sender = %request.sender, received = request.buckets.len(), merged, "handoff received");
@@ -113,10 +120,10 @@ impl Handoff for HandoffService {
         &self,
         request: Request<TransferReq>,
     ) -> Result<Response<TransferResp>, Status> {
-        let merged = receive(&self.node, request.get_ref())?;
+        let merged = receive(&self.router, request.get_ref())?;
         let sender = &request.get_ref().sender;
         let sender_listed = self
-            .node
+            .router
             .peers()
             .membership()
             .peers

@@ -1,10 +1,13 @@
 //! Connections to the other peers: one lazily connected gRPC channel and one batching task per
-//! peer, created on first use and dropped when the peer leaves the cluster.
+//! peer, created on first use and dropped when the peer leaves the cluster; and the one registry
+//! of channels the other node-to-node clients (handoff, the admin fan-out, `/allow`'s records)
+//! share, pruned by the same rule.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tonic::transport::Endpoint;
 
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
@@ -36,7 +39,23 @@ pub struct PeerClients {
     options: PeerClientOptions,
     metrics: Metrics,
     clients: RwLock<HashMap<String, PeerClient>>,
+    channels: RwLock<HashMap<ChannelKey, PeerChannel>>,
     liveness: Arc<PeerLiveness>,
+    /// The peers' batching tasks, joined by [`PeerClients::close`].
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// A shared channel: the peer's address, and how it connects (connect timeout, `TCP_NODELAY`).
+type ChannelKey = (String, Duration, bool);
+
+/// A peer address that is not a valid URI authority.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid peer address {address}: {reason}")]
+pub struct InvalidAddress {
+    /// The address.
+    pub address: String,
+    /// Why it is invalid.
+    pub reason: String,
 }
 
 /// One peer's connection: direct calls, and the batching task for forwarded items.
@@ -57,7 +76,9 @@ impl PeerClients {
             options,
             metrics,
             clients: RwLock::new(HashMap::new()),
+            channels: RwLock::new(HashMap::new()),
             liveness,
+            tasks: Mutex::new(JoinSet::new()),
         }
     }
 
@@ -154,7 +175,77 @@ impl PeerClients {
             Err(poisoned) => poisoned.into_inner(),
         };
         clients.retain(|address, _| addresses.contains(&address.as_str()));
+        drop(clients);
+        let mut channels = match self.channels.write() {
+            Ok(channels) => channels,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        channels.retain(|(address, _, _), _| addresses.contains(&address.as_str()));
+        drop(channels);
         self.liveness.retain(|peer| addresses.contains(&peer));
+        // Forget the batching tasks of departed peers that have finished.
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+    }
+
+    /// Drops every client and channel and waits (at most `within`) for the batching tasks to
+    /// answer what they hold and end; the ones still running then are aborted. For shutdown, once
+    /// nothing forwards any more.
+    pub async fn close(&self, within: Duration) {
+        match self.clients.write() {
+            Ok(mut clients) => clients.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+        match self.channels.write() {
+            Ok(mut channels) => channels.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        let joined =
+            tokio::time::timeout(within, async { while tasks.join_next().await.is_some() {} })
+                .await;
+        if joined.is_err() {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "peer batching tasks still running at shutdown; aborted"
+            );
+            tasks.shutdown().await;
+        }
+    }
+
+    /// The shared, lazily connected channel to the node at `address` (see
+    /// [`PeerClients::connect_lazy`]), connecting within `connect_timeout`, with `TCP_NODELAY`
+    /// when `nodelay`. Every node-to-node client but forwarding's own uses it; it is dropped with
+    /// the peer's other clients when the peer leaves.
+    pub fn channel(
+        &self,
+        address: &str,
+        connect_timeout: Duration,
+        nodelay: bool,
+    ) -> Result<PeerChannel, InvalidAddress> {
+        let key = (address.to_string(), connect_timeout, nodelay);
+        if let Ok(channels) = self.channels.read()
+            && let Some(channel) = channels.get(&key)
+        {
+            return Ok(channel.clone());
+        }
+        let mut endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| InvalidAddress {
+                address: address.to_string(),
+                reason: error.to_string(),
+            })?
+            .connect_timeout(connect_timeout);
+        if nodelay {
+            endpoint = endpoint.tcp_nodelay(true);
+        }
+        let mut channels = match self.channels.write() {
+            Ok(channels) => channels,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let channel = channels
+            .entry(key)
+            .or_insert_with(|| self.connect_lazy(endpoint));
+        Ok(channel.clone())
     }
 
     /// The number of peers with a client.
@@ -234,12 +325,20 @@ impl PeerClients {
             self.options.timeout,
             metrics,
             Arc::new(move |outcome| observe(&liveness, &peer, outcome)),
+            &mut lock(&self.tasks),
         )
         .map_err(|error| ForwardError::Unavailable(format!("invalid batching: {error}")))?;
         Ok(PeerClient {
             grpc: client,
             batcher,
         })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

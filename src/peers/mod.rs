@@ -201,6 +201,11 @@ impl PeerList {
         true
     }
 
+    /// How many times [`PeerList::replace`] changed the membership.
+    pub fn version(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// A receiver told of every change made by [`PeerList::replace`].
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()

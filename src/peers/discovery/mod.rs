@@ -27,7 +27,11 @@ pub enum DiscoveryError {
     /// DNS discovery failed to start.
     #[error(transparent)]
     Dns(#[from] dns::DnsError),
+    /// A `GUBER_K8S_*` setting is missing or wrong.
+    #[error(transparent)]
+    K8sSettings(#[from] k8s::SettingsError),
     /// Kubernetes discovery failed to start.
+    #[cfg(feature = "k8s")]
     #[error(transparent)]
     K8s(#[from] k8s::K8sError),
 }
@@ -41,6 +45,7 @@ pub enum DiscoveryHandle {
     /// DNS polling.
     Dns(dns::DnsDiscovery),
     /// A Kubernetes API watch.
+    #[cfg(feature = "k8s")]
     K8s(k8s::K8sDiscovery),
 }
 
@@ -50,7 +55,9 @@ impl DiscoveryHandle {
         match self {
             DiscoveryHandle::Etcd(etcd) => Some(etcd.backend_status()),
             DiscoveryHandle::Dns(dns) => Some(dns.backend_status()),
-            DiscoveryHandle::Fixed | DiscoveryHandle::K8s(_) => None,
+            DiscoveryHandle::Fixed => None,
+            #[cfg(feature = "k8s")]
+            DiscoveryHandle::K8s(_) => None,
         }
     }
 
@@ -60,6 +67,7 @@ impl DiscoveryHandle {
             DiscoveryHandle::Fixed => {}
             DiscoveryHandle::Etcd(etcd) => etcd.leave().await,
             DiscoveryHandle::Dns(dns) => dns.stop().await,
+            #[cfg(feature = "k8s")]
             DiscoveryHandle::K8s(k8s) => k8s.stop().await,
         }
     }
@@ -85,9 +93,19 @@ pub async fn start(
         DiscoveryType::Dns => Ok(DiscoveryHandle::Dns(
             dns::DnsDiscovery::start(config, me, peers).await?,
         )),
+        #[cfg(feature = "k8s")]
         DiscoveryType::K8s => Ok(DiscoveryHandle::K8s(
             k8s::K8sDiscovery::start(config, me, peers, metrics.k8s_watch_errors.clone()).await?,
         )),
+        #[cfg(not(feature = "k8s"))]
+        DiscoveryType::K8s => {
+            let _ = metrics;
+            Err(DiscoveryError::Config(
+                "GUBER_PEER_DISCOVERY_TYPE=k8s: this build has no Kubernetes discovery \
+                 (built without the `k8s` feature)"
+                    .into(),
+            ))
+        }
     }
 }
 

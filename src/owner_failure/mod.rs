@@ -8,7 +8,7 @@
 //! - **`local`**: the receiving node answers from a *fallback bucket* of its own (a separate,
 //!   bounded store, so fallback state is never mistaken for owned state), marks the answer with
 //!   `metadata.fallback = "local"`, and owes the owner the hits it admitted. Owed hits are summed
-//!   per limit ([`PendingHits`], as for GLOBAL limits) and sent every sync interval, with
+//!   per limit and sent by the reconciler GLOBAL limits use ([`crate::owed`]) every sync interval, with
 //!   `DRAIN_OVER_LIMIT`, to whoever owns the key then: the old owner when it comes back, a new owner
 //!   once the dead one has left the ring, or this node itself. Undelivered hits are put back. GLOBAL
 //!   items use the node's GLOBAL copy instead, whose owed hits already reconcile the same way.
@@ -16,23 +16,18 @@
 //! Under `local`, while the owner is unreachable every node that receives a key admits up to its
 //! limit per window from its own fallback bucket; `docs/reliability.md` states the bound.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+pub mod reconcile;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
-use prost::Message;
-use tokio::sync::watch;
-
-use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
+use crate::algorithms::{Behavior, Decision};
 use crate::batching::ForwardError;
 use crate::clock::Clock;
-use crate::error::MAX_BATCH_SIZE;
-use crate::global::pending::{Added, PendingHits};
-use crate::metrics::{DropReason, DroppedMessage};
-use crate::node::{Node, OWNER_METADATA_KEY};
-use crate::peers::budget::{Chunks, chunk, framed_len};
+use crate::evaluator::{OWNER_METADATA_KEY, decision_response};
+use crate::owed::{Added, Ledger, Owed, owes_owner};
 use crate::proto;
-use crate::request::LimitKey;
+use crate::request::Checked;
 use crate::store::LimitStore;
 
 /// The metadata key set on answers given without the owner; its value names the policy
@@ -40,7 +35,7 @@ use crate::store::LimitStore;
 pub const FALLBACK_METADATA_KEY: &str = "fallback";
 
 /// What to answer for items whose owner cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OwnerFailurePolicy {
     /// A per-item error naming the owner (Gubernator's behaviour).
     #[default]
@@ -111,20 +106,11 @@ pub fn mark_fallback(response: &mut proto::RateLimitResp) {
     );
 }
 
-/// Whether a fallback decision consumed hits the owner must be told about: admitted hits (or
-/// drained ones), and resets; never refused hits, which the cluster did not admit.
-pub fn owes_owner(request: &RateLimitRequest, decision: &Decision) -> bool {
-    let consumed = request.hits != 0
-        && (decision.status == Status::UnderLimit
-            || request.behavior.contains(Behavior::DRAIN_OVER_LIMIT));
-    consumed || request.behavior.contains(Behavior::RESET_REMAINING)
-}
-
 /// A node's fallback buckets and the hits it owes owners.
 pub struct OwnerFallback {
     options: OwnerFailureOptions,
     store: LimitStore,
-    owed: Mutex<PendingHits>,
+    owed: Ledger,
 }
 
 impl OwnerFallback {
@@ -132,7 +118,8 @@ impl OwnerFallback {
     pub fn new(options: OwnerFailureOptions, clock: Arc<dyn Clock>) -> Self {
         Self {
             store: LimitStore::new(options.fallback_capacity.max(1), clock),
-            owed: Mutex::new(PendingHits::new(options.max_pending)),
+            // Sent on the sync interval only: nothing wakes this reconciler early.
+            owed: Ledger::new(options.max_pending, usize::MAX),
             options,
         }
     }
@@ -147,153 +134,46 @@ impl OwnerFallback {
         &self.options
     }
 
-    /// Answers `item` (validated as `request`, stamped with its `created_at`) from this node's
-    /// fallback bucket, and records the hits owed to the owner. Returns the answer and the decision.
-    pub fn answer(
-        &self,
-        item: proto::RateLimitReq,
-        request: &RateLimitRequest,
-        owner: String,
-    ) -> (proto::RateLimitResp, Decision) {
-        let key = LimitKey::new(item.name.clone(), item.unique_key.clone());
-        let decision = self.store.apply(key.clone(), request).decision;
+    /// Answers `checked` from this node's fallback bucket, and records the hits owed to the
+    /// owner. Returns the answer and the decision.
+    pub fn answer(&self, checked: &Checked, owner: String) -> (proto::RateLimitResp, Decision) {
+        let request = &checked.request;
+        let decision = self.store.apply(checked.key.clone(), request).decision;
         if owes_owner(request, &decision) {
-            let mut owed = item;
-            owed.created_at = Some(request.created_at);
+            let mut owed = checked.to_item();
             owed.behavior |= Behavior::DRAIN_OVER_LIMIT.bits();
-            if lock(&self.owed).add(key, owed) == Added::Dropped {
+            if self.owed.add(checked.key.clone(), owed) == Added::Dropped {
                 tracing::warn!(
                     "too many limits owe hits to unreachable owners; hits taken locally are dropped"
                 );
             }
         }
-        let mut response = proto::RateLimitResp {
-            status: decision.status.wire(),
-            limit: decision.limit,
-            remaining: decision.remaining,
-            reset_time: decision.reset_time,
-            error: String::new(),
-            metadata: [(OWNER_METADATA_KEY.to_string(), owner)].into(),
-        };
+        let mut response = decision_response(decision);
+        response
+            .metadata
+            .insert(OWNER_METADATA_KEY.to_string(), owner);
         mark_fallback(&mut response);
         (response, decision)
     }
 
     /// Takes every limit's owed hits, oldest first.
-    pub fn take_owed(&self) -> Vec<OwedHits> {
-        lock(&self.owed).take(usize::MAX)
+    pub fn take_owed(&self) -> Vec<Owed> {
+        self.owed.take()
     }
 
     /// Puts back owed hits that could not be delivered; returns how many limits were dropped.
-    pub fn put_back(&self, failed: Vec<OwedHits>) -> usize {
-        lock(&self.owed).put_back(failed)
+    pub fn put_back(&self, failed: Vec<Owed>) -> usize {
+        self.owed.put_back(failed)
     }
 
-    /// Owes `item`'s hits to the owner of `key` (hits restored from a snapshot).
-    pub fn owe(&self, key: LimitKey, item: proto::RateLimitReq) -> Added {
-        lock(&self.owed).add(key, item)
+    /// The hits owed to owners that were unreachable.
+    pub fn ledger(&self) -> &Ledger {
+        &self.owed
     }
 
     /// The number of limits with owed hits.
     pub fn owed_len(&self) -> usize {
-        lock(&self.owed).len()
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// One limit's owed hits: its key and the summed item.
-type OwedHits = (LimitKey, proto::RateLimitReq);
-
-/// Sends owed hits every sync interval until `stop` turns true, then tries once more.
-pub async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    // Under `error` nothing is ever owed, unless a snapshot restored hits owed before a restart.
-    if node.owner_fallback().policy() != OwnerFailurePolicy::Local
-        && node.owner_fallback().owed_len() == 0
-    {
-        return;
-    }
-    let mut ticker = tokio::time::interval(node.owner_fallback().options.sync_wait);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = ticker.tick() => false,
-            changed = stop.wait_for(|stop| *stop) => { let _ = changed; true }
-        };
-        reconcile(&node).await;
-        if stopping {
-            break;
-        }
-    }
-}
-
-/// Sends every owed hit to the key's current owner (or applies it here when this node owns the
-/// key now); puts back what could not be delivered.
-pub async fn reconcile(node: &Node) {
-    let fallback = node.owner_fallback();
-    let owed = fallback.take_owed();
-    if owed.is_empty() {
-        return;
-    }
-    let mut by_owner: Vec<(Option<String>, Vec<OwedHits>)> = Vec::new();
-    for (key, item) in owed {
-        let owner = node.owner_address(&item);
-        match by_owner.iter_mut().find(|(o, _)| *o == owner) {
-            Some((_, entries)) => entries.push((key, item)),
-            None => by_owner.push((owner, vec![(key, item)])),
-        }
-    }
-    let timeout = fallback.options.timeout;
-    let budget = node.peer_clients().message_budget();
-    let dropped = node
-        .metrics()
-        .peer_items_dropped(DroppedMessage::Owed, DropReason::Oversized);
-    let sends = by_owner.into_iter().flat_map(|(owner, entries)| {
-        // Chunks fit the owner's message limit; hits too large for any message are dropped.
-        let Chunks { chunks, oversized } = chunk(entries, MAX_BATCH_SIZE, budget, |(_, item)| {
-            framed_len(item.encoded_len())
-        });
-        if !oversized.is_empty() {
-            tracing::warn!(limits = oversized.len(), "owed hits dropped: larger than a peer message");
-            dropped.inc_by(oversized.len() as u64);
-        }
-        chunks.into_iter().map(move |chunk| {
-            let owner = owner.clone();
-            async move {
-                let items: Vec<proto::RateLimitReq> =
-                    chunk.iter().map(|(_, item)| item.clone()).collect();
-                let delivered = match &owner {
-                    None => node.get_peer_rate_limits(items).await.is_ok(),
-                    Some(owner) => match node
-                        .peer_clients()
-                        .get_peer_rate_limits(owner, items, timeout)
-                        .await
-                    {
-                        Ok(_) => {
-                            tracing::info!(%owner, limits = chunk.len(), "hits taken while the owner was unreachable were delivered");
-                            true
-                        }
-                        Err(error) => {
-                            tracing::debug!(%owner, %error, "owed hits not delivered; will retry");
-                            false
-                        }
-                    },
-                };
-                if delivered { Vec::new() } else { chunk }
-            }
-        })
-    });
-    let failed: Vec<_> = join_all(sends).await.into_iter().flatten().collect();
-    if !failed.is_empty() {
-        let dropped = fallback.put_back(failed);
-        if dropped > 0 {
-            tracing::warn!(dropped, "owed hits dropped: too many limits are waiting");
-        }
+        self.owed.len()
     }
 }
 
@@ -301,6 +181,7 @@ pub async fn reconcile(node: &Node) {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::request::LimitKey;
     use crate::request::{self, InputLimits};
 
     fn item(hits: i64, limit: i64) -> proto::RateLimitReq {
@@ -327,9 +208,9 @@ mod tests {
         clock: &ManualClock,
         item: proto::RateLimitReq,
     ) -> proto::RateLimitResp {
-        let request =
-            request::validate(&item, clock.now_ms(), InputLimits::default()).expect("valid item");
-        fallback.answer(item, &request, "b:1051".into()).0
+        let checked =
+            request::check(item, clock.now_ms(), InputLimits::default()).expect("valid item");
+        fallback.answer(&checked, "b:1051".into()).0
     }
 
     #[test]
@@ -431,17 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn policies_parse_by_name() {
-        use clap::ValueEnum;
-        assert_eq!(
-            OwnerFailurePolicy::from_str("local", true),
-            Ok(OwnerFailurePolicy::Local)
-        );
-        assert_eq!(
-            OwnerFailurePolicy::from_str("error", true),
-            Ok(OwnerFailurePolicy::Error)
-        );
-        assert!(OwnerFailurePolicy::from_str("maybe", true).is_err());
+    fn the_default_policy_is_error() {
         assert_eq!(OwnerFailurePolicy::default(), OwnerFailurePolicy::Error);
         assert_eq!(OwnerFailurePolicy::Local.as_str(), "local");
     }

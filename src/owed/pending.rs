@@ -1,4 +1,4 @@
-//! Hits of GLOBAL limits waiting to be sent to their owners, summed per limit.
+//! Hits owed to the owner of a limit, summed per limit (GLOBAL copies and owner-failure fallbacks).
 //!
 //! A non-owner answers GLOBAL items from its own copy and owes the owner the hits it admitted (or
 //! refused: the owner decides). Sending each hit would cost a network call per request, which is
