@@ -470,6 +470,8 @@ jq -n \
        value: ratio(s("single_1").decisions_per_sec; s("redis_1").decisions_per_sec)},
       {target: "single node, 1 item: decisions/s ≥ 0.8× floor", goal: 0.8, kind: "min",
        value: ratio(s("single_1").decisions_per_sec; s("floor_1").decisions_per_sec)},
+      {target: "Envoy ShouldRateLimit, 1 descriptor: decisions/s ≥ 0.9× GetRateLimits, 1 item", goal: 0.9, kind: "min",
+       value: ratio(s("rls_1").decisions_per_sec; s("single_1").decisions_per_sec)},
       {target: "100 items/call: decisions/s ≥ 10× Redis+Lua", goal: 10, kind: "min",
        value: ratio(s("single_100").decisions_per_sec; s("redis_1").decisions_per_sec)},
       {target: "3 nodes: decisions/s ≥ 0.5× single node", goal: 0.5, kind: "min",
