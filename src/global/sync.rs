@@ -147,7 +147,12 @@ pub async fn broadcast(router: &Router) {
     let mut failed = false;
     for result in join_all(calls).await {
         if let Err((peer, error)) = result {
-            tracing::warn!(%peer, %error, "GLOBAL broadcast failed; will resend");
+            if matches!(error, ForwardError::PeerDown(_)) {
+                // Said once, when the peer was marked down; not again every sync interval.
+                tracing::debug!(%peer, %error, "GLOBAL broadcast skipped; will resend");
+            } else {
+                tracing::warn!(%peer, %error, "GLOBAL broadcast failed; will resend");
+            }
             evaluator.metrics().broadcast_errors.inc();
             failed = true;
         }
