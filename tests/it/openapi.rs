@@ -34,6 +34,11 @@ const ADMIN_SOURCE: &str = include_str!("../../src/admin/http.rs");
 const PROBES_SOURCE: &str = include_str!("../../src/http/probes.rs");
 const ALLOW_SOURCE: &str = include_str!("../../src/allow/http.rs");
 const ALLOW_ADMIN_SOURCE: &str = include_str!("../../src/allow/admin.rs");
+/// Envoy RLS's HTTP face (`/json`, `/rlconfig`), merged into the node's HTTP router.
+const RLS_SOURCE: &str = include_str!("../../src/rls/http.rs");
+/// The RLS routes, which need a configuration to answer 200 (checked by
+/// `rls_answers_match_the_spec`).
+const RLS_ROUTES: [&str; 2] = ["/json", "/rlconfig"];
 /// r8limiter's routes, which answer a wrong method themselves (not with the gateway's 501).
 const R8LIMITER_ROUTES: [&str; 3] = ["/allow", "/admin/resources", "/admin/user/{user_id}"];
 
@@ -422,6 +427,7 @@ async fn the_documented_routes_are_exactly_the_served_routes() {
         PROBES_SOURCE,
         ALLOW_SOURCE,
         ALLOW_ADMIN_SOURCE,
+        RLS_SOURCE,
     ] {
         registered.extend(route_table(source));
     }
@@ -429,7 +435,7 @@ async fn the_documented_routes_are_exactly_the_served_routes() {
 
     let server = start_node(&[]).await;
     for path in spec.doc["paths"].as_object().unwrap().keys() {
-        if R8LIMITER_ROUTES.contains(&path.as_str()) {
+        if R8LIMITER_ROUTES.contains(&path.as_str()) || RLS_ROUTES.contains(&path.as_str()) {
             // Checked by `r8limiter_answers_match_the_spec`.
             continue;
         }
@@ -834,4 +840,73 @@ async fn r8limiter_answers_match_the_spec() {
         spec.check("get", documented, &refused);
     }
     locked.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rls_answers_match_the_spec() {
+    let spec = Spec::load();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rls.yaml");
+    std::fs::write(
+        &config,
+        "domain: api\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    let flag = format!("--rls-config={}", config.display());
+    let server = start_node(&[flag.as_str()]).await;
+    let body =
+        json!({"domain": "api", "descriptors": [{"entries": [{"key": "user", "value": "spec"}]}]});
+    let request_schema =
+        spec.validator(
+            &spec.operation("post", "/json").unwrap()["requestBody"]["content"]["application/json"]
+                ["schema"],
+        );
+    assert_valid(&request_schema, &body, "the /json body");
+    let post = || {
+        call(
+            &server,
+            Method::POST,
+            "/json",
+            Some("application/json"),
+            Some(body.to_string().into_bytes()),
+        )
+    };
+    let first = post().await;
+    assert_eq!(first.status, 200);
+    assert_eq!(spec.check("post", "/json", &first)["overallCode"], "OK");
+    let second = post().await;
+    assert_eq!(second.status, 429);
+    assert_eq!(
+        spec.check("post", "/json", &second)["overallCode"],
+        "OVER_LIMIT"
+    );
+    let bad = call(
+        &server,
+        Method::POST,
+        "/json",
+        Some("application/json"),
+        Some(b"{\"descriptors\": 7}".to_vec()),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    spec.check("post", "/json", &bad);
+    let listing = call(&server, Method::GET, "/rlconfig", None, None).await;
+    assert_eq!(listing.status, 200);
+    let text = spec.check("get", "/rlconfig", &listing);
+    assert!(text.as_str().unwrap().contains("# source:"), "{text}");
+    server.shutdown().await.unwrap();
+
+    // Without a configuration /json is a 503 with a plain-text reason.
+    let bare = start_node(&[]).await;
+    let unconfigured = call(
+        &bare,
+        Method::POST,
+        "/json",
+        Some("application/json"),
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(unconfigured.status, 503);
+    spec.check("post", "/json", &unconfigured);
+    bare.shutdown().await.unwrap();
 }
