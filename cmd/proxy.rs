@@ -189,6 +189,8 @@ fn proxy_config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
 }
 
 async fn serve(args: ProxyArgs, config: ProxyConfig) -> ExitCode {
+    // Listen before serving: a SIGTERM right after the first answer must still drain.
+    let signal = ringlimit::server::ShutdownSignal::listen();
     let (decider, node) = match &args.remote {
         Some(address) => match Decider::remote(address, args.decision_timeout) {
             Ok(decider) => (decider, None),
@@ -224,7 +226,7 @@ async fn serve(args: ProxyArgs, config: ProxyConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    shutdown_signal().await;
+    signal.recv().await;
     tracing::info!("shutdown signal received; draining");
     let mut code = ExitCode::SUCCESS;
     if let Some((stop, task)) = metrics_server {
@@ -277,19 +279,3 @@ type MetricsServer = (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 );
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}

@@ -205,6 +205,8 @@ fn serve(config: ServerConfig) -> ExitCode {
         "starting ringlimit"
     );
     runtime.block_on(async {
+        // Listen before serving: a SIGTERM right after the first answer must still drain.
+        let signal = ringlimit::server::ShutdownSignal::listen();
         let server = match ringlimit::server::start(&config).await {
             Ok(server) => server,
             Err(error) => {
@@ -212,7 +214,7 @@ fn serve(config: ServerConfig) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match server.run_until_signal().await {
+        match server.run_until(signal).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "unclean shutdown");

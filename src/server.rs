@@ -409,7 +409,13 @@ impl RunningServer {
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run_until_signal(self) -> Result<(), ServerError> {
-        shutdown_signal().await;
+        self.run_until(ShutdownSignal::listen()).await
+    }
+
+    /// Serves until `signal` fires (listen for it before [`start`]; see [`ShutdownSignal`]), then
+    /// shuts down gracefully.
+    pub async fn run_until(self, signal: ShutdownSignal) -> Result<(), ServerError> {
+        signal.recv().await;
         tracing::info!("shutdown signal received; draining");
         self.shutdown().await
     }
@@ -564,26 +570,48 @@ async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT (Ctrl-C) or SIGTERM, listened for from the moment [`ShutdownSignal::listen`] is called.
+///
+/// Create it before [`start`]: a SIGTERM that arrives after the listeners answer but before the
+/// process listens for it would otherwise kill the process at once (the default action), with no
+/// drain, no handoff and no snapshot. A signal that arrives early is kept until [`recv`](Self::recv).
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Starts listening for SIGTERM now (SIGINT is listened for once [`recv`](Self::recv) runs).
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let terminate = match signal(SignalKind::terminate()) {
+                Ok(terminate) => Some(terminate),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                    None
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-            }
+            };
+            Self { terminate }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Resolves on SIGINT or SIGTERM.
+    pub async fn recv(self) {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut terminate) = self.terminate {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
         let _ = interrupt.await;
     }
 }
