@@ -359,6 +359,21 @@ fn crash(proc: &mut Proc) {
     }
 }
 
+/// Whether a query of `key` through `client` answers without an item error within `limit`.
+async fn answers_within(client: &V1Client<Channel>, key: &str, limit: Duration) -> bool {
+    eventually(limit, || {
+        let mut client = client.clone();
+        let key = key.to_string();
+        async move {
+            one(&mut client, token(&key, 0, 10, 600_000))
+                .await
+                .error
+                .is_empty()
+        }
+    })
+    .await
+}
+
 /// A peer restarted after a crash (on the same address, so the peer list never changes) is
 /// called again as soon as it calls in, not after the rest of its down period: its first
 /// `Transfer` ("complete", sent at its start) marks it up. Before, its keys failed with "owner
@@ -380,17 +395,7 @@ async fn a_peer_restarted_after_a_crash_is_called_again_at_once() {
     wait_for_membership(&[&a, &b]).await;
     let key = keys_owned_by(&[a.peer(), b.peer()], &b.grpc, "crash", 1).remove(0);
     let mut via_a = client(&a.grpc).await;
-    let alive = eventually(Duration::from_secs(10), || {
-        let mut via_a = via_a.clone();
-        let key = key.clone();
-        async move {
-            one(&mut via_a, token(&key, 0, 10, 600_000))
-                .await
-                .error
-                .is_empty()
-        }
-    })
-    .await;
+    let alive = answers_within(&via_a, &key, Duration::from_secs(10)).await;
     assert!(alive, "b answers through a before the crash");
 
     crash(&mut b);
@@ -400,17 +405,7 @@ async fn a_peer_restarted_after_a_crash_is_called_again_at_once() {
     // (Not `wait_for_membership`: a reports the failure as unhealthy for 30 s.)
     let _ = client(&b.grpc).await;
     let back = Instant::now();
-    let answered = eventually(Duration::from_secs(8), || {
-        let mut via_a = via_a.clone();
-        let key = key.clone();
-        async move {
-            one(&mut via_a, token(&key, 0, 10, 600_000))
-                .await
-                .error
-                .is_empty()
-        }
-    })
-    .await;
+    let answered = answers_within(&via_a, &key, Duration::from_secs(8)).await;
     assert!(
         answered,
         "a still refuses b's keys {:?} after b came back (its down period is 20 s)",
