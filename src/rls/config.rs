@@ -109,7 +109,8 @@ pub struct Rule {
 pub struct Level {
     /// The rules in file order.
     pub rules: Vec<Rule>,
-    exact: HashMap<(String, String), usize>,
+    /// Rules with a value, by key and then value (looked up by `&str`, without building a pair).
+    exact: HashMap<String, HashMap<String, usize>>,
     by_key: HashMap<String, usize>,
     wildcards: Vec<usize>,
 }
@@ -120,7 +121,8 @@ impl Level {
     pub fn lookup(&self, key: &str, value: &str) -> Option<&Rule> {
         let index = self
             .exact
-            .get(&(key.to_string(), value.to_string()))
+            .get(key)
+            .and_then(|values| values.get(value))
             .copied()
             .or_else(|| {
                 self.wildcards.iter().copied().find(|&index| {
@@ -138,7 +140,9 @@ impl Level {
         let slot = if rule.value.is_empty() {
             self.by_key.get(&rule.key)
         } else {
-            self.exact.get(&(rule.key.clone(), rule.value.clone()))
+            self.exact
+                .get(&rule.key)
+                .and_then(|values| values.get(&rule.value))
         };
         if let Some(&existing) = slot {
             return Err(self.rules[existing].line);
@@ -150,7 +154,9 @@ impl Level {
                 self.wildcards.push(index);
             }
             self.exact
-                .insert((rule.key.clone(), rule.value.clone()), index);
+                .entry(rule.key.clone())
+                .or_default()
+                .insert(rule.value.clone(), index);
         }
         self.rules.push(rule);
         Ok(())

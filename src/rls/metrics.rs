@@ -36,7 +36,24 @@ pub struct RlsMetrics {
     pub config_load_error: IntCounter,
     /// `ShouldRateLimit` calls by result: `ok`, `over_limit`, `error`.
     pub calls: IntCounterVec,
+    /// `calls` by result, looked up once rather than on every call.
+    calls_by_result: [IntCounter; 3],
     detailed_keys: BoundedLabel,
+}
+
+/// How a `ShouldRateLimit` call ended (the `result` label of `ringlimit_rls_calls_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallResult {
+    /// Answered, overall OK.
+    Ok = 0,
+    /// Answered, overall OVER_LIMIT.
+    OverLimit = 1,
+    /// Not answered (a bad request, no configuration, counters unavailable).
+    Error = 2,
+}
+
+impl CallResult {
+    const LABELS: [&'static str; 3] = ["ok", "over_limit", "error"];
 }
 
 fn per_rule(name: &str, help: &str) -> IntCounterVec {
@@ -57,6 +74,15 @@ fn unreachable_metric(name: &str) -> ! {
 impl RlsMetrics {
     /// The counters, registered in `metrics`' registry.
     pub fn new(metrics: &Metrics) -> Self {
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "ringlimit_rls_calls_total",
+                "ShouldRateLimit calls by result (ok, over_limit, error).",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|_| unreachable_metric("ringlimit_rls_calls_total"));
+        let calls_by_result = CallResult::LABELS.map(|result| calls.with_label_values(&[result]));
         let this = Self {
             total_hits: per_rule(
                 "ringlimit_rls_total_hits_total",
@@ -90,14 +116,8 @@ impl RlsMetrics {
                 "ringlimit_rls_config_load_error_total",
                 "RLS configurations rejected (the last good one is kept).",
             ),
-            calls: IntCounterVec::new(
-                Opts::new(
-                    "ringlimit_rls_calls_total",
-                    "ShouldRateLimit calls by result (ok, over_limit, error).",
-                ),
-                &["result"],
-            )
-            .unwrap_or_else(|_| unreachable_metric("ringlimit_rls_calls_total")),
+            calls: calls.clone(),
+            calls_by_result,
             detailed_keys: BoundedLabel::new(MAX_DETAILED_KEYS),
         };
         for collector in [
@@ -117,10 +137,12 @@ impl RlsMetrics {
             metrics.register_extra(Box::new(collector.clone()));
         }
         metrics.register_extra(Box::new(this.calls.clone()));
-        for result in ["ok", "over_limit", "error"] {
-            this.calls.with_label_values(&[result]);
-        }
         this
+    }
+
+    /// Counts one call by how it ended.
+    pub fn call(&self, result: CallResult) {
+        self.calls_by_result[result as usize].inc();
     }
 
     /// Adds one call's rule stats.
@@ -129,9 +151,9 @@ impl RlsMetrics {
             let key = if rule.detailed {
                 self.detailed_keys.label(&rule.key)
             } else {
-                rule.key.as_str()
+                rule.key.as_ref()
             };
-            let labels = [rule.domain.as_str(), key];
+            let labels = [rule.domain, key];
             for (vec, value) in [
                 (&self.total_hits, rule.total_hits),
                 (&self.over_limit, rule.over_limit),

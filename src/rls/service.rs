@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::counters::Counters;
 use super::decide::{self, Options, RlsError};
+use super::metrics::CallResult;
 use super::reload::RlsState;
 use super::wire::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
 use super::wire::{RateLimitRequest, RateLimitResponse, rate_limit_response::Code};
@@ -48,16 +49,15 @@ impl<C: Counters> RlsService<C> {
                 if outcome.global_shadow {
                     metrics.global_shadow_mode.inc();
                 }
-                let result = if outcome.response.overall_code == Code::OverLimit as i32 {
-                    "over_limit"
+                metrics.call(if outcome.response.overall_code == Code::OverLimit as i32 {
+                    CallResult::OverLimit
                 } else {
-                    "ok"
-                };
-                metrics.calls.with_label_values(&[result]).inc();
+                    CallResult::Ok
+                });
                 Ok(outcome.response)
             }
             Err(error) => {
-                metrics.calls.with_label_values(&["error"]).inc();
+                metrics.call(CallResult::Error);
                 Err(error)
             }
         }
