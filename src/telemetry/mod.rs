@@ -154,6 +154,7 @@ pub fn peer_span<'a>(
     }
     let (name, service, method) = call.rpc();
     let (address, port) = split_address(peer);
+    let port = i64::from(port);
     let span = match parent {
         Some(parent) => tracing::info_span!(
             target: SPAN_TARGET,
@@ -169,7 +170,7 @@ pub fn peer_span<'a>(
             rpc.grpc.status_code = tracing::field::Empty,
             server.address = address,
             server.port = port,
-            ringlimit.items = items as u64,
+            ringlimit.items = count(items),
         ),
         None => tracing::info_span!(
             target: SPAN_TARGET,
@@ -184,7 +185,7 @@ pub fn peer_span<'a>(
             rpc.grpc.status_code = tracing::field::Empty,
             server.address = address,
             server.port = port,
-            ringlimit.items = items as u64,
+            ringlimit.items = count(items),
         ),
     };
     #[cfg(feature = "otel")]
@@ -218,7 +219,7 @@ pub fn record_grpc_status(span: &tracing::Span, code: tonic::Code) {
 /// carries on its server span.
 pub fn record_items(items: usize) {
     if enabled() {
-        tracing::Span::current().record("ringlimit.items", items as u64);
+        tracing::Span::current().record("ringlimit.items", count(items));
     }
 }
 
@@ -234,8 +235,13 @@ pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     let _ = metadata;
 }
 
+/// `items` as the signed integer OpenTelemetry attributes hold (`u64` would be exported as text).
+fn count(items: usize) -> i64 {
+    i64::try_from(items).unwrap_or(i64::MAX)
+}
+
 /// `host` and `port` of a `host:port` address (port 0 when there is none).
-fn split_address(address: &str) -> (&str, u64) {
+fn split_address(address: &str) -> (&str, u16) {
     match address.rsplit_once(':') {
         Some((host, port)) => match port.parse() {
             Ok(port) => (host.trim_start_matches('[').trim_end_matches(']'), port),

@@ -104,6 +104,7 @@ where
         .with_location(false)
         .with_threads(false)
         .with_target(false)
+        .with_tracked_inactivity(false)
         // This module's spans, and warnings and errors (as events of the span they happen in).
         .with_filter(
             Targets::new()
