@@ -150,6 +150,7 @@ impl Collector {
 struct Node {
     child: Option<Child>,
     grpc: String,
+    http: String,
 }
 
 impl Node {
@@ -160,9 +161,10 @@ impl Node {
                 command.env_remove(key);
             }
         }
+        let http = format!("127.0.0.1:{}", free_port());
         let child = command
             .arg(format!("--grpc-address={grpc}"))
-            .arg(format!("--http-address=127.0.0.1:{}", free_port()))
+            .arg(format!("--http-address={http}"))
             .arg("--peer-discovery-type=static")
             .arg(format!("--peers={peers}"))
             .arg("--shutdown-drain-delay=0s")
@@ -176,6 +178,7 @@ impl Node {
         Node {
             child: Some(child),
             grpc: grpc.to_string(),
+            http,
         }
     }
 
@@ -287,12 +290,27 @@ async fn a_forwarded_call_is_one_trace_across_both_nodes() {
         ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
     ]);
     call_with_traceparent(&a, &key, &b.grpc).await;
+    // The HTTP gateway continues the client's trace too.
+    let http_answer = reqwest::Client::new()
+        .post(format!("http://{}/v1/GetRateLimits", a.http))
+        .header(
+            "traceparent",
+            format!("00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"),
+        )
+        .json(&serde_json::json!({"requests": [{
+            "name": "test", "unique_key": key, "hits": 1, "limit": 10, "duration": 60000
+        }]}))
+        .send()
+        .await
+        .expect("the HTTP call succeeds");
+    assert_eq!(http_answer.status(), 200);
     // Both nodes end cleanly and flush on the way out.
     a.terminate().await;
     b.terminate().await;
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    let find = |spans: &[Received], service: &str, name: &str, kind: SpanKind| {
+    // The span of `service` named `name` of `kind` in the client's trace whose parent is `parent`.
+    let find = |spans: &[Received], service: &str, name: &str, kind: SpanKind, parent: &str| {
         spans
             .iter()
             .find(|span| {
@@ -300,37 +318,46 @@ async fn a_forwarded_call_is_one_trace_across_both_nodes() {
                     && span.name == name
                     && span.kind == kind as i32
                     && span.trace_id == CLIENT_TRACE_ID
+                    && span.parent_span_id == parent
             })
             .cloned()
     };
+    // One trace, with these parents: the client's span → node a's server span → a's forward
+    // (client span) → node b's server span.
     let (server_a, client_a, server_b) = loop {
         let spans = collector.spans();
-        let found = (
-            find(
-                &spans,
-                "node-a",
-                "pb.gubernator.V1/GetRateLimits",
-                SpanKind::Server,
-            ),
+        let server_a = find(
+            &spans,
+            "node-a",
+            "pb.gubernator.V1/GetRateLimits",
+            SpanKind::Server,
+            CLIENT_SPAN_ID,
+        );
+        let client_a = server_a.as_ref().and_then(|server_a| {
             find(
                 &spans,
                 "node-a",
                 "pb.gubernator.PeersV1/GetPeerRateLimits",
                 SpanKind::Client,
-            ),
+                &server_a.span_id,
+            )
+        });
+        let server_b = client_a.as_ref().and_then(|client_a| {
             find(
                 &spans,
                 "node-b",
                 "pb.gubernator.PeersV1/GetPeerRateLimits",
                 SpanKind::Server,
-            ),
-        );
+                &client_a.span_id,
+            )
+        });
+        let found = (server_a, client_a, server_b);
         if let (Some(server_a), Some(client_a), Some(server_b)) = found {
             break (server_a, client_a, server_b);
         }
         assert!(
             Instant::now() < deadline,
-            "the collector never received the three spans of the trace; it has: {:#?}",
+            "the collector never received the three linked spans of the trace; it has: {:#?}",
             spans
                 .iter()
                 .map(|span| (
@@ -344,11 +371,6 @@ async fn a_forwarded_call_is_one_trace_across_both_nodes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-
-    // One trace: the client's, continued by node a, forwarded to and continued by node b.
-    assert_eq!(server_a.parent_span_id, CLIENT_SPAN_ID, "{server_a:#?}");
-    assert_eq!(client_a.parent_span_id, server_a.span_id, "{client_a:#?}");
-    assert_eq!(server_b.parent_span_id, client_a.span_id, "{server_b:#?}");
 
     // Useful attributes, and never the key.
     assert_eq!(server_a.string("rpc.system"), Some("grpc"));
@@ -371,6 +393,15 @@ async fn a_forwarded_call_is_one_trace_across_both_nodes() {
             );
         }
     }
+    let http_a = spans
+        .iter()
+        .find(|span| span.service == "node-a" && span.name == "POST /v1/GetRateLimits")
+        .unwrap_or_else(|| panic!("no HTTP server span: {spans:#?}"));
+    assert_eq!(http_a.kind, SpanKind::Server as i32);
+    assert_eq!(http_a.trace_id, CLIENT_TRACE_ID);
+    assert_eq!(http_a.parent_span_id, CLIENT_SPAN_ID);
+    assert_eq!(http_a.int("http.response.status_code"), Some(200));
+    assert_eq!(http_a.int("ringlimit.items"), Some(1));
     // Health checks are not traced (the test's client made none; probes make many).
     assert!(
         spans
