@@ -192,7 +192,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probes_are_not_traced_even_when_tracing() {
+    fn probes_get_no_span() {
         let get = |path: &str| http::Request::get(path).body(()).unwrap();
         for path in ["/metrics", "/livez", "/readyz", "/v1/LiveCheck"] {
             assert!(http_span(&get(path)).is_none(), "{path}");
