@@ -139,7 +139,23 @@ fn parse_trusted_proxies(text: &str) -> Result<TrustedProxies, String> {
 
 /// Runs the proxy until SIGINT or SIGTERM.
 pub fn run(args: ProxyArgs) -> ExitCode {
-    crate::init_tracing(&args.node);
+    let tracing_guard = match ringlimit::telemetry::TracingSettings::from_env()
+        .and_then(|telemetry| crate::init_tracing(&args.node, &telemetry))
+    {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = run_proxy(args);
+    if let Some(guard) = tracing_guard {
+        guard.shutdown();
+    }
+    code
+}
+
+fn run_proxy(args: ProxyArgs) -> ExitCode {
     let config = match proxy_config(&args) {
         Ok(config) => config,
         Err(error) => {

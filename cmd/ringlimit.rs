@@ -17,7 +17,10 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ringlimit::config::{self, LogFormat, ServerConfig};
 use ringlimit::peers::{PeerInfo, Ring};
-use tracing_subscriber::EnvFilter;
+use ringlimit::telemetry::{self, TelemetryError, TracingGuard, TracingSettings};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// A peer-to-peer clustered rate-limit service, wire-compatible with Gubernator v2.
 #[derive(Debug, Parser)]
@@ -173,11 +176,30 @@ fn main() -> ExitCode {
         eprintln!("{error}");
         return ExitCode::from(2);
     }
-    init_tracing(&server_config);
+    // And so are the OTEL_* variables of tracing.
+    let telemetry = match TracingSettings::from_env() {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let tracing_guard = match init_tracing(&server_config, &telemetry) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    serve(server_config)
+    let code = serve(server_config);
+    // After the server stopped (its last spans ended): export what is still batched.
+    if let Some(guard) = tracing_guard {
+        guard.shutdown();
+    }
+    code
 }
 
 fn serve(config: ServerConfig) -> ExitCode {
@@ -309,8 +331,12 @@ fn read_keys(input: impl BufRead) -> std::io::Result<Vec<String>> {
 }
 
 /// Installs the log subscriber: `GUBER_LOG_LEVEL` (or `RUST_LOG`) filters, `GUBER_LOG_FORMAT`
-/// chooses text or one JSON object per line, on standard error.
-fn init_tracing(config: &ServerConfig) {
+/// chooses text or one JSON object per line, on standard error. With tracing on (`OTEL_*`, see
+/// `ringlimit::telemetry`) it also exports spans, until the returned guard is shut down.
+fn init_tracing(
+    config: &ServerConfig,
+    telemetry: &TracingSettings,
+) -> Result<Option<TracingGuard>, TelemetryError> {
     // kube logs every failed request (kube_client's builder, at error) and every refused (403)
     // watch (kube_runtime's watcher, at warn); k8s discovery reports an outage once itself, with
     // the same error (each retry at debug), so those lines are off unless the level names kube.
@@ -322,16 +348,32 @@ fn init_tracing(config: &ServerConfig) {
             config.log_level
         )
     };
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The spans made for tracing are exported, not logged (log lines stay as they are).
+    if let Ok(directive) = format!("{}=off", telemetry::SPAN_TARGET).parse() {
+        filter = filter.add_directive(directive);
+    }
+    let (otel, guard) = match telemetry::install(telemetry)? {
+        Some((layer, guard)) => (Some(layer), Some(guard)),
+        None => (None, None),
+    };
+    let subscriber = tracing_subscriber::registry().with(otel);
     // Colours only for a person at a terminal: log collectors get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => subscriber
+            .with(logs.json().flatten_event(true).with_filter(filter))
+            .init(),
+        LogFormat::Text => subscriber.with(logs.with_filter(filter)).init(),
     }
+    if telemetry.is_on() && !telemetry::BUILT_IN {
+        tracing::warn!(
+            "OTEL_* variables ask for tracing, but this build has no `otel` feature: no spans are exported"
+        );
+    }
+    Ok(guard)
 }

@@ -105,10 +105,9 @@ impl V1 for V1Service {
         request: Request<proto::GetRateLimitsReq>,
     ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
         let started = Instant::now();
-        let result = self
-            .node
-            .get_rate_limits(request.into_inner().requests)
-            .await;
+        let requests = request.into_inner().requests;
+        crate::telemetry::record_items(requests.len());
+        let result = self.node.get_rate_limits(requests).await;
         observe(
             &self.node,
             method::GET_RATE_LIMITS,
@@ -162,10 +161,9 @@ impl PeersV1 for PeersService {
         request: Request<proto::GetPeerRateLimitsReq>,
     ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
         let started = Instant::now();
-        let result = self
-            .node
-            .get_peer_rate_limits(request.into_inner().requests)
-            .await;
+        let requests = request.into_inner().requests;
+        crate::telemetry::record_items(requests.len());
+        let result = self.node.get_peer_rate_limits(requests).await;
         observe(
             &self.node,
             method::GET_PEER_RATE_LIMITS,
@@ -183,7 +181,9 @@ impl PeersV1 for PeersService {
         request: Request<proto::UpdatePeerGlobalsReq>,
     ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
         let started = Instant::now();
-        self.node.update_peer_globals(request.into_inner().globals);
+        let globals = request.into_inner().globals;
+        crate::telemetry::record_items(globals.len());
+        self.node.update_peer_globals(globals);
         observe::<(), ()>(
             &self.node,
             method::UPDATE_PEER_GLOBALS,

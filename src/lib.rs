@@ -59,6 +59,7 @@ pub(crate) mod router;
 pub(crate) mod secret;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use embedded::EmbeddedNode;

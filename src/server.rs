@@ -222,6 +222,8 @@ pub async fn start_with_clock(
     let grpc_connections = limits::ConnectionLimit::new(config.max_connections as usize, "grpc");
     let http_connections = limits::ConnectionLimit::new(config.max_connections as usize, "http");
     let mut builder = tonic::transport::Server::builder()
+        // Outermost: a span for every call, refused ones included (off unless OTEL_* ask).
+        .layer(crate::telemetry::TraceLayer::grpc())
         .layer(crate::grpc::oversized_message_layer())
         // The peer plane's one gate: every service but V1, health and reflection. It comes before
         // admission, so calls without the peer credentials cannot take the peers' pool.
@@ -308,7 +310,8 @@ pub async fn start_with_clock(
         .merge(crate::rls::http::router(rls.service, max_request_size))
         .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
             admission,
-        ));
+        ))
+        .layer(crate::telemetry::TraceLayer::http());
     let http_timeouts = limits::http_server::HttpTimeouts {
         header: config.http_header_timeout,
         body: config.http_body_timeout,

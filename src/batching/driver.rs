@@ -14,6 +14,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{Batch, BatchConfig, BatchConfigError, CallToken, PeerQueue, Push};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
@@ -84,6 +85,8 @@ pub struct Forward {
     reply: oneshot::Sender<Result<proto::RateLimitResp, ForwardError>>,
     /// The deadline of the caller's call, if it has one (see [`crate::limits::deadline`]).
     deadline: Option<Instant>,
+    /// The caller's span when tracing (the batched call's parent or link), else none.
+    span: tracing::Span,
 }
 
 /// Counters and timings of one peer's calls.
@@ -116,6 +119,7 @@ impl PeerBatcher {
     /// joins it at shutdown), telling `observer` the outcome of every call. The task ends, after
     /// answering every item it holds, once every clone of the batcher is dropped.
     pub fn spawn_observed(
+        peer: &str,
         client: PeersV1Client<PeerChannel>,
         config: BatchConfig,
         timeout: Duration,
@@ -127,6 +131,7 @@ impl PeerBatcher {
         // The channel only hands items to the task; the queue's own bound refuses the excess.
         let (sender, receiver) = mpsc::channel(queue.config().max_queue.max(1));
         let caller = PeerCaller {
+            peer: Arc::from(peer),
             client,
             timeout,
             metrics: Arc::new(metrics),
@@ -151,6 +156,7 @@ impl PeerBatcher {
                     bytes,
                     reply,
                     deadline: crate::limits::deadline::current(),
+                    span: crate::telemetry::current(),
                 },
                 no_batching,
             ))
@@ -165,6 +171,8 @@ impl PeerBatcher {
 /// Makes the actual `GetPeerRateLimits` calls.
 #[derive(Clone)]
 struct PeerCaller {
+    /// The peer's gRPC address (for traces).
+    peer: Arc<str>,
     client: PeersV1Client<PeerChannel>,
     timeout: Duration,
     metrics: Arc<PeerCallMetrics>,
@@ -186,6 +194,14 @@ impl PeerCaller {
             forwards.iter().map(|forward| forward.deadline),
             started,
         );
+        // One client span, child of the first caller's span and linked to the others'.
+        let span = crate::telemetry::peer_span(
+            crate::telemetry::PeerCall::Forward,
+            &self.peer,
+            forwards.len(),
+            forwards.first().map(|forward| &forward.span),
+            forwards.iter().skip(1).map(|forward| &forward.span),
+        );
         let (items, replies): (Vec<_>, Vec<_>) = forwards
             .into_iter()
             .map(|forward| (forward.item, forward.reply))
@@ -197,7 +213,9 @@ impl PeerCaller {
         // The peer bounds its own work by the same timeout (`grpc-timeout`).
         let mut request = tonic::Request::new(proto::GetPeerRateLimitsReq { requests: items });
         request.set_timeout(timeout);
-        let call = client.get_peer_rate_limits(request);
+        let call = client
+            .get_peer_rate_limits(request)
+            .instrument(span.clone());
         let outcome = match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
             // The client's own `grpc-timeout` can fire a moment before ours: still a timeout.
@@ -226,6 +244,9 @@ impl PeerCaller {
             .duration
             .observe(started.elapsed().as_secs_f64());
         (self.observer)(outcome.as_ref().map(|_| ()));
+        if let Err(error) = &outcome {
+            crate::telemetry::record_error(&span, error);
+        }
         match outcome {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::metrics::PeerInputRejection;
 use crate::peers::auth::PeerChannel;
@@ -243,7 +244,7 @@ pub async fn pass(
                 buckets: Vec::new(),
                 complete: true,
             };
-            if let Err(error) = call(router, &mut client, request).await {
+            if let Err(error) = call(router, &mut client, peer, request).await {
                 tracing::warn!(peer = %peer, %error, "could not tell a joined peer the handoff is complete");
             }
         }
@@ -276,7 +277,7 @@ async fn transfer(
                 .collect(),
             complete: false,
         };
-        if let Err(error) = call(router, client, request).await {
+        if let Err(error) = call(router, client, owner, request).await {
             tracing::warn!(owner = %owner, %error, keys = to_send.len(), "handoff failed; the keys stay here");
             report.kept += to_send.len();
             return report;
@@ -303,22 +304,35 @@ async fn transfer(
     report
 }
 
-/// One `Transfer` call, bounded by the handoff timeout, retried once.
+/// One `Transfer` call to `peer`, bounded by the handoff timeout, retried once (each try traced
+/// as a client span).
 async fn call(
     router: &Router,
     client: &mut HandoffClient<PeerChannel>,
+    peer: &str,
     request: TransferReq,
 ) -> Result<(), tonic::Status> {
     let timeout = router.handoff().options().timeout;
     let mut outcome = Err(tonic::Status::unavailable("not sent"));
     for _ in 0..2 {
-        outcome = match tokio::time::timeout(timeout, client.transfer(request.clone())).await {
+        let span = crate::telemetry::peer_span(
+            crate::telemetry::PeerCall::Handoff,
+            peer,
+            request.buckets.len(),
+            None,
+            [],
+        );
+        let transfer = client.transfer(request.clone()).instrument(span.clone());
+        outcome = match tokio::time::timeout(timeout, transfer).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(status)) => Err(status),
             Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                 "no answer within {timeout:?}"
             ))),
         };
+        if let Err(status) = &outcome {
+            crate::telemetry::record_grpc_status(&span, status.code());
+        }
     }
     outcome
 }

@@ -120,6 +120,7 @@ impl Handoff for HandoffService {
         &self,
         request: Request<TransferReq>,
     ) -> Result<Response<TransferResp>, Status> {
+        crate::telemetry::record_items(request.get_ref().buckets.len());
         let merged = receive(&self.router, request.get_ref())?;
         let sender = &request.get_ref().sender;
         let sender_listed = self

@@ -89,6 +89,7 @@ async fn answer_get_rate_limits(
     })?;
     let request = json::decode_get_rate_limits_req(&body)
         .map_err(|error| GatewayError::Call(CallError::InvalidArgument(error.to_string())))?;
+    crate::telemetry::record_items(request.requests.len());
     Ok(state.node.get_rate_limits(request.requests).await?)
 }
 

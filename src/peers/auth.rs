@@ -341,7 +341,8 @@ where
     }
 }
 
-/// Attaches the peer secret (when configured) to every call a node makes to another node.
+/// Attaches the peer secret (when configured) and the trace context (when tracing) to every call a
+/// node makes to another node.
 #[derive(Debug, Clone, Default)]
 pub struct AttachSecret {
     secret: Option<PeerSecret>,
@@ -364,6 +365,8 @@ impl Interceptor for AttachSecret {
                 .metadata_mut()
                 .insert(SECRET_METADATA_KEY, secret.header.clone());
         }
+        // The trace continues on the other node (`traceparent`), when tracing.
+        crate::telemetry::inject(request.metadata_mut());
         Ok(request)
     }
 }

@@ -16,6 +16,8 @@ use crate::peers::auth::{self, PeerChannel};
 use crate::peers::budget::MessageBudget;
 use crate::peers::liveness::{Admission, Failure, LivenessConfig, MonotonicClock, PeerLiveness};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
+use crate::telemetry::{self, PeerCall};
+use tracing::Instrument;
 
 /// How peer clients are built.
 #[derive(Debug, Clone)]
@@ -128,7 +130,10 @@ impl PeerClients {
         self.admit(address)?;
         let mut grpc = self.client(address)?.grpc;
         let sent = items.len();
-        let call = grpc.get_peer_rate_limits(proto::GetPeerRateLimitsReq { requests: items });
+        let span = telemetry::peer_span(PeerCall::Forward, address, sent, None, []);
+        let call = grpc
+            .get_peer_rate_limits(proto::GetPeerRateLimitsReq { requests: items })
+            .instrument(span.clone());
         let outcome = async {
             let answers = tokio::time::timeout(timeout, call)
                 .await
@@ -145,6 +150,9 @@ impl PeerClients {
             Ok(answers)
         }
         .await;
+        if let Err(error) = &outcome {
+            telemetry::record_error(&span, error);
+        }
         self.observe(address, &outcome);
         outcome
     }
@@ -158,12 +166,18 @@ impl PeerClients {
     ) -> Result<(), ForwardError> {
         self.admit(address)?;
         let mut grpc = self.client(address)?.grpc;
-        let call = grpc.update_peer_globals(proto::UpdatePeerGlobalsReq { globals });
+        let span = telemetry::peer_span(PeerCall::GlobalSync, address, globals.len(), None, []);
+        let call = grpc
+            .update_peer_globals(proto::UpdatePeerGlobalsReq { globals })
+            .instrument(span.clone());
         let outcome = match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
             Ok(Err(status)) => Err(ForwardError::from(status)),
             Ok(Ok(_)) => Ok(()),
         };
+        if let Err(error) = &outcome {
+            telemetry::record_error(&span, error);
+        }
         self.observe(address, &outcome);
         outcome
     }
@@ -320,6 +334,7 @@ impl PeerClients {
         let liveness = Arc::clone(&self.liveness);
         let peer = address.to_string();
         let batcher = PeerBatcher::spawn_observed(
+            address,
             client.clone(),
             self.options.batch.clone(),
             self.options.timeout,

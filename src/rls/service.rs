@@ -94,6 +94,7 @@ impl<C: Counters> RateLimitService for RlsGrpc<C> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        crate::telemetry::record_items(request.get_ref().descriptors.len());
         self.0
             .should_rate_limit(request.get_ref())
             .await

@@ -43,4 +43,5 @@ mod ring_cli;
 mod rls;
 mod shutdown;
 mod tls;
+mod tracing;
 mod worked_examples;
