@@ -13,19 +13,8 @@ use crate::proto;
 use crate::proto::peers_v1_server::PeersV1;
 use crate::proto::v1_server::V1;
 
-/// The fully qualified gRPC method names, as metrics label them.
-pub mod method {
-    /// `V1.GetRateLimits`.
-    pub const GET_RATE_LIMITS: &str = "/pb.gubernator.V1/GetRateLimits";
-    /// `V1.HealthCheck`.
-    pub const HEALTH_CHECK: &str = "/pb.gubernator.V1/HealthCheck";
-    /// `V1.LiveCheck`.
-    pub const LIVE_CHECK: &str = "/pb.gubernator.V1/LiveCheck";
-    /// `PeersV1.GetPeerRateLimits`.
-    pub const GET_PEER_RATE_LIMITS: &str = "/pb.gubernator.PeersV1/GetPeerRateLimits";
-    /// `PeersV1.UpdatePeerGlobals`.
-    pub const UPDATE_PEER_GLOBALS: &str = "/pb.gubernator.PeersV1/UpdatePeerGlobals";
-}
+/// The fully qualified gRPC method names (defined with the metrics that label by them).
+pub use crate::metrics::method;
 
 /// The client-facing `V1` service.
 #[derive(Clone)]

@@ -49,6 +49,7 @@ pub mod middleware;
 pub(crate) mod node;
 pub(crate) mod owed;
 pub(crate) mod owner_failure;
+pub mod peer_auth;
 pub mod peers;
 pub mod proto;
 pub mod proxy;

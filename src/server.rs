@@ -24,7 +24,7 @@ use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
 use crate::owner_failure::{self, OwnerFailureOptions};
-use crate::peers::auth::{PeerAuthLayer, PeerAuthPolicy};
+use crate::peer_auth::{PeerAuthLayer, PeerAuthPolicy};
 use crate::peers::client::PeerClientOptions;
 use crate::peers::discovery::{self, DiscoveryHandle};
 use crate::peers::liveness::LivenessConfig;
@@ -77,7 +77,7 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     /// The peer secret settings are unusable (the message names the variable, never the value).
     #[error(transparent)]
-    PeerSecret(#[from] crate::peers::auth::PeerSecretError),
+    PeerSecret(#[from] crate::peer_auth::PeerSecretError),
     /// The RLS configuration (`GUBER_RLS_CONFIG`) is invalid (the message names file, line, field).
     #[error("invalid RLS configuration: {0}")]
     Rls(#[from] crate::rls::config::ConfigError),
@@ -306,9 +306,7 @@ pub async fn start_with_clock(
         .merge(crate::allow::admin::routes(Arc::clone(&allow)))
         .merge(crate::allow::http::router(allow))
         .merge(crate::rls::http::router(rls.service, max_request_size))
-        .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
-            admission,
-        ));
+        .layer(limits::CallLimitsLayer::<crate::http::gateway::HttpRejection>::new(admission));
     let http_timeouts = limits::http_server::HttpTimeouts {
         header: config.http_header_timeout,
         body: config.http_body_timeout,
@@ -538,7 +536,7 @@ fn batch_config(config: &ServerConfig) -> Result<BatchConfig, BatchConfigError> 
         disabled: config.disable_batching,
         max_queue: limit.saturating_mul(10),
         // Peers share GUBER_MAX_REQUEST_SIZE: a batch never exceeds what the owner accepts.
-        max_bytes: crate::peers::budget::MessageBudget::for_limit(
+        max_bytes: crate::batching::budget::MessageBudget::for_limit(
             usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
         )
         .max_bytes(),

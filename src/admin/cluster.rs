@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::peers::auth::PeerChannel;
+use crate::peer_auth::PeerChannel;
 
 use super::offenders::Window;
 use super::peek;

@@ -28,7 +28,7 @@ pub use crate::proto::ringlimit_v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::peers::auth::PeerChannel;
+use crate::peer_auth::PeerChannel;
 
 use crate::algorithms::Bucket;
 use crate::proto;

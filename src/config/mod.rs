@@ -497,8 +497,8 @@ impl ServerConfig {
     /// The peer secret from `GUBER_PEER_SECRET` or `GUBER_PEER_SECRET_FILE` (read now), if set.
     pub fn peer_secret(
         &self,
-    ) -> Result<Option<crate::peers::auth::PeerSecret>, crate::peers::auth::PeerSecretError> {
-        crate::peers::auth::PeerSecret::from_settings(
+    ) -> Result<Option<crate::peer_auth::PeerSecret>, crate::peer_auth::PeerSecretError> {
+        crate::peer_auth::PeerSecret::from_settings(
             self.peer_secret.as_deref(),
             self.peer_secret_file.as_deref(),
         )

@@ -14,10 +14,10 @@ use tokio::sync::watch;
 use super::replica;
 use crate::algorithms::Behavior;
 use crate::batching::ForwardError;
+use crate::batching::budget::{Chunks, chunk, framed_len};
 use crate::evaluator::Evaluator;
 use crate::metrics::{DropReason, DroppedMessage};
 use crate::owed::{self, Delivery, Owed, Schedule};
-use crate::peers::budget::{Chunks, chunk, framed_len};
 use crate::proto;
 use crate::router::Router;
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::metrics::PeerInputRejection;
-use crate::peers::auth::PeerChannel;
+use crate::peer_auth::PeerChannel;
 
 use crate::algorithms::Bucket;
 use crate::owed::Ledger;

@@ -243,6 +243,25 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// Refusals as the HTTP gateway's JSON errors (`RESOURCE_EXHAUSTED` is 429, `DEADLINE_EXCEEDED`
+/// is 504).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRejection;
+
+impl crate::limits::Rejection<axum::body::Body> for HttpRejection {
+    fn reject(error: &CallError) -> http::Response<axum::body::Body> {
+        let code = error.code();
+        let body = json::encode_error(code as i32, &error.to_string());
+        let mut response = http::Response::new(axum::body::Body::from(body));
+        *response.status_mut() = http_status_for(code);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,4 +31,4 @@ pub mod nodelay;
 
 pub use admission::{Admission, AdmissionPools};
 pub use connections::ConnectionLimit;
-pub use layer::{CallLimitsLayer, GrpcRejection, HttpRejection};
+pub use layer::{CallLimitsLayer, GrpcRejection, Rejection};

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
 use crate::batching::ForwardError;
-use crate::peers::budget::{Chunks, MessageBudget, chunk, framed_len};
+use crate::batching::budget::{Chunks, MessageBudget, chunk, framed_len};
 use crate::proto;
 use crate::request::LimitKey;
 pub use pending::{Added, PendingHits};

@@ -4,8 +4,6 @@
 //! as membership changes, and every replacement rebuilds the consistent-hash [`Ring`] of the local
 //! data center's peers. Routing and health answers read one consistent [`Membership`] snapshot.
 
-pub mod auth;
-pub mod budget;
 pub mod client;
 pub mod discovery;
 pub mod failures;

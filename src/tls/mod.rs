@@ -11,7 +11,7 @@
 //! - **PeersV1 is for peers.** With `GUBER_TLS_CLIENT_AUTH=require-and-verify` a connection without a
 //!   valid client certificate fails its handshake. With `request` the handshake accepts clients
 //!   without a certificate (a presented one must still verify), so V1 stays open to them, and
-//!   the peer plane's gate ([`crate::peers::auth`]) refuses their peer RPCs with `UNAUTHENTICATED`.
+//!   the peer plane's gate ([`crate::peer_auth`]) refuses their peer RPCs with `UNAUTHENTICATED`.
 //! - **Errors name the setting.** A missing file, a file without PEM, a key that does not match its
 //!   certificate, or an inconsistent combination stops the start with one line naming the variable.
 
