@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub(crate) mod admin_views;
 pub mod algorithms;
 pub mod allow;
 pub(crate) mod batching;
@@ -60,6 +61,7 @@ pub(crate) mod router;
 pub(crate) mod secret;
 pub mod server;
 pub mod store;
+pub(crate) mod tasks;
 pub mod tls;
 
 pub use embedded::EmbeddedNode;

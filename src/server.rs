@@ -17,13 +17,13 @@ use tonic_health::server::HealthReporter;
 use crate::batching::{BatchConfig, BatchConfigError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
-use crate::global::{self, GlobalOptions};
+use crate::global::GlobalOptions;
 use crate::grpc::{PeersService, V1Service};
 use crate::handoff::{self, HandoffOptions};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
-use crate::owner_failure::{self, OwnerFailureOptions};
+use crate::owner_failure::OwnerFailureOptions;
 use crate::peer_auth::{PeerAuthLayer, PeerAuthPolicy};
 use crate::peers::client::PeerClientOptions;
 use crate::peers::discovery::{self, DiscoveryHandle};
@@ -187,7 +187,7 @@ pub async fn start_with_clock(
     let rls = crate::rls::start(config, &node)?;
     let handoff_options = HandoffOptions::from(config);
     if let Some(path) = &handoff_options.snapshot_path {
-        handoff::run::restore_snapshot(node.router(), path);
+        crate::tasks::handoff::restore_snapshot(node.router(), path);
     }
     node.handoff().configure(handoff_options);
 
@@ -255,17 +255,17 @@ pub async fn start_with_clock(
             max_request_size,
         ))
         .add_service(
-            handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
-                Arc::clone(node.router()),
-            ))
+            handoff::pb::handoff_server::HandoffServer::new(
+                crate::tasks::handoff_service::HandoffService::new(Arc::clone(node.router())),
+            )
             .max_decoding_message_size(max_request_size),
         )
-        .add_optional_service(crate::admin::grpc::service(node.router()))
+        .add_optional_service(crate::admin_views::grpc::service(node.router()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     // Before serving: a node that joins must know whom it waits for before its first request.
-    let handoff_task = handoff::run::spawn(Arc::clone(node.router()), stopped.clone());
+    let handoff_task = crate::tasks::handoff::spawn(Arc::clone(node.router()), stopped.clone());
     // TLS (when configured) is accepted first; the connection bound counts the connections that
     // completed their handshake (the acceptor bounds the handshakes in progress itself).
     let grpc_task = match &tls {
@@ -292,18 +292,18 @@ pub async fn start_with_clock(
     // The reconcilers keep running while in-flight calls drain, and make their final pass after
     // the listeners stopped (see `RunningServer::shutdown`).
     let (flush, flushing) = watch::channel(false);
-    let global_task = tokio::spawn(global::sync::run(
+    let global_task = tokio::spawn(crate::tasks::global_sync::run(
         Arc::clone(node.router()),
         flushing.clone(),
     ));
     // Sends hits taken locally while owners were unreachable.
-    let owner_failure_task = tokio::spawn(owner_failure::reconcile::run(
+    let owner_failure_task = tokio::spawn(crate::tasks::owner_failure::run(
         Arc::clone(node.router()),
         flushing,
     ));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
-        .merge(crate::allow::admin::routes(Arc::clone(&allow)))
+        .merge(crate::admin_views::resources::routes(Arc::clone(&allow)))
         .merge(crate::allow::http::router(allow))
         .merge(crate::rls::http::router(rls.service, max_request_size))
         .layer(limits::CallLimitsLayer::<crate::http::gateway::HttpRejection>::new(admission));
@@ -431,12 +431,12 @@ impl RunningServer {
         // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
         let handoff = self.node.handoff().options();
         let new_owners = if handoff.on_leave {
-            handoff::run::leave(self.node.router()).await
+            crate::tasks::handoff::leave(self.node.router()).await
         } else {
             Vec::new()
         };
         self.discovery.leave().await;
-        handoff::run::finish_leave(self.node.router(), &new_owners).await;
+        crate::tasks::handoff::finish_leave(self.node.router(), &new_owners).await;
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(service, ServingStatus::NotServing)
@@ -491,9 +491,11 @@ impl RunningServer {
             .peer_clients()
             .close(self.flush_timeout)
             .await;
-        let owed = handoff::run::take_owed(self.node.router());
+        let owed = crate::tasks::handoff::take_owed(self.node.router());
         match &handoff.snapshot_path {
-            Some(path) => handoff::run::save_snapshot_with_owed(self.node.router(), path, &owed),
+            Some(path) => {
+                crate::tasks::handoff::save_snapshot_with_owed(self.node.router(), path, &owed)
+            }
             None if !owed.is_empty() => tracing::warn!(
                 limits = owed.len(),
                 "hits owed to other nodes could not be delivered and are lost (set GUBER_SNAPSHOT_PATH to keep them)"

@@ -24,7 +24,7 @@ use crate::proto;
 /// The gateway's routes for `node`, accepting bodies of at most `max_body_bytes`.
 pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
     Router::new()
-        .merge(crate::admin::http::routes(Arc::clone(node.router())))
+        .merge(crate::admin_views::http::routes(Arc::clone(node.router())))
         .merge(super::probes::routes(Arc::clone(&node)))
         .route("/v1/GetRateLimits", post(get_rate_limits))
         .route("/v1/HealthCheck", get(health_check))

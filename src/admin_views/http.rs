@@ -26,10 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use super::access::AccessDenied;
 use super::cluster::{self, ClusterStats, FailedPeer};
-use super::offenders::Window;
-use super::sketch::Counted;
+use crate::admin::access::AccessDenied;
+use crate::admin::offenders::Window;
+use crate::admin::sketch::Counted;
 use crate::request::LimitKey;
 
 /// How many keys a list shows unless `limit` says otherwise.

@@ -1,7 +1,7 @@
 //! The thin I/O of handoff: the per-membership-change pass, the graceful-leave sequence, and the
 //! snapshot at start and stop.
 //!
-//! A pass lists the store, asks [`plan`](super::plan) what moves, and sends each batch with one
+//! A pass lists the store, asks [`plan`](crate::handoff::plan) what moves, and sends each batch with one
 //! `Transfer` call (one retry). Only after the new owner answered does it record a tombstone and
 //! remove each key — and only if the key did not change meanwhile; a key that changed is sent again
 //! with the delivered version as `previous`, so the owner adds just the difference (at most
@@ -26,8 +26,8 @@ use crate::proto::{self, v1_client::V1Client};
 use crate::request::LimitKey;
 use crate::router::Router;
 
-use super::pb::{TransferReq, handoff_client::HandoffClient};
-use super::{BATCH_LIMIT, plan, snapshot, wire};
+use crate::handoff::pb::{TransferReq, handoff_client::HandoffClient};
+use crate::handoff::{BATCH_LIMIT, plan, snapshot, wire};
 
 /// How many times a key that keeps changing is sent before it is left here.
 pub const MAX_ROUNDS: usize = 5;
@@ -458,7 +458,7 @@ async fn forgot_me(router: &Router, clients: &mut Clients, peer: &str) -> bool {
 }
 
 /// Restores the snapshot at `path` into the store; a missing or bad file is a warning. Buckets
-/// that fail [`check`](super::check) (a key longer than `GUBER_MAX_KEY_LENGTH`, an impossible
+/// that fail [`check`](crate::handoff::check) (a key longer than `GUBER_MAX_KEY_LENGTH`, an impossible
 /// count or expiry) are skipped and counted.
 pub fn restore_snapshot(router: &Router, path: &Path) {
     let now_ms = router.evaluator().clock().now_ms();
@@ -468,7 +468,7 @@ pub fn restore_snapshot(router: &Router, path: &Path) {
             let mut count = 0;
             let mut skipped = 0;
             for (key, bucket) in buckets {
-                if super::check::check(&key, &bucket, None, limits, now_ms).is_err() {
+                if crate::handoff::check::check(&key, &bucket, None, limits, now_ms).is_err() {
                     skipped += 1;
                     router
                         .evaluator()
@@ -509,11 +509,6 @@ pub fn restore_snapshot(router: &Router, path: &Path) {
             tracing::warn!(path = %path.display(), %error, "cannot restore the snapshot; starting empty");
         }
     }
-}
-
-/// Writes the store to the snapshot at `path`; a failure is logged, never fatal.
-pub fn save_snapshot(router: &Router, path: &Path) {
-    save_snapshot_with_owed(router, path, &[]);
 }
 
 /// Writes the store and the hits still owed to other nodes (`owed`) to the snapshot at `path`; a

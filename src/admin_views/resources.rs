@@ -10,7 +10,7 @@
 //! with the user id shown hashed unless `GUBER_ADMIN_SHOW_KEYS` ([`crate::admin::redact`]); the
 //! user is looked up by the raw id, like a key peek. Resources are gathered from every node (a
 //! node that does not answer is listed in `failed_peers`), and each bucket is read from its owner
-//! without spending ([`crate::admin::cluster::peek`]). The JSON shapes are r8limiter's, with
+//! without spending ([`cluster::peek`](super::cluster::peek)). The JSON shapes are r8limiter's, with
 //! ringlimit's fields added, and are in `docs/openapi.yaml`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,11 +25,11 @@ use axum::routing::get;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use super::resources::{DEFAULT_RESOURCE, Source};
-use super::{AllowService, limit_name, tokens};
+use super::cluster::{self, FailedPeer};
 use crate::admin::access::AccessDenied;
-use crate::admin::cluster::{self, FailedPeer};
 use crate::admin::offenders::Window;
+use crate::allow::resources::{DEFAULT_RESOURCE, Source};
+use crate::allow::{AllowService, limit_name, tokens};
 use crate::refill::TokenBucket;
 use crate::request::LimitKey;
 
@@ -218,7 +218,7 @@ async fn user(
     Path(user_id): Path<String>,
 ) -> Result<Json<UserView>, ViewError> {
     authorize(&service, &headers)?;
-    let max = service.options.max_user_id_bytes;
+    let max = service.options().max_user_id_bytes;
     if user_id.is_empty() || user_id.len() > max {
         return Err(ViewError::InvalidArgument(format!(
             "user_id must be 1 to {max} bytes"
