@@ -161,7 +161,9 @@ fn main() -> ExitCode {
     };
     // TLS files and combinations are checked before anything starts, as one line naming the
     // variable, like the other configuration errors.
-    if let Err(error) = ringlimit::tls::check_config(&server_config) {
+    if let Err(error) =
+        ringlimit::tls::check_config(&ringlimit::tls::TlsConfig::from(&server_config))
+    {
         eprintln!("{error}");
         return ExitCode::from(2);
     }

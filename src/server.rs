@@ -118,7 +118,7 @@ pub async fn start_with_clock(
     config: &ServerConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, ServerError> {
-    let tls = crate::tls::from_config(config)?;
+    let tls = crate::tls::from_config(&crate::tls::TlsConfig::from(config))?;
     let peer_auth = PeerAuthPolicy {
         secret: config.peer_secret()?,
         require_client_certificate: tls
@@ -184,7 +184,7 @@ pub async fn start_with_clock(
         Arc::clone(node.router()),
         crate::allow::AllowOptions::from(config),
     ));
-    let rls = crate::rls::start(config, &node)?;
+    let rls = crate::rls::start(crate::rls::RlsOptions::from(config), &node)?;
     let handoff_options = HandoffOptions::from(config);
     if let Some(path) = &handoff_options.snapshot_path {
         crate::tasks::handoff::restore_snapshot(node.router(), path);

@@ -4,6 +4,7 @@
 //! Values are checked when parsed; an invalid value stops the start with one line that names the
 //! variable (see [`describe_error`]).
 
+pub mod client_tls_args;
 pub mod env_file;
 pub use crate::go_duration;
 pub mod options;
@@ -742,7 +743,10 @@ impl ServerConfig {
             ("GUBER_TLS_KEY", self.tls_key.clone().unwrap_or_default()),
             ("GUBER_TLS_CA", self.tls_ca.clone().unwrap_or_default()),
             ("GUBER_TLS_AUTO", self.tls_auto.to_string()),
-            ("GUBER_TLS_CLIENT_AUTH", value_name(self.tls_client_auth)),
+            (
+                "GUBER_TLS_CLIENT_AUTH",
+                self.tls_client_auth.name().to_string(),
+            ),
             (
                 "GUBER_TLS_CLIENT_AUTH_CA_CERT",
                 self.tls_client_auth_ca_cert.clone().unwrap_or_default(),
@@ -763,7 +767,10 @@ impl ServerConfig {
                 "GUBER_TLS_INSECURE_SKIP_VERIFY",
                 self.tls_insecure_skip_verify.to_string(),
             ),
-            ("GUBER_TLS_MIN_VERSION", value_name(self.tls_min_version)),
+            (
+                "GUBER_TLS_MIN_VERSION",
+                self.tls_min_version.name().to_string(),
+            ),
             ("GUBER_PEER_SECRET", redact(self.peer_secret.as_deref())),
             (
                 "GUBER_PEER_SECRET_FILE",

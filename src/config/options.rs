@@ -15,6 +15,8 @@ use crate::global::GlobalOptions;
 use crate::handoff::HandoffOptions;
 use crate::owner_failure::{OwnerFailureOptions, OwnerFailurePolicy};
 use crate::request::InputLimits;
+use crate::rls::RlsOptions;
+use crate::tls::TlsConfig;
 
 /// `GUBER_OWNER_FAILURE_POLICY` as clap parses it (the domain's `OwnerFailurePolicy` knows
 /// nothing of clap).
@@ -32,6 +34,45 @@ impl From<OwnerFailurePolicyArg> for OwnerFailurePolicy {
         match arg {
             OwnerFailurePolicyArg::Error => OwnerFailurePolicy::Error,
             OwnerFailurePolicyArg::Local => OwnerFailurePolicy::Local,
+        }
+    }
+}
+
+impl From<&ServerConfig> for TlsConfig {
+    fn from(config: &ServerConfig) -> Self {
+        TlsConfig {
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+            auto: config.tls_auto,
+            ca: config.tls_ca.clone(),
+            client_auth: config.tls_client_auth,
+            client_auth_ca_cert: config.tls_client_auth_ca_cert.clone(),
+            client_auth_cert: config.tls_client_auth_cert.clone(),
+            client_auth_key: config.tls_client_auth_key.clone(),
+            client_auth_server_name: config.tls_client_auth_server_name.clone(),
+            insecure_skip_verify: config.tls_insecure_skip_verify,
+            min_version: config.tls_min_version,
+            advertise_address: config.advertise_address().to_string(),
+            has_peers: config.peer_discovery_type != DiscoveryType::None,
+        }
+    }
+}
+
+impl From<&ServerConfig> for RlsOptions {
+    fn from(config: &ServerConfig) -> Self {
+        RlsOptions {
+            config_path: config
+                .rls_config
+                .as_deref()
+                .map(str::trim)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
+            service: crate::rls::decide::Options {
+                global_shadow_mode: config.rls_shadow_mode,
+                stop_increment_when_over_limit: config.rls_stop_increment_when_over_limit,
+                headers: config.rls_response_headers,
+                near_limit_ratio: config.rls_near_limit_ratio,
+            },
         }
     }
 }
