@@ -169,8 +169,9 @@ fn main() -> ExitCode {
     }
     // So are the GUBER_K8S_* settings of k8s discovery.
     if server_config.peer_discovery_type == config::DiscoveryType::K8s
-        && let Err(error) =
-            ringlimit::peers::discovery::k8s::K8sSettings::from_config(&server_config)
+        && let Err(error) = ringlimit::peers::discovery::k8s::K8sSettings::from_config(
+            &ringlimit::peers::discovery::DiscoveryOptions::from(&server_config).k8s,
+        )
     {
         eprintln!("{error}");
         return ExitCode::from(2);

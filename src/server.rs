@@ -133,8 +133,8 @@ pub async fn start_with_clock(
 
     // With port 0 the real port is only known now; advertise it unless told otherwise.
     // Under k8s discovery peers list this node as GUBER_K8S_POD_IP:GUBER_K8S_POD_PORT.
-    let k8s_address =
-        discovery::k8s::advertise_address(config).map_err(discovery::DiscoveryError::from)?;
+    let k8s_address = discovery::k8s::advertise_address(&discovery::DiscoveryOptions::from(config))
+        .map_err(discovery::DiscoveryError::from)?;
     let advertise_address = match (k8s_address, config.advertise_address.as_deref()) {
         (Some(pod_address), _) => pod_address,
         (None, Some(address)) if !address.is_empty() => address.to_string(),
@@ -149,7 +149,13 @@ pub async fn start_with_clock(
     let max_request_size = usize::try_from(config.max_request_size).unwrap_or(usize::MAX);
     let peers = PeerList::single(me.clone());
     let metrics = Metrics::new();
-    let discovery = discovery::start(config, me, peers.clone(), &metrics).await?;
+    let discovery = discovery::start(
+        &discovery::DiscoveryOptions::from(config),
+        me,
+        peers.clone(),
+        &metrics,
+    )
+    .await?;
     let node = Arc::new(Node::new(NodeOptions {
         cache_size: config.cache_size,
         clock,

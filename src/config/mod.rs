@@ -31,9 +31,10 @@ pub enum DiscoveryType {
     K8s,
 }
 
-/// What Kubernetes discovery watches (`GUBER_K8S_WATCH_MECHANISM`).
+/// `GUBER_K8S_WATCH_MECHANISM` as clap parses it (the domain's
+/// `peers::discovery::k8s::WatchMechanism` knows nothing of clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WatchMechanism {
+pub enum WatchMechanismArg {
     /// The v1 Endpoints objects matching `GUBER_K8S_SELECTOR` (Gubernator's older default).
     Endpoints,
     /// The EndpointSlices of the Service `GUBER_K8S_SERVICE_NAME`.
@@ -174,7 +175,7 @@ pub struct ServerConfig {
     /// What `k8s` discovery watches [default: `endpointslices` with a service name, else
     /// `endpoints`].
     #[arg(long, env = "GUBER_K8S_WATCH_MECHANISM", value_enum)]
-    pub k8s_watch_mechanism: Option<WatchMechanism>,
+    pub k8s_watch_mechanism: Option<WatchMechanismArg>,
 
     /// A kubeconfig file for `k8s` discovery outside the cluster [default: `KUBECONFIG` or
     /// `~/.kube/config` when present, else the in-cluster service account].

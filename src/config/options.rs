@@ -8,12 +8,16 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use super::{DiscoveryType, ServerConfig};
+use super::{DiscoveryType, ServerConfig, WatchMechanismArg};
 use crate::admin::AdminOptions;
 use crate::allow::AllowOptions;
 use crate::global::GlobalOptions;
 use crate::handoff::HandoffOptions;
 use crate::owner_failure::{OwnerFailureOptions, OwnerFailurePolicy};
+use crate::peers::discovery::dns::DnsOptions;
+use crate::peers::discovery::etcd::EtcdOptions;
+use crate::peers::discovery::k8s::{K8sOptions, WatchMechanism};
+use crate::peers::discovery::{DiscoveryOptions, Mechanism};
 use crate::request::InputLimits;
 use crate::rls::RlsOptions;
 use crate::tls::TlsConfig;
@@ -34,6 +38,65 @@ impl From<OwnerFailurePolicyArg> for OwnerFailurePolicy {
         match arg {
             OwnerFailurePolicyArg::Error => OwnerFailurePolicy::Error,
             OwnerFailurePolicyArg::Local => OwnerFailurePolicy::Local,
+        }
+    }
+}
+
+impl From<DiscoveryType> for Mechanism {
+    fn from(kind: DiscoveryType) -> Self {
+        match kind {
+            DiscoveryType::None => Mechanism::None,
+            DiscoveryType::Static => Mechanism::Static,
+            DiscoveryType::Etcd => Mechanism::Etcd,
+            DiscoveryType::Dns => Mechanism::Dns,
+            DiscoveryType::K8s => Mechanism::K8s,
+        }
+    }
+}
+
+impl From<WatchMechanismArg> for WatchMechanism {
+    fn from(arg: WatchMechanismArg) -> Self {
+        match arg {
+            WatchMechanismArg::Endpoints => WatchMechanism::Endpoints,
+            WatchMechanismArg::Endpointslices => WatchMechanism::Endpointslices,
+            WatchMechanismArg::Pods => WatchMechanism::Pods,
+        }
+    }
+}
+
+impl From<&ServerConfig> for DiscoveryOptions {
+    fn from(config: &ServerConfig) -> Self {
+        DiscoveryOptions {
+            mechanism: config.peer_discovery_type.into(),
+            peers: config.peers.clone(),
+            etcd: EtcdOptions {
+                endpoints: config.etcd_endpoints.clone(),
+                key_prefix: config.etcd_key_prefix.clone(),
+                dial_timeout: config.etcd_dial_timeout,
+                lease_ttl: config.etcd_lease_ttl,
+                user: config.etcd_user.clone(),
+                password: config.etcd_password.clone(),
+                tls_cert: config.etcd_tls_cert.clone(),
+                tls_key: config.etcd_tls_key.clone(),
+                tls_ca: config.etcd_tls_ca.clone(),
+                tls_skip_verify: config.etcd_tls_skip_verify,
+            },
+            dns: DnsOptions {
+                fqdn: config.dns_fqdn.clone(),
+                poll_interval: config.dns_poll_interval,
+            },
+            k8s: K8sOptions {
+                namespace: config.k8s_namespace.clone(),
+                pod_ip: config.k8s_pod_ip.clone(),
+                pod_port: config.k8s_pod_port,
+                grpc_address: config.grpc_address.clone(),
+                advertise_address: config.advertise_address.clone(),
+                selector: config.k8s_selector.clone(),
+                endpoints_selector: config.k8s_endpoints_selector.clone(),
+                service_name: config.k8s_service_name.clone(),
+                watch_mechanism: config.k8s_watch_mechanism.map(WatchMechanism::from),
+                kubeconfig: config.k8s_kubeconfig.clone(),
+            },
         }
     }
 }
