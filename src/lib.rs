@@ -63,6 +63,7 @@ pub mod server;
 pub mod store;
 pub(crate) mod tasks;
 pub mod tls;
+pub(crate) mod xorshift;
 
 pub use embedded::EmbeddedNode;
 pub use node::Node;

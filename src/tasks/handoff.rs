@@ -121,28 +121,14 @@ async fn run(
         // Peers already awaited for this change are not awaited again: their completion may
         // have arrived already.
         let (_, joined) = changes_since(&last, &current, &me);
-        let new: Vec<String> = joined
-            .iter()
-            .filter(|peer| !announced.contains(peer))
-            .cloned()
-            .collect();
-        router
-            .handoff()
-            .begin_transition(&new, Instant::now() + options.join_wait);
+        let new = begin_join_wait(&router, &joined, &announced, options.join_wait);
         announced.extend(new);
         // Let a burst of changes settle (and every peer see this one) before moving anything.
         tokio::time::sleep(options.delay).await;
         changes.borrow_and_update();
         let current = router.peers().membership();
         let (before, joined) = changes_since(&last, &current, &me);
-        let new: Vec<String> = joined
-            .iter()
-            .filter(|peer| !announced.contains(peer))
-            .cloned()
-            .collect();
-        router
-            .handoff()
-            .begin_transition(&new, Instant::now() + options.join_wait);
+        begin_join_wait(&router, &joined, &announced, options.join_wait);
         if router.handoff().is_leaving() {
             continue;
         }
@@ -168,6 +154,25 @@ async fn run(
         };
         announced.clear();
     }
+}
+
+/// Starts the join wait (`join_wait` from now) for the peers of `joined` not in `announced`, and
+/// returns them.
+fn begin_join_wait(
+    router: &Router,
+    joined: &[String],
+    announced: &[String],
+    join_wait: Duration,
+) -> Vec<String> {
+    let new: Vec<String> = joined
+        .iter()
+        .filter(|peer| !announced.contains(peer))
+        .cloned()
+        .collect();
+    router
+        .handoff()
+        .begin_transition(&new, Instant::now() + join_wait);
+    new
 }
 
 /// The ring to hand off from and the peers to tell "complete", between `last` and `current`.
