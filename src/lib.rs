@@ -47,6 +47,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
+pub(crate) mod mutex;
 pub(crate) mod node;
 pub(crate) mod owed;
 pub(crate) mod owner_failure;

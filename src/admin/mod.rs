@@ -166,10 +166,7 @@ impl AdminState {
     }
 
     fn lock_offenders(&self) -> std::sync::MutexGuard<'_, Offenders> {
-        match self.offenders.lock() {
-            Ok(offenders) => offenders,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::mutex::lock(&self.offenders)
     }
 }
 

@@ -17,7 +17,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::owed::{Added, Ledger, Owed, lock};
+use crate::mutex::lock;
+use crate::owed::{Added, Ledger, Owed};
 use crate::proto;
 use crate::request::LimitKey;
 

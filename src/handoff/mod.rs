@@ -37,11 +37,12 @@ pub use crate::proto::ringlimit_v1 as pb;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::mutex::lock;
 use crate::peers::Ring;
 use crate::request::LimitKey;
 
@@ -134,13 +135,6 @@ impl Default for HandoffState {
             progress: watch::Sender::new(0),
             pass: tokio::sync::Mutex::new(()),
         }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

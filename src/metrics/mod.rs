@@ -732,10 +732,7 @@ impl BoundedLabel {
         if value.len() > MAX_LABEL_BYTES || value == OTHER_LABEL {
             return OTHER_LABEL;
         }
-        let mut seen = match self.seen.lock() {
-            Ok(seen) => seen,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = crate::mutex::lock(&self.seen);
         if seen.contains(value) {
             return value;
         }

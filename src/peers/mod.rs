@@ -130,10 +130,7 @@ impl PeerList {
             return true;
         }
         let now = Instant::now();
-        let departed = match self.departed.lock() {
-            Ok(departed) => departed,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let departed = crate::mutex::lock(&self.departed);
         departed.iter().any(|(peer, left)| {
             peer == address && now.saturating_duration_since(*left) < RECENT_MEMBER_TTL
         })
@@ -142,10 +139,7 @@ impl PeerList {
     /// Remembers the peers of `before` that `after` no longer holds.
     fn remember_departed(&self, before: &[PeerInfo], after: &[PeerInfo]) {
         let now = Instant::now();
-        let mut departed = match self.departed.lock() {
-            Ok(departed) => departed,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut departed = crate::mutex::lock(&self.departed);
         departed.retain(|(peer, left)| {
             now.saturating_duration_since(*left) < RECENT_MEMBER_TTL
                 && !after.iter().any(|member| &member.grpc_address == peer)
