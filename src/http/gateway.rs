@@ -4,7 +4,6 @@
 //! `google.rpc.Status` JSON shape with the HTTP status grpc-gateway derives from the gRPC code.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,7 +16,7 @@ use tonic::Code;
 
 use super::json;
 use crate::error::CallError;
-use crate::grpc::{Surface, method, observe};
+use crate::grpc::{Surface, method, observed};
 use crate::node::Node;
 use crate::proto;
 
@@ -50,16 +49,8 @@ async fn get_rate_limits(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let result = answer_get_rate_limits(&state, &headers, body).await;
-    observe(
-        &state.node,
-        method::GET_RATE_LIMITS,
-        Surface::Http,
-        started,
-        &result,
-    );
-    match result {
+    let call = answer_get_rate_limits(&state, &headers, body);
+    match observed(&state.node, method::GET_RATE_LIMITS, Surface::Http, call).await {
         Ok(responses) => json_response(
             StatusCode::OK,
             json::encode_get_rate_limits_resp(&proto::GetRateLimitsResp { responses }),
@@ -93,32 +84,16 @@ async fn answer_get_rate_limits(
 }
 
 async fn health_check(State(state): State<GatewayState>) -> Response {
-    let started = Instant::now();
-    let result = state.node.health_check();
-    observe(
-        &state.node,
-        method::HEALTH_CHECK,
-        Surface::Http,
-        started,
-        &result,
-    );
-    match result {
+    let call = async { state.node.health_check() };
+    match observed(&state.node, method::HEALTH_CHECK, Surface::Http, call).await {
         Ok(health) => json_response(StatusCode::OK, json::encode_health_check_resp(&health)),
         Err(error) => error_response(&GatewayError::Call(error)),
     }
 }
 
 async fn live_check(State(state): State<GatewayState>) -> Response {
-    let started = Instant::now();
-    let result = state.node.live_check();
-    observe(
-        &state.node,
-        method::LIVE_CHECK,
-        Surface::Http,
-        started,
-        &result,
-    );
-    match result {
+    let call = async { state.node.live_check() };
+    match observed(&state.node, method::LIVE_CHECK, Surface::Http, call).await {
         Ok(()) => json_response(StatusCode::OK, json::encode_live_check_resp()),
         Err(error) => error_response(&GatewayError::Call(error)),
     }
