@@ -196,7 +196,7 @@ pub struct BenchArgs {
 
     /// TLS to the targets (any --tls-* option turns it on; with --http the URLs become https).
     #[command(flatten)]
-    tls: ringlimit::tls::client_args::ClientTlsArgs,
+    tls: ringlimit::config::client_tls_args::ClientTlsArgs,
 }
 
 /// `--distribution`.

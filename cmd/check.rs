@@ -127,7 +127,7 @@ pub struct CheckArgs {
 
     /// TLS to the node (any --tls-* option turns it on).
     #[command(flatten)]
-    tls: ringlimit::tls::client_args::ClientTlsArgs,
+    tls: ringlimit::config::client_tls_args::ClientTlsArgs,
 }
 
 /// `--algorithm` (shared by `check` and `bench`).

@@ -51,7 +51,7 @@ pub struct HealthcheckArgs {
 
     /// TLS to the gateway (an `https://` URL or any --tls-* option turns it on).
     #[command(flatten)]
-    tls: ringlimit::tls::client_args::ClientTlsArgs,
+    tls: ringlimit::config::client_tls_args::ClientTlsArgs,
 }
 
 /// Why a health check could not be completed (exit status 1).

@@ -10,6 +10,25 @@ use clap::Args;
 use http::HeaderName;
 use ringlimit::config::{ServerConfig, go_duration};
 use ringlimit::proxy::{self, Decider, FailureMode, ProxyConfig, Rules, TrustedProxies, Upstream};
+
+/// `GUBER_PROXY_ON_CLUSTER_ERROR` as clap parses it (the library's `FailureMode` knows nothing of
+/// clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnClusterError {
+    /// Let the request through, without `RateLimit-*` headers.
+    Open,
+    /// Answer `503 Service Unavailable` with `{"error":"rate_limiter_unavailable",...}`.
+    Closed,
+}
+
+impl From<OnClusterError> for FailureMode {
+    fn from(arg: OnClusterError) -> Self {
+        match arg {
+            OnClusterError::Open => FailureMode::Open,
+            OnClusterError::Closed => FailureMode::Closed,
+        }
+    }
+}
 use ringlimit::refill::{RefillRate, TokenBucket};
 
 /// Arguments of `ringlimit proxy`.
@@ -88,7 +107,7 @@ pub struct ProxyArgs {
         value_enum,
         default_value = "open"
     )]
-    on_cluster_error: FailureMode,
+    on_cluster_error: OnClusterError,
 
     /// Decide through this ringlimit node's gRPC address instead of an embedded node.
     #[arg(long, env = "GUBER_PROXY_REMOTE", value_name = "HOST:PORT")]
@@ -195,7 +214,7 @@ fn proxy_config(args: &ProxyArgs) -> Result<ProxyConfig, String> {
             .trusted_proxies
             .clone()
             .trusting_forwarded(args.trust_forwarded),
-        failure_mode: args.on_cluster_error,
+        failure_mode: args.on_cluster_error.into(),
         upstream_timeout: args.upstream_timeout,
         max_key_bytes: usize::try_from(args.node.max_key_length).unwrap_or(usize::MAX),
         header_timeout: args.proxy_header_timeout,

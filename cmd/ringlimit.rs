@@ -164,14 +164,17 @@ fn main() -> ExitCode {
     };
     // TLS files and combinations are checked before anything starts, as one line naming the
     // variable, like the other configuration errors.
-    if let Err(error) = ringlimit::tls::check_config(&server_config) {
+    if let Err(error) =
+        ringlimit::tls::check_config(&ringlimit::tls::TlsConfig::from(&server_config))
+    {
         eprintln!("{error}");
         return ExitCode::from(2);
     }
     // So are the GUBER_K8S_* settings of k8s discovery.
     if server_config.peer_discovery_type == config::DiscoveryType::K8s
-        && let Err(error) =
-            ringlimit::peers::discovery::k8s::K8sSettings::from_config(&server_config)
+        && let Err(error) = ringlimit::peers::discovery::k8s::K8sSettings::from_config(
+            &ringlimit::peers::discovery::DiscoveryOptions::from(&server_config).k8s,
+        )
     {
         eprintln!("{error}");
         return ExitCode::from(2);

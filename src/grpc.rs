@@ -13,19 +13,8 @@ use crate::proto;
 use crate::proto::peers_v1_server::PeersV1;
 use crate::proto::v1_server::V1;
 
-/// The fully qualified gRPC method names, as metrics label them.
-pub mod method {
-    /// `V1.GetRateLimits`.
-    pub const GET_RATE_LIMITS: &str = "/pb.gubernator.V1/GetRateLimits";
-    /// `V1.HealthCheck`.
-    pub const HEALTH_CHECK: &str = "/pb.gubernator.V1/HealthCheck";
-    /// `V1.LiveCheck`.
-    pub const LIVE_CHECK: &str = "/pb.gubernator.V1/LiveCheck";
-    /// `PeersV1.GetPeerRateLimits`.
-    pub const GET_PEER_RATE_LIMITS: &str = "/pb.gubernator.PeersV1/GetPeerRateLimits";
-    /// `PeersV1.UpdatePeerGlobals`.
-    pub const UPDATE_PEER_GLOBALS: &str = "/pb.gubernator.PeersV1/UpdatePeerGlobals";
-}
+/// The fully qualified gRPC method names (defined with the metrics that label by them).
+pub use crate::metrics::method;
 
 /// The client-facing `V1` service.
 #[derive(Clone)]
@@ -98,58 +87,48 @@ pub fn observe<T, E>(
         .observe(seconds);
 }
 
+/// Runs `call` and records it under `method` like [`observe`] (timed from its start to its
+/// answer); the result is `call`'s.
+pub async fn observed<T, E>(
+    node: &Node,
+    method: &str,
+    surface: Surface,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = Instant::now();
+    let result = call.await;
+    observe(node, method, surface, started, &result);
+    result
+}
+
 #[tonic::async_trait]
 impl V1 for V1Service {
     async fn get_rate_limits(
         &self,
         request: Request<proto::GetRateLimitsReq>,
     ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
-        let started = Instant::now();
         let requests = request.into_inner().requests;
         crate::telemetry::record_items(requests.len());
-        let result = self.node.get_rate_limits(requests).await;
-        observe(
-            &self.node,
-            method::GET_RATE_LIMITS,
-            Surface::Grpc,
-            started,
-            &result,
-        );
-        Ok(Response::new(proto::GetRateLimitsResp {
-            responses: result?,
-        }))
+        let call = self.node.get_rate_limits(requests);
+        let responses = observed(&self.node, method::GET_RATE_LIMITS, Surface::Grpc, call).await?;
+        Ok(Response::new(proto::GetRateLimitsResp { responses }))
     }
 
     async fn health_check(
         &self,
         _request: Request<proto::HealthCheckReq>,
     ) -> Result<Response<proto::HealthCheckResp>, Status> {
-        let started = Instant::now();
-        let result = self.node.health_check();
-        observe(
-            &self.node,
-            method::HEALTH_CHECK,
-            Surface::Grpc,
-            started,
-            &result,
-        );
-        Ok(Response::new(result?))
+        let call = async { self.node.health_check() };
+        let answer = observed(&self.node, method::HEALTH_CHECK, Surface::Grpc, call).await?;
+        Ok(Response::new(answer))
     }
 
     async fn live_check(
         &self,
         _request: Request<proto::LiveCheckReq>,
     ) -> Result<Response<proto::LiveCheckResp>, Status> {
-        let started = Instant::now();
-        let result = self.node.live_check();
-        observe(
-            &self.node,
-            method::LIVE_CHECK,
-            Surface::Grpc,
-            started,
-            &result,
-        );
-        result?;
+        let call = async { self.node.live_check() };
+        observed(&self.node, method::LIVE_CHECK, Surface::Grpc, call).await?;
         Ok(Response::new(proto::LiveCheckResp {}))
     }
 }
@@ -160,37 +139,30 @@ impl PeersV1 for PeersService {
         &self,
         request: Request<proto::GetPeerRateLimitsReq>,
     ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
-        let started = Instant::now();
         let requests = request.into_inner().requests;
         crate::telemetry::record_items(requests.len());
-        let result = self.node.get_peer_rate_limits(requests).await;
-        observe(
+        let call = self.node.get_peer_rate_limits(requests);
+        let rate_limits = observed(
             &self.node,
             method::GET_PEER_RATE_LIMITS,
             Surface::Grpc,
-            started,
-            &result,
-        );
-        Ok(Response::new(proto::GetPeerRateLimitsResp {
-            rate_limits: result?,
-        }))
+            call,
+        )
+        .await?;
+        Ok(Response::new(proto::GetPeerRateLimitsResp { rate_limits }))
     }
 
     async fn update_peer_globals(
         &self,
         request: Request<proto::UpdatePeerGlobalsReq>,
     ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
-        let started = Instant::now();
         let globals = request.into_inner().globals;
         crate::telemetry::record_items(globals.len());
-        self.node.update_peer_globals(globals);
-        observe::<(), ()>(
-            &self.node,
-            method::UPDATE_PEER_GLOBALS,
-            Surface::Grpc,
-            started,
-            &Ok(()),
-        );
+        let call = async {
+            self.node.update_peer_globals(globals);
+            Ok::<(), Status>(())
+        };
+        observed(&self.node, method::UPDATE_PEER_GLOBALS, Surface::Grpc, call).await?;
         Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
     }
 }

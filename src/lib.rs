@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub(crate) mod admin_views;
 pub mod algorithms;
 pub mod allow;
 pub(crate) mod batching;
@@ -46,9 +47,11 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
+pub(crate) mod mutex;
 pub(crate) mod node;
 pub(crate) mod owed;
 pub(crate) mod owner_failure;
+pub mod peer_auth;
 pub mod peers;
 pub mod proto;
 pub mod proxy;
@@ -59,8 +62,10 @@ pub(crate) mod router;
 pub(crate) mod secret;
 pub mod server;
 pub mod store;
+pub(crate) mod tasks;
 pub mod telemetry;
 pub mod tls;
+pub(crate) mod xorshift;
 
 pub use embedded::EmbeddedNode;
 pub use node::Node;

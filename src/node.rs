@@ -207,7 +207,7 @@ impl Node {
     pub fn peer_channel(
         &self,
         endpoint: tonic::transport::Endpoint,
-    ) -> crate::peers::auth::PeerChannel {
+    ) -> crate::peer_auth::PeerChannel {
         self.router.peer_channel(endpoint)
     }
 

@@ -21,14 +21,14 @@ use futures_util::future::join_all;
 
 use crate::algorithms::Behavior;
 use crate::batching::ForwardError;
+use crate::batching::budget::MessageBudget;
 use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::evaluator::{CallType, Evaluator, OWNER_METADATA_KEY};
 use crate::handoff::{self, HandoffState, Miss};
 use crate::metrics::Metrics;
 use crate::owed::Owners;
 use crate::owner_failure::{self, OwnerFailureOptions, OwnerFailurePolicy, OwnerFallback};
-use crate::peers::auth::PeerChannel;
-use crate::peers::budget::MessageBudget;
+use crate::peer_auth::PeerChannel;
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::discovery::health::{self, BackendStatus};
 use crate::peers::failures::PeerFailures;

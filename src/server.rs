@@ -17,14 +17,14 @@ use tonic_health::server::HealthReporter;
 use crate::batching::{BatchConfig, BatchConfigError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServerConfig;
-use crate::global::{self, GlobalOptions};
+use crate::global::GlobalOptions;
 use crate::grpc::{PeersService, V1Service};
 use crate::handoff::{self, HandoffOptions};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeOptions};
-use crate::owner_failure::{self, OwnerFailureOptions};
-use crate::peers::auth::{PeerAuthLayer, PeerAuthPolicy};
+use crate::owner_failure::OwnerFailureOptions;
+use crate::peer_auth::{PeerAuthLayer, PeerAuthPolicy};
 use crate::peers::client::PeerClientOptions;
 use crate::peers::discovery::{self, DiscoveryHandle};
 use crate::peers::liveness::LivenessConfig;
@@ -77,7 +77,7 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     /// The peer secret settings are unusable (the message names the variable, never the value).
     #[error(transparent)]
-    PeerSecret(#[from] crate::peers::auth::PeerSecretError),
+    PeerSecret(#[from] crate::peer_auth::PeerSecretError),
     /// The RLS configuration (`GUBER_RLS_CONFIG`) is invalid (the message names file, line, field).
     #[error("invalid RLS configuration: {0}")]
     Rls(#[from] crate::rls::config::ConfigError),
@@ -118,7 +118,7 @@ pub async fn start_with_clock(
     config: &ServerConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, ServerError> {
-    let tls = crate::tls::from_config(config)?;
+    let tls = crate::tls::from_config(&crate::tls::TlsConfig::from(config))?;
     let peer_auth = PeerAuthPolicy {
         secret: config.peer_secret()?,
         require_client_certificate: tls
@@ -133,8 +133,8 @@ pub async fn start_with_clock(
 
     // With port 0 the real port is only known now; advertise it unless told otherwise.
     // Under k8s discovery peers list this node as GUBER_K8S_POD_IP:GUBER_K8S_POD_PORT.
-    let k8s_address =
-        discovery::k8s::advertise_address(config).map_err(discovery::DiscoveryError::from)?;
+    let k8s_address = discovery::k8s::advertise_address(&discovery::DiscoveryOptions::from(config))
+        .map_err(discovery::DiscoveryError::from)?;
     let advertise_address = match (k8s_address, config.advertise_address.as_deref()) {
         (Some(pod_address), _) => pod_address,
         (None, Some(address)) if !address.is_empty() => address.to_string(),
@@ -149,7 +149,13 @@ pub async fn start_with_clock(
     let max_request_size = usize::try_from(config.max_request_size).unwrap_or(usize::MAX);
     let peers = PeerList::single(me.clone());
     let metrics = Metrics::new();
-    let discovery = discovery::start(config, me, peers.clone(), &metrics).await?;
+    let discovery = discovery::start(
+        &discovery::DiscoveryOptions::from(config),
+        me,
+        peers.clone(),
+        &metrics,
+    )
+    .await?;
     let node = Arc::new(Node::new(NodeOptions {
         cache_size: config.cache_size,
         clock,
@@ -184,10 +190,10 @@ pub async fn start_with_clock(
         Arc::clone(node.router()),
         crate::allow::AllowOptions::from(config),
     ));
-    let rls = crate::rls::start(config, &node)?;
+    let rls = crate::rls::start(crate::rls::RlsOptions::from(config), &node)?;
     let handoff_options = HandoffOptions::from(config);
     if let Some(path) = &handoff_options.snapshot_path {
-        handoff::run::restore_snapshot(node.router(), path);
+        crate::tasks::handoff::restore_snapshot(node.router(), path);
     }
     node.handoff().configure(handoff_options);
 
@@ -257,17 +263,17 @@ pub async fn start_with_clock(
             max_request_size,
         ))
         .add_service(
-            handoff::pb::handoff_server::HandoffServer::new(handoff::service::HandoffService::new(
-                Arc::clone(node.router()),
-            ))
+            handoff::pb::handoff_server::HandoffServer::new(
+                crate::tasks::handoff_service::HandoffService::new(Arc::clone(node.router())),
+            )
             .max_decoding_message_size(max_request_size),
         )
-        .add_optional_service(crate::admin::grpc::service(node.router()))
+        .add_optional_service(crate::admin_views::grpc::service(node.router()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     // Before serving: a node that joins must know whom it waits for before its first request.
-    let handoff_task = handoff::run::spawn(Arc::clone(node.router()), stopped.clone());
+    let handoff_task = crate::tasks::handoff::spawn(Arc::clone(node.router()), stopped.clone());
     // TLS (when configured) is accepted first; the connection bound counts the connections that
     // completed their handshake (the acceptor bounds the handshakes in progress itself).
     let grpc_task = match &tls {
@@ -294,23 +300,21 @@ pub async fn start_with_clock(
     // The reconcilers keep running while in-flight calls drain, and make their final pass after
     // the listeners stopped (see `RunningServer::shutdown`).
     let (flush, flushing) = watch::channel(false);
-    let global_task = tokio::spawn(global::sync::run(
+    let global_task = tokio::spawn(crate::tasks::global_sync::run(
         Arc::clone(node.router()),
         flushing.clone(),
     ));
     // Sends hits taken locally while owners were unreachable.
-    let owner_failure_task = tokio::spawn(owner_failure::reconcile::run(
+    let owner_failure_task = tokio::spawn(crate::tasks::owner_failure::run(
         Arc::clone(node.router()),
         flushing,
     ));
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
-        .merge(crate::allow::admin::routes(Arc::clone(&allow)))
+        .merge(crate::admin_views::resources::routes(Arc::clone(&allow)))
         .merge(crate::allow::http::router(allow))
         .merge(crate::rls::http::router(rls.service, max_request_size))
-        .layer(limits::CallLimitsLayer::<limits::HttpRejection>::new(
-            admission,
-        ))
+        .layer(limits::CallLimitsLayer::<crate::http::gateway::HttpRejection>::new(admission))
         .layer(crate::telemetry::TraceLayer::http());
     let http_timeouts = limits::http_server::HttpTimeouts {
         header: config.http_header_timeout,
@@ -436,12 +440,12 @@ impl RunningServer {
         // route here, deregister, wait until peers dropped this node, hand off what came meanwhile.
         let handoff = self.node.handoff().options();
         let new_owners = if handoff.on_leave {
-            handoff::run::leave(self.node.router()).await
+            crate::tasks::handoff::leave(self.node.router()).await
         } else {
             Vec::new()
         };
         self.discovery.leave().await;
-        handoff::run::finish_leave(self.node.router(), &new_owners).await;
+        crate::tasks::handoff::finish_leave(self.node.router(), &new_owners).await;
         for service in HEALTH_SERVICES {
             self.health
                 .set_service_status(service, ServingStatus::NotServing)
@@ -496,9 +500,11 @@ impl RunningServer {
             .peer_clients()
             .close(self.flush_timeout)
             .await;
-        let owed = handoff::run::take_owed(self.node.router());
+        let owed = crate::tasks::handoff::take_owed(self.node.router());
         match &handoff.snapshot_path {
-            Some(path) => handoff::run::save_snapshot_with_owed(self.node.router(), path, &owed),
+            Some(path) => {
+                crate::tasks::handoff::save_snapshot_with_owed(self.node.router(), path, &owed)
+            }
             None if !owed.is_empty() => tracing::warn!(
                 limits = owed.len(),
                 "hits owed to other nodes could not be delivered and are lost (set GUBER_SNAPSHOT_PATH to keep them)"
@@ -541,7 +547,7 @@ fn batch_config(config: &ServerConfig) -> Result<BatchConfig, BatchConfigError> 
         disabled: config.disable_batching,
         max_queue: limit.saturating_mul(10),
         // Peers share GUBER_MAX_REQUEST_SIZE: a batch never exceeds what the owner accepts.
-        max_bytes: crate::peers::budget::MessageBudget::for_limit(
+        max_bytes: crate::batching::budget::MessageBudget::for_limit(
             usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
         )
         .max_bytes(),

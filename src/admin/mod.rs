@@ -1,22 +1,21 @@
-//! Admin views: who is being limited, the state of one key, and the cluster's health.
+//! What the admin views report, and their rules: who is being limited, the state of one key.
 //!
 //! Operators need to see which keys the cluster refuses and why, without a second system. Every
 //! node counts the decisions it makes itself (as a key's owner, or from its copy of a GLOBAL
 //! limit; a forwarded item is counted by its owner only, so a cluster-wide sum counts each decision
 //! once), and keeps bounded heavy-hitter summaries of the keys it refused ([`offenders`], built on
-//! [`sketch`]). The HTTP views ([`http`]) answer for the whole cluster by asking every peer over
-//! the `ringlimit.v1.Admin` gRPC service ([`grpc`], [`cluster`]) and merging the summaries; a peer
-//! that does not answer is listed, not fatal. Reading a key's state ([`peek`]) never spends: it
-//! reads the owner's store.
+//! [`sketch`]), and the `/allow` resources it has seen without a configured limit
+//! ([`discovered`]). The views themselves (the `/admin/*` routes, the `ringlimit.v1.Admin` gRPC
+//! service and the fan-out to peers that answers for the whole cluster) are in `admin_views`: they
+//! hold the router, while this state is what the evaluator records into, below the router. Reading
+//! a key's state ([`peek`]) never spends: it reads the owner's store.
 //!
 //! The views are not open to the world: without `GUBER_ADMIN_TOKEN` they answer only on a
 //! loopback HTTP listener ([`access`]), and they show unique keys hashed unless
 //! `GUBER_ADMIN_SHOW_KEYS=true` ([`redact`]).
 
 pub mod access;
-pub mod cluster;
-pub mod grpc;
-pub mod http;
+pub mod discovered;
 pub mod offenders;
 pub mod peek;
 pub mod redact;
@@ -26,8 +25,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use self::discovered::Discovered;
 use crate::algorithms::Status;
-use crate::allow::discovered::Discovered;
 use crate::clock::Clock;
 use crate::request::LimitKey;
 
@@ -66,19 +65,18 @@ impl Default for AdminOptions {
             peer_timeout: Duration::from_secs(2),
             show_keys: false,
             http_loopback_only: false,
-            discovered_capacity: crate::allow::discovered::DEFAULT_CAPACITY,
+            discovered_capacity: discovered::DEFAULT_CAPACITY,
         }
     }
 }
 
-/// One node's admin state: its options, its decision counters and offender summaries, and its
-/// connections to peers' admin services.
+/// One node's admin state: its options, its decision counters and offender summaries, and the
+/// `/allow` resources it discovered.
 pub struct AdminState {
     options: AdminOptions,
     under_limit: AtomicU64,
     over_limit: AtomicU64,
     offenders: Mutex<Offenders>,
-    clients: cluster::AdminClients,
     discovered: Discovered,
 }
 
@@ -90,7 +88,6 @@ impl AdminState {
             under_limit: AtomicU64::new(0),
             over_limit: AtomicU64::new(0),
             offenders: Mutex::new(Offenders::new(capacity)),
-            clients: cluster::AdminClients::new(options.peer_timeout, options.token.clone()),
             discovered: Discovered::new(options.discovered_capacity),
             options,
         }
@@ -144,11 +141,6 @@ impl AdminState {
         &self.discovered
     }
 
-    /// Connections to the peers' admin services.
-    pub fn clients(&self) -> &cluster::AdminClients {
-        &self.clients
-    }
-
     /// Whether `presented` (an `Authorization` value) satisfies the configured token; the
     /// node-to-node `ringlimit.v1.Admin` service's check (no token configured: anyone).
     pub fn authorized(&self, presented: Option<&str>) -> bool {
@@ -174,10 +166,7 @@ impl AdminState {
     }
 
     fn lock_offenders(&self) -> std::sync::MutexGuard<'_, Offenders> {
-        match self.offenders.lock() {
-            Ok(offenders) => offenders,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::mutex::lock(&self.offenders)
     }
 }
 

@@ -21,12 +21,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use serde_json::Value;
 
 use super::{AllowAnswer, AllowError, AllowRequest, AllowService};
-use crate::proxy::headers::{add_rate_limit_headers, error_body};
+use crate::proxy::headers::{add_rate_limit_headers, error_body, json_response};
 
 /// The header that carries the idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -97,7 +97,7 @@ async fn decide(
     let request = match request {
         Ok(request) => request,
         Err(message) => {
-            return json(
+            return json_response(
                 StatusCode::BAD_REQUEST,
                 error_body("invalid_request", &message),
             );
@@ -110,7 +110,7 @@ async fn decide(
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response = json(
+    let mut response = json_response(
         StatusCode::METHOD_NOT_ALLOWED,
         error_body("method_not_allowed", "use POST /allow"),
     );
@@ -231,7 +231,7 @@ fn answer_response(answer: &AllowAnswer) -> Response {
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut response = json(status, answer_body(answer));
+    let mut response = json_response(status, answer_body(answer));
     add_rate_limit_headers(response.headers_mut(), &answer.outcome);
     if answer.replayed {
         response
@@ -247,19 +247,7 @@ fn error_response(error: &AllowError) -> Response {
         AllowError::Conflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
         AllowError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
     };
-    json(status, error_body(code, &error.to_string()))
-}
-
-fn json(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    json_response(status, error_body(code, &error.to_string()))
 }
 
 #[cfg(test)]

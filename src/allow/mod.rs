@@ -14,8 +14,6 @@
 //! Answers carry tokens with their fraction when this node owns the bucket ([`tokens`]). The
 //! r8limiter admin views (`/admin/user/{user_id}`, `/admin/resources`) are in [`admin`].
 
-pub mod admin;
-pub mod discovered;
 pub mod grpc;
 pub mod http;
 pub mod idempotency;
@@ -28,7 +26,7 @@ pub use crate::proto::ringlimit_v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::peers::auth::PeerChannel;
+use crate::peer_auth::PeerChannel;
 
 use crate::algorithms::Bucket;
 use crate::proto;
@@ -184,6 +182,11 @@ impl AllowService {
             router,
             options,
         }
+    }
+
+    /// The options this service was built with.
+    pub fn options(&self) -> &AllowOptions {
+        &self.options
     }
 
     /// The configured resources.

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::peers::auth::PeerChannel;
+use crate::peer_auth::PeerChannel;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -80,7 +80,7 @@ impl ForwardError {
 /// One item on its way to the owner, with where its answer goes.
 pub struct Forward {
     item: proto::RateLimitReq,
-    /// The item's size inside a `GetPeerRateLimitsReq` (see [`crate::peers::budget::framed_len`]).
+    /// The item's size inside a `GetPeerRateLimitsReq` (see [`crate::batching::budget::framed_len`]).
     bytes: usize,
     reply: oneshot::Sender<Result<proto::RateLimitResp, ForwardError>>,
     /// The deadline of the caller's call, if it has one (see [`crate::limits::deadline`]).
@@ -148,7 +148,7 @@ impl PeerBatcher {
         no_batching: bool,
     ) -> Result<proto::RateLimitResp, ForwardError> {
         let (reply, answer) = oneshot::channel();
-        let bytes = crate::peers::budget::framed_len(item.encoded_len());
+        let bytes = crate::batching::budget::framed_len(item.encoded_len());
         self.sender
             .try_send((
                 Forward {

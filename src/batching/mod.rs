@@ -66,6 +66,7 @@
 //! Waking early or late is harmless: [`PeerQueue::on_timer`] sends only what is due.
 //! When the peer leaves the cluster, [`PeerQueue::drain`] hands back whatever is still queued.
 
+pub mod budget;
 pub mod driver;
 mod policy;
 

@@ -32,7 +32,7 @@ pub struct BatchConfig {
     /// Send every item alone, at once (`GUBER_DISABLE_BATCHING`, default `false`).
     pub disabled: bool,
     /// The most bytes the items of one batch may take together, as measured by the driver (the
-    /// receiver's message limit less headroom, see [`crate::peers::budget`]). A batch goes as soon
+    /// receiver's message limit less headroom, see [`crate::batching::budget`]). A batch goes as soon
     /// as the queue holds more than this many bytes, and an item larger than this alone is
     /// [refused](Push::Oversized). Default: the budget of Gubernator's 1 MiB message limit.
     pub max_bytes: usize,
@@ -47,7 +47,7 @@ impl Default for BatchConfig {
             max_in_flight: 4,
             max_queue: 10 * MAX_BATCH_LIMIT,
             disabled: false,
-            max_bytes: crate::peers::budget::MessageBudget::for_limit(1024 * 1024).max_bytes(),
+            max_bytes: crate::batching::budget::MessageBudget::for_limit(1024 * 1024).max_bytes(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Values are checked when parsed; an invalid value stops the start with one line that names the
 //! variable (see [`describe_error`]).
 
+pub mod client_tls_args;
 pub mod env_file;
 pub use crate::go_duration;
 pub mod options;
@@ -30,9 +31,10 @@ pub enum DiscoveryType {
     K8s,
 }
 
-/// What Kubernetes discovery watches (`GUBER_K8S_WATCH_MECHANISM`).
+/// `GUBER_K8S_WATCH_MECHANISM` as clap parses it (the domain's
+/// `peers::discovery::k8s::WatchMechanism` knows nothing of clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WatchMechanism {
+pub enum WatchMechanismArg {
     /// The v1 Endpoints objects matching `GUBER_K8S_SELECTOR` (Gubernator's older default).
     Endpoints,
     /// The EndpointSlices of the Service `GUBER_K8S_SERVICE_NAME`.
@@ -173,7 +175,7 @@ pub struct ServerConfig {
     /// What `k8s` discovery watches [default: `endpointslices` with a service name, else
     /// `endpoints`].
     #[arg(long, env = "GUBER_K8S_WATCH_MECHANISM", value_enum)]
-    pub k8s_watch_mechanism: Option<WatchMechanism>,
+    pub k8s_watch_mechanism: Option<WatchMechanismArg>,
 
     /// A kubeconfig file for `k8s` discovery outside the cluster [default: `KUBECONFIG` or
     /// `~/.kube/config` when present, else the in-cluster service account].
@@ -497,8 +499,8 @@ impl ServerConfig {
     /// The peer secret from `GUBER_PEER_SECRET` or `GUBER_PEER_SECRET_FILE` (read now), if set.
     pub fn peer_secret(
         &self,
-    ) -> Result<Option<crate::peers::auth::PeerSecret>, crate::peers::auth::PeerSecretError> {
-        crate::peers::auth::PeerSecret::from_settings(
+    ) -> Result<Option<crate::peer_auth::PeerSecret>, crate::peer_auth::PeerSecretError> {
+        crate::peer_auth::PeerSecret::from_settings(
             self.peer_secret.as_deref(),
             self.peer_secret_file.as_deref(),
         )
@@ -742,7 +744,10 @@ impl ServerConfig {
             ("GUBER_TLS_KEY", self.tls_key.clone().unwrap_or_default()),
             ("GUBER_TLS_CA", self.tls_ca.clone().unwrap_or_default()),
             ("GUBER_TLS_AUTO", self.tls_auto.to_string()),
-            ("GUBER_TLS_CLIENT_AUTH", value_name(self.tls_client_auth)),
+            (
+                "GUBER_TLS_CLIENT_AUTH",
+                self.tls_client_auth.name().to_string(),
+            ),
             (
                 "GUBER_TLS_CLIENT_AUTH_CA_CERT",
                 self.tls_client_auth_ca_cert.clone().unwrap_or_default(),
@@ -763,7 +768,10 @@ impl ServerConfig {
                 "GUBER_TLS_INSECURE_SKIP_VERIFY",
                 self.tls_insecure_skip_verify.to_string(),
             ),
-            ("GUBER_TLS_MIN_VERSION", value_name(self.tls_min_version)),
+            (
+                "GUBER_TLS_MIN_VERSION",
+                self.tls_min_version.name().to_string(),
+            ),
             ("GUBER_PEER_SECRET", redact(self.peer_secret.as_deref())),
             (
                 "GUBER_PEER_SECRET_FILE",

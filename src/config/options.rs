@@ -8,13 +8,19 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use super::{DiscoveryType, ServerConfig};
+use super::{DiscoveryType, ServerConfig, WatchMechanismArg};
 use crate::admin::AdminOptions;
 use crate::allow::AllowOptions;
 use crate::global::GlobalOptions;
 use crate::handoff::HandoffOptions;
 use crate::owner_failure::{OwnerFailureOptions, OwnerFailurePolicy};
+use crate::peers::discovery::dns::DnsOptions;
+use crate::peers::discovery::etcd::EtcdOptions;
+use crate::peers::discovery::k8s::{K8sOptions, WatchMechanism};
+use crate::peers::discovery::{DiscoveryOptions, Mechanism};
 use crate::request::InputLimits;
+use crate::rls::RlsOptions;
+use crate::tls::TlsConfig;
 
 /// `GUBER_OWNER_FAILURE_POLICY` as clap parses it (the domain's `OwnerFailurePolicy` knows
 /// nothing of clap).
@@ -32,6 +38,104 @@ impl From<OwnerFailurePolicyArg> for OwnerFailurePolicy {
         match arg {
             OwnerFailurePolicyArg::Error => OwnerFailurePolicy::Error,
             OwnerFailurePolicyArg::Local => OwnerFailurePolicy::Local,
+        }
+    }
+}
+
+impl From<DiscoveryType> for Mechanism {
+    fn from(kind: DiscoveryType) -> Self {
+        match kind {
+            DiscoveryType::None => Mechanism::None,
+            DiscoveryType::Static => Mechanism::Static,
+            DiscoveryType::Etcd => Mechanism::Etcd,
+            DiscoveryType::Dns => Mechanism::Dns,
+            DiscoveryType::K8s => Mechanism::K8s,
+        }
+    }
+}
+
+impl From<WatchMechanismArg> for WatchMechanism {
+    fn from(arg: WatchMechanismArg) -> Self {
+        match arg {
+            WatchMechanismArg::Endpoints => WatchMechanism::Endpoints,
+            WatchMechanismArg::Endpointslices => WatchMechanism::Endpointslices,
+            WatchMechanismArg::Pods => WatchMechanism::Pods,
+        }
+    }
+}
+
+impl From<&ServerConfig> for DiscoveryOptions {
+    fn from(config: &ServerConfig) -> Self {
+        DiscoveryOptions {
+            mechanism: config.peer_discovery_type.into(),
+            peers: config.peers.clone(),
+            etcd: EtcdOptions {
+                endpoints: config.etcd_endpoints.clone(),
+                key_prefix: config.etcd_key_prefix.clone(),
+                dial_timeout: config.etcd_dial_timeout,
+                lease_ttl: config.etcd_lease_ttl,
+                user: config.etcd_user.clone(),
+                password: config.etcd_password.clone(),
+                tls_cert: config.etcd_tls_cert.clone(),
+                tls_key: config.etcd_tls_key.clone(),
+                tls_ca: config.etcd_tls_ca.clone(),
+                tls_skip_verify: config.etcd_tls_skip_verify,
+            },
+            dns: DnsOptions {
+                fqdn: config.dns_fqdn.clone(),
+                poll_interval: config.dns_poll_interval,
+            },
+            k8s: K8sOptions {
+                namespace: config.k8s_namespace.clone(),
+                pod_ip: config.k8s_pod_ip.clone(),
+                pod_port: config.k8s_pod_port,
+                grpc_address: config.grpc_address.clone(),
+                advertise_address: config.advertise_address.clone(),
+                selector: config.k8s_selector.clone(),
+                endpoints_selector: config.k8s_endpoints_selector.clone(),
+                service_name: config.k8s_service_name.clone(),
+                watch_mechanism: config.k8s_watch_mechanism.map(WatchMechanism::from),
+                kubeconfig: config.k8s_kubeconfig.clone(),
+            },
+        }
+    }
+}
+
+impl From<&ServerConfig> for TlsConfig {
+    fn from(config: &ServerConfig) -> Self {
+        TlsConfig {
+            cert: config.tls_cert.clone(),
+            key: config.tls_key.clone(),
+            auto: config.tls_auto,
+            ca: config.tls_ca.clone(),
+            client_auth: config.tls_client_auth,
+            client_auth_ca_cert: config.tls_client_auth_ca_cert.clone(),
+            client_auth_cert: config.tls_client_auth_cert.clone(),
+            client_auth_key: config.tls_client_auth_key.clone(),
+            client_auth_server_name: config.tls_client_auth_server_name.clone(),
+            insecure_skip_verify: config.tls_insecure_skip_verify,
+            min_version: config.tls_min_version,
+            advertise_address: config.advertise_address().to_string(),
+            has_peers: config.peer_discovery_type != DiscoveryType::None,
+        }
+    }
+}
+
+impl From<&ServerConfig> for RlsOptions {
+    fn from(config: &ServerConfig) -> Self {
+        RlsOptions {
+            config_path: config
+                .rls_config
+                .as_deref()
+                .map(str::trim)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
+            service: crate::rls::decide::Options {
+                global_shadow_mode: config.rls_shadow_mode,
+                stop_increment_when_over_limit: config.rls_stop_increment_when_over_limit,
+                headers: config.rls_response_headers,
+                near_limit_ratio: config.rls_near_limit_ratio,
+            },
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! A non-owner evaluates a GLOBAL item against its copy, answers, and queues the hits it owes the
 //! owner (a [`Ledger`]). Every `GUBER_GLOBAL_SYNC_WAIT` (or as soon as `GUBER_GLOBAL_BATCH_LIMIT`
-//! limits are waiting) [`sync::run`] sends the summed hits to each owner, in parallel, with
+//! limits are waiting) the sync task (`tasks::global_sync`) sends the summed hits to each owner, in parallel, with
 //! `DRAIN_OVER_LIMIT` forced, through the reconciler the owner-failure policy shares
 //! ([`crate::owed`]); hits that cannot be delivered are put back and retried. An owner
 //! that changes a GLOBAL limit queues it for broadcast, and on the same schedule sends the limit's
@@ -12,13 +12,13 @@
 //! of starting from a full bucket.
 
 pub mod replica;
-pub mod sync;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::owed::{Added, Ledger, Owed, lock};
+use crate::mutex::lock;
+use crate::owed::{Added, Ledger, Owed};
 use crate::proto;
 use crate::request::LimitKey;
 

@@ -9,10 +9,13 @@
 //!   than either side would); pure.
 //! - [`plan`]: which stored keys move after a membership change, grouped by new owner, in bounded
 //!   batches; pure.
-//! - [`run`]: the thin I/O: the background task that runs one pass per membership change
+//! - `tasks::handoff`: the thin I/O: the background task that runs one pass per membership change
 //!   (debounced, one at a time), the graceful-leave sequence, and the snapshot at start and stop.
-//! - [`service`]: the receiving side, which takes buckets only from members and only those that
-//!   pass [`check`] (no bucket outlives its window, no count exceeds its capacity).
+//! - `tasks::handoff_service`: the receiving side, which takes buckets only from members and only
+//!   those that pass [`check`] (no bucket outlives its window, no count exceeds its capacity).
+//!
+//! Those two hold the `Router` and so live above it, in `tasks`; this module is the state and the
+//! pure rules the router consults, below it.
 //! - [`snapshot`]: the optional on-disk copy of the store (`GUBER_SNAPSHOT_PATH`).
 //!
 //! [`HandoffState`] is what request handling consults while a transition is under way (see
@@ -25,8 +28,6 @@
 pub mod check;
 pub mod merge;
 pub mod plan;
-pub mod run;
-pub mod service;
 pub mod snapshot;
 pub mod wire;
 
@@ -36,11 +37,12 @@ pub use crate::proto::ringlimit_v1 as pb;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::mutex::lock;
 use crate::peers::Ring;
 use crate::request::LimitKey;
 
@@ -133,13 +135,6 @@ impl Default for HandoffState {
             progress: watch::Sender::new(0),
             pass: tokio::sync::Mutex::new(()),
         }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use crate::algorithms::Bucket;
-use crate::peers::budget::{MessageBudget, chunk, framed_len};
+use crate::batching::budget::{MessageBudget, chunk, framed_len};
 use crate::peers::{PeerInfo, Ring};
 use crate::request::LimitKey;
 

@@ -4,7 +4,6 @@
 //! `google.rpc.Status` JSON shape with the HTTP status grpc-gateway derives from the gRPC code.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,14 +16,14 @@ use tonic::Code;
 
 use super::json;
 use crate::error::CallError;
-use crate::grpc::{Surface, method, observe};
+use crate::grpc::{Surface, method, observed};
 use crate::node::Node;
 use crate::proto;
 
 /// The gateway's routes for `node`, accepting bodies of at most `max_body_bytes`.
 pub fn router(node: Arc<Node>, max_body_bytes: usize) -> Router {
     Router::new()
-        .merge(crate::admin::http::routes(Arc::clone(node.router())))
+        .merge(crate::admin_views::http::routes(Arc::clone(node.router())))
         .merge(super::probes::routes(Arc::clone(&node)))
         .route("/v1/GetRateLimits", post(get_rate_limits))
         .route("/v1/HealthCheck", get(health_check))
@@ -50,16 +49,8 @@ async fn get_rate_limits(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let result = answer_get_rate_limits(&state, &headers, body).await;
-    observe(
-        &state.node,
-        method::GET_RATE_LIMITS,
-        Surface::Http,
-        started,
-        &result,
-    );
-    match result {
+    let call = answer_get_rate_limits(&state, &headers, body);
+    match observed(&state.node, method::GET_RATE_LIMITS, Surface::Http, call).await {
         Ok(responses) => json_response(
             StatusCode::OK,
             json::encode_get_rate_limits_resp(&proto::GetRateLimitsResp { responses }),
@@ -94,32 +85,16 @@ async fn answer_get_rate_limits(
 }
 
 async fn health_check(State(state): State<GatewayState>) -> Response {
-    let started = Instant::now();
-    let result = state.node.health_check();
-    observe(
-        &state.node,
-        method::HEALTH_CHECK,
-        Surface::Http,
-        started,
-        &result,
-    );
-    match result {
+    let call = async { state.node.health_check() };
+    match observed(&state.node, method::HEALTH_CHECK, Surface::Http, call).await {
         Ok(health) => json_response(StatusCode::OK, json::encode_health_check_resp(&health)),
         Err(error) => error_response(&GatewayError::Call(error)),
     }
 }
 
 async fn live_check(State(state): State<GatewayState>) -> Response {
-    let started = Instant::now();
-    let result = state.node.live_check();
-    observe(
-        &state.node,
-        method::LIVE_CHECK,
-        Surface::Http,
-        started,
-        &result,
-    );
-    match result {
+    let call = async { state.node.live_check() };
+    match observed(&state.node, method::LIVE_CHECK, Surface::Http, call).await {
         Ok(()) => json_response(StatusCode::OK, json::encode_live_check_resp()),
         Err(error) => error_response(&GatewayError::Call(error)),
     }
@@ -242,6 +217,25 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Refusals as the HTTP gateway's JSON errors (`RESOURCE_EXHAUSTED` is 429, `DEADLINE_EXCEEDED`
+/// is 504).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRejection;
+
+impl crate::limits::Rejection<axum::body::Body> for HttpRejection {
+    fn reject(error: &CallError) -> http::Response<axum::body::Body> {
+        let code = error.code();
+        let body = json::encode_error(code as i32, &error.to_string());
+        let mut response = http::Response::new(axum::body::Body::from(body));
+        *response.status_mut() = http_status_for(code);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The tower layer that applies [`Admission`] and per-call deadlines to a server.
 //!
 //! The same layer wraps the tonic server and the axum gateway; only the way a refusal is written
-//! differs ([`GrpcRejection`]: a gRPC status; [`HttpRejection`]: grpc-gateway's JSON error with its
-//! HTTP status). It runs before any decoding, so a refused call costs almost nothing.
+//! differs ([`GrpcRejection`]: a gRPC status; the gateway's `http::gateway::HttpRejection`:
+//! grpc-gateway's JSON error with its HTTP status, kept with the gateway so limits depend on no
+//! surface). It runs before any decoding, so a refused call costs almost nothing.
 //!
 //! Every call takes an admission slot from the pool its path belongs to ([`classify`]): clients'
 //! calls (every RPC and route: `/v1/*`, `/allow`, `/metrics`, `/admin/*`, reflection) from the
@@ -36,25 +37,6 @@ pub struct GrpcRejection;
 impl Rejection<tonic::body::Body> for GrpcRejection {
     fn reject(error: &CallError) -> http::Response<tonic::body::Body> {
         tonic::Status::from(error.clone()).into_http()
-    }
-}
-
-/// Refusals as the HTTP gateway's JSON errors (`RESOURCE_EXHAUSTED` is 429, `DEADLINE_EXCEEDED`
-/// is 504).
-#[derive(Debug, Clone, Copy)]
-pub struct HttpRejection;
-
-impl Rejection<axum::body::Body> for HttpRejection {
-    fn reject(error: &CallError) -> http::Response<axum::body::Body> {
-        let code = error.code();
-        let body = crate::http::json::encode_error(code as i32, &error.to_string());
-        let mut response = http::Response::new(axum::body::Body::from(body));
-        *response.status_mut() = crate::http::gateway::http_status_for(code);
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        response
     }
 }
 

@@ -20,6 +20,59 @@
 //! Input limits on the request itself (message size, key and name length, i64 ranges) live where
 //! requests are decoded and validated: [`crate::request`], [`crate::http::gateway`], [`crate::grpc`].
 
+/// Implements `AsyncWrite` and tonic's `Connected` for a connection wrapper `$wrapper<T>` by
+/// passing both straight to its `io` field: the wrappers here change how a connection is read or
+/// how long it lives, never what is written or where it came from.
+macro_rules! pass_writes_and_connect_info_to_io {
+    ($wrapper:ident) => {
+        impl<T: ::tokio::io::AsyncWrite + Unpin> ::tokio::io::AsyncWrite for $wrapper<T> {
+            fn poll_write(
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &[u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                ::std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                ::std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.io.is_write_vectored()
+            }
+
+            fn poll_flush(
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.io).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+            }
+        }
+
+        impl<T: ::tonic::transport::server::Connected> ::tonic::transport::server::Connected
+            for $wrapper<T>
+        {
+            type ConnectInfo = T::ConnectInfo;
+
+            fn connect_info(&self) -> Self::ConnectInfo {
+                self.io.connect_info()
+            }
+        }
+    };
+}
+
 pub mod admission;
 pub mod classify;
 pub mod connections;
@@ -31,4 +84,4 @@ pub mod nodelay;
 
 pub use admission::{Admission, AdmissionPools};
 pub use connections::ConnectionLimit;
-pub use layer::{CallLimitsLayer, GrpcRejection, HttpRejection};
+pub use layer::{CallLimitsLayer, GrpcRejection, Rejection};

@@ -11,13 +11,28 @@ pub mod process;
 pub mod summary;
 pub mod window;
 
-use crate::peers::auth::PeerService;
+use crate::peer_auth::PeerService;
 use crate::request::ItemError;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The fully qualified gRPC method names, as metrics label them (the handlers in `grpc` and
+/// `http` observe under them; kept here so the metrics depend on no surface).
+pub mod method {
+    /// `V1.GetRateLimits`.
+    pub const GET_RATE_LIMITS: &str = "/pb.gubernator.V1/GetRateLimits";
+    /// `V1.HealthCheck`.
+    pub const HEALTH_CHECK: &str = "/pb.gubernator.V1/HealthCheck";
+    /// `V1.LiveCheck`.
+    pub const LIVE_CHECK: &str = "/pb.gubernator.V1/LiveCheck";
+    /// `PeersV1.GetPeerRateLimits`.
+    pub const GET_PEER_RATE_LIMITS: &str = "/pb.gubernator.PeersV1/GetPeerRateLimits";
+    /// `PeersV1.UpdatePeerGlobals`.
+    pub const UPDATE_PEER_GLOBALS: &str = "/pb.gubernator.PeersV1/UpdatePeerGlobals";
+}
 
 /// Gubernator's quantiles of `gubernator_grpc_request_duration` (its `Objectives` 0.5 and 0.99).
 pub const REQUEST_DURATION_QUANTILES: [f64; 2] = [0.5, 0.99];
@@ -27,11 +42,11 @@ pub const CHECK_ERROR_FORWARD_FAILED: &str = "forward_failed";
 
 /// The methods `gubernator_grpc_request_counts` and the durations are recorded under.
 const KNOWN_METHODS: [&str; 5] = [
-    crate::grpc::method::GET_RATE_LIMITS,
-    crate::grpc::method::HEALTH_CHECK,
-    crate::grpc::method::LIVE_CHECK,
-    crate::grpc::method::GET_PEER_RATE_LIMITS,
-    crate::grpc::method::UPDATE_PEER_GLOBALS,
+    method::GET_RATE_LIMITS,
+    method::HEALTH_CHECK,
+    method::LIVE_CHECK,
+    method::GET_PEER_RATE_LIMITS,
+    method::UPDATE_PEER_GLOBALS,
 ];
 
 /// The node's metrics and the registry they are served from.
@@ -717,10 +732,7 @@ impl BoundedLabel {
         if value.len() > MAX_LABEL_BYTES || value == OTHER_LABEL {
             return OTHER_LABEL;
         }
-        let mut seen = match self.seen.lock() {
-            Ok(seen) => seen,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = crate::mutex::lock(&self.seen);
         if seen.contains(value) {
             return value;
         }

@@ -153,10 +153,7 @@ impl SummaryVec {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Series>> {
-        match self.inner.series.lock() {
-            Ok(series) => series,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::mutex::lock(&self.inner.series)
     }
 }
 

@@ -135,12 +135,7 @@ impl SlidingQuantiles {
     }
 
     fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
+        crate::xorshift::next(&mut self.rng)
     }
 }
 

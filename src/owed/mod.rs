@@ -13,7 +13,7 @@
 pub mod pending;
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -22,7 +22,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
 use crate::batching::ForwardError;
-use crate::peers::budget::{Chunks, MessageBudget, chunk, framed_len};
+use crate::batching::budget::{Chunks, MessageBudget, chunk, framed_len};
+use crate::mutex::lock;
 use crate::proto;
 use crate::request::LimitKey;
 pub use pending::{Added, PendingHits};
@@ -99,14 +100,6 @@ impl Ledger {
     /// Wakes the reconciler now.
     pub fn wake(&self) {
         self.wake.notify_one();
-    }
-}
-
-/// Locks `mutex`, recovering it if a holder panicked (the data is counters and queues).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

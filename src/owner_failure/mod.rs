@@ -16,8 +16,6 @@
 //! Under `local`, while the owner is unreachable every node that receives a key admits up to its
 //! limit per window from its own fallback bucket; `docs/reliability.md` states the bound.
 
-pub mod reconcile;
-
 use std::sync::Arc;
 use std::time::Duration;
 

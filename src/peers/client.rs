@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tonic::transport::Endpoint;
 
+use crate::batching::budget::MessageBudget;
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
 use crate::metrics::{DropReason, DroppedMessage, Metrics};
-use crate::peers::auth::{self, PeerChannel};
-use crate::peers::budget::MessageBudget;
+use crate::peer_auth::{self, PeerChannel};
 use crate::peers::liveness::{Admission, Failure, LivenessConfig, MonotonicClock, PeerLiveness};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
 use crate::telemetry::{self, PeerCall};
@@ -33,7 +33,7 @@ pub struct PeerClientOptions {
     /// TLS for peer calls (`None`: plaintext).
     pub tls: Option<crate::tls::connector::TlsConnector>,
     /// The peer secret sent on every call to another node (`GUBER_PEER_SECRET`), if configured.
-    pub secret: Option<crate::peers::auth::PeerSecret>,
+    pub secret: Option<crate::peer_auth::PeerSecret>,
 }
 
 /// The clients of every peer this node forwards to, keyed by gRPC address.
@@ -302,7 +302,7 @@ impl PeerClients {
             Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
             None => endpoint.connect_lazy(),
         };
-        auth::peer_channel(channel, self.options.secret.clone())
+        peer_auth::peer_channel(channel, self.options.secret.clone())
     }
 
     fn connect(&self, address: &str) -> Result<PeerClient, ForwardError> {

@@ -26,20 +26,14 @@ impl PeerFailures {
 
     /// Records that a call to `peer` failed at `now` with `reason`.
     pub fn record(&self, peer: &str, reason: &str, now: Instant) {
-        let mut last = match self.last.lock() {
-            Ok(last) => last,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut last = crate::mutex::lock(&self.last);
         last.insert(peer.to_string(), (now, reason.to_string()));
     }
 
     /// The failures within the window at `now` of the peers `is_member` accepts, as one message
     /// (`peer: reason | peer: reason`), or `None` when there are none.
     pub fn recent(&self, now: Instant, is_member: impl Fn(&str) -> bool) -> Option<String> {
-        let mut last = match self.last.lock() {
-            Ok(last) => last,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut last = crate::mutex::lock(&self.last);
         last.retain(|_, (at, _)| now.saturating_duration_since(*at) < self.window);
         let mut messages: Vec<String> = last
             .iter()

@@ -264,10 +264,7 @@ impl PeerLiveness {
     }
 
     fn lock(&self) -> MutexGuard<'_, LivenessTable> {
-        match self.table.lock() {
-            Ok(table) => table,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::mutex::lock(&self.table)
     }
 }
 

@@ -4,8 +4,6 @@
 //! as membership changes, and every replacement rebuilds the consistent-hash [`Ring`] of the local
 //! data center's peers. Routing and health answers read one consistent [`Membership`] snapshot.
 
-pub mod auth;
-pub mod budget;
 pub mod client;
 pub mod discovery;
 pub mod failures;
@@ -132,10 +130,7 @@ impl PeerList {
             return true;
         }
         let now = Instant::now();
-        let departed = match self.departed.lock() {
-            Ok(departed) => departed,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let departed = crate::mutex::lock(&self.departed);
         departed.iter().any(|(peer, left)| {
             peer == address && now.saturating_duration_since(*left) < RECENT_MEMBER_TTL
         })
@@ -144,10 +139,7 @@ impl PeerList {
     /// Remembers the peers of `before` that `after` no longer holds.
     fn remember_departed(&self, before: &[PeerInfo], after: &[PeerInfo]) {
         let now = Instant::now();
-        let mut departed = match self.departed.lock() {
-            Ok(departed) => departed,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut departed = crate::mutex::lock(&self.departed);
         departed.retain(|(peer, left)| {
             now.saturating_duration_since(*left) < RECENT_MEMBER_TTL
                 && !after.iter().any(|member| &member.grpc_address == peer)

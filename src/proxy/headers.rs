@@ -125,6 +125,20 @@ fn set(headers: &mut HeaderMap, name: &str, value: &str) {
     }
 }
 
+/// A response of `status` with the JSON `body` (the proxy's answers and `/allow`'s).
+pub fn json_response(status: http::StatusCode, body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

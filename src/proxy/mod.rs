@@ -34,8 +34,9 @@ pub use metrics::ProxyMetrics;
 pub use rules::{RuleLimit, Rules};
 pub use server::{ProxyError, RunningProxy, start};
 
-/// What to do when the cluster cannot decide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// What to do when the cluster cannot decide (`GUBER_PROXY_ON_CLUSTER_ERROR`; the command line's
+/// parser of it is the binary's, so the library knows nothing of clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureMode {
     /// Let the request through, without `RateLimit-*` headers.
     Open,

@@ -14,8 +14,8 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, Version, header};
+use axum::response::Response;
+use http::{StatusCode, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::decider::DecideError;
 use super::headers::{
-    add_rate_limit_headers, error_body, rate_limited_body, remove_hop_by_hop,
+    add_rate_limit_headers, error_body, json_response, rate_limited_body, remove_hop_by_hop,
     upstream_request_headers,
 };
 use super::metrics::{ProxyMetrics, RequestOutcome, UpstreamResult};
@@ -194,7 +194,7 @@ async fn handle(
                     FailureMode::Closed => {
                         metrics.request(RequestOutcome::ClusterErrorClosed);
                         tracing::warn!(%error, "refusing a request (fail-closed)");
-                        return json(
+                        return json_response(
                             StatusCode::SERVICE_UNAVAILABLE,
                             error_body("rate_limiter_unavailable", &error.to_string()),
                         );
@@ -208,7 +208,7 @@ async fn handle(
         Ok(uri) => uri,
         Err(error) => {
             metrics.upstream(UpstreamResult::BadPath, None);
-            return json(
+            return json_response(
                 StatusCode::BAD_REQUEST,
                 error_body("bad_request", &format!("cannot forward this path: {error}")),
             );
@@ -235,14 +235,14 @@ async fn handle(
         Ok(Err(error)) => {
             if let Some(timeout) = body_timeout_in(&error) {
                 metrics.upstream(UpstreamResult::ClientBodyTimeout, None);
-                return json(
+                return json_response(
                     StatusCode::REQUEST_TIMEOUT,
                     error_body("request_timeout", &timeout.to_string()),
                 );
             }
             metrics.upstream(UpstreamResult::BadGateway, None);
             tracing::warn!(error = %chain(&error), "upstream request failed");
-            return json(
+            return json_response(
                 StatusCode::BAD_GATEWAY,
                 error_body(
                     "bad_gateway",
@@ -256,7 +256,7 @@ async fn handle(
         }
         Err(_) => {
             metrics.upstream(UpstreamResult::Timeout, None);
-            return json(
+            return json_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 error_body(
                     "gateway_timeout",
@@ -277,7 +277,7 @@ async fn handle(
 
 /// `400 invalid_api_key`: the key header cannot be a limit key. Never forwarded.
 fn invalid_api_key(config: &ProxyConfig, reason: &str) -> Response {
-    json(
+    json_response(
         StatusCode::BAD_REQUEST,
         error_body(
             "invalid_api_key",
@@ -293,28 +293,16 @@ fn rejected_item(config: &ProxyConfig, error: &DecideError) -> Response {
         return invalid_api_key(config, &format!("cannot be a limit key: {error}"));
     }
     tracing::error!(%error, "the cluster refuses the proxy's limit item; check the rules and GUBER_MAX_KEY_LENGTH");
-    json(
+    json_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         error_body("rate_limit_item_rejected", &error.to_string()),
     )
 }
 
 fn too_many_requests(outcome: &Outcome) -> Response {
-    let mut response = json(StatusCode::TOO_MANY_REQUESTS, rate_limited_body(outcome));
+    let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, rate_limited_body(outcome));
     add_rate_limit_headers(response.headers_mut(), outcome);
     response
-}
-
-fn json(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
 }
 
 /// An error and its causes, `outer: inner: innermost`.

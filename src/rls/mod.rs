@@ -40,7 +40,6 @@ pub mod service;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::ServerConfig;
 use crate::node::Node;
 
 /// The RLS of a node: the service and its configuration state.
@@ -51,30 +50,25 @@ pub struct Rls {
     pub state: Arc<reload::RlsState>,
 }
 
-/// The service options a node's configuration gives (`GUBER_RLS_*`).
-pub fn options(config: &ServerConfig) -> decide::Options {
-    decide::Options {
-        global_shadow_mode: config.rls_shadow_mode,
-        stop_increment_when_over_limit: config.rls_stop_increment_when_over_limit,
-        headers: config.rls_response_headers,
-        near_limit_ratio: config.rls_near_limit_ratio,
-    }
+/// What a node's RLS is started with (`GUBER_RLS_*`; translated from the node's configuration by
+/// `config::options`, so this module knows nothing of the command line).
+#[derive(Debug, Clone)]
+pub struct RlsOptions {
+    /// The configuration file (`GUBER_RLS_CONFIG`), if any.
+    pub config_path: Option<PathBuf>,
+    /// The service's answering options.
+    pub service: decide::Options,
 }
 
-/// Loads `GUBER_RLS_CONFIG` (an error fails the start) and builds the service over `node`.
-pub fn start(config: &ServerConfig, node: &Arc<Node>) -> Result<Rls, config::ConfigError> {
-    let source = config
-        .rls_config
-        .as_deref()
-        .map(str::trim)
-        .filter(|path| !path.is_empty())
-        .map(PathBuf::from);
+/// Loads the configuration file (an error fails the start) and builds the service over `node`.
+pub fn start(options: RlsOptions, node: &Arc<Node>) -> Result<Rls, config::ConfigError> {
+    let source = options.config_path;
     let metrics = Arc::new(metrics::RlsMetrics::new(node.metrics()));
     let state = Arc::new(reload::RlsState::load(source, metrics)?);
     let service = Arc::new(service::RlsService::new(
         Arc::clone(node),
         Arc::clone(&state),
-        options(config),
+        options.service,
     ));
     Ok(Rls { service, state })
 }

@@ -128,12 +128,8 @@ impl LimitStore {
             .get_mut(hash, &key.name, &key.unique_key)
             .filter(|bucket| !bucket.is_expired(now_ms))?;
         let evaluation = algorithms::evaluate(Some(bucket), request, now_ms);
-        match evaluation.next {
-            Next::Unchanged => {}
-            Next::Put(next) => *bucket = next,
-            Next::Remove => {
-                shard.remove(hash, &key.name, &key.unique_key);
-            }
+        if update_in_place(bucket, evaluation.next) {
+            shard.remove(hash, &key.name, &key.unique_key);
         }
         Some(Applied {
             decision: evaluation.decision,
@@ -191,12 +187,8 @@ impl LimitStore {
         if let Some(bucket) = shard.get_mut(hash, &key.name, &key.unique_key) {
             let hit = !bucket.is_expired(now_ms);
             let evaluation = algorithms::evaluate(Some(bucket), request, now_ms);
-            match evaluation.next {
-                Next::Unchanged => {}
-                Next::Put(next) => *bucket = next,
-                Next::Remove => {
-                    shard.remove(hash, &key.name, &key.unique_key);
-                }
+            if update_in_place(bucket, evaluation.next) {
+                shard.remove(hash, &key.name, &key.unique_key);
             }
             return Applied {
                 decision: evaluation.decision,
@@ -349,6 +341,20 @@ fn shard_capacities(capacity: u64, shards: usize) -> impl Iterator<Item = usize>
     let base = capacity / shards_u64;
     let extra = capacity % shards_u64;
     (0..shards_u64).map(move |i| usize::try_from(base + u64::from(i < extra)).unwrap_or(usize::MAX))
+}
+
+/// Makes the stored `bucket` what its evaluation decided (`next`); `true` when it must be removed
+/// instead, which the caller does (it holds the shard the bucket is borrowed from).
+#[inline]
+fn update_in_place(bucket: &mut Bucket, next: Next) -> bool {
+    match next {
+        Next::Unchanged => false,
+        Next::Put(next) => {
+            *bucket = next;
+            false
+        }
+        Next::Remove => true,
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //!
 //! A request that a node forwards to the key's owner is two RPCs on two machines; a latency
 //! problem is only visible when both appear in one trace. So every node-to-node call carries
-//! `traceparent` (injected by the peers' channel, [`crate::peers::auth::PeerChannel`], the one
+//! `traceparent` (injected by the peers' channel, [`crate::peer_auth::PeerChannel`], the one
 //! channel every node-to-node client uses), and every inbound call continues the trace it names
 //! (from a client or a peer).
 //!

@@ -11,13 +11,12 @@
 //! - **PeersV1 is for peers.** With `GUBER_TLS_CLIENT_AUTH=require-and-verify` a connection without a
 //!   valid client certificate fails its handshake. With `request` the handshake accepts clients
 //!   without a certificate (a presented one must still verify), so V1 stays open to them, and
-//!   the peer plane's gate ([`crate::peers::auth`]) refuses their peer RPCs with `UNAUTHENTICATED`.
+//!   the peer plane's gate ([`crate::peer_auth`]) refuses their peer RPCs with `UNAUTHENTICATED`.
 //! - **Errors name the setting.** A missing file, a file without PEM, a key that does not match its
 //!   certificate, or an inconsistent combination stops the start with one line naming the variable.
 
 pub mod acceptor;
 pub mod auto;
-pub mod client_args;
 pub mod connector;
 pub mod pem;
 
@@ -25,13 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use clap::ValueEnum;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-use crate::config::ServerConfig;
 
 /// How long a client may take to complete its TLS handshake before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,13 +36,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HANDSHAKES: usize = 1024;
 
 /// Whether the TLS ports ask clients for a certificate (`GUBER_TLS_CLIENT_AUTH`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
     /// No client certificates: anyone who reaches the port may call it (PeersV1 included).
     None,
     /// Ask for a client certificate and verify it when given; clients without one may call V1, but
     /// not PeersV1. (Gubernator's `request-cert` and `verify-cert` are accepted as aliases.)
-    #[value(alias = "request-cert", alias = "verify-cert")]
     Request,
     /// Every connection must present a certificate signed by the client CA (mTLS).
     RequireAndVerify,
@@ -54,17 +49,34 @@ pub enum ClientAuth {
 
 /// The oldest TLS version accepted and offered (`GUBER_TLS_MIN_VERSION`). rustls implements
 /// TLS 1.2 and 1.3 only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMinVersion {
     /// TLS 1.2 and 1.3.
-    #[value(name = "1.2")]
     Tls12,
     /// TLS 1.3 only.
-    #[value(name = "1.3")]
     Tls13,
 }
 
+impl ClientAuth {
+    /// The mode as `GUBER_TLS_CLIENT_AUTH` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Request => "request",
+            Self::RequireAndVerify => "require-and-verify",
+        }
+    }
+}
+
 impl TlsMinVersion {
+    /// The version as `GUBER_TLS_MIN_VERSION` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tls12 => "1.2",
+            Self::Tls13 => "1.3",
+        }
+    }
+
     /// The rustls protocol versions this allows.
     pub fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
         static TLS12_AND_13: [&rustls::SupportedProtocolVersion; 2] =
@@ -83,9 +95,14 @@ pub fn parse_client_auth(text: &str) -> Result<ClientAuth, String> {
     if text.is_empty() {
         return Ok(ClientAuth::None);
     }
-    ClientAuth::from_str(text, true).map_err(|_| {
-        format!("'{text}' is not a client-auth mode (none, request, require-and-verify)")
-    })
+    match text.to_ascii_lowercase().as_str() {
+        "none" => Ok(ClientAuth::None),
+        "request" | "request-cert" | "verify-cert" => Ok(ClientAuth::Request),
+        "require-and-verify" => Ok(ClientAuth::RequireAndVerify),
+        _ => Err(format!(
+            "'{text}' is not a client-auth mode (none, request, require-and-verify)"
+        )),
+    }
 }
 
 /// Parses `GUBER_TLS_MIN_VERSION` (`1.2` or `1.3`, optionally `tls` prefixed); empty means `1.2`.
@@ -150,6 +167,40 @@ pub enum TlsError {
     Generate(rcgen::Error),
 }
 
+/// The node's `GUBER_TLS_*` settings as given, before they are checked ([`TlsSettings`]);
+/// translated from the node's configuration by `config::options`, so TLS knows nothing of the
+/// command line. A variable set to the empty string counts as unset.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// `GUBER_TLS_CERT`.
+    pub cert: Option<String>,
+    /// `GUBER_TLS_KEY`.
+    pub key: Option<String>,
+    /// `GUBER_TLS_AUTO`.
+    pub auto: bool,
+    /// `GUBER_TLS_CA`.
+    pub ca: Option<String>,
+    /// `GUBER_TLS_CLIENT_AUTH`.
+    pub client_auth: ClientAuth,
+    /// `GUBER_TLS_CLIENT_AUTH_CA_CERT`.
+    pub client_auth_ca_cert: Option<String>,
+    /// `GUBER_TLS_CLIENT_AUTH_CERT`.
+    pub client_auth_cert: Option<String>,
+    /// `GUBER_TLS_CLIENT_AUTH_KEY`.
+    pub client_auth_key: Option<String>,
+    /// `GUBER_TLS_CLIENT_AUTH_SERVER_NAME`.
+    pub client_auth_server_name: Option<String>,
+    /// `GUBER_TLS_INSECURE_SKIP_VERIFY`.
+    pub insecure_skip_verify: bool,
+    /// `GUBER_TLS_MIN_VERSION`.
+    pub min_version: TlsMinVersion,
+    /// The address this node advertises to peers (`GUBER_ADVERTISE_ADDRESS`, else the gRPC
+    /// address); its host names `GUBER_TLS_AUTO`'s certificate.
+    pub advertise_address: String,
+    /// Whether this node discovers peers (it will call them, so their certificates need a CA).
+    pub has_peers: bool,
+}
+
 /// Where this node's own certificate comes from.
 #[derive(Debug, Clone)]
 enum IdentitySource {
@@ -187,10 +238,10 @@ fn conflict(variable: &'static str, reason: impl Into<String>) -> TlsError {
 impl TlsSettings {
     /// The TLS settings of `config`: `None` when TLS is off (no `GUBER_TLS_CERT`, no
     /// `GUBER_TLS_AUTO`), an error naming the variable for an inconsistent combination.
-    pub fn from_config(config: &ServerConfig) -> Result<Option<Self>, TlsError> {
-        let cert = set(&config.tls_cert);
-        let key = set(&config.tls_key);
-        let identity = match (cert, key, config.tls_auto) {
+    pub fn from_config(config: &TlsConfig) -> Result<Option<Self>, TlsError> {
+        let cert = set(&config.cert);
+        let key = set(&config.key);
+        let identity = match (cert, key, config.auto) {
             (Some(_), _, true) | (None, Some(_), true) => {
                 return Err(conflict(
                     "GUBER_TLS_AUTO",
@@ -218,28 +269,28 @@ impl TlsSettings {
             }),
             (None, None, false) => None,
         };
-        let client_cert = set(&config.tls_client_auth_cert);
-        let client_key = set(&config.tls_client_auth_key);
+        let client_cert = set(&config.client_auth_cert);
+        let client_key = set(&config.client_auth_key);
         let Some(identity) = identity else {
             let tls_only = [
-                ("GUBER_TLS_CA", set(&config.tls_ca).is_some()),
+                ("GUBER_TLS_CA", set(&config.ca).is_some()),
                 (
                     "GUBER_TLS_CLIENT_AUTH",
-                    config.tls_client_auth != ClientAuth::None,
+                    config.client_auth != ClientAuth::None,
                 ),
                 (
                     "GUBER_TLS_CLIENT_AUTH_CA_CERT",
-                    set(&config.tls_client_auth_ca_cert).is_some(),
+                    set(&config.client_auth_ca_cert).is_some(),
                 ),
                 ("GUBER_TLS_CLIENT_AUTH_CERT", client_cert.is_some()),
                 ("GUBER_TLS_CLIENT_AUTH_KEY", client_key.is_some()),
                 (
                     "GUBER_TLS_CLIENT_AUTH_SERVER_NAME",
-                    set(&config.tls_client_auth_server_name).is_some(),
+                    set(&config.client_auth_server_name).is_some(),
                 ),
                 (
                     "GUBER_TLS_INSECURE_SKIP_VERIFY",
-                    config.tls_insecure_skip_verify,
+                    config.insecure_skip_verify,
                 ),
             ];
             if let Some((variable, _)) = tls_only.iter().find(|(_, is_set)| *is_set) {
@@ -266,9 +317,9 @@ impl TlsSettings {
             }
             (None, None) => None,
         };
-        let ca = set(&config.tls_ca).map(str::to_string);
-        let client_auth_ca = set(&config.tls_client_auth_ca_cert).map(str::to_string);
-        if config.tls_client_auth != ClientAuth::None && ca.is_none() && client_auth_ca.is_none() {
+        let ca = set(&config.ca).map(str::to_string);
+        let client_auth_ca = set(&config.client_auth_ca_cert).map(str::to_string);
+        if config.client_auth != ClientAuth::None && ca.is_none() && client_auth_ca.is_none() {
             return Err(conflict(
                 "GUBER_TLS_CLIENT_AUTH",
                 "needs GUBER_TLS_CA (or GUBER_TLS_CLIENT_AUTH_CA_CERT) to verify client certificates",
@@ -277,12 +328,12 @@ impl TlsSettings {
         Ok(Some(Self {
             identity,
             ca,
-            client_auth: config.tls_client_auth,
+            client_auth: config.client_auth,
             client_auth_ca,
             client_identity,
-            server_name: set(&config.tls_client_auth_server_name).map(str::to_string),
-            insecure_skip_verify: config.tls_insecure_skip_verify,
-            min_version: config.tls_min_version,
+            server_name: set(&config.client_auth_server_name).map(str::to_string),
+            insecure_skip_verify: config.insecure_skip_verify,
+            min_version: config.min_version,
         }))
     }
 
@@ -294,8 +345,8 @@ impl TlsSettings {
 }
 
 /// The host part of the advertise address, for `GUBER_TLS_AUTO`'s certificate names.
-fn advertise_host(config: &ServerConfig) -> Option<String> {
-    let address = config.advertise_address();
+fn advertise_host(config: &TlsConfig) -> Option<String> {
+    let address = config.advertise_address.as_str();
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
     let host = host.trim_matches(|c| c == '[' || c == ']');
     (!host.is_empty() && host != "0.0.0.0" && host != "::").then(|| host.to_string())
@@ -331,13 +382,10 @@ impl std::fmt::Debug for TlsState {
 }
 
 /// The TLS state of `config`, loaded: `None` when TLS is off.
-pub fn from_config(config: &ServerConfig) -> Result<Option<Arc<TlsState>>, TlsError> {
+pub fn from_config(config: &TlsConfig) -> Result<Option<Arc<TlsState>>, TlsError> {
     match TlsSettings::from_config(config)? {
         Some(settings) => {
-            if settings.ca.is_none()
-                && !settings.insecure_skip_verify
-                && config.peer_discovery_type != crate::config::DiscoveryType::None
-            {
+            if settings.ca.is_none() && !settings.insecure_skip_verify && config.has_peers {
                 tracing::warn!(
                     "GUBER_TLS_CA is not set: calls to peers cannot verify their certificates; \
                      set GUBER_TLS_CA (or GUBER_TLS_INSECURE_SKIP_VERIFY for tests)"
@@ -350,7 +398,7 @@ pub fn from_config(config: &ServerConfig) -> Result<Option<Arc<TlsState>>, TlsEr
 }
 
 /// Checks `config`'s TLS settings and files as the server would at start, without serving.
-pub fn check_config(config: &ServerConfig) -> Result<(), TlsError> {
+pub fn check_config(config: &TlsConfig) -> Result<(), TlsError> {
     if let Some(settings) = TlsSettings::from_config(config)? {
         TlsState::load(settings)?;
     }
@@ -622,11 +670,12 @@ mod tests {
             "--tls-auto",
         ])
         .unwrap();
+        let config = TlsConfig::from(&config);
         assert_eq!(advertise_host(&config).as_deref(), Some("10.1.2.3"));
         let settings = TlsSettings::from_config(&config).unwrap().unwrap();
         assert!(!settings.peers_require_client_certificate());
         let config =
             crate::config::server_config_from_args(["--grpc-address=0.0.0.0:1051"]).unwrap();
-        assert_eq!(advertise_host(&config), None);
+        assert_eq!(advertise_host(&TlsConfig::from(&config)), None);
     }
 }

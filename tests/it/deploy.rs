@@ -1344,8 +1344,10 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
         }
     }
     let config = ringlimit::config::server_config_from_args(args).expect("a valid configuration");
-    let settings = ringlimit::peers::discovery::k8s::K8sSettings::from_config(&config)
-        .expect("valid k8s settings");
+    let settings = ringlimit::peers::discovery::k8s::K8sSettings::from_config(
+        &ringlimit::peers::discovery::DiscoveryOptions::from(&config).k8s,
+    )
+    .expect("valid k8s settings");
     assert_eq!(settings.me_address(), "10.0.0.7:1051");
     assert_eq!(settings.namespace, "ringlimit");
     assert_eq!(

@@ -28,12 +28,12 @@ const SPEC_TEXT: &str = include_str!("../../docs/openapi.yaml");
 /// The gateway's source, read for its route table (`.route("/path", method(handler))`).
 const GATEWAY_SOURCE: &str = include_str!("../../src/http/gateway.rs");
 /// The admin views' source, read for their route table (merged into the gateway's router).
-const ADMIN_SOURCE: &str = include_str!("../../src/admin/http.rs");
+const ADMIN_SOURCE: &str = include_str!("../../src/admin_views/http.rs");
 /// The sources of the routes merged from other modules: the probes (into the gateway, before its
 /// method fallback), and r8limiter's `/allow` and its admin views (into the node's HTTP router).
 const PROBES_SOURCE: &str = include_str!("../../src/http/probes.rs");
 const ALLOW_SOURCE: &str = include_str!("../../src/allow/http.rs");
-const ALLOW_ADMIN_SOURCE: &str = include_str!("../../src/allow/admin.rs");
+const ALLOW_ADMIN_SOURCE: &str = include_str!("../../src/admin_views/resources.rs");
 /// Envoy RLS's HTTP face (`/json`, `/rlconfig`), merged into the node's HTTP router.
 const RLS_SOURCE: &str = include_str!("../../src/rls/http.rs");
 /// The RLS routes, which need a configuration to answer 200 (checked by

@@ -18,7 +18,7 @@ use ringlimit::config::server_config_from_args;
 use ringlimit::proto::{self, peers_v1_client::PeersV1Client, v1_client::V1Client};
 use ringlimit::server::RunningServer;
 use ringlimit::tls::connector::{ClientTlsOptions, TlsConnector, client_config};
-use ringlimit::tls::{TlsMinVersion, check_config};
+use ringlimit::tls::{TlsConfig, TlsMinVersion, check_config};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -643,7 +643,7 @@ fn tls_error(args: &[String]) -> String {
     ];
     all.extend_from_slice(args);
     let config = server_config_from_args(all).expect("the flags parse");
-    let error = check_config(&config).expect_err("the TLS settings are refused");
+    let error = check_config(&TlsConfig::from(&config)).expect_err("the TLS settings are refused");
     error.to_string()
 }
 
@@ -907,7 +907,7 @@ fn empty_tls_variables_mean_unset() {
             "--tls-key=",
         ])
         .expect("empty values parse");
-        check_config(&config).expect("TLS stays off");
+        check_config(&TlsConfig::from(&config)).expect("TLS stays off");
         config
     };
     assert_eq!(config.tls_client_auth, ringlimit::tls::ClientAuth::None);

@@ -16,8 +16,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::config::ServerConfig;
 use crate::peers::{PeerInfo, PeerList};
+
+/// What DNS discovery is started with (`GUBER_DNS_*`; built from the node's configuration by
+/// `config::options`).
+#[derive(Debug, Clone, Default)]
+pub struct DnsOptions {
+    /// `GUBER_DNS_FQDN`: the name whose A/AAAA records are the peers.
+    pub fqdn: Option<String>,
+    /// `GUBER_DNS_POLL_INTERVAL`.
+    pub poll_interval: Duration,
+}
 
 /// The shortest poll interval honored, so a zero interval does not spin.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -44,12 +53,12 @@ pub struct DnsDiscovery {
 impl DnsDiscovery {
     /// Resolves the name now and then every poll interval, keeping `peers` current.
     pub async fn start(
-        config: &ServerConfig,
+        config: &DnsOptions,
         me: PeerInfo,
         peers: PeerList,
     ) -> Result<Self, DnsError> {
         let fqdn = config
-            .dns_fqdn
+            .fqdn
             .as_deref()
             .map(str::trim)
             .filter(|name| !name.is_empty())
@@ -58,7 +67,7 @@ impl DnsDiscovery {
             })?
             .to_string();
         let port = grpc_port(&me.grpc_address)?;
-        let interval = config.dns_poll_interval.max(MIN_POLL_INTERVAL);
+        let interval = config.poll_interval.max(MIN_POLL_INTERVAL);
         let resolved = Arc::new(AtomicBool::new(false));
         resolved.store(poll_once(&fqdn, port, &me, &peers).await, Ordering::Relaxed);
         let (stop, mut stopped) = watch::channel(false);
@@ -216,7 +225,8 @@ mod tests {
     #[tokio::test]
     async fn a_missing_name_is_a_configuration_error() {
         let config = crate::config::server_config_from_args(["--peer-discovery-type=dns"]).unwrap();
-        let result = DnsDiscovery::start(&config, me(), PeerList::single(me())).await;
+        let options = super::super::DiscoveryOptions::from(&config).dns;
+        let result = DnsDiscovery::start(&options, me(), PeerList::single(me())).await;
         assert!(matches!(result, Err(DnsError::Config(_))));
     }
 

@@ -49,8 +49,33 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::config::ServerConfig;
 use crate::peers::{PeerInfo, PeerList};
+
+/// What etcd discovery is started with (`GUBER_ETCD_*`; built from the node's configuration by
+/// `config::options`, so discovery knows nothing of the command line).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    /// `GUBER_ETCD_ENDPOINTS`.
+    pub endpoints: Vec<String>,
+    /// `GUBER_ETCD_KEY_PREFIX`, used verbatim.
+    pub key_prefix: String,
+    /// `GUBER_ETCD_DIAL_TIMEOUT`.
+    pub dial_timeout: Duration,
+    /// `GUBER_ETCD_LEASE_TTL`.
+    pub lease_ttl: Duration,
+    /// `GUBER_ETCD_USER`.
+    pub user: Option<String>,
+    /// `GUBER_ETCD_PASSWORD`.
+    pub password: Option<String>,
+    /// `GUBER_ETCD_TLS_CERT`.
+    pub tls_cert: Option<String>,
+    /// `GUBER_ETCD_TLS_KEY`.
+    pub tls_key: Option<String>,
+    /// `GUBER_ETCD_TLS_CA`.
+    pub tls_ca: Option<String>,
+    /// `GUBER_ETCD_TLS_SKIP_VERIFY` (refused: etcd-client cannot skip verification).
+    pub tls_skip_verify: bool,
+}
 
 /// How long a single unary etcd call (grant, put, get, delete, revoke) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -252,12 +277,12 @@ impl EtcdDiscovery {
     /// node starts anyway (peer list: itself) and keeps retrying in the background. Only
     /// configuration errors fail the start.
     pub async fn start(
-        config: &ServerConfig,
+        config: &EtcdOptions,
         me: PeerInfo,
         peers: PeerList,
     ) -> Result<Self, EtcdError> {
         let endpoints: Vec<String> = config
-            .etcd_endpoints
+            .endpoints
             .iter()
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
@@ -270,11 +295,11 @@ impl EtcdDiscovery {
         let settings = Settings {
             endpoints,
             options: connect_options(config)?,
-            dial_timeout: config.etcd_dial_timeout.max(Duration::from_millis(100)),
-            prefix: config.etcd_key_prefix.clone(),
-            key: registration_key(&config.etcd_key_prefix, &me),
+            dial_timeout: config.dial_timeout.max(Duration::from_millis(100)),
+            prefix: config.key_prefix.clone(),
+            key: registration_key(&config.key_prefix, &me),
             value: encode_registration(&me),
-            ttl: lease_ttl_seconds(config.etcd_lease_ttl),
+            ttl: lease_ttl_seconds(config.lease_ttl),
         };
         let registered = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = watch::channel(false);
@@ -292,13 +317,13 @@ impl EtcdDiscovery {
             .is_err()
         {
             tracing::warn!(
-                endpoints = %config.etcd_endpoints.join(","),
+                endpoints = %config.endpoints.join(","),
                 "etcd is unreachable; serving with only this node and retrying in the background"
             );
         }
         Ok(Self {
             registered,
-            endpoints: config.etcd_endpoints.join(","),
+            endpoints: config.endpoints.join(","),
             stop,
             task,
         })
@@ -335,13 +360,13 @@ impl EtcdDiscovery {
 }
 
 /// Connection options from the configuration: dial timeout, auth and TLS.
-fn connect_options(config: &ServerConfig) -> Result<ConnectOptions, EtcdError> {
+fn connect_options(config: &EtcdOptions) -> Result<ConnectOptions, EtcdError> {
     let mut options = ConnectOptions::new()
-        .with_connect_timeout(config.etcd_dial_timeout.max(Duration::from_millis(100)))
+        .with_connect_timeout(config.dial_timeout.max(Duration::from_millis(100)))
         // HTTP/2 pings notice a dead connection; etcd refuses pings more often than every 5 s.
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-    if let Some(user) = config.etcd_user.as_deref().filter(|u| !u.is_empty()) {
-        options = options.with_user(user, config.etcd_password.clone().unwrap_or_default());
+    if let Some(user) = config.user.as_deref().filter(|u| !u.is_empty()) {
+        options = options.with_user(user, config.password.clone().unwrap_or_default());
     }
     if let Some(tls) = tls_options(config)? {
         options = options.with_tls(tls);
@@ -361,17 +386,17 @@ fn read_file(path: &str) -> Result<Vec<u8>, EtcdError> {
 }
 
 /// TLS options, when any TLS setting is given.
-fn tls_options(config: &ServerConfig) -> Result<Option<TlsOptions>, EtcdError> {
-    if config.etcd_tls_skip_verify {
+fn tls_options(config: &EtcdOptions) -> Result<Option<TlsOptions>, EtcdError> {
+    if config.tls_skip_verify {
         return Err(EtcdError::Config(
             "GUBER_ETCD_TLS_SKIP_VERIFY is not supported: the rustls transport always verifies \
              etcd's certificate; set GUBER_ETCD_TLS_CA to the CA that signed it instead"
                 .to_string(),
         ));
     }
-    let ca = non_empty(&config.etcd_tls_ca);
-    let cert = non_empty(&config.etcd_tls_cert);
-    let key = non_empty(&config.etcd_tls_key);
+    let ca = non_empty(&config.tls_ca);
+    let cert = non_empty(&config.tls_cert);
+    let key = non_empty(&config.tls_key);
     if ca.is_none() && cert.is_none() && key.is_none() {
         return Ok(None);
     }
@@ -726,10 +751,11 @@ mod tests {
         assert_eq!(backoff.next_delay(), Duration::from_millis(100));
     }
 
-    fn config(extra: &[&str]) -> ServerConfig {
+    fn config(extra: &[&str]) -> EtcdOptions {
         let mut args = vec!["--peer-discovery-type=etcd"];
         args.extend_from_slice(extra);
-        crate::config::server_config_from_args(args).unwrap()
+        let config = crate::config::server_config_from_args(args).unwrap();
+        super::super::DiscoveryOptions::from(&config).etcd
     }
 
     #[test]

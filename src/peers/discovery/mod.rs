@@ -10,7 +10,6 @@ pub mod etcd;
 pub mod health;
 pub mod k8s;
 
-use crate::config::{DiscoveryType, ServerConfig};
 use crate::metrics::Metrics;
 
 use super::{PeerInfo, PeerList};
@@ -34,6 +33,39 @@ pub enum DiscoveryError {
     #[cfg(feature = "k8s")]
     #[error(transparent)]
     K8s(#[from] k8s::K8sError),
+}
+
+/// Which discovery mechanism a node runs (`GUBER_PEER_DISCOVERY_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mechanism {
+    /// No discovery: a single node that owns every key.
+    #[default]
+    None,
+    /// A fixed list of peers from `GUBER_PEERS`.
+    Static,
+    /// Registration and watch in etcd.
+    Etcd,
+    /// A/AAAA records of `GUBER_DNS_FQDN`, polled.
+    Dns,
+    /// The Kubernetes API, watched.
+    K8s,
+}
+
+/// What discovery is started with: the mechanism and the settings of each (only the chosen one's
+/// are read). Built from the node's configuration by `config::options`, so discovery knows
+/// nothing of the command line.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryOptions {
+    /// The mechanism.
+    pub mechanism: Mechanism,
+    /// `GUBER_PEERS`, for [`Mechanism::Static`].
+    pub peers: Vec<String>,
+    /// For [`Mechanism::Etcd`].
+    pub etcd: etcd::EtcdOptions,
+    /// For [`Mechanism::Dns`].
+    pub dns: dns::DnsOptions,
+    /// For [`Mechanism::K8s`].
+    pub k8s: k8s::K8sOptions,
 }
 
 /// A running discovery mechanism.
@@ -73,32 +105,33 @@ impl DiscoveryHandle {
     }
 }
 
-/// Starts the discovery that `config` asks for, keeping `peers` current. `me` is this node as peers
+/// Starts the discovery that `options` ask for, keeping `peers` current. `me` is this node as peers
 /// should see it; discovery's own metrics go to `metrics`.
 pub async fn start(
-    config: &ServerConfig,
+    options: &DiscoveryOptions,
     me: PeerInfo,
     peers: PeerList,
     metrics: &Metrics,
 ) -> Result<DiscoveryHandle, DiscoveryError> {
-    match config.peer_discovery_type {
-        DiscoveryType::None => Ok(DiscoveryHandle::Fixed),
-        DiscoveryType::Static => {
-            peers.replace(static_peers(&config.peers, &me)?);
+    match options.mechanism {
+        Mechanism::None => Ok(DiscoveryHandle::Fixed),
+        Mechanism::Static => {
+            peers.replace(static_peers(&options.peers, &me)?);
             Ok(DiscoveryHandle::Fixed)
         }
-        DiscoveryType::Etcd => Ok(DiscoveryHandle::Etcd(
-            etcd::EtcdDiscovery::start(config, me, peers).await?,
+        Mechanism::Etcd => Ok(DiscoveryHandle::Etcd(
+            etcd::EtcdDiscovery::start(&options.etcd, me, peers).await?,
         )),
-        DiscoveryType::Dns => Ok(DiscoveryHandle::Dns(
-            dns::DnsDiscovery::start(config, me, peers).await?,
+        Mechanism::Dns => Ok(DiscoveryHandle::Dns(
+            dns::DnsDiscovery::start(&options.dns, me, peers).await?,
         )),
         #[cfg(feature = "k8s")]
-        DiscoveryType::K8s => Ok(DiscoveryHandle::K8s(
-            k8s::K8sDiscovery::start(config, me, peers, metrics.k8s_watch_errors.clone()).await?,
+        Mechanism::K8s => Ok(DiscoveryHandle::K8s(
+            k8s::K8sDiscovery::start(&options.k8s, me, peers, metrics.k8s_watch_errors.clone())
+                .await?,
         )),
         #[cfg(not(feature = "k8s"))]
-        DiscoveryType::K8s => {
+        Mechanism::K8s => {
             let _ = metrics;
             Err(DiscoveryError::Config(
                 "GUBER_PEER_DISCOVERY_TYPE=k8s: this build has no Kubernetes discovery \

@@ -34,18 +34,19 @@ pub mod settings;
 #[cfg(feature = "k8s")]
 mod watch;
 
-use crate::config::ServerConfig;
-pub use settings::{K8sSettings, SettingsError, Watched};
+use super::{DiscoveryOptions, Mechanism};
+pub use settings::{K8sOptions, K8sSettings, SettingsError, WatchMechanism, Watched};
 #[cfg(feature = "k8s")]
 pub use watch::{K8sDiscovery, K8sError, START_WAIT};
 
 /// This node's address under k8s discovery, when that is the configured mechanism.
-pub fn advertise_address(config: &ServerConfig) -> Result<Option<String>, SettingsError> {
-    if config.peer_discovery_type != crate::config::DiscoveryType::K8s {
+pub fn advertise_address(options: &DiscoveryOptions) -> Result<Option<String>, SettingsError> {
+    if options.mechanism != Mechanism::K8s {
         return Ok(None);
     }
-    let me = K8sSettings::from_config(config)?.me_address();
-    if let Some(advertise) = config
+    let me = K8sSettings::from_config(&options.k8s)?.me_address();
+    if let Some(advertise) = options
+        .k8s
         .advertise_address
         .as_deref()
         .filter(|a| !a.is_empty() && *a != me)

@@ -6,7 +6,42 @@
 
 use std::net::IpAddr;
 
-use crate::config::{ServerConfig, WatchMechanism};
+/// What Kubernetes discovery watches (`GUBER_K8S_WATCH_MECHANISM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMechanism {
+    /// The v1 Endpoints objects matching `GUBER_K8S_SELECTOR` (Gubernator's older default).
+    Endpoints,
+    /// The EndpointSlices of the Service `GUBER_K8S_SERVICE_NAME`.
+    Endpointslices,
+    /// The pods matching `GUBER_K8S_SELECTOR`.
+    Pods,
+}
+
+/// The `GUBER_K8S_*` settings as given, before they are checked ([`K8sSettings::from_config`]);
+/// built from the node's configuration by `config::options`.
+#[derive(Debug, Clone, Default)]
+pub struct K8sOptions {
+    /// `GUBER_K8S_NAMESPACE`.
+    pub namespace: String,
+    /// `GUBER_K8S_POD_IP`.
+    pub pod_ip: Option<String>,
+    /// `GUBER_K8S_POD_PORT`.
+    pub pod_port: Option<u16>,
+    /// `GUBER_GRPC_ADDRESS` (the pod port defaults to its port).
+    pub grpc_address: String,
+    /// `GUBER_ADVERTISE_ADDRESS` as configured (warned about when it differs from the pod's).
+    pub advertise_address: Option<String>,
+    /// `GUBER_K8S_SELECTOR`.
+    pub selector: Option<String>,
+    /// `GUBER_K8S_ENDPOINTS_SELECTOR` (Gubernator's older name of the selector).
+    pub endpoints_selector: Option<String>,
+    /// `GUBER_K8S_SERVICE_NAME`.
+    pub service_name: Option<String>,
+    /// `GUBER_K8S_WATCH_MECHANISM`; `None` picks the default.
+    pub watch_mechanism: Option<WatchMechanism>,
+    /// `GUBER_K8S_KUBECONFIG`.
+    pub kubeconfig: Option<String>,
+}
 
 /// A `GUBER_K8S_*` setting that is missing or wrong; the message names the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,12 +112,12 @@ impl K8sSettings {
     /// * The mechanism defaults to `endpointslices` when `GUBER_K8S_SERVICE_NAME` is set, else
     ///   `endpoints` (so both the older and the newer Gubernator Helm chart work unchanged).
     /// * `endpointslices` needs a service name; `endpoints` and `pods` need a selector.
-    pub fn from_config(config: &ServerConfig) -> Result<Self, SettingsError> {
-        let namespace = config.k8s_namespace.trim().to_string();
+    pub fn from_config(config: &K8sOptions) -> Result<Self, SettingsError> {
+        let namespace = config.namespace.trim().to_string();
         if namespace.is_empty() {
             return Err(error("GUBER_K8S_NAMESPACE", "must not be empty"));
         }
-        let pod_ip_text = non_empty(&config.k8s_pod_ip).ok_or_else(|| {
+        let pod_ip_text = non_empty(&config.pod_ip).ok_or_else(|| {
             error(
                 "GUBER_K8S_POD_IP",
                 "is required for k8s discovery (set it from the downward API: status.podIP)",
@@ -98,7 +133,7 @@ impl K8sSettings {
                     format!("'{pod_ip_text}' is not an IP address"),
                 )
             })?;
-        let pod_port = match config.k8s_pod_port {
+        let pod_port = match config.pod_port {
             Some(port) => port,
             None => config
                 .grpc_address
@@ -116,9 +151,9 @@ impl K8sSettings {
                 })?,
         };
         let selector =
-            non_empty(&config.k8s_selector).or_else(|| non_empty(&config.k8s_endpoints_selector));
-        let service = non_empty(&config.k8s_service_name);
-        let mechanism = config.k8s_watch_mechanism.unwrap_or(if service.is_some() {
+            non_empty(&config.selector).or_else(|| non_empty(&config.endpoints_selector));
+        let service = non_empty(&config.service_name);
+        let mechanism = config.watch_mechanism.unwrap_or(if service.is_some() {
             WatchMechanism::Endpointslices
         } else {
             WatchMechanism::Endpoints
@@ -176,7 +211,7 @@ impl K8sSettings {
             mechanism,
             watched,
             label_selector,
-            kubeconfig: non_empty(&config.k8s_kubeconfig),
+            kubeconfig: non_empty(&config.kubeconfig),
         })
     }
 
@@ -194,7 +229,7 @@ mod tests {
         let mut all = vec!["--peer-discovery-type=k8s", "--grpc-address=0.0.0.0:1051"];
         all.extend_from_slice(args);
         let config = crate::config::server_config_from_args(all).unwrap();
-        K8sSettings::from_config(&config)
+        K8sSettings::from_config(&crate::peers::discovery::DiscoveryOptions::from(&config).k8s)
     }
 
     #[test]

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use super::K8sOptions;
 use super::peers::{Change, WatchedObjects};
 use super::settings::{K8sSettings, SettingsError, Watched};
-use crate::config::ServerConfig;
 use crate::peers::discovery::etcd::Backoff;
 use crate::peers::{PeerInfo, PeerList};
 
@@ -67,7 +67,7 @@ impl K8sDiscovery {
     /// in-cluster service account), starts the watcher, and waits up to [`START_WAIT`] for the
     /// first list. `me` must already carry the pod address ([`K8sSettings::me_address`]).
     pub async fn start(
-        config: &ServerConfig,
+        config: &K8sOptions,
         me: PeerInfo,
         peers: PeerList,
         errors: IntCounter,

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::OwnerFailurePolicy;
 use crate::batching::ForwardError;
 use crate::error::MAX_BATCH_SIZE;
 use crate::metrics::{DropReason, DroppedMessage};
 use crate::owed::{self, Delivery, Owed, Schedule};
+use crate::owner_failure::OwnerFailurePolicy;
 use crate::proto;
 use crate::router::Router;
 

@@ -4,8 +4,8 @@
 
 use clap::Args;
 
-use super::connector::{ClientTlsOptions, TlsConnector, client_config};
-use super::{TlsError, TlsMinVersion, pem};
+use crate::tls::connector::{ClientTlsOptions, TlsConnector, client_config};
+use crate::tls::{TlsError, TlsMinVersion, pem};
 
 /// `--tls-*` flags.
 #[derive(Debug, Clone, Default, Args)]
@@ -34,7 +34,7 @@ pub struct ClientTlsArgs {
 
     /// Connect with TLS without verifying the node's certificate (tests, GUBER_TLS_AUTO nodes).
     #[arg(long, env = "GUBER_TLS_INSECURE_SKIP_VERIFY", default_value = "false",
-          value_parser = crate::config::parse_bool, action = clap::ArgAction::Set,
+          value_parser = super::parse_bool, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub tls_insecure_skip_verify: bool,
 

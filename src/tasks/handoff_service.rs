@@ -4,9 +4,9 @@
 //! of the call is merged.
 //!
 //! A `Transfer` can change what this node owns, so nothing in it is taken on trust (the peer
-//! plane's gate, `peers::auth`, decides who may call at all): the sender must be a member of this
+//! plane's gate, `peer_auth`, decides who may call at all): the sender must be a member of this
 //! node's cluster or have left it less than `peers::RECENT_MEMBER_TTL` ago (otherwise the whole
-//! call is refused with `PERMISSION_DENIED`), and each bucket must pass [`check`] (otherwise it is
+//! call is refused with `PERMISSION_DENIED`), and each bucket must pass [`check`](crate::handoff::check) (otherwise it is
 //! skipped and counted in `ringlimit_peer_input_rejected_total{reason="transfer_invalid_bucket"}`).
 
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use tonic::{Request, Response, Status};
 use crate::metrics::PeerInputRejection;
 use crate::router::Router;
 
-use super::pb::handoff_server::Handoff;
-use super::pb::{TransferReq, TransferResp};
-use super::{check, merge, wire};
+use crate::handoff::pb::handoff_server::Handoff;
+use crate::handoff::pb::{TransferReq, TransferResp};
+use crate::handoff::{check, merge, wire};
 
 /// The `Handoff` service of one node.
 #[derive(Clone)]

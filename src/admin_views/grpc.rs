@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::cluster;
-use super::proto::{self, admin_server::Admin, admin_server::AdminServer};
+use crate::admin::proto::{self, admin_server::Admin, admin_server::AdminServer};
 use crate::request::LimitKey;
 use crate::router::Router;
 

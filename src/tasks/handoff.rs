@@ -1,7 +1,7 @@
 //! The thin I/O of handoff: the per-membership-change pass, the graceful-leave sequence, and the
 //! snapshot at start and stop.
 //!
-//! A pass lists the store, asks [`plan`](super::plan) what moves, and sends each batch with one
+//! A pass lists the store, asks [`plan`](crate::handoff::plan) what moves, and sends each batch with one
 //! `Transfer` call (one retry). Only after the new owner answered does it record a tombstone and
 //! remove each key — and only if the key did not change meanwhile; a key that changed is sent again
 //! with the delivered version as `previous`, so the owner adds just the difference (at most
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::metrics::PeerInputRejection;
-use crate::peers::auth::PeerChannel;
+use crate::peer_auth::PeerChannel;
 
 use crate::algorithms::Bucket;
 use crate::owed::Ledger;
@@ -27,8 +27,8 @@ use crate::proto::{self, v1_client::V1Client};
 use crate::request::LimitKey;
 use crate::router::Router;
 
-use super::pb::{TransferReq, handoff_client::HandoffClient};
-use super::{BATCH_LIMIT, plan, snapshot, wire};
+use crate::handoff::pb::{TransferReq, handoff_client::HandoffClient};
+use crate::handoff::{BATCH_LIMIT, plan, snapshot, wire};
 
 /// How many times a key that keeps changing is sent before it is left here.
 pub const MAX_ROUNDS: usize = 5;
@@ -122,28 +122,14 @@ async fn run(
         // Peers already awaited for this change are not awaited again: their completion may
         // have arrived already.
         let (_, joined) = changes_since(&last, &current, &me);
-        let new: Vec<String> = joined
-            .iter()
-            .filter(|peer| !announced.contains(peer))
-            .cloned()
-            .collect();
-        router
-            .handoff()
-            .begin_transition(&new, Instant::now() + options.join_wait);
+        let new = begin_join_wait(&router, &joined, &announced, options.join_wait);
         announced.extend(new);
         // Let a burst of changes settle (and every peer see this one) before moving anything.
         tokio::time::sleep(options.delay).await;
         changes.borrow_and_update();
         let current = router.peers().membership();
         let (before, joined) = changes_since(&last, &current, &me);
-        let new: Vec<String> = joined
-            .iter()
-            .filter(|peer| !announced.contains(peer))
-            .cloned()
-            .collect();
-        router
-            .handoff()
-            .begin_transition(&new, Instant::now() + options.join_wait);
+        begin_join_wait(&router, &joined, &announced, options.join_wait);
         if router.handoff().is_leaving() {
             continue;
         }
@@ -169,6 +155,25 @@ async fn run(
         };
         announced.clear();
     }
+}
+
+/// Starts the join wait (`join_wait` from now) for the peers of `joined` not in `announced`, and
+/// returns them.
+fn begin_join_wait(
+    router: &Router,
+    joined: &[String],
+    announced: &[String],
+    join_wait: Duration,
+) -> Vec<String> {
+    let new: Vec<String> = joined
+        .iter()
+        .filter(|peer| !announced.contains(peer))
+        .cloned()
+        .collect();
+    router
+        .handoff()
+        .begin_transition(&new, Instant::now() + join_wait);
+    new
 }
 
 /// The ring to hand off from and the peers to tell "complete", between `last` and `current`.
@@ -472,7 +477,7 @@ async fn forgot_me(router: &Router, clients: &mut Clients, peer: &str) -> bool {
 }
 
 /// Restores the snapshot at `path` into the store; a missing or bad file is a warning. Buckets
-/// that fail [`check`](super::check) (a key longer than `GUBER_MAX_KEY_LENGTH`, an impossible
+/// that fail [`check`](crate::handoff::check) (a key longer than `GUBER_MAX_KEY_LENGTH`, an impossible
 /// count or expiry) are skipped and counted.
 pub fn restore_snapshot(router: &Router, path: &Path) {
     let now_ms = router.evaluator().clock().now_ms();
@@ -482,7 +487,7 @@ pub fn restore_snapshot(router: &Router, path: &Path) {
             let mut count = 0;
             let mut skipped = 0;
             for (key, bucket) in buckets {
-                if super::check::check(&key, &bucket, None, limits, now_ms).is_err() {
+                if crate::handoff::check::check(&key, &bucket, None, limits, now_ms).is_err() {
                     skipped += 1;
                     router
                         .evaluator()
@@ -523,11 +528,6 @@ pub fn restore_snapshot(router: &Router, path: &Path) {
             tracing::warn!(path = %path.display(), %error, "cannot restore the snapshot; starting empty");
         }
     }
-}
-
-/// Writes the store to the snapshot at `path`; a failure is logged, never fatal.
-pub fn save_snapshot(router: &Router, path: &Path) {
-    save_snapshot_with_owed(router, path, &[]);
 }
 
 /// Writes the store and the hits still owed to other nodes (`owed`) to the snapshot at `path`; a

@@ -10,7 +10,7 @@
 //! with the user id shown hashed unless `GUBER_ADMIN_SHOW_KEYS` ([`crate::admin::redact`]); the
 //! user is looked up by the raw id, like a key peek. Resources are gathered from every node (a
 //! node that does not answer is listed in `failed_peers`), and each bucket is read from its owner
-//! without spending ([`crate::admin::cluster::peek`]). The JSON shapes are r8limiter's, with
+//! without spending ([`cluster::peek`](super::cluster::peek)). The JSON shapes are r8limiter's, with
 //! ringlimit's fields added, and are in `docs/openapi.yaml`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,17 +19,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use super::resources::{DEFAULT_RESOURCE, Source};
-use super::{AllowService, limit_name, tokens};
-use crate::admin::access::AccessDenied;
-use crate::admin::cluster::{self, FailedPeer};
+use super::cluster::{self, FailedPeer};
+use super::http::{AdminError, authorize};
 use crate::admin::offenders::Window;
+use crate::allow::resources::{DEFAULT_RESOURCE, Source};
+use crate::allow::{AllowService, limit_name, tokens};
 use crate::refill::TokenBucket;
 use crate::request::LimitKey;
 
@@ -115,50 +114,6 @@ pub struct UserView {
     pub failed_peers: Vec<FailedPeer>,
 }
 
-/// Why a view was refused: `{"error": kind, "message": text}`.
-#[derive(Debug, thiserror::Error)]
-enum ViewError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error(transparent)]
-    Denied(#[from] AccessDenied),
-}
-
-impl IntoResponse for ViewError {
-    fn into_response(self) -> Response {
-        let (status, kind) = match &self {
-            ViewError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            ViewError::Denied(AccessDenied::Unauthorized) => {
-                (StatusCode::UNAUTHORIZED, "unauthorized")
-            }
-            ViewError::Denied(AccessDenied::TokenRequired) => {
-                (StatusCode::FORBIDDEN, "admin_token_required")
-            }
-        };
-        let body = Json(serde_json::json!({ "error": kind, "message": self.to_string() }));
-        let mut response = (status, body).into_response();
-        if let ViewError::Denied(AccessDenied::Unauthorized) = self {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"ringlimit-admin\""),
-            );
-        }
-        response
-    }
-}
-
-fn authorize(service: &AllowService, headers: &HeaderMap) -> Result<(), ViewError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    service
-        .router()
-        .evaluator()
-        .admin()
-        .http_access(presented)
-        .map_err(ViewError::from)
-}
-
 /// Tokens per second of `bucket`.
 fn rate_per_sec(bucket: &TokenBucket) -> f64 {
     if bucket.duration_ms() <= 0 {
@@ -196,8 +151,8 @@ pub fn resource_views(
 async fn resources(
     State(service): State<Arc<AllowService>>,
     headers: HeaderMap,
-) -> Result<Json<ResourcesView>, ViewError> {
-    authorize(&service, &headers)?;
+) -> Result<Json<ResourcesView>, AdminError> {
+    authorize(service.router(), &headers)?;
     let router = service.router();
     let stats = cluster::cluster_stats(router, Window::SinceStart).await;
     Ok(Json(ResourcesView {
@@ -216,11 +171,11 @@ async fn user(
     State(service): State<Arc<AllowService>>,
     headers: HeaderMap,
     Path(user_id): Path<String>,
-) -> Result<Json<UserView>, ViewError> {
-    authorize(&service, &headers)?;
-    let max = service.options.max_user_id_bytes;
+) -> Result<Json<UserView>, AdminError> {
+    authorize(service.router(), &headers)?;
+    let max = service.options().max_user_id_bytes;
     if user_id.is_empty() || user_id.len() > max {
-        return Err(ViewError::InvalidArgument(format!(
+        return Err(AdminError::InvalidArgument(format!(
             "user_id must be 1 to {max} bytes"
         )));
     }

@@ -112,10 +112,7 @@ impl Discovered {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RecentNames> {
-        match self.names.lock() {
-            Ok(names) => names,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::mutex::lock(&self.names)
     }
 }
 

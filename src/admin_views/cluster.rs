@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::peers::auth::PeerChannel;
+use crate::peer_auth::PeerChannel;
 
-use super::offenders::Window;
-use super::peek;
-use super::proto::{self, admin_client::AdminClient};
-use super::sketch::{Counted, SpaceSaving};
+use crate::admin::offenders::Window;
+use crate::admin::peek;
+use crate::admin::proto::{self, admin_client::AdminClient};
+use crate::admin::sketch::{Counted, SpaceSaving};
 use crate::proto::{self as wire, v1_client::V1Client};
 use crate::request::LimitKey;
 use crate::router::Router;
@@ -46,6 +46,12 @@ impl AdminClients {
             timeout,
             token: token.filter(|token| !token.is_empty()),
         }
+    }
+
+    /// The clients of `router`'s node, from its admin options (the peer timeout and the token).
+    pub fn of(router: &Router) -> Self {
+        let options = router.evaluator().admin().options();
+        Self::new(options.peer_timeout, options.token.clone())
     }
 
     /// Asks the peer at `address` for its own counters and summary of `window`.
@@ -176,10 +182,7 @@ pub async fn cluster_stats(router: &Router, window: Window) -> ClusterStats {
     router.forget_departed_peers();
     let others = members.iter().filter(|address| *address != me);
     let calls = others.map(|address| async move {
-        let answer = router
-            .evaluator()
-            .admin()
-            .clients()
+        let answer = AdminClients::of(router)
             .local_stats(router, address, window_to_wire(window))
             .await;
         (address.to_string(), answer)
@@ -247,12 +250,7 @@ pub async fn peek(
             peek_local(router, key),
         )),
         Some(owner) => {
-            let state = router
-                .evaluator()
-                .admin()
-                .clients()
-                .peek(router, &owner, key)
-                .await?;
+            let state = AdminClients::of(router).peek(router, &owner, key).await?;
             Ok((owner, state))
         }
     }
@@ -303,10 +301,7 @@ pub async fn peers(router: &Router) -> Vec<PeerView> {
             let health = if is_self {
                 router.health_check().map_err(|error| error.to_string())
             } else {
-                router
-                    .evaluator()
-                    .admin()
-                    .clients()
+                AdminClients::of(router)
                     .health(router, &peer.grpc_address)
                     .await
                     .map_err(|error| error.to_string())

@@ -26,10 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use super::access::AccessDenied;
 use super::cluster::{self, ClusterStats, FailedPeer};
-use super::offenders::Window;
-use super::sketch::Counted;
+use crate::admin::access::AccessDenied;
+use crate::admin::offenders::Window;
+use crate::admin::sketch::Counted;
 use crate::request::LimitKey;
 
 /// How many keys a list shows unless `limit` says otherwise.
@@ -294,9 +294,10 @@ async fn peers(
     }))
 }
 
-/// Why an admin view was refused; answered as `{"error": "<kind>", "message": "<text>"}`.
+/// Why an admin view was refused; answered as `{"error": "<kind>", "message": "<text>"}`
+/// (the `/allow` views in [`resources`](super::resources) answer the same way).
 #[derive(Debug, thiserror::Error)]
-enum AdminError {
+pub(super) enum AdminError {
     #[error("{0}")]
     InvalidArgument(String),
     #[error(transparent)]
@@ -378,7 +379,11 @@ fn list_limit(
     }
 }
 
-fn authorize(router: &crate::router::Router, headers: &HeaderMap) -> Result<(), AdminError> {
+/// Whether the caller presenting `headers` may read the admin views (see `admin::access`).
+pub(super) fn authorize(
+    router: &crate::router::Router,
+    headers: &HeaderMap,
+) -> Result<(), AdminError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());

@@ -11,13 +11,13 @@ use futures_util::future::join_all;
 use prost::Message;
 use tokio::sync::watch;
 
-use super::replica;
 use crate::algorithms::Behavior;
 use crate::batching::ForwardError;
+use crate::batching::budget::{Chunks, chunk, framed_len};
 use crate::evaluator::Evaluator;
+use crate::global::replica;
 use crate::metrics::{DropReason, DroppedMessage};
 use crate::owed::{self, Delivery, Owed, Schedule};
-use crate::peers::budget::{Chunks, chunk, framed_len};
 use crate::proto;
 use crate::router::Router;
 
@@ -25,7 +25,7 @@ use crate::router::Router;
 pub async fn run(router: Arc<Router>, stop: watch::Receiver<bool>) {
     let global = router.evaluator().global();
     let mut schedule = Schedule::new(global.options().sync_wait, stop);
-    while schedule.next(Some(global.pending.woken())).await {
+    while schedule.next(Some(global.ledger().woken())).await {
         send_hits(&router).await;
         broadcast(&router).await;
     }
