@@ -166,6 +166,14 @@ async fn run(
     for worker in workers {
         let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
     }
+    let timelines = load.over_timelines();
+    if !timelines.is_empty() {
+        // Where a lost count shows: next to the nodes' logs, or on stderr without --log-dir.
+        match &options.log_dir {
+            Some(dir) => std::fs::write(dir.join("over-keys.txt"), &timelines)?,
+            None => eprint!("{timelines}"),
+        }
+    }
     Ok(load.report(options))
 }
 
@@ -469,6 +477,17 @@ struct KeyStats {
     last_answered: Instant,
     admitted: i64,
     answered: u64,
+    /// Every answer, for the timeline of a key that ends over the oracle.
+    answers: Vec<KeyAnswer>,
+}
+
+/// One answer for a watched key: when, from which node, and what it said.
+struct KeyAnswer {
+    at: std::time::SystemTime,
+    node: usize,
+    under: bool,
+    remaining: i64,
+    owner: String,
 }
 
 /// The load: workers send to the nodes not stopped by the script (like a client behind a
@@ -639,6 +658,18 @@ impl Load {
                                     last_answered: answered,
                                     admitted: 0,
                                     answered: 0,
+                                    answers: Vec::new(),
+                                });
+                                key.answers.push(KeyAnswer {
+                                    at: std::time::SystemTime::now(),
+                                    node: target,
+                                    under: answer.status == proto::Status::UnderLimit as i32,
+                                    remaining: answer.remaining,
+                                    owner: answer
+                                        .metadata
+                                        .get("owner")
+                                        .cloned()
+                                        .unwrap_or_default(),
                                 });
                                 key.last_answered = answered;
                                 key.answered += 1;
@@ -685,6 +716,54 @@ impl Load {
                 plain.columns(),
                 global.columns(),
             ));
+        }
+        out
+    }
+
+    /// For every plain watched key that ended over the oracle, its answers around each moment the
+    /// count went back up (a lost count shows there): one line per answer, UTC time first so it
+    /// lines up with the nodes' logs.
+    fn over_timelines(&self) -> String {
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        for stats in phases.iter() {
+            for (name, key) in &stats.watched {
+                let elapsed = key.last_answered.duration_since(key.first_sent).as_millis() as i64;
+                let oracle = self.limit * (elapsed / self.window_ms + 1);
+                if key.admitted <= oracle {
+                    continue;
+                }
+                out.push_str(&format!(
+                    "phase '{}' key {name}: admitted {} of {oracle}\n",
+                    stats.name, key.admitted
+                ));
+                let mut answers: Vec<&KeyAnswer> = key.answers.iter().collect();
+                answers.sort_by_key(|answer| answer.at);
+                let mut shown = 0;
+                for index in 1..answers.len() {
+                    if answers[index].remaining <= answers[index - 1].remaining || shown > 20 {
+                        continue;
+                    }
+                    shown += 1;
+                    out.push_str("  --\n");
+                    for answer in &answers[index.saturating_sub(4)..(index + 3).min(answers.len())]
+                    {
+                        let utc = answer
+                            .at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        out.push_str(&format!(
+                            "  {}.{:06} node{} {} remaining {} owner {}\n",
+                            utc.as_secs() % 86_400,
+                            utc.subsec_micros(),
+                            answer.node + 1,
+                            if answer.under { "UNDER" } else { "OVER " },
+                            answer.remaining,
+                            answer.owner
+                        ));
+                    }
+                }
+            }
         }
         out
     }

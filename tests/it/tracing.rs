@@ -256,6 +256,13 @@ fn two_nodes(otel: &[(&str, &str)]) -> (Node, Node, String) {
 /// Sends one GetRateLimits for `key` to `node`, as a client whose trace is [`CLIENT_TRACE_ID`];
 /// `owner` must answer it (through `node`).
 async fn call_with_traceparent(node: &Node, key: &str, owner: &str) {
+    // The owner listens before the call is forwarded to it: a refused connection would mark it
+    // down for a second, and the forward would fail (this raced when both processes started).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while V1Client::connect(format!("http://{owner}")).await.is_err() {
+        assert!(Instant::now() < deadline, "{owner} never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut client = node.client().await;
     let mut request = tonic::Request::new(proto::GetRateLimitsReq {
         requests: vec![token(key, 1, 10, 60_000)],
