@@ -127,7 +127,9 @@ async fn run(
         // Let a burst of changes settle (and every peer see this one) before moving anything.
         tokio::time::sleep(options.delay).await;
         changes.borrow_and_update();
+        let seen = current;
         let current = router.peers().membership();
+        let held_before = with_keys_created_as_owner(&router, held_before, &seen.ring, &me);
         let (before, joined) = changes_since(&last, &current, &me);
         begin_join_wait(&router, &joined, &announced, options.join_wait);
         if router.handoff().is_leaving() {
@@ -155,6 +157,33 @@ async fn run(
         };
         announced.clear();
     }
+}
+
+/// `held` plus the keys created during the delay that this node owned in `seen`, the ring it
+/// routed with then: those are its own buckets, not copies, and another change during the delay
+/// (a peer that left coming back) can give them to another owner. Without them such a key stayed
+/// here while the owner started it from zero (bench/chaos.sh's rolling restart lost a few hits
+/// that way; `a_key_first_used_while_a_peer_restarts_goes_back_to_it` in tests/it/handoff.rs).
+fn with_keys_created_as_owner(
+    router: &Router,
+    mut held: HashSet<LimitKey>,
+    seen: &Ring,
+    me: &str,
+) -> HashSet<LimitKey> {
+    let created: Vec<LimitKey> = router
+        .evaluator()
+        .store()
+        .entries()
+        .into_iter()
+        .map(|(key, _)| key)
+        .filter(|key| !held.contains(key))
+        .filter(|key| {
+            seen.owner_of(&key.name, &key.unique_key)
+                .is_some_and(|owner| owner.grpc_address == me)
+        })
+        .collect();
+    held.extend(created);
+    held
 }
 
 /// Starts the join wait (`join_wait` from now) for the peers of `joined` not in `announced`, and
