@@ -75,6 +75,20 @@ jq -r '
     "| --- | ---: | ---: | ---: | ---: |",
     ($r.curves[] | .system as $s | .points[] | "| \($s) | \(if .offered != null then (.offered | n0) + " calls/s" elif .clients != null then "\(.clients) clients" else "peak" end) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) |"),
     "",
+    (if any($r.scenarios[]; .raw.series != null) then
+      "## Second by second",
+      "",
+      "![decisions and p99 latency per second of each run](docs/bench-series.png)",
+      "",
+      "Each scenario run by `ringlimit bench`, second by second through its measured \($r.settings.time) (the warm-up is not shown): decisions answered in the second (log scale) and the p99 latency of the calls answered in it (to about 1 %). A steady run is flat; a drop or a spike is a stall (a flush, a rebalance, the machine busy elsewhere) that percentiles over the whole run average away. From the `series` of `ringlimit bench --json` (kept in `bench/results/latest.json` in each scenario as `raw.series`).",
+      "",
+      ([$r.scenarios[] | select(.raw.series != null)] | if length > 0 then
+        "| scenario | seconds | decisions/s: lowest second | highest second | p99 µs: best second | worst second |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        (.[] | (.raw.series) as $p | "| \(.description) | \($p | length) | \([$p[].decisions] | min | n0) | \([$p[].decisions] | max | n0) | \([$p[].p99_us | select(. != null)] | min | n0) | \([$p[].p99_us | select(. != null)] | max | n0) |"),
+        ""
+      else empty end)
+    else empty end),
     "## Commands",
     "",
     "Run with `bench/run.sh` (`BENCH_TIME=3s bench/run.sh` for a quick run). Each server was started on free loopback ports (ringlimit nodes with `GUBER_PEER_DISCOVERY_TYPE=static GUBER_PEERS=… GUBER_LOG_LEVEL=warn`), then:",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks ringlimit on this machine, in one go, against two baselines, and writes BENCHMARKS.md,
-# bench/results/latest.json and docs/bench.png.
+# bench/results/latest.json, docs/bench.png and docs/bench-series.png.
 #
 #   bench/run.sh                  every scenario, BENCH_TIME=10s each (about 4 to 5 minutes)
 #   BENCH_TIME=3s bench/run.sh    a quick run
@@ -424,7 +424,7 @@ jq -n --argjson rss_before_kb "$RSS_BEFORE" --argjson rss_after_kb "$RSS_AFTER" 
 say "memory: $(jq -c '{bytes_per_key, decisions_per_sec_1k_keys, decisions_per_sec_1m_keys}' "$WORK/memory.json")"
 
 # ---------------------------------------------------------------------------------------------
-# Results: bench/results/latest.json, docs/bench.png, BENCHMARKS.md
+# Results: bench/results/latest.json, docs/bench.png, docs/bench-series.png, BENCHMARKS.md
 
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 [ -n "$CPU" ] || CPU=$(lscpu 2>/dev/null | awk -F': *' '/^Model name/ { print $2; exit }')
@@ -490,8 +490,10 @@ jq -n \
   ' >"$RESULTS_DIR/latest.json"
 say "wrote bench/results/latest.json"
 
-"$PLOT" "$RESULTS_DIR/latest.json" "$ROOT/docs/bench.png" >/dev/null
-say "wrote docs/bench.png"
+# docs/bench-series.png: decisions and p99 second by second through each scenario run by
+# `ringlimit bench` (the `series` of its --json report, kept in each scenario's `raw`).
+"$PLOT" "$RESULTS_DIR/latest.json" "$ROOT/docs/bench.png" "$ROOT/docs/bench-series.png" >/dev/null
+say "wrote docs/bench.png and docs/bench-series.png"
 
 "$ROOT/bench/report.sh" "$RESULTS_DIR/latest.json" >"$ROOT/BENCHMARKS.md"
 say "wrote BENCHMARKS.md"

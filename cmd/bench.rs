@@ -76,11 +76,18 @@ Output: a report on standard output at the end (a live progress line on standard
 is a terminal). With --json, one JSON object:
   {\"calls\":..,\"decisions\":..,\"seconds\":..,\"calls_per_sec\":..,\"decisions_per_sec\":..,
    \"latency_us\":{\"p50\":..,\"p90\":..,\"p99\":..,\"p999\":..,\"max\":..},
-   \"errors\":{\"<kind>\":..},\"under\":..,\"over\":..,\"config\":{..}}
+   \"errors\":{\"<kind>\":..},\"under\":..,\"over\":..,\"config\":{..},
+   \"series\":[{\"t\":1,\"calls\":..,\"decisions\":..,\"errors\":..,\"p50_us\":..,\"p99_us\":..},..]}
 `calls` counts the successful calls and `decisions` their items answered UNDER_LIMIT or
 OVER_LIMIT; latencies are those of the successful calls, in microseconds. Failed calls are
 counted in `errors` by kind: gRPC code names (UNAVAILABLE, ...), DEADLINE_EXCEEDED (--timeout),
 transport, http_<status>, decode; `item` counts the items answered with an error.
+`series` has one point per second of the measured part (the warm-up is not in it), by the time
+each call was answered: `t` is the second's end (1 for the first); `errors` counts the failed calls
+and the items answered with an error; p50_us/p99_us (null in a second without a successful call)
+are to about 1%. With --time T there are ceil(T) points, and calls answered after T count in the
+last; with --calls, one per second begun. The points' calls, decisions and errors add up to the
+totals.
 
 Exit status: 0 when the run completed (even with errors), 1 when a target cannot be reached at
 start, 2 for bad arguments.
@@ -478,6 +485,8 @@ struct Shared {
     progress: bool,
     /// Set when a worker sees the end, so the others stop taking tickets.
     finished: AtomicBool,
+    /// The per-second series of the measured part.
+    series: SeriesCollector,
 }
 
 /// What one worker counted.
@@ -551,10 +560,270 @@ fn new_histogram() -> Result<Histogram<u64>, BenchError> {
         .map_err(|error| BenchError::Histogram(format!("{error:?}")))
 }
 
+/// The latency histograms of the series are coarser than the run's: 2 significant digits (about
+/// 1%) and 32-bit counts, so that one second of one worker costs about 10 KB.
+const SERIES_SIGNIFICANT_DIGITS: u8 = 2;
+
+/// The points of a time-bound run's series: one per second begun of `time`, at least one.
+fn whole_seconds(time: Duration) -> u64 {
+    (time.as_secs() + u64::from(time.subsec_nanos() > 0)).max(1)
+}
+
+/// What was counted in one second of the measured part, by one worker or by all.
+#[derive(Clone)]
+struct SecondCounts {
+    /// Successful calls.
+    calls: u64,
+    /// Items answered UNDER_LIMIT or OVER_LIMIT.
+    decisions: u64,
+    /// Failed calls and items answered with an error.
+    errors: u64,
+    /// The latencies of the successful calls, in microseconds.
+    histogram: Histogram<u32>,
+}
+
+impl SecondCounts {
+    fn new() -> Result<Self, BenchError> {
+        Ok(Self {
+            calls: 0,
+            decisions: 0,
+            errors: 0,
+            histogram: Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SERIES_SIGNIFICANT_DIGITS)
+                .map_err(|error| BenchError::Histogram(format!("{error:?}")))?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.calls == 0 && self.errors == 0
+    }
+
+    fn add(&mut self, other: &SecondCounts) -> Result<(), String> {
+        self.calls += other.calls;
+        self.decisions += other.decisions;
+        self.errors += other.errors;
+        self.histogram
+            .add(&other.histogram)
+            .map_err(|error| format!("{error:?}"))
+    }
+
+    fn clear(&mut self) {
+        self.calls = 0;
+        self.decisions = 0;
+        self.errors = 0;
+        self.histogram.reset();
+    }
+
+    /// The point of the second `index` (0 for the first).
+    fn point(&self, index: u64) -> SecondPoint {
+        let quantile = |q: f64| (self.calls > 0).then(|| self.histogram.value_at_quantile(q));
+        SecondPoint {
+            t: index + 1,
+            calls: self.calls,
+            decisions: self.decisions,
+            errors: self.errors,
+            p50_us: quantile(0.50),
+            p99_us: quantile(0.99),
+        }
+    }
+}
+
+/// One point of the `--json` report's `series`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SecondPoint {
+    /// The end of the second, in seconds from the start of the measured part (1 for the first).
+    t: u64,
+    /// Successful calls answered in the second.
+    calls: u64,
+    /// Their items answered UNDER_LIMIT or OVER_LIMIT.
+    decisions: u64,
+    /// Failed calls and items answered with an error.
+    errors: u64,
+    /// The median latency of the successful calls, in microseconds (none without one).
+    p50_us: Option<u64>,
+    /// Their 99th percentile.
+    p99_us: Option<u64>,
+}
+
+impl SecondPoint {
+    /// An empty second.
+    fn empty(index: u64) -> Self {
+        Self {
+            t: index + 1,
+            calls: 0,
+            decisions: 0,
+            errors: 0,
+            p50_us: None,
+            p99_us: None,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "t": self.t,
+            "calls": self.calls,
+            "decisions": self.decisions,
+            "errors": self.errors,
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+        })
+    }
+}
+
+/// Collects the per-second series from the workers.
+///
+/// Each worker counts its current second alone and hands it over when it moves on to a later
+/// second (or stops). A second is closed, reduced to its point and its histogram dropped, once
+/// every worker has moved past it, so memory holds the points plus one merged histogram (about
+/// 10 KB) per second still open: usually one or two, more while a worker waits on a slow call
+/// (up to `--timeout`) or, in an open loop slower than the workers, for a due slot.
+struct SeriesCollector {
+    /// A time-bound run's last second: calls answered after it count in it.
+    last: Option<u64>,
+    inner: std::sync::Mutex<SeriesInner>,
+}
+
+struct SeriesInner {
+    /// Per worker, the first second it may still add to (`u64::MAX` once it stopped).
+    floors: Vec<u64>,
+    /// Seconds some worker may still add to.
+    open: BTreeMap<u64, SecondCounts>,
+    /// The points of the closed seconds.
+    closed: BTreeMap<u64, SecondPoint>,
+    /// The first histogram merge that failed.
+    failure: Option<String>,
+}
+
+impl SeriesCollector {
+    fn new(workers: usize, seconds: Option<u64>) -> Self {
+        Self {
+            last: seconds.map(|seconds| seconds.saturating_sub(1)),
+            inner: std::sync::Mutex::new(SeriesInner {
+                floors: vec![0; workers],
+                open: BTreeMap::new(),
+                closed: BTreeMap::new(),
+                failure: None,
+            }),
+        }
+    }
+
+    /// The second (0 for the first) a measured call answered at `done` counts in.
+    fn index(&self, measure_start: Instant, done: Instant) -> u64 {
+        let index = done.saturating_duration_since(measure_start).as_secs();
+        self.last.map_or(index, |last| index.min(last))
+    }
+
+    /// Adds a worker's counts of the second `index`; the worker adds nothing before `floor` from
+    /// now on.
+    fn hand_over(&self, worker: usize, index: u64, counts: &SecondCounts, floor: u64) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = &mut *inner;
+        if !counts.is_empty() {
+            match inner.open.get_mut(&index) {
+                Some(open) => {
+                    if let Err(error) = open.add(counts) {
+                        inner.failure.get_or_insert(error);
+                    }
+                }
+                None => {
+                    inner.open.insert(index, counts.clone());
+                }
+            }
+        }
+        if let Some(slot) = inner.floors.get_mut(worker) {
+            *slot = floor;
+        }
+        let lowest = inner.floors.iter().copied().min().unwrap_or(u64::MAX);
+        while let Some(entry) = inner.open.first_entry() {
+            if *entry.key() >= lowest {
+                break;
+            }
+            let (index, counts) = entry.remove_entry();
+            inner.closed.insert(index, counts.point(index));
+        }
+    }
+
+    /// The series, once every worker stopped: one point per second of a time-bound run, or per
+    /// second begun of the `seconds` measured.
+    fn finish(&self, seconds: f64) -> Result<Vec<SecondPoint>, BenchError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(error) = inner.failure.take() {
+            return Err(BenchError::Histogram(error));
+        }
+        let open = std::mem::take(&mut inner.open);
+        for (index, counts) in open {
+            inner.closed.insert(index, counts.point(index));
+        }
+        let seen = inner.closed.keys().next_back().map_or(0, |last| last + 1);
+        let points = match self.last {
+            Some(last) => last + 1,
+            None => (seconds.ceil() as u64).max(seen),
+        };
+        Ok((0..points)
+            .map(|index| {
+                inner
+                    .closed
+                    .remove(&index)
+                    .unwrap_or_else(|| SecondPoint::empty(index))
+            })
+            .collect())
+    }
+}
+
+/// A worker's counts of its current second of the series.
+struct WorkerSecond {
+    worker: usize,
+    index: Option<u64>,
+    counts: SecondCounts,
+}
+
+impl WorkerSecond {
+    fn new(worker: usize) -> Result<Self, BenchError> {
+        Ok(Self {
+            worker,
+            index: None,
+            counts: SecondCounts::new()?,
+        })
+    }
+
+    /// The counts of the second a call answered at `done` counts in, after handing over the
+    /// previous second's.
+    fn at(&mut self, shared: &Shared, done: Instant) -> &mut SecondCounts {
+        let index = shared.series.index(shared.measure_start, done);
+        match self.index {
+            Some(current) if current == index => {}
+            Some(current) => {
+                shared
+                    .series
+                    .hand_over(self.worker, current, &self.counts, index);
+                self.counts.clear();
+                self.index = Some(index);
+            }
+            None => self.index = Some(index),
+        }
+        &mut self.counts
+    }
+
+    /// Hands over the last second: the worker stopped.
+    fn finish(self, shared: &Shared) {
+        let current = self.index.unwrap_or(0);
+        shared
+            .series
+            .hand_over(self.worker, current, &self.counts, u64::MAX);
+    }
+}
+
 /// The merged result of a run.
 struct Outcome {
     stats: WorkerStats,
     seconds: f64,
+    /// One point per second of the measured part.
+    series: Vec<SecondPoint>,
 }
 
 /// Connects, runs the workers (and the progress line) and merges their counts.
@@ -593,6 +862,13 @@ async fn drive(args: &BenchArgs, plan: &Plan) -> Result<Outcome, BenchError> {
         failed: AtomicU64::new(0),
         progress,
         finished: AtomicBool::new(false),
+        series: SeriesCollector::new(
+            args.concurrency as usize,
+            match plan.stop {
+                Stop::After(time) => Some(whole_seconds(time)),
+                Stop::Calls(_) => None,
+            },
+        ),
     });
     let template = Arc::new(Template {
         name: args.name.clone(),
@@ -617,12 +893,14 @@ async fn drive(args: &BenchArgs, plan: &Plan) -> Result<Outcome, BenchError> {
     for index in 0..args.concurrency as usize {
         let connection = connections[index % connections.len()].clone();
         let stats = WorkerStats::new()?;
+        let second = WorkerSecond::new(index)?;
         workers.push(tokio::spawn(worker(
             index as u64,
             connection,
             Arc::clone(&template),
             Arc::clone(&shared),
             stats,
+            second,
         )));
     }
     let mut total = WorkerStats::new()?;
@@ -639,9 +917,11 @@ async fn drive(args: &BenchArgs, plan: &Plan) -> Result<Outcome, BenchError> {
         None => total.last_done.unwrap_or(measure_start),
     };
     let seconds = end.saturating_duration_since(measure_start).as_secs_f64();
+    let series = shared.series.finish(seconds)?;
     Ok(Outcome {
         stats: total,
         seconds,
+        series,
     })
 }
 
@@ -796,6 +1076,7 @@ async fn worker(
     template: Arc<Template>,
     shared: Arc<Shared>,
     mut stats: WorkerStats,
+    mut second: WorkerSecond,
 ) -> WorkerStats {
     let mut rng = SplitMix64::new(0x5EED_0000_0000_0000 ^ index.wrapping_mul(0x9E37_79B9));
     loop {
@@ -809,23 +1090,30 @@ async fn worker(
             continue;
         }
         stats.last_done = Some(done);
+        let point = second.at(&shared, done);
         match result {
             CallResult::Answered(response) => {
                 let micros = done.saturating_duration_since(intended).as_micros();
-                stats
-                    .histogram
-                    .saturating_record(u64::try_from(micros).unwrap_or(HIGHEST_US).max(LOWEST_US));
+                let micros = u64::try_from(micros).unwrap_or(HIGHEST_US).max(LOWEST_US);
+                stats.histogram.saturating_record(micros);
                 let mut item_errors = 0;
+                let mut decisions = 0;
                 for answer in &response.responses {
                     if !answer.error.is_empty() {
                         item_errors += 1;
                     } else if answer.status == proto::Status::OverLimit as i32 {
                         stats.over += 1;
+                        decisions += 1;
                     } else {
                         stats.under += 1;
+                        decisions += 1;
                     }
                 }
                 stats.calls += 1;
+                point.calls += 1;
+                point.decisions += decisions;
+                point.errors += item_errors;
+                point.histogram.saturating_record(micros);
                 if item_errors > 0 {
                     stats.error("item", item_errors);
                 }
@@ -835,12 +1123,14 @@ async fn worker(
             }
             CallResult::Failed(kind) => {
                 stats.error(&kind, 1);
+                point.errors += 1;
                 if shared.progress {
                     shared.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
+    second.finish(&shared);
     stats
 }
 
@@ -1113,6 +1403,7 @@ fn json_report(args: &BenchArgs, plan: &Plan, outcome: &Outcome) -> serde_json::
         "under": stats.under,
         "over": stats.over,
         "config": config_json(args, plan),
+        "series": outcome.series.iter().map(SecondPoint::json).collect::<Vec<_>>(),
     })
 }
 
@@ -1247,6 +1538,70 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());
         assert_eq!(picker.pick(&mut rng), 0);
+    }
+
+    #[test]
+    fn the_series_closes_seconds_fills_gaps_and_keeps_late_calls_in_the_last() {
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        // Two workers, a 3 s run.
+        let series = SeriesCollector::new(2, Some(whole_seconds(Duration::from_millis(2500))));
+        assert_eq!(series.index(start, at(999)), 0);
+        assert_eq!(series.index(start, at(1000)), 1);
+        assert_eq!(series.index(start, at(2600)), 2);
+        // A call answered after the run's time counts in its last second.
+        assert_eq!(series.index(start, at(9000)), 2);
+
+        let mut one = SecondCounts::new().expect("histogram");
+        one.calls = 3;
+        one.decisions = 6;
+        one.histogram.saturating_record(100);
+        one.histogram.saturating_record(100);
+        one.histogram.saturating_record(10_000);
+        // Worker 0 moves to second 2: second 0 stays open while worker 1 may still add to it.
+        series.hand_over(0, 0, &one, 2);
+        {
+            let inner = series.inner.lock().expect("lock");
+            assert!(inner.closed.is_empty());
+            assert_eq!(inner.open.len(), 1);
+        }
+        let mut two = SecondCounts::new().expect("histogram");
+        two.errors = 1;
+        series.hand_over(1, 0, &two, 1);
+        {
+            let inner = series.inner.lock().expect("lock");
+            assert_eq!(inner.open.len(), 0);
+            assert_eq!(inner.closed.len(), 1);
+        }
+        series.hand_over(0, 2, &one, u64::MAX);
+        series.hand_over(1, 1, &SecondCounts::new().expect("histogram"), u64::MAX);
+        let points = series.finish(2.6).expect("points");
+        assert_eq!(points.len(), 3);
+        assert_eq!(
+            points[0],
+            SecondPoint {
+                t: 1,
+                calls: 3,
+                decisions: 6,
+                errors: 1,
+                p50_us: Some(100),
+                p99_us: Some(points[0].p99_us.expect("p99")),
+            }
+        );
+        assert!((9_900..=10_100).contains(&points[0].p99_us.expect("p99")));
+        // The second without an answer is there, empty.
+        assert_eq!(points[1], SecondPoint::empty(1));
+        assert_eq!(points[2].calls, 3);
+        assert_eq!(points[2].t, 3);
+
+        // A run by count: a point per second begun.
+        let series = SeriesCollector::new(1, None);
+        series.hand_over(0, 1, &one, u64::MAX);
+        let points = series.finish(1.2).expect("points");
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0], SecondPoint::empty(0));
+        assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds(Duration::from_millis(10)), 1);
     }
 
     #[test]

@@ -96,8 +96,10 @@ pub struct PeerCallMetrics {
     pub items: IntCounter,
     /// Calls made to the peer (the batching ratio is items / calls).
     pub calls: IntCounter,
-    /// Latency of each call, in seconds.
+    /// Latency of each call, in seconds (`ringlimit_batch_send_duration_seconds`).
     pub duration: Histogram,
+    /// The same latency for Gubernator's Summary `gubernator_batch_send_duration`.
+    pub duration_summary: crate::metrics::summary::SummarySeries,
     /// Items waiting in the queue.
     pub queue_length: IntGauge,
     /// Items dropped because no message to the peer could carry them.
@@ -240,9 +242,9 @@ impl PeerCaller {
                 }
             }
         };
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.duration.observe(seconds);
+        self.metrics.duration_summary.observe(seconds);
         (self.observer)(outcome.as_ref().map(|_| ()));
         if let Err(error) = &outcome {
             crate::telemetry::record_error(&span, error);

@@ -36,6 +36,11 @@ pub mod method {
 
 /// Gubernator's quantiles of `gubernator_grpc_request_duration` (its `Objectives` 0.5 and 0.99).
 pub const REQUEST_DURATION_QUANTILES: [f64; 2] = [0.5, 0.99];
+/// Gubernator's quantiles of `gubernator_global_send_duration` and
+/// `gubernator_broadcast_duration` (0.5 and 0.99).
+pub const GLOBAL_DURATION_QUANTILES: [f64; 2] = [0.5, 0.99];
+/// Gubernator's quantile of `gubernator_batch_send_duration` (0.99 only).
+pub const BATCH_SEND_DURATION_QUANTILES: [f64; 1] = [0.99];
 
 /// The `error` label of items whose owner could not be reached.
 pub const CHECK_ERROR_FORWARD_FAILED: &str = "forward_failed";
@@ -82,20 +87,30 @@ pub struct Metrics {
     /// `ringlimit_peer_calls_total{peer}`: `GetPeerRateLimits` calls made (items / calls is the
     /// batching ratio).
     pub peer_calls: IntCounterVec,
-    /// `gubernator_batch_send_duration{peerAddr}`: latency of calls to a peer in seconds.
-    pub batch_send_duration: HistogramVec,
+    /// `gubernator_batch_send_duration{peerAddr}`: latency of calls to a peer in seconds, a
+    /// Summary with quantile 0.99, as Gubernator exports it.
+    pub batch_send_duration: summary::SummaryVec,
+    /// `ringlimit_batch_send_duration_seconds{peerAddr}`: the same latency as a histogram (it was
+    /// `gubernator_batch_send_duration` before that became a Summary).
+    pub batch_send_duration_seconds: HistogramVec,
     /// `gubernator_batch_send_retries{name}`: forwarded items retried after re-resolving the owner.
     pub batch_send_retries: IntCounterVec,
-    /// `gubernator_global_send_duration`: seconds to send owed GLOBAL hits to their owners.
-    pub global_send_duration: Histogram,
+    /// `gubernator_global_send_duration`: seconds to send owed GLOBAL hits to their owners, a
+    /// Summary with quantiles 0.5 and 0.99, as Gubernator exports it.
+    pub global_send_duration: summary::SummaryVec,
+    /// `ringlimit_global_send_duration_seconds`: the same as a histogram.
+    pub global_send_duration_seconds: Histogram,
     /// `gubernator_global_send_errors`: failed calls sending GLOBAL hits (the hits are retried).
     pub global_send_errors: IntCounter,
     /// `gubernator_global_send_queue_length`: limits with GLOBAL hits waiting for their owner.
     pub global_send_queue_length: IntGauge,
     /// `gubernator_global_queue_length`: GLOBAL limits waiting to be broadcast.
     pub global_queue_length: IntGauge,
-    /// `gubernator_broadcast_duration`: seconds to broadcast GLOBAL state to the peers.
-    pub broadcast_duration: Histogram,
+    /// `gubernator_broadcast_duration`: seconds to broadcast GLOBAL state to the peers, a Summary
+    /// with quantiles 0.5 and 0.99, as Gubernator exports it.
+    pub broadcast_duration: summary::SummaryVec,
+    /// `ringlimit_broadcast_duration_seconds`: the same as a histogram.
+    pub broadcast_duration_seconds: Histogram,
     /// `gubernator_broadcast_errors`: failed broadcast calls (the state is resent).
     pub broadcast_errors: IntCounter,
     /// `gubernator_updatepeerglobals_counter`: GLOBAL states received from owners.
@@ -274,9 +289,16 @@ impl Metrics {
                 &["peer"],
             )
             .expect("valid metric"),
-            batch_send_duration: HistogramVec::new(
+            batch_send_duration: summary::SummaryVec::new(
+                "gubernator_batch_send_duration",
+                "The timings of batch send operations to a remote peer.",
+                "peerAddr",
+                &BATCH_SEND_DURATION_QUANTILES,
+            )
+            .expect("valid metric"),
+            batch_send_duration_seconds: HistogramVec::new(
                 HistogramOpts::new(
-                    "gubernator_batch_send_duration",
+                    "ringlimit_batch_send_duration_seconds",
                     "Latency of batched calls to a peer in seconds.",
                 )
                 .buckets(latency_buckets()),
@@ -300,9 +322,15 @@ impl Metrics {
             )
             .expect("valid metric"),
             retry_names: std::sync::Arc::new(BoundedLabel::new(MAX_NAME_LABELS)),
-            global_send_duration: Histogram::with_opts(
+            global_send_duration: summary::SummaryVec::unlabelled(
+                "gubernator_global_send_duration",
+                "The duration of GLOBAL async sends in seconds.",
+                &GLOBAL_DURATION_QUANTILES,
+            )
+            .expect("valid metric"),
+            global_send_duration_seconds: Histogram::with_opts(
                 HistogramOpts::new(
-                    "gubernator_global_send_duration",
+                    "ringlimit_global_send_duration_seconds",
                     "Seconds to send owed GLOBAL hits to their owners.",
                 )
                 .buckets(latency_buckets()),
@@ -323,9 +351,15 @@ impl Metrics {
                 "GLOBAL limits waiting to be broadcast.",
             )
             .expect("valid metric"),
-            broadcast_duration: Histogram::with_opts(
+            broadcast_duration: summary::SummaryVec::unlabelled(
+                "gubernator_broadcast_duration",
+                "The duration of GLOBAL broadcasts to peers in seconds.",
+                &GLOBAL_DURATION_QUANTILES,
+            )
+            .expect("valid metric"),
+            broadcast_duration_seconds: Histogram::with_opts(
                 HistogramOpts::new(
-                    "gubernator_broadcast_duration",
+                    "ringlimit_broadcast_duration_seconds",
                     "Seconds to broadcast GLOBAL state to the peers.",
                 )
                 .buckets(latency_buckets()),
@@ -540,7 +574,7 @@ impl Metrics {
             .inc();
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 38] {
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 41] {
         [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
@@ -556,12 +590,15 @@ impl Metrics {
             Box::new(self.forwarded_items.clone()),
             Box::new(self.peer_calls.clone()),
             Box::new(self.batch_send_duration.clone()),
+            Box::new(self.batch_send_duration_seconds.clone()),
             Box::new(self.batch_send_retries.clone()),
             Box::new(self.global_send_duration.clone()),
+            Box::new(self.global_send_duration_seconds.clone()),
             Box::new(self.global_send_errors.clone()),
             Box::new(self.global_send_queue_length.clone()),
             Box::new(self.global_queue_length.clone()),
             Box::new(self.broadcast_duration.clone()),
+            Box::new(self.broadcast_duration_seconds.clone()),
             Box::new(self.broadcast_errors.clone()),
             Box::new(self.updatepeerglobals_counter.clone()),
             Box::new(self.global_hits_dropped.clone()),

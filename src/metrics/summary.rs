@@ -48,7 +48,8 @@ pub struct SummaryVec {
 
 struct Inner {
     desc: Desc,
-    label: String,
+    /// The label's name; `None` for a summary without labels (its one series has value "").
+    label: Option<String>,
     quantiles: Vec<f64>,
     series: Mutex<BTreeMap<String, Series>>,
 }
@@ -61,23 +62,56 @@ impl SummaryVec {
         label: &str,
         quantiles: &[f64],
     ) -> Result<Self, SummaryError> {
+        Self::build(name, help, Some(label), quantiles)
+    }
+
+    /// A summary `name` without labels, its one series exported from the start (count 0,
+    /// quantiles NaN until the first observation); record with `observe("", value)` or
+    /// [`SummaryVec::observe_one`].
+    pub fn unlabelled(name: &str, help: &str, quantiles: &[f64]) -> Result<Self, SummaryError> {
+        let summary = Self::build(name, help, None, quantiles)?;
+        summary.touch("");
+        Ok(summary)
+    }
+
+    fn build(
+        name: &str,
+        help: &str,
+        label: Option<&str>,
+        quantiles: &[f64],
+    ) -> Result<Self, SummaryError> {
         if let Some(bad) = quantiles.iter().find(|q| !(0.0..=1.0).contains(*q)) {
             return Err(SummaryError::Quantile(*bad));
         }
         let desc = Desc::new(
             name.to_string(),
             help.to_string(),
-            vec![label.to_string()],
+            label.map(str::to_string).into_iter().collect(),
             Default::default(),
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 desc,
-                label: label.to_string(),
+                label: label.map(str::to_string),
                 quantiles: quantiles.to_vec(),
                 series: Mutex::new(BTreeMap::new()),
             }),
         })
+    }
+
+    /// Records `value` in a summary without labels.
+    pub fn observe_one(&self, value: f64) {
+        self.observe("", value);
+    }
+
+    /// The series of `label_value`, created now (at 0) and recorded through the handle without
+    /// naming the label again.
+    pub fn with_label_value(&self, label_value: &str) -> SummarySeries {
+        self.touch(label_value);
+        SummarySeries {
+            summary: self.clone(),
+            label_value: label_value.into(),
+        }
     }
 
     /// Creates the series of `label_value` (count 0, quantiles NaN) if it has none, so it is
@@ -137,10 +171,16 @@ impl SummaryVec {
             summary.set_sample_count(series.count);
             summary.set_sample_sum(series.sum);
             summary.set_quantile(quantiles);
-            let mut label = LabelPair::default();
-            label.set_name(self.inner.label.clone());
-            label.set_value(label_value.clone());
-            let mut metric = Metric::from_label(vec![label]);
+            let labels = match &self.inner.label {
+                Some(name) => {
+                    let mut label = LabelPair::default();
+                    label.set_name(name.clone());
+                    label.set_value(label_value.clone());
+                    vec![label]
+                }
+                None => Vec::new(),
+            };
+            let mut metric = Metric::from_label(labels);
             metric.set_summary(summary);
             metrics.push(metric);
         }
@@ -154,6 +194,20 @@ impl SummaryVec {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Series>> {
         crate::mutex::lock(&self.inner.series)
+    }
+}
+
+/// One label value's series of a [`SummaryVec`].
+#[derive(Clone)]
+pub struct SummarySeries {
+    summary: SummaryVec,
+    label_value: Arc<str>,
+}
+
+impl SummarySeries {
+    /// Records `value` now.
+    pub fn observe(&self, value: f64) {
+        self.summary.observe(&self.label_value, value);
     }
 }
 
@@ -205,6 +259,46 @@ mod tests {
         );
         assert!(
             text.contains(r#"test_duration_sum{method="/a"} 5.05"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unlabelled_summary_and_a_series_handle_render() {
+        let plain = SummaryVec::unlabelled("plain_duration", "Plain.", &[0.5, 0.99]).unwrap();
+        let peer = SummaryVec::new("peer_duration", "Peer.", "peerAddr", &[0.99]).unwrap();
+        let registry = Registry::new();
+        registry.register(Box::new(plain.clone())).unwrap();
+        registry.register(Box::new(peer.clone())).unwrap();
+        let render = || {
+            let mut text = Vec::new();
+            TextEncoder::new()
+                .encode(&registry.gather(), &mut text)
+                .unwrap();
+            String::from_utf8(text).unwrap()
+        };
+        let text = render();
+        assert!(text.contains("# TYPE plain_duration summary"), "{text}");
+        assert!(text.contains("plain_duration_count 0"), "{text}");
+        assert!(
+            text.contains(r#"plain_duration{quantile="0.5"} NaN"#),
+            "{text}"
+        );
+        let series = peer.with_label_value("10.0.0.1:1051");
+        assert!(
+            render().contains(r#"peer_duration_count{peerAddr="10.0.0.1:1051"} 0"#),
+            "{text}"
+        );
+        plain.observe_one(0.25);
+        series.observe(0.5);
+        let text = render();
+        assert!(
+            text.contains(r#"plain_duration{quantile="0.99"} 0.25"#),
+            "{text}"
+        );
+        assert!(text.contains("plain_duration_sum 0.25"), "{text}");
+        assert!(
+            text.contains(r#"peer_duration{peerAddr="10.0.0.1:1051",quantile="0.99"} 0.5"#),
             "{text}"
         );
     }

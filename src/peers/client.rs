@@ -321,8 +321,9 @@ impl PeerClients {
             calls: self.metrics.peer_calls.with_label_values(&[address]),
             duration: self
                 .metrics
-                .batch_send_duration
+                .batch_send_duration_seconds
                 .with_label_values(&[address]),
+            duration_summary: self.metrics.batch_send_duration.with_label_value(address),
             queue_length: self
                 .metrics
                 .batch_queue_length

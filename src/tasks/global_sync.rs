@@ -41,9 +41,9 @@ pub async fn send_hits(router: &Router) {
     };
     let metrics = evaluator.metrics();
     metrics.global_hits_dropped.inc_by(round.dropped as u64);
-    metrics
-        .global_send_duration
-        .observe(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.global_send_duration.observe_one(seconds);
+    metrics.global_send_duration_seconds.observe(seconds);
     metrics
         .global_send_queue_length
         .set(i64::try_from(global.pending_len()).unwrap_or(i64::MAX));
@@ -164,9 +164,9 @@ pub async fn broadcast(router: &Router) {
         }
     }
     let metrics = evaluator.metrics();
-    metrics
-        .broadcast_duration
-        .observe(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.broadcast_duration.observe_one(seconds);
+    metrics.broadcast_duration_seconds.observe(seconds);
     metrics
         .global_queue_length
         .set(i64::try_from(global.broadcast_len()).unwrap_or(i64::MAX));

@@ -157,6 +157,80 @@ async fn open_loop_holds_the_rate() {
     server.shutdown().await.expect("clean shutdown");
 }
 
+/// The report's `series`, checked against its totals: one point per second begun of `--time`
+/// (`t` = 1, 2, ...), whose calls, decisions and errors add up to the totals, with each point's
+/// p50 <= p99. Returns the points' calls.
+fn series_calls(report: &Value, seconds: u64) -> Vec<u64> {
+    let series = report["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("series is an array in {report}"));
+    assert_eq!(series.len() as u64, seconds, "{report}");
+    for (index, point) in series.iter().enumerate() {
+        assert_eq!(point["t"], index as u64 + 1, "{report}");
+        match (point["p50_us"].as_u64(), point["p99_us"].as_u64()) {
+            (Some(p50), Some(p99)) => assert!(0 < p50 && p50 <= p99, "{point}"),
+            _ => assert_eq!(point["calls"], 0, "{point}"),
+        }
+    }
+    let sum = |field: &str| -> u64 {
+        series
+            .iter()
+            .map(|point| point[field].as_u64().expect("a count"))
+            .sum()
+    };
+    assert_eq!(sum("calls"), number(report, "calls"), "{report}");
+    assert_eq!(sum("decisions"), number(report, "decisions"), "{report}");
+    let errors: u64 = report["errors"]
+        .as_object()
+        .expect("errors is an object")
+        .values()
+        .map(|count| count.as_u64().expect("a count"))
+        .sum();
+    assert_eq!(sum("errors"), errors, "{report}");
+    series
+        .iter()
+        .map(|point| point["calls"].as_u64().expect("a count"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_series_has_one_point_per_measured_second_and_no_warm_up() {
+    let server = common::start_node(&[]).await;
+    let target = server.grpc_address().to_string();
+    // Open loop at 200 calls/s for a 1 s warm-up and 2.5 s measured: 3 points of about 200, 200
+    // and 100 calls. The warm-up's 200 calls are in no point (the first would hold about 400).
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlimit"));
+    command
+        .args([
+            "bench", "--target", &target, "--warmup", "1s", "--time", "2500ms",
+        ])
+        .args(["--rate", "200", "--concurrency", "16", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let report = run_json(command).await;
+    assert_no_errors(&report);
+    let calls = series_calls(&report, 3);
+    assert!((440..=560).contains(&number(&report, "calls")), "{report}");
+    assert!((140..=260).contains(&calls[0]), "{report}");
+    assert!((140..=260).contains(&calls[1]), "{report}");
+    assert!((40..=160).contains(&calls[2]), "{report}");
+
+    // Closed loop by count: a point per second begun, and the same sums.
+    let report = run_json(bench(
+        &target,
+        &["--calls", "300", "--items", "2", "--json"],
+    ))
+    .await;
+    let seconds = report["seconds"].as_f64().expect("seconds");
+    let points = report["series"].as_array().map_or(0, Vec::len) as u64;
+    assert!(points >= 1 && points as f64 >= seconds, "{report}");
+    series_calls(&report, points);
+    assert_eq!(number(&report, "decisions"), 600, "{report}");
+    server.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_http_gateway_can_be_the_target() {
     let server = common::start_node(&[]).await;
@@ -324,6 +398,8 @@ async fn refused_items_are_counted_as_item_errors() {
     .await;
     assert_eq!(number(&report, "calls"), 20, "{report}");
     assert_eq!(report["errors"]["item"], 60, "{report}");
+    let points = report["series"].as_array().map_or(0, Vec::len) as u64;
+    series_calls(&report, points);
     assert_eq!(number(&report, "decisions"), 0, "{report}");
     assert_eq!(
         number(&report, "under") + number(&report, "over"),

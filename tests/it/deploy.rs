@@ -266,9 +266,12 @@ const EXPORTED_METRICS: &[&str] = &[
     "ringlimit_forwarded_items_total",
     "ringlimit_peer_calls_total",
     "gubernator_batch_send_duration",
+    "ringlimit_batch_send_duration_seconds",
     "gubernator_batch_send_retries",
     "gubernator_global_send_duration",
     "gubernator_broadcast_duration",
+    "ringlimit_global_send_duration_seconds",
+    "ringlimit_broadcast_duration_seconds",
     "gubernator_global_send_errors",
     "gubernator_broadcast_errors",
     "gubernator_updatepeerglobals_counter",
@@ -284,6 +287,11 @@ const EXPORTED_METRICS: &[&str] = &[
     "ringlimit_build_info",
     "ringlimit_peer_auth_refused_total",
     "ringlimit_peer_input_rejected_total",
+    // The proxy's (`ringlimit proxy`), on its own /metrics and on an embedded node's.
+    "ringlimit_proxy_requests_total",
+    "ringlimit_proxy_decision_duration_seconds",
+    "ringlimit_proxy_upstream_requests_total",
+    "ringlimit_proxy_upstream_duration_seconds",
 ];
 
 /// The metric names a PromQL expression uses: the `[a-z_]+` words starting with `gubernator_` or
@@ -316,6 +324,26 @@ fn assert_known_metrics(context: &str, expr: &str) {
         assert!(
             EXPORTED_METRICS.contains(&name.as_str()),
             "{context}: `{name}` is not a metric ringlimit exports: {expr}"
+        );
+    }
+}
+
+/// The list above is true: the node (or the proxy) registers every name in it.
+#[test]
+fn the_exported_metrics_list_matches_the_code() {
+    let proxy = ringlimit::proxy::metrics::ProxyMetrics::new();
+    let mut registered = ringlimit::metrics::Metrics::new().names();
+    registered.extend(
+        proxy
+            .collectors()
+            .iter()
+            .flat_map(|collector| collector.desc())
+            .map(|desc| desc.fq_name.clone()),
+    );
+    for name in EXPORTED_METRICS {
+        assert!(
+            registered.iter().any(|registered| registered == name),
+            "{name} is listed as exported but not registered"
         );
     }
 }
@@ -715,6 +743,10 @@ fn the_dashboard_shows_exported_metrics_from_the_prometheus_datasource() {
         "gubernator_global_send_queue_length",
         "gubernator_global_send_errors",
         "ringlimit_etcd_registered",
+        "ringlimit_proxy_requests_total",
+        "ringlimit_proxy_decision_duration_seconds",
+        "ringlimit_proxy_upstream_requests_total",
+        "ringlimit_proxy_upstream_duration_seconds",
     ] {
         assert!(used.contains(name), "the dashboard shows {name}");
     }

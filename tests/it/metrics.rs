@@ -27,6 +27,129 @@ fn sample(scrape: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Every metric Gubernator v2 exports: name, Prometheus type, label names (sorted, as rendered)
+/// and, for a Summary, its quantiles (Gubernator's `Objectives`).
+const GUBERNATOR_METRICS: &[(&str, &str, &[&str], &[&str])] = &[
+    (
+        "gubernator_getratelimit_counter",
+        "counter",
+        &["calltype"],
+        &[],
+    ),
+    ("gubernator_over_limit_counter", "counter", &[], &[]),
+    ("gubernator_check_error_counter", "counter", &["error"], &[]),
+    ("gubernator_cache_access_count", "counter", &["type"], &[]),
+    ("gubernator_unexpired_evictions_count", "counter", &[], &[]),
+    ("gubernator_global_send_errors", "counter", &[], &[]),
+    ("gubernator_broadcast_errors", "counter", &[], &[]),
+    ("gubernator_updatepeerglobals_counter", "counter", &[], &[]),
+    (
+        "gubernator_grpc_request_counts",
+        "counter",
+        &["method", "status"],
+        &[],
+    ),
+    ("gubernator_batch_send_retries", "counter", &["name"], &[]),
+    ("gubernator_cache_size", "gauge", &[], &[]),
+    ("gubernator_concurrent_checks_counter", "gauge", &[], &[]),
+    ("gubernator_batch_queue_length", "gauge", &["peerAddr"], &[]),
+    ("gubernator_global_send_queue_length", "gauge", &[], &[]),
+    ("gubernator_global_queue_length", "gauge", &[], &[]),
+    (
+        "gubernator_grpc_request_duration",
+        "summary",
+        &["method"],
+        &["0.5", "0.99"],
+    ),
+    (
+        "gubernator_batch_send_duration",
+        "summary",
+        &["peerAddr"],
+        &["0.99"],
+    ),
+    (
+        "gubernator_global_send_duration",
+        "summary",
+        &[],
+        &["0.5", "0.99"],
+    ),
+    (
+        "gubernator_broadcast_duration",
+        "summary",
+        &[],
+        &["0.5", "0.99"],
+    ),
+];
+
+/// The label names and values of a sample line `name{a="x",b="y"} value`.
+fn labels_of(line: &str) -> Vec<(String, String)> {
+    let Some(start) = line.find('{') else {
+        return Vec::new();
+    };
+    let end = line.rfind('}').expect("a closing brace");
+    let mut rest = &line[start + 1..end];
+    let mut labels = Vec::new();
+    while let Some(eq) = rest.find("=\"") {
+        let name = rest[..eq].trim_start_matches(',').to_string();
+        let after = &rest[eq + 2..];
+        let close = after.find('"').expect("a closing quote");
+        labels.push((name, after[..close].to_string()));
+        rest = &after[close + 1..];
+    }
+    labels
+}
+
+/// `scrape` exports `name` as Gubernator does: its `# TYPE`, samples whose label names are
+/// exactly Gubernator's (plus `quantile` on a Summary's quantile samples), and for a Summary every
+/// one of Gubernator's quantiles and no bucket.
+fn assert_like_gubernator(
+    scrape: &str,
+    name: &str,
+    kind: &str,
+    labels: &[&str],
+    quantiles: &[&str],
+) {
+    assert!(
+        scrape
+            .lines()
+            .any(|line| line == format!("# TYPE {name} {kind}")),
+        "{name} is not a {kind}:\n{scrape}"
+    );
+    let samples: Vec<&str> = scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            let metric = line.split(['{', ' ']).next().unwrap_or_default();
+            metric == name
+                || (kind == "summary"
+                    && [
+                        format!("{name}_sum"),
+                        format!("{name}_count"),
+                        format!("{name}_bucket"),
+                    ]
+                    .iter()
+                    .any(|series| series == metric))
+        })
+        .collect();
+    assert!(!samples.is_empty(), "{name} has no sample:\n{scrape}");
+    let mut seen_quantiles = std::collections::BTreeSet::new();
+    for line in &samples {
+        assert!(!line.starts_with(&format!("{name}_bucket")), "{line}");
+        let mut names: Vec<String> = Vec::new();
+        for (label, value) in labels_of(line) {
+            if label == "quantile" {
+                seen_quantiles.insert(value);
+            } else {
+                names.push(label);
+            }
+        }
+        assert_eq!(names, labels, "{line}");
+    }
+    let expected: std::collections::BTreeSet<String> =
+        quantiles.iter().map(|q| q.to_string()).collect();
+    assert_eq!(seen_quantiles, expected, "{name}'s quantiles:\n{scrape}");
+}
+
 #[tokio::test]
 async fn metrics_reflect_the_traffic() {
     let cluster = Cluster::start(2, &[]).await;
@@ -135,6 +258,22 @@ async fn metrics_reflect_the_traffic() {
         ),
         0.0
     );
+    // A node with peers exports every one of Gubernator's metrics, with its type and labels.
+    for (name, kind, labels, quantiles) in GUBERNATOR_METRICS {
+        assert_like_gubernator(&node0, name, kind, labels, quantiles);
+    }
+    let p99 = sample(
+        &node0,
+        &format!(r#"gubernator_batch_send_duration{{peerAddr="{peer1}",quantile="0.99"}}"#),
+    );
+    assert!(p99 > 0.0 && p99 < 5.0, "batch send p99 {p99}");
+    assert_eq!(
+        sample(
+            &node0,
+            &format!(r#"ringlimit_batch_send_duration_seconds_count{{peerAddr="{peer1}"}}"#)
+        ),
+        1.0
+    );
     for name in [
         "gubernator_unexpired_evictions_count",
         "gubernator_global_send_errors",
@@ -220,8 +359,16 @@ async fn metrics_reflect_the_traffic() {
 #[test]
 fn dashboards_and_alerts_use_only_exported_metrics() {
     let metrics = ringlimit::metrics::Metrics::new();
-    let exported = metrics.names();
-    let fresh = metrics.render();
+    let proxy = ringlimit::proxy::metrics::ProxyMetrics::new();
+    let mut exported = metrics.names();
+    exported.extend(
+        proxy
+            .collectors()
+            .iter()
+            .flat_map(|collector| collector.desc())
+            .map(|desc| desc.fq_name.clone()),
+    );
+    let fresh = metrics.render() + &proxy.render();
     let root = env!("CARGO_MANIFEST_DIR");
     for file in [
         "deploy/grafana/ringlimit.json",
@@ -279,6 +426,58 @@ async fn a_fresh_node_exports_known_series_at_zero_and_the_duration_summary() {
             .any(|line| line == r#"gubernator_batch_send_retries{name="other"} 0"#),
         "{text}"
     );
+    // Every counter, and every known label value of the labelled ones, reads 0 before the first
+    // event; the summaries have their quantile series (NaN) and a count of 0.
+    let mut zeros: Vec<String> = [
+        "gubernator_over_limit_counter",
+        "gubernator_unexpired_evictions_count",
+        "gubernator_global_send_errors",
+        "gubernator_broadcast_errors",
+        "gubernator_updatepeerglobals_counter",
+        "gubernator_concurrent_checks_counter",
+        "gubernator_global_send_queue_length",
+        "gubernator_global_queue_length",
+        "gubernator_global_send_duration_count",
+        "gubernator_broadcast_duration_count",
+    ]
+    .iter()
+    .map(|name| format!("{name} 0"))
+    .collect();
+    for calltype in ["local", "forward", "global"] {
+        zeros.push(format!(
+            r#"gubernator_getratelimit_counter{{calltype="{calltype}"}} 0"#
+        ));
+    }
+    for kind in ["hit", "miss"] {
+        zeros.push(format!(
+            r#"gubernator_cache_access_count{{type="{kind}"}} 0"#
+        ));
+    }
+    for method in [
+        "/pb.gubernator.V1/GetRateLimits",
+        "/pb.gubernator.V1/HealthCheck",
+        "/pb.gubernator.V1/LiveCheck",
+        "/pb.gubernator.PeersV1/GetPeerRateLimits",
+        "/pb.gubernator.PeersV1/UpdatePeerGlobals",
+    ] {
+        for status in ["success", "failed"] {
+            zeros.push(format!(
+                r#"gubernator_grpc_request_counts{{method="{method}",status="{status}"}} 0"#
+            ));
+        }
+        zeros.push(format!(
+            r#"gubernator_grpc_request_duration_count{{method="{method}"}} 0"#
+        ));
+    }
+    for line in &zeros {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    for (name, kind, labels, quantiles) in GUBERNATOR_METRICS {
+        // Without peers there is no peerAddr to label a series with.
+        if !labels.contains(&"peerAddr") {
+            assert_like_gubernator(&text, name, kind, labels, quantiles);
+        }
+    }
     assert!(
         text.contains("# TYPE gubernator_grpc_request_duration summary"),
         "{text}"
