@@ -106,7 +106,19 @@ pub struct RunningServer {
     flush_timeout: Duration,
     shutdown_timeout: Duration,
     handoff_task: JoinHandle<()>,
+    /// `/allow`, whose idempotent spends outlive their callers; shutdown waits for them
+    /// ([`crate::allow::AllowService::close`]).
+    allow: Arc<crate::allow::AllowService>,
+    /// The reloaders (TLS certificates on SIGHUP, the RLS configuration); they end once `stop`
+    /// is sent, and shutdown joins them.
+    reloaders: Vec<JoinHandle<()>>,
+    /// For the test that shutdown leaves nothing holding the RLS state.
+    #[cfg(test)]
+    rls_state: std::sync::Weak<crate::rls::reload::RlsState>,
 }
+
+/// How long shutdown waits for a reloader to notice the stop before aborting it.
+const RELOADER_STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Binds both listeners and starts serving `config` with the system clock.
 pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> {
@@ -292,10 +304,16 @@ pub async fn start_with_clock(
             wait_for_stop(stopped.clone()),
         )),
     };
+    #[cfg(test)]
+    let rls_state = Arc::downgrade(&rls.state);
+    let mut reloaders = Vec::with_capacity(2);
     if let Some(tls) = &tls {
-        tls.spawn_reload_on_sighup(stopped.clone());
+        reloaders.push(tls.spawn_reload_on_sighup(stopped.clone()));
     }
-    crate::rls::reload::spawn_reloader(Arc::clone(&rls.state), stopped.clone());
+    reloaders.push(crate::rls::reload::spawn_reloader(
+        Arc::clone(&rls.state),
+        stopped.clone(),
+    ));
 
     // The reconcilers keep running while in-flight calls drain, and make their final pass after
     // the listeners stopped (see `RunningServer::shutdown`).
@@ -312,7 +330,7 @@ pub async fn start_with_clock(
 
     let http_router = crate::http::gateway::router(Arc::clone(&node), max_request_size)
         .merge(crate::admin_views::resources::routes(Arc::clone(&allow)))
-        .merge(crate::allow::http::router(allow))
+        .merge(crate::allow::http::router(Arc::clone(&allow)))
         .merge(crate::rls::http::router(rls.service, max_request_size))
         .layer(limits::CallLimitsLayer::<crate::http::gateway::HttpRejection>::new(admission))
         .layer(crate::telemetry::TraceLayer::http());
@@ -359,6 +377,10 @@ pub async fn start_with_clock(
         flush_timeout: config.global_timeout.max(config.batch_timeout),
         shutdown_timeout: config.shutdown_timeout,
         handoff_task,
+        allow,
+        reloaders,
+        #[cfg(test)]
+        rls_state,
     })
 }
 
@@ -469,6 +491,22 @@ impl RunningServer {
             // while the owed hits are sent and the snapshot is written.
             self.grpc_task.abort();
             self.http_task.abort();
+            let _ = tokio::join!(&mut self.grpc_task, &mut self.http_task);
+        }
+        // The reloaders saw `stop`; join them (a reload in progress finishes first).
+        for mut reloader in std::mem::take(&mut self.reloaders) {
+            if tokio::time::timeout(RELOADER_STOP_WAIT, &mut reloader)
+                .await
+                .is_err()
+            {
+                reloader.abort();
+                let _ = reloader.await;
+            }
+        }
+        // Idempotent `/allow` spends whose callers went away still run; they are recorded (and
+        // queue what they owe) before the final passes, at most one call's timeout twice.
+        if !self.allow.close(self.flush_timeout.saturating_mul(2)).await {
+            tracing::warn!("an idempotent /allow spend did not finish before shutdown");
         }
         // Every call has finished: whatever they owe is queued. The final passes get what is
         // left of the shutdown timeout, and at least one call's timeout.
@@ -488,12 +526,14 @@ impl RunningServer {
         if flushed.is_err() {
             self.global_task.abort();
             self.owner_failure_task.abort();
+            let _ = tokio::join!(&mut self.global_task, &mut self.owner_failure_task);
             tracing::warn!(
                 ?flush_budget,
                 "the final pass of owed hits did not finish in time"
             );
         }
         self.handoff_task.abort();
+        let _ = (&mut self.handoff_task).await;
         // Nothing forwards any more: the peers' batching tasks answer what they hold and end.
         self.node
             .router()
@@ -622,5 +662,67 @@ impl ShutdownSignal {
             return;
         }
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start_on_loopback(extra: &[&str]) -> RunningServer {
+        let mut args = vec!["--grpc-address=127.0.0.1:0", "--http-address=127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let config = crate::config::server_config_from_args(args).expect("valid configuration");
+        start(&config).await.expect("the node starts")
+    }
+
+    /// Every task that holds the router (the servers, `grpc.health.v1`'s follower, the handoff
+    /// task, the reconcilers, the peers' batchers, `/allow`'s spends) has ended when `shutdown`
+    /// returns: none is left detached, still holding the node's state.
+    #[tokio::test]
+    async fn shutdown_returns_after_every_task_holding_the_router_ended() {
+        let server = start_on_loopback(&[]).await;
+        let mut client =
+            proto::v1_client::V1Client::connect(format!("http://{}", server.grpc_address()))
+                .await
+                .expect("connects");
+        let item = proto::RateLimitReq {
+            name: "owned".into(),
+            unique_key: "k".into(),
+            hits: 1,
+            limit: 10,
+            duration: 60_000,
+            ..Default::default()
+        };
+        client
+            .get_rate_limits(proto::GetRateLimitsReq {
+                requests: vec![item],
+            })
+            .await
+            .expect("answered");
+        drop(client);
+        let router = Arc::downgrade(server.node().router());
+        server.shutdown().await.expect("clean shutdown");
+        assert!(
+            router.upgrade().is_none(),
+            "a task still holds the router after shutdown returned"
+        );
+    }
+
+    /// The reloaders are joined: once `shutdown` returns, nothing holds the RLS configuration's
+    /// state any more (its reloader watches a file here).
+    #[tokio::test]
+    async fn shutdown_joins_the_rls_reloader() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("rls.yaml");
+        std::fs::write(&file, "domain: d\n").expect("written");
+        let flag = format!("--rls-config={}", file.display());
+        let server = start_on_loopback(&[&flag]).await;
+        let state = server.rls_state.clone();
+        server.shutdown().await.expect("clean shutdown");
+        assert!(
+            state.upgrade().is_none(),
+            "the RLS reloader still holds its state after shutdown returned"
+        );
     }
 }

@@ -12,6 +12,8 @@
 //! goes away (a client that disconnects, a cancelled peer call): otherwise the spend happens but
 //! the cell stays empty, and the client's retry spends again. So the cell is filled by a task of
 //! its own, which holds the record's cell until the decision is stored; callers only wait for it.
+//! Those tasks are tracked by the store ([`IdempotencyStore::close`]), so shutdown waits for the
+//! spends in flight, with a bound, before the peer clients they spend through are closed.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 use tokio::sync::OnceCell;
+use tokio_util::task::TaskTracker;
 
 /// What identifies a record: idempotency keys are scoped per user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,6 +65,8 @@ struct Record<A> {
 /// The bounded, expiring record store.
 pub struct IdempotencyStore<A> {
     records: Cache<RecordKey, Arc<OnceCell<Record<A>>>>,
+    /// The decisions in flight: they outlive their callers, not the store's owner.
+    spends: TaskTracker,
 }
 
 impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
@@ -72,7 +77,24 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            spends: TaskTracker::new(),
         }
+    }
+
+    /// Waits, at most `bound`, for the decisions in flight to be recorded; `false` when some were
+    /// still running at the bound (they are left to finish or be dropped with the runtime). Call
+    /// it once no new calls arrive (the servers stopped): a decision started afterwards is still
+    /// tracked, but not waited for by this call.
+    pub async fn close(&self, bound: Duration) -> bool {
+        self.spends.close();
+        tokio::time::timeout(bound, self.spends.wait())
+            .await
+            .is_ok()
+    }
+
+    /// How many decisions are in flight.
+    pub fn spends_in_flight(&self) -> usize {
+        self.spends.len()
     }
 
     /// Answers from the record of `key` if there is one; otherwise runs `decide` (once, however
@@ -96,7 +118,8 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
                 let task_cell = Arc::clone(&cell);
                 let task_fingerprint = fingerprint.clone();
                 // Not cancelled with the caller: the task owns the cell until the answer is in.
-                let decision = tokio::spawn(async move {
+                // Tracked, so shutdown waits for it (`close`).
+                let decision = self.spends.spawn(async move {
                     let mut decided_here = false;
                     task_cell
                         .get_or_try_init(|| async {
@@ -222,6 +245,7 @@ mod tests {
                 tokio::spawn(async move {
                     store
                         .once(key("same"), print(1), || async move {
+                            // A decision that takes a while, so the repeats overlap it.
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             Ok::<_, TestError>(calls.fetch_add(1, Ordering::SeqCst))
                         })
@@ -274,6 +298,45 @@ mod tests {
         .expect("the retry is answered");
         assert_eq!(retried, Ok(Remembered::Replayed(0)));
         assert_eq!(calls.load(Ordering::SeqCst), 1, "spent exactly once");
+    }
+
+    #[tokio::test]
+    async fn close_returns_only_after_the_spends_in_flight_are_recorded() {
+        let store = Arc::new(IdempotencyStore::new(100, Duration::from_secs(60)));
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let caller = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .once(key("a"), print(1), move || async move {
+                        let _ = started_tx.send(());
+                        let _ = released.await;
+                        Ok::<_, TestError>(7)
+                    })
+                    .await
+            })
+        };
+        started.await.expect("the decision started");
+        // Its caller is gone; the spend is not.
+        caller.abort();
+        let _ = caller.await;
+        assert_eq!(store.spends_in_flight(), 1);
+        assert!(
+            !store.close(Duration::from_millis(50)).await,
+            "close must not return while a spend runs"
+        );
+        let _ = release.send(());
+        assert!(store.close(Duration::from_secs(5)).await);
+        assert_eq!(store.spends_in_flight(), 0);
+        let replayed = store
+            .once(key("a"), print(1), || async { Ok::<_, TestError>(8) })
+            .await;
+        assert_eq!(
+            replayed,
+            Ok(Remembered::Replayed(7)),
+            "recorded before close returned"
+        );
     }
 
     #[tokio::test]

@@ -184,6 +184,13 @@ impl AllowService {
         }
     }
 
+    /// Waits, at most `bound`, for the idempotent spends still running (their callers may be
+    /// gone) to be recorded; `false` when some were still running at the bound. Shutdown calls it
+    /// after the servers stopped and before the peer clients close.
+    pub async fn close(&self, bound: std::time::Duration) -> bool {
+        self.records.close(bound).await
+    }
+
     /// The options this service was built with.
     pub fn options(&self) -> &AllowOptions {
         &self.options

@@ -13,7 +13,9 @@
 //!
 //! The gateway speaks HTTP/1.1 only, like Gubernator's plaintext grpc-gateway (Go's `net/http`
 //! serves HTTP/2 only over TLS); gRPC has its own port. Shutdown is graceful as with `axum::serve`:
-//! stop accepting, let each connection finish its request, then return.
+//! stop accepting, let each connection finish its request, then return. The connection tasks
+//! belong to the loop (a `JoinSet`): when the loop's task is aborted (a shutdown past its timeout),
+//! they are cut off with it rather than left running.
 //!
 //! `ringlimit proxy` serves its router with the same loop ([`serve_with_connect_info`]), which also
 //! gives each request the peer's address as axum's `ConnectInfo`, as
@@ -89,13 +91,16 @@ where
     A: Clone + Send + Sync + 'static,
 {
     let (stop, stopped) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Reap the finished ones, so the set holds only open connections.
+        while connections.try_join_next().is_some() {}
         let (io, address) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        tokio::spawn(serve_connection(
+        connections.spawn(serve_connection(
             io,
             router.clone(),
             timeouts,
@@ -107,8 +112,8 @@ where
     // Receivers may all be gone already; that is fine.
     let _ = stop.send(true);
     drop(stopped);
-    // Resolves when every connection task has dropped its receiver.
-    stop.closed().await;
+    // Every connection finishes its request and ends.
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -245,6 +250,55 @@ mod tests {
         assert_eq!(
             body_timeout_in(error.as_ref()),
             Some(BodyTimeout(Duration::from_secs(5)))
+        );
+    }
+
+    /// Aborting the loop's task closes the connections it serves, even one whose request is
+    /// still running: they are its tasks, not detached ones.
+    #[tokio::test]
+    async fn aborting_the_server_cuts_off_its_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (entered, mut handler_entered) = tokio::sync::mpsc::channel::<()>(1);
+        let router = Router::new().route(
+            "/hang",
+            axum::routing::get(move || {
+                let entered = entered.clone();
+                async move {
+                    let _ = entered.send(()).await;
+                    std::future::pending::<&'static str>().await
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let timeouts = HttpTimeouts {
+            header: Duration::from_secs(60),
+            body: Duration::from_secs(60),
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            timeouts,
+            std::future::pending::<()>(),
+        ));
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET /hang HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), handler_entered.recv())
+            .await
+            .expect("the request reached its handler");
+        server.abort();
+        let _ = server.await;
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buffer))
+            .await
+            .expect("the connection was closed with the server");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "closed, not answered: {read:?}"
         );
     }
 

@@ -7,7 +7,8 @@
 //! server configuration from the [`ArcSwap`], which is what makes a SIGHUP reload reach new
 //! connections. Completed connections are handed over through a bounded channel: tonic reads them
 //! as a `Stream` (`serve_with_incoming_shutdown`), axum as a [`axum::serve::Listener`]. Dropping the
-//! [`TlsIncoming`] stops the accept task and closes the port.
+//! [`TlsIncoming`] stops the accept task and closes the port; the handshake tasks belong to the
+//! accept task (a `JoinSet`), so they are cancelled with it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -76,7 +77,11 @@ async fn accept_loop(
     ready: mpsc::Sender<TlsStream<TcpStream>>,
 ) {
     let handshake_timeout = limits.timeout;
+    // Owned here: dropped (and so aborted) with the accept task.
+    let mut handshakes = tokio::task::JoinSet::new();
     loop {
+        // Reap the finished ones, so the set holds only handshakes in progress.
+        while handshakes.try_join_next().is_some() {}
         let accepted = tokio::select! {
             _ = ready.closed() => return,
             accepted = listener.accept() => accepted,
@@ -98,7 +103,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
         let ready = ready.clone();
-        tokio::spawn(async move {
+        handshakes.spawn(async move {
             let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
             drop(slot);
             match handshake {

@@ -427,7 +427,18 @@ async fn a_node_that_goes_away_gives_errors_not_a_failure() {
     )
     .spawn()
     .expect("the binary runs");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The node goes away once the bench's calls are being answered.
+    common::wait_until(
+        "the bench's first answered call",
+        Duration::from_secs(10),
+        || async {
+            common::metric_sum(
+                &server.node().render_metrics(),
+                "gubernator_getratelimit_counter",
+            ) > 0.0
+        },
+    )
+    .await;
     tokio::time::timeout(Duration::from_secs(10), server.shutdown())
         .await
         .expect("the node stops in time")

@@ -228,6 +228,7 @@ async fn nodes_keep_serving_through_an_etcd_outage_and_register_again() {
                 "the last known membership is kept while etcd is down"
             );
         }
+        // Pacing: calls and checks spread over the whole outage.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(calls >= 150, "only {calls} calls were made");

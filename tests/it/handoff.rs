@@ -313,7 +313,8 @@ async fn a_restart_quicker_than_the_handoff_delay_gets_its_keys_back() {
     let mut b = Proc::start(&args, dir.path().join("b.log"));
     wait_for_membership(&[&a, &b]).await;
     // Let the start's handoffs (each node waits for the other's "complete", sent after the
-    // delay) finish before spending.
+    // delay) finish before spending. A fixed wait for the timer-driven pass: nothing a test can
+    // read says it finished (a pass that moves nothing logs nothing).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let members = [a.peer(), b.peer()];
     let keys = keys_owned_by(&members, &b.grpc, "bounce", 20);
@@ -743,6 +744,7 @@ async fn rolling_restart_under_load_has_no_errors_and_no_over_admission() {
     }
 
     let started = Instant::now();
+    // Pacing, not a wait for something: the load runs against the whole cluster for a while first.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for index in 0..nodes.len() {
         // As a load balancer would on not-ready: stop sending to the node, then terminate it.
@@ -756,6 +758,7 @@ async fn rolling_restart_under_load_has_no_errors_and_no_over_admission() {
         wait_for_membership(&nodes.iter().collect::<Vec<_>>()).await;
         let fresh = client(&nodes[index].grpc).await;
         targets.write().unwrap()[index] = Some(fresh);
+        // Pacing: the load runs against the restarted node for a while before the next restart.
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     stop.store(true, Ordering::Relaxed);

@@ -193,6 +193,7 @@ impl PeersV1 for SlowOwner {
             self.hits
                 .fetch_add(usize::try_from(item.hits).unwrap_or(0), Ordering::SeqCst);
         }
+        // The behaviour under test: a slow owner.
         tokio::time::sleep(self.delay).await;
         let rate_limits = requests
             .iter()
@@ -509,6 +510,7 @@ async fn a_silent_grpc_connection_is_closed_after_the_idle_timeout() {
             .live_check(proto::LiveCheckReq {})
             .await
             .expect("an active connection stays usable");
+        // Pacing: calls spaced by less than the idle timeout, for longer than it.
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     server.shutdown().await.unwrap();

@@ -59,6 +59,8 @@ struct FakeState {
     /// While set, lists and watches answer 500.
     failing: bool,
     lists: usize,
+    /// Watch requests answered with a stream.
+    watches: usize,
 }
 
 #[derive(Clone)]
@@ -149,6 +151,10 @@ impl Fake {
     fn lists(&self) -> usize {
         self.lock().lists
     }
+
+    fn watches(&self) -> usize {
+        self.lock().watches
+    }
 }
 
 fn labels_match(object: &Value, selector: Option<&str>) -> bool {
@@ -224,6 +230,8 @@ async fn serve(
     } else {
         let mut changed = fake.changed.subscribe();
         let mut drops = fake.drops.subscribe();
+        // Counted once subscribed, so a watch counted after a drop is not ended by it.
+        fake.lock().watches += 1;
         tokio::spawn(async move {
             let deadline = tokio::time::sleep(WATCH_LIFETIME);
             tokio::pin!(deadline);
@@ -617,8 +625,15 @@ async fn a_dropped_watch_and_410_gone_recover_and_keep_the_last_list() {
 
     // The server closes the stream: the watcher resumes from its resource version.
     let lists = api.fake.lists();
+    let watches = api.fake.watches();
     api.fake.drop_watches();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The change must reach a resumed watch, not the one being dropped.
+    common::wait_until(
+        "the watcher to watch again",
+        Duration::from_secs(5),
+        || async { api.fake.watches() > watches },
+    )
+    .await;
     api.set_slice("s2", port, &[("10.255.0.3", true)]);
     all_agree(
         &[&node],
@@ -656,6 +671,7 @@ async fn a_dropped_watch_and_410_gone_recover_and_keep_the_last_list() {
     api.fake.drop_watches();
     let counted = eventually(Duration::from_secs(5), || async { errors() > before }).await;
     assert!(counted, "watch errors are counted");
+    // Not a wait for something: the list must stay as it was for a while of failures.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         members(&node),

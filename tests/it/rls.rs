@@ -21,7 +21,7 @@ use ringlimit::config::server_config_from_args;
 use ringlimit::server::{self, RunningServer};
 use tonic::transport::Channel;
 
-use crate::common::{http_url, metric_sum};
+use crate::common::{self, http_url, metric_sum};
 
 /// 2023-11-14 22:13:20 UTC: 40 s left in the minute, 2 h 46 min 40 s in the hour.
 const T: i64 = 1_700_000_000_000;
@@ -292,20 +292,13 @@ async fn rls_json_endpoint_and_rlconfig() {
     node.shutdown().await.unwrap();
 }
 
-/// Polls `condition` every 50 ms for at most 5 s.
-async fn eventually<F, Fut>(what: &str, mut condition: F)
+/// Polls `condition` for at most 5 s (`common::wait_until`).
+async fn eventually<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until(what, Duration::from_secs(5), condition).await;
 }
 
 #[tokio::test]

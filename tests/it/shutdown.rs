@@ -5,6 +5,8 @@ use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::token;
@@ -57,7 +59,26 @@ async fn sigterm_drains_then_exits_zero() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `grpc.health.v1` is the last probe to turn (after the node left the cluster).
+    let mut grpc_health = HealthClient::new(common::channel(&grpc).await);
+    common::wait_until(
+        "grpc.health.v1 to report not serving",
+        Duration::from_secs(2),
+        || {
+            let mut grpc_health = grpc_health.clone();
+            async move {
+                grpc_health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok_and(|answer| {
+                        answer.into_inner().status == ServingStatus::NotServing as i32
+                    })
+            }
+        },
+    )
+    .await;
 
     // Draining: probes fail, calls are still answered.
     let live = client.live_check(proto::LiveCheckReq {}).await.unwrap_err();
@@ -67,7 +88,6 @@ async fn sigterm_drains_then_exits_zero() {
         .await
         .unwrap_err();
     assert_eq!(health.code(), tonic::Code::Unavailable);
-    let mut grpc_health = HealthClient::new(common::channel(&grpc).await);
     let serving = grpc_health
         .check(HealthCheckRequest {
             service: String::new(),
@@ -108,22 +128,31 @@ async fn sigterm_drains_then_exits_zero() {
 async fn in_process_shutdown_finishes_in_flight_calls() {
     let server = common::start_node(&["--shutdown-drain-delay=300ms"]).await;
     let mut client = common::grpc_client(&server).await;
-    let calls = tokio::spawn(async move {
-        let mut answered = 0;
-        for _ in 0..200 {
-            match client
-                .get_rate_limits(proto::GetRateLimitsReq {
-                    requests: vec![token("inflight", 1, 1_000_000, 60_000)],
-                })
-                .await
-            {
-                Ok(_) => answered += 1,
-                Err(_) => break,
+    let answered = Arc::new(AtomicUsize::new(0));
+    let calls = tokio::spawn({
+        let answered = Arc::clone(&answered);
+        async move {
+            for _ in 0..200 {
+                match client
+                    .get_rate_limits(proto::GetRateLimitsReq {
+                        requests: vec![token("inflight", 1, 1_000_000, 60_000)],
+                    })
+                    .await
+                {
+                    Ok(_) => answered.fetch_add(1, Ordering::SeqCst),
+                    Err(_) => break,
+                };
             }
+            answered.load(Ordering::SeqCst)
         }
-        answered
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Shut down while the calls are running.
+    common::wait_until(
+        "the first call to be answered",
+        Duration::from_secs(5),
+        || async { answered.load(Ordering::SeqCst) > 0 },
+    )
+    .await;
     let started = Instant::now();
     server.shutdown().await.expect("clean shutdown");
     assert!(started.elapsed() >= Duration::from_millis(300));

@@ -957,3 +957,45 @@ async fn handshakes_in_progress_are_bounded_and_time_out() {
     assert!(matches!(served, Some(Ok(_))));
     drop(silent);
 }
+
+/// The handshake tasks belong to the acceptor: dropping it (as the servers do at shutdown) closes
+/// a connection whose handshake is still in progress, instead of leaving it to the handshake
+/// timeout in a detached task.
+#[tokio::test]
+async fn dropping_the_acceptor_cancels_its_handshakes() {
+    use tokio::io::AsyncReadExt;
+
+    let identity = ringlimit::tls::auto::self_signed(&[]).expect("certificate");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![identity.certificate], identity.key)
+    .expect("server configuration");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let incoming = ringlimit::tls::acceptor::TlsIncoming::new(
+        listener,
+        Arc::new(arc_swap::ArcSwap::from_pointee(config)),
+        Duration::from_secs(60),
+        1,
+    );
+    let mut silent = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    // The silent client's handshake holds the only slot once a real client is turned away.
+    assert!(presented_certificate(&address).await.is_none());
+    drop(incoming);
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buffer))
+        .await
+        .expect("the handshake in progress was cancelled with the acceptor");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "closed, not answered: {closed:?}"
+    );
+}

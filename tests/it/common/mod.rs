@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringlimit::config::server_config_from_args;
 use ringlimit::http::json;
@@ -295,4 +295,39 @@ impl Drop for BlackHole {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// How often a bounded wait checks its condition.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `condition` every [`POLL`] until it holds or `limit` passes; returns whether it held.
+/// Tests wait for what they need this way instead of sleeping for a fixed time and hoping.
+pub async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Like [`eventually`], and fails the test, naming `what`, when `condition` does not hold within
+/// `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        eventually(limit, condition).await,
+        "timed out after {limit:?} waiting for {what}"
+    );
 }
