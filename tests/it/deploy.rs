@@ -1388,6 +1388,124 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
     );
 }
 
+// --- Kubernetes, the etcd discovery variant (deploy/etcd-discovery) ---
+
+#[test]
+fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration() {
+    const VARIANT: &str = "deploy/etcd-discovery";
+    let kustomization = yaml(&format!("{VARIANT}/kustomization.yaml"));
+    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
+    let resources: Vec<String> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(as_string)
+        .collect();
+    assert_eq!(resources, ["../kubernetes"], "the base, as a sibling");
+    let patches = kustomization["patches"].as_sequence().expect("patches");
+    let patch_paths: Vec<String> = patches
+        .iter()
+        .filter_map(|p| p["path"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(patch_paths, ["deployment-patch.yaml"]);
+    // The headless Service served DNS discovery only; the variant deletes the base's.
+    let deleted: Vec<Value> = patches
+        .iter()
+        .filter_map(|p| p["patch"].as_str())
+        .map(|text| serde_norway::from_str(text).expect("an inline patch is YAML"))
+        .collect();
+    let objects = objects();
+    let headless = of_kind(&objects, &["Service"])
+        .into_iter()
+        .find(|s| s["spec"]["clusterIP"].as_str() == Some("None"))
+        .expect("the base's headless Service");
+    assert!(
+        deleted
+            .iter()
+            .any(|d| d["$patch"].as_str() == Some("delete")
+                && d["kind"].as_str() == Some("Service")
+                && d["metadata"]["name"] == headless["metadata"]["name"]),
+        "the headless Service is deleted: {deleted:?}"
+    );
+
+    // The patched Deployment: the base's, with etcd discovery's variables.
+    let patch = yaml(&format!("{VARIANT}/deployment-patch.yaml"));
+    let base = workload(&objects);
+    assert_eq!(patch["kind"], base["kind"]);
+    assert_eq!(patch["metadata"]["name"], base["metadata"]["name"]);
+    let base_container = &base["spec"]["template"]["spec"]["containers"][0];
+    let patch_container = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(patch_container["name"], base_container["name"]);
+    let merged_env = merge_env(
+        base_container["env"].as_sequence().expect("base env"),
+        patch_container["env"].as_sequence().expect("patch env"),
+    );
+    let mut merged = serde_norway::Mapping::new();
+    merged.insert(Value::from("env"), Value::Sequence(merged_env));
+    let (values, fields) = container_env(&Value::Mapping(merged));
+    assert_eq!(env(&values, "GUBER_PEER_DISCOVERY_TYPE"), Some("etcd"));
+    assert!(
+        values
+            .iter()
+            .chain(&fields)
+            .all(|(name, _)| !name.starts_with("GUBER_DNS_")),
+        "no DNS settings left"
+    );
+    // A node registers its advertise address: the pod IP and the gRPC port.
+    let grpc_port = base_container["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"].as_str() == Some("grpc"))
+        .and_then(|p| p["containerPort"].as_u64())
+        .expect("a grpc port");
+    assert_eq!(
+        env(&values, "GUBER_ADVERTISE_ADDRESS"),
+        Some(format!("$(POD_IP):{grpc_port}").as_str())
+    );
+
+    // The environment is a valid etcd configuration of `ringlimit serve`.
+    let variables = config_variables();
+    let flag = |name: &str| {
+        variables
+            .iter()
+            .find(|(env, _)| env == name)
+            .map(|(_, long)| long.clone())
+    };
+    let mut args: Vec<String> = Vec::new();
+    for (name, value) in &values {
+        if !name.starts_with("GUBER_") {
+            continue;
+        }
+        let long = flag(name).unwrap_or_else(|| panic!("{name} is not a ringlimit variable"));
+        let value = value
+            .replace("$(POD_IP)", "10.0.0.7")
+            .replace("$(POD_NAMESPACE)", "ringlimit");
+        args.push(format!("--{long}={value}"));
+    }
+    for (name, _) in &fields {
+        assert!(
+            !name.starts_with("GUBER_") || flag(name).is_some(),
+            "{name} is not a ringlimit variable"
+        );
+    }
+    let config = ringlimit::config::server_config_from_args(args).expect("a valid configuration");
+    let discovery = ringlimit::peers::discovery::DiscoveryOptions::from(&config);
+    assert!(matches!(
+        discovery.mechanism,
+        ringlimit::peers::discovery::Mechanism::Etcd
+    ));
+    assert!(
+        !discovery.etcd.endpoints.is_empty()
+            && discovery.etcd.endpoints.iter().all(|e| e.contains(':')),
+        "endpoints with ports: {:?}",
+        discovery.etcd.endpoints
+    );
+    assert!(discovery.etcd.key_prefix.ends_with('/'));
+    // A crashed node leaves the others' rings within the lease TTL.
+    assert!(discovery.etcd.lease_ttl <= std::time::Duration::from_secs(30));
+}
+
 // --- Kubernetes: the peer secret and the optional overlays (monitoring, restricted) ---
 
 /// The documents of one YAML file under deploy/kubernetes.
