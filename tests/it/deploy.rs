@@ -1506,6 +1506,148 @@ fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration()
     assert!(discovery.etcd.lease_ttl <= std::time::Duration::from_secs(30));
 }
 
+// --- Kubernetes, the TLS variant (deploy/tls) ---
+
+#[test]
+fn the_tls_variant_mounts_its_certificates_requires_the_peer_secret_and_probes_over_https() {
+    const VARIANT: &str = "deploy/tls";
+    let kustomization = yaml(&format!("{VARIANT}/kustomization.yaml"));
+    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
+    let resources: Vec<String> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(as_string)
+        .collect();
+    assert_eq!(resources, ["../kubernetes"], "the base, as a sibling");
+    let patch_paths: Vec<String> = kustomization["patches"]
+        .as_sequence()
+        .expect("patches")
+        .iter()
+        .filter_map(|p| p["path"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(patch_paths, ["deployment-patch.yaml"]);
+
+    let patch = yaml(&format!("{VARIANT}/deployment-patch.yaml"));
+    let objects = objects();
+    let base = workload(&objects);
+    assert_eq!(patch["kind"], base["kind"]);
+    assert_eq!(patch["metadata"]["name"], base["metadata"]["name"]);
+    let base_container = &base["spec"]["template"]["spec"]["containers"][0];
+    let container = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"], base_container["name"]);
+    let merged_env = merge_env(
+        base_container["env"].as_sequence().expect("base env"),
+        container["env"].as_sequence().expect("patch env"),
+    );
+
+    // The certificates come from the Secret `ringlimit-tls`, mounted read-only where the
+    // variables point.
+    let volume = &patch["spec"]["template"]["spec"]["volumes"][0];
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("ringlimit-tls")
+    );
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the Secret is mounted");
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+    let directory = mount["mountPath"].as_str().expect("a mount path");
+    let mut merged = serde_norway::Mapping::new();
+    merged.insert(Value::from("env"), Value::Sequence(merged_env.clone()));
+    let (values, fields) = container_env(&Value::Mapping(merged));
+    for (name, file) in [
+        ("GUBER_TLS_CERT", "tls.crt"),
+        ("GUBER_TLS_KEY", "tls.key"),
+        ("GUBER_TLS_CA", "ca.crt"),
+    ] {
+        assert_eq!(
+            env(&values, name),
+            Some(format!("{directory}/{file}").as_str()),
+            "{name}"
+        );
+    }
+    // The peer plane needs a client certificate, and the peer secret is required, not optional.
+    assert_eq!(env(&values, "GUBER_TLS_CLIENT_AUTH"), Some("request"));
+    let secret = merged_env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("GUBER_PEER_SECRET"))
+        .expect("GUBER_PEER_SECRET");
+    assert_eq!(
+        secret["valueFrom"]["secretKeyRef"]["optional"].as_bool(),
+        Some(false)
+    );
+
+    // The kubelet's gRPC probe speaks plaintext only: readiness moves to /readyz over HTTPS
+    // (the patch removes the base's gRPC probe), liveness to HTTPS.
+    assert!(
+        base_container["readinessProbe"]["grpc"].is_mapping(),
+        "the base probes gRPC"
+    );
+    let readiness = &container["readinessProbe"];
+    assert!(
+        readiness["grpc"].is_null()
+            && readiness
+                .as_mapping()
+                .is_some_and(|m| m.contains_key("grpc")),
+        "the patch deletes the gRPC probe (grpc: null)"
+    );
+    assert_eq!(readiness["httpGet"]["path"].as_str(), Some("/readyz"));
+    assert_eq!(readiness["httpGet"]["scheme"].as_str(), Some("HTTPS"));
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["scheme"].as_str(),
+        Some("HTTPS")
+    );
+    for probe in [
+        &readiness["httpGet"],
+        &container["livenessProbe"]["httpGet"],
+    ] {
+        let port = probe["port"].as_str().expect("a named port");
+        assert!(
+            base_container["ports"]
+                .as_sequence()
+                .expect("ports")
+                .iter()
+                .any(|p| p["name"].as_str() == Some(port)),
+            "{port} is a port of the base"
+        );
+    }
+
+    // The environment is a valid configuration of `ringlimit serve`.
+    let variables = config_variables();
+    let flag = |name: &str| {
+        variables
+            .iter()
+            .find(|(env, _)| env == name)
+            .map(|(_, long)| long.clone())
+    };
+    let mut args: Vec<String> = Vec::new();
+    for (name, value) in &values {
+        if !name.starts_with("GUBER_") {
+            continue;
+        }
+        let long = flag(name).unwrap_or_else(|| panic!("{name} is not a ringlimit variable"));
+        let value = value
+            .replace("$(POD_IP)", "10.0.0.7")
+            .replace("$(POD_NAMESPACE)", "ringlimit");
+        args.push(format!("--{long}={value}"));
+    }
+    for (name, _) in &fields {
+        assert!(
+            !name.starts_with("GUBER_") || flag(name).is_some(),
+            "{name} is not a ringlimit variable"
+        );
+    }
+    let config = ringlimit::config::server_config_from_args(args).expect("a valid configuration");
+    assert_eq!(
+        config.tls_cert.as_deref(),
+        Some("/etc/ringlimit/tls/tls.crt")
+    );
+}
+
 // --- Kubernetes: the peer secret and the optional overlays (monitoring, restricted) ---
 
 /// The documents of one YAML file under deploy/kubernetes.
