@@ -10,9 +10,10 @@
 //! so reusing a key for a different resource or cost is detected as a conflict.
 //!
 //! A resource that is not configured uses the `default` resource's limit and is remembered in a
-//! bounded set of discovered resources ([`discovered`]), as r8limiter discovers its resources.
+//! bounded set of discovered resources ([`crate::admin::discovered`]), as r8limiter discovers its resources.
 //! Answers carry tokens with their fraction when this node owns the bucket ([`tokens`]). The
-//! r8limiter admin views (`/admin/user/{user_id}`, `/admin/resources`) are in [`admin`].
+//! r8limiter admin views (`/admin/user/{user_id}`, `/admin/resources`) are in
+//! `admin_views::resources`.
 
 pub mod grpc;
 pub mod http;

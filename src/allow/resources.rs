@@ -6,7 +6,7 @@
 //! ([`crate::refill`]), stored in the cluster as the leaky bucket `allow_<NAME>` keyed by user.
 //!
 //! A resource that is not listed uses the limit of [`DEFAULT_RESOURCE`] (as r8limiter does), and is
-//! remembered as discovered ([`super::discovered`]); without a `default` entry, unlisted resources
+//! remembered as discovered ([`crate::admin::discovered`]); without a `default` entry, unlisted resources
 //! are refused.
 
 use std::collections::BTreeMap;

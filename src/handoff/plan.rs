@@ -102,7 +102,7 @@ pub fn joined(before: &Ring, after: &Ring, me: &str) -> Vec<String> {
 
 /// The ring `ring` had while the peers `away` were out of it: the ring a restarted peer's keys
 /// were handed over in while it was away, so that after it comes back they are recognised as
-/// ours to give back (see [`run`](super::run)). With consistent hashing, removing peers moves
+/// ours to give back (see `tasks::handoff::run`). With consistent hashing, removing peers moves
 /// only their keys, so every key `me` owned in `ring` is still `me`'s in the result.
 pub fn without(ring: &Ring, away: &[String]) -> Ring {
     let staying: Vec<PeerInfo> = ring

@@ -1,4 +1,4 @@
-//! The tower layer that applies [`Admission`] and per-call deadlines to a server.
+//! The tower layer that applies [`Admission`](super::admission::Admission) and per-call deadlines to a server.
 //!
 //! The same layer wraps the tonic server and the axum gateway; only the way a refusal is written
 //! differs ([`GrpcRejection`]: a gRPC status; the gateway's `http::gateway::HttpRejection`:

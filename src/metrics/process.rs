@@ -167,7 +167,7 @@ impl Default for ProcessCollector {
     }
 }
 
-/// The families for `stats`, in [`FAMILIES`] order (`process_max_fds` only when known).
+/// The families for `stats`, in `FAMILIES` order (`process_max_fds` only when known).
 pub fn families(stats: &ProcessStats) -> Vec<MetricFamily> {
     let values = [
         Some(stats.cpu_seconds),

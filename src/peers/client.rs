@@ -89,7 +89,7 @@ impl PeerClients {
         MessageBudget::for_limit(self.options.max_message_size)
     }
 
-    /// Which peers are down (calls to them fail at once with [`ForwardError::PeerDown`]).
+    /// Which peers are down (calls to them fail at once with `ForwardError::PeerDown`).
     pub fn liveness(&self) -> &PeerLiveness {
         &self.liveness
     }

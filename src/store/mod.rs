@@ -10,7 +10,7 @@
 //! `and_compute_with` cost 2–5 µs per decision and about 670 bytes per key (reference counts,
 //! access-order links, a timer wheel, a per-key lock map). A rate limiter needs none of that
 //! machinery: it needs one atomic read-modify-write per decision and a bound on memory. The shards
-//! here ([`shard`]) keep a dense vector of entries and a table of `u32` indices, and evict by
+//! here (`shard`) keep a dense vector of entries and a table of `u32` indices, and evict by
 //! sampled LRU, which measured ~100 ns per decision and ~130 bytes per key (`BENCHMARKS.md`).
 //!
 //! The algorithms decide expiry by the injected clock; the store only reclaims the memory of

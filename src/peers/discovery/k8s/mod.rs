@@ -1,6 +1,6 @@
 //! Kubernetes discovery (`GUBER_PEER_DISCOVERY_TYPE=k8s`), configured as Gubernator's.
 //!
-//! A [`kube::runtime::watcher`] lists and watches, in `GUBER_K8S_NAMESPACE`, the EndpointSlices
+//! A [`kube::runtime::watcher()`] lists and watches, in `GUBER_K8S_NAMESPACE`, the EndpointSlices
 //! of `GUBER_K8S_SERVICE_NAME` (`endpointslices`), or the v1 Endpoints objects (`endpoints`) or
 //! pods (`pods`) matching `GUBER_K8S_SELECTOR`. `endpoints` reads the v1 Endpoints API, as
 //! Gubernator does, deprecated since Kubernetes 1.33 but served: a deployment made for
