@@ -721,8 +721,9 @@ impl Load {
     }
 
     /// For every plain watched key that ended over the oracle, its answers around each moment the
-    /// count went back up (a lost count shows there): one line per answer, UTC time first so it
-    /// lines up with the nodes' logs.
+    /// count went back up (a lost count shows there), or all of them with `CHAOS_DUMP_OVER_KEYS`
+    /// set (a few lost hits need not show as a jump): one line per answer, UTC seconds of the day
+    /// first so it lines up with the nodes' logs.
     fn over_timelines(&self) -> String {
         let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
