@@ -150,8 +150,8 @@ DOC
   keys are handed off like the others; what they admit above the oracle here is the same
   sync-interval slack as in the steady rows, not a reset (a reset would show as about +100).
   A key first used during that delay, on the node that owned it while the other was away, used
-  to stay behind too and lose its first hits (+2 to +5 on a key in about one run in eight); it is
-  now handed back as well (the regression test is
+  to stay behind too and lose its first hits (+2 to +5 on a key in 6 of 30 runs of
+  `bench/chaos-loop.sh`; 0 of 16 since); it is now handed back as well (the regression test is
   `a_key_first_used_while_a_peer_restarts_goes_back_to_it`; found with the per-key timelines that
   `examples/chaos --log-dir DIR` writes to `DIR/over-keys.txt` for every key over the oracle).
   Calls that were in flight to the leaving node when it stopped, and items forwarded to it in the
