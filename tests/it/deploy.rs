@@ -1388,12 +1388,11 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
     );
 }
 
-// --- Kubernetes, the etcd discovery variant (deploy/etcd-discovery) ---
+// --- Kubernetes, the etcd and TLS variants (deploy/etcd-discovery, deploy/tls) ---
 
-#[test]
-fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration() {
-    const VARIANT: &str = "deploy/etcd-discovery";
-    let kustomization = yaml(&format!("{VARIANT}/kustomization.yaml"));
+/// A variant's kustomization, checked to build on the base (a sibling) with one Deployment patch.
+fn variant_kustomization(dir: &str) -> Value {
+    let kustomization = yaml(&format!("{dir}/kustomization.yaml"));
     assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
     let resources: Vec<String> = kustomization["resources"]
         .as_sequence()
@@ -1402,14 +1401,98 @@ fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration()
         .map(as_string)
         .collect();
     assert_eq!(resources, ["../kubernetes"], "the base, as a sibling");
-    let patches = kustomization["patches"].as_sequence().expect("patches");
-    let patch_paths: Vec<String> = patches
+    let patch_paths: Vec<String> = kustomization["patches"]
+        .as_sequence()
+        .expect("patches")
         .iter()
         .filter_map(|p| p["path"].as_str().map(str::to_string))
         .collect();
     assert_eq!(patch_paths, ["deployment-patch.yaml"]);
+    kustomization
+}
+
+/// A variant's Deployment patch applied to the base: the base's container, the patch's, and the
+/// merged env list (checked to patch the same Deployment and container).
+struct PatchedContainer {
+    base: Value,
+    patch: Value,
+    pod: Value,
+    env: Vec<Value>,
+}
+
+fn patched_container(dir: &str) -> PatchedContainer {
+    let patch = yaml(&format!("{dir}/deployment-patch.yaml"));
+    let objects = objects();
+    let base = workload(&objects);
+    assert_eq!(patch["kind"], base["kind"]);
+    assert_eq!(patch["metadata"]["name"], base["metadata"]["name"]);
+    let base_container = base["spec"]["template"]["spec"]["containers"][0].clone();
+    let pod = patch["spec"]["template"]["spec"].clone();
+    let container = pod["containers"][0].clone();
+    assert_eq!(container["name"], base_container["name"]);
+    let env = merge_env(
+        base_container["env"].as_sequence().expect("base env"),
+        container["env"].as_sequence().expect("patch env"),
+    );
+    PatchedContainer {
+        base: base_container,
+        patch: container,
+        pod,
+        env,
+    }
+}
+
+impl PatchedContainer {
+    /// The merged environment: plain values and downward-API fields.
+    fn values_and_fields(&self) -> (Pairs, Pairs) {
+        let mut merged = serde_norway::Mapping::new();
+        merged.insert(Value::from("env"), Value::Sequence(self.env.clone()));
+        container_env(&Value::Mapping(merged))
+    }
+
+    /// The container port of the base named `name`.
+    fn base_port(&self, name: &str) -> Option<u64> {
+        self.base["ports"]
+            .as_sequence()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_u64())
+    }
+}
+
+/// The `GUBER_*` variables of an environment as `ringlimit serve` reads them (each checked to be a
+/// variable of the configuration; `$(POD_IP)` and `$(POD_NAMESPACE)` given sample values).
+fn serve_config(values: &Pairs, fields: &Pairs) -> ringlimit::config::ServerConfig {
+    let variables = config_variables();
+    let flag = |name: &str| {
+        variables
+            .iter()
+            .find(|(env, _)| env == name)
+            .map(|(_, long)| long.clone())
+    };
+    let mut args: Vec<String> = Vec::new();
+    for (name, value) in values.iter().filter(|(name, _)| name.starts_with("GUBER_")) {
+        let long = flag(name).unwrap_or_else(|| panic!("{name} is not a ringlimit variable"));
+        let value = value
+            .replace("$(POD_IP)", "10.0.0.7")
+            .replace("$(POD_NAMESPACE)", "ringlimit");
+        args.push(format!("--{long}={value}"));
+    }
+    for (name, _) in fields.iter().filter(|(name, _)| name.starts_with("GUBER_")) {
+        assert!(flag(name).is_some(), "{name} is not a ringlimit variable");
+    }
+    ringlimit::config::server_config_from_args(args).expect("a valid configuration")
+}
+
+#[test]
+fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration() {
+    const VARIANT: &str = "deploy/etcd-discovery";
+    let kustomization = variant_kustomization(VARIANT);
     // The headless Service served DNS discovery only; the variant deletes the base's.
-    let deleted: Vec<Value> = patches
+    let deleted: Vec<Value> = kustomization["patches"]
+        .as_sequence()
+        .expect("patches")
         .iter()
         .filter_map(|p| p["patch"].as_str())
         .map(|text| serde_norway::from_str(text).expect("an inline patch is YAML"))
@@ -1429,20 +1512,8 @@ fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration()
     );
 
     // The patched Deployment: the base's, with etcd discovery's variables.
-    let patch = yaml(&format!("{VARIANT}/deployment-patch.yaml"));
-    let base = workload(&objects);
-    assert_eq!(patch["kind"], base["kind"]);
-    assert_eq!(patch["metadata"]["name"], base["metadata"]["name"]);
-    let base_container = &base["spec"]["template"]["spec"]["containers"][0];
-    let patch_container = &patch["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(patch_container["name"], base_container["name"]);
-    let merged_env = merge_env(
-        base_container["env"].as_sequence().expect("base env"),
-        patch_container["env"].as_sequence().expect("patch env"),
-    );
-    let mut merged = serde_norway::Mapping::new();
-    merged.insert(Value::from("env"), Value::Sequence(merged_env));
-    let (values, fields) = container_env(&Value::Mapping(merged));
+    let patched = patched_container(VARIANT);
+    let (values, fields) = patched.values_and_fields();
     assert_eq!(env(&values, "GUBER_PEER_DISCOVERY_TYPE"), Some("etcd"));
     assert!(
         values
@@ -1452,44 +1523,14 @@ fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration()
         "no DNS settings left"
     );
     // A node registers its advertise address: the pod IP and the gRPC port.
-    let grpc_port = base_container["ports"]
-        .as_sequence()
-        .expect("ports")
-        .iter()
-        .find(|p| p["name"].as_str() == Some("grpc"))
-        .and_then(|p| p["containerPort"].as_u64())
-        .expect("a grpc port");
+    let grpc_port = patched.base_port("grpc").expect("a grpc port");
     assert_eq!(
         env(&values, "GUBER_ADVERTISE_ADDRESS"),
         Some(format!("$(POD_IP):{grpc_port}").as_str())
     );
 
     // The environment is a valid etcd configuration of `ringlimit serve`.
-    let variables = config_variables();
-    let flag = |name: &str| {
-        variables
-            .iter()
-            .find(|(env, _)| env == name)
-            .map(|(_, long)| long.clone())
-    };
-    let mut args: Vec<String> = Vec::new();
-    for (name, value) in &values {
-        if !name.starts_with("GUBER_") {
-            continue;
-        }
-        let long = flag(name).unwrap_or_else(|| panic!("{name} is not a ringlimit variable"));
-        let value = value
-            .replace("$(POD_IP)", "10.0.0.7")
-            .replace("$(POD_NAMESPACE)", "ringlimit");
-        args.push(format!("--{long}={value}"));
-    }
-    for (name, _) in &fields {
-        assert!(
-            !name.starts_with("GUBER_") || flag(name).is_some(),
-            "{name} is not a ringlimit variable"
-        );
-    }
-    let config = ringlimit::config::server_config_from_args(args).expect("a valid configuration");
+    let config = serve_config(&values, &fields);
     let discovery = ringlimit::peers::discovery::DiscoveryOptions::from(&config);
     assert!(matches!(
         discovery.mechanism,
@@ -1506,44 +1547,16 @@ fn the_etcd_discovery_variant_patches_the_base_into_a_valid_etcd_configuration()
     assert!(discovery.etcd.lease_ttl <= std::time::Duration::from_secs(30));
 }
 
-// --- Kubernetes, the TLS variant (deploy/tls) ---
-
 #[test]
 fn the_tls_variant_mounts_its_certificates_requires_the_peer_secret_and_probes_over_https() {
     const VARIANT: &str = "deploy/tls";
-    let kustomization = yaml(&format!("{VARIANT}/kustomization.yaml"));
-    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
-    let resources: Vec<String> = kustomization["resources"]
-        .as_sequence()
-        .expect("resources")
-        .iter()
-        .map(as_string)
-        .collect();
-    assert_eq!(resources, ["../kubernetes"], "the base, as a sibling");
-    let patch_paths: Vec<String> = kustomization["patches"]
-        .as_sequence()
-        .expect("patches")
-        .iter()
-        .filter_map(|p| p["path"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(patch_paths, ["deployment-patch.yaml"]);
-
-    let patch = yaml(&format!("{VARIANT}/deployment-patch.yaml"));
-    let objects = objects();
-    let base = workload(&objects);
-    assert_eq!(patch["kind"], base["kind"]);
-    assert_eq!(patch["metadata"]["name"], base["metadata"]["name"]);
-    let base_container = &base["spec"]["template"]["spec"]["containers"][0];
-    let container = &patch["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["name"], base_container["name"]);
-    let merged_env = merge_env(
-        base_container["env"].as_sequence().expect("base env"),
-        container["env"].as_sequence().expect("patch env"),
-    );
+    variant_kustomization(VARIANT);
+    let patched = patched_container(VARIANT);
+    let container = &patched.patch;
 
     // The certificates come from the Secret `ringlimit-tls`, mounted read-only where the
     // variables point.
-    let volume = &patch["spec"]["template"]["spec"]["volumes"][0];
+    let volume = &patched.pod["volumes"][0];
     assert_eq!(
         volume["secret"]["secretName"].as_str(),
         Some("ringlimit-tls")
@@ -1556,9 +1569,7 @@ fn the_tls_variant_mounts_its_certificates_requires_the_peer_secret_and_probes_o
         .expect("the Secret is mounted");
     assert_eq!(mount["readOnly"].as_bool(), Some(true));
     let directory = mount["mountPath"].as_str().expect("a mount path");
-    let mut merged = serde_norway::Mapping::new();
-    merged.insert(Value::from("env"), Value::Sequence(merged_env.clone()));
-    let (values, fields) = container_env(&Value::Mapping(merged));
+    let (values, fields) = patched.values_and_fields();
     for (name, file) in [
         ("GUBER_TLS_CERT", "tls.crt"),
         ("GUBER_TLS_KEY", "tls.key"),
@@ -1572,7 +1583,8 @@ fn the_tls_variant_mounts_its_certificates_requires_the_peer_secret_and_probes_o
     }
     // The peer plane needs a client certificate, and the peer secret is required, not optional.
     assert_eq!(env(&values, "GUBER_TLS_CLIENT_AUTH"), Some("request"));
-    let secret = merged_env
+    let secret = patched
+        .env
         .iter()
         .find(|e| e["name"].as_str() == Some("GUBER_PEER_SECRET"))
         .expect("GUBER_PEER_SECRET");
@@ -1584,7 +1596,7 @@ fn the_tls_variant_mounts_its_certificates_requires_the_peer_secret_and_probes_o
     // The kubelet's gRPC probe speaks plaintext only: readiness moves to /readyz over HTTPS
     // (the patch removes the base's gRPC probe), liveness to HTTPS.
     assert!(
-        base_container["readinessProbe"]["grpc"].is_mapping(),
+        patched.base["readinessProbe"]["grpc"].is_mapping(),
         "the base probes gRPC"
     );
     let readiness = &container["readinessProbe"];
@@ -1607,41 +1619,13 @@ fn the_tls_variant_mounts_its_certificates_requires_the_peer_secret_and_probes_o
     ] {
         let port = probe["port"].as_str().expect("a named port");
         assert!(
-            base_container["ports"]
-                .as_sequence()
-                .expect("ports")
-                .iter()
-                .any(|p| p["name"].as_str() == Some(port)),
+            patched.base_port(port).is_some(),
             "{port} is a port of the base"
         );
     }
 
     // The environment is a valid configuration of `ringlimit serve`.
-    let variables = config_variables();
-    let flag = |name: &str| {
-        variables
-            .iter()
-            .find(|(env, _)| env == name)
-            .map(|(_, long)| long.clone())
-    };
-    let mut args: Vec<String> = Vec::new();
-    for (name, value) in &values {
-        if !name.starts_with("GUBER_") {
-            continue;
-        }
-        let long = flag(name).unwrap_or_else(|| panic!("{name} is not a ringlimit variable"));
-        let value = value
-            .replace("$(POD_IP)", "10.0.0.7")
-            .replace("$(POD_NAMESPACE)", "ringlimit");
-        args.push(format!("--{long}={value}"));
-    }
-    for (name, _) in &fields {
-        assert!(
-            !name.starts_with("GUBER_") || flag(name).is_some(),
-            "{name} is not a ringlimit variable"
-        );
-    }
-    let config = ringlimit::config::server_config_from_args(args).expect("a valid configuration");
+    let config = serve_config(&values, &fields);
     assert_eq!(
         config.tls_cert.as_deref(),
         Some("/etc/ringlimit/tls/tls.crt")
