@@ -295,6 +295,75 @@ async fn graceful_leave_keeps_counts() {
     assert_counts_continue(&mut via_a, &keys, 7, 10).await;
 }
 
+/// Two nodes on etcd whose handoff waits `delay` after a change (long enough for a restart to
+/// fit inside it) and whose join wait is 8 s, once the start's handoffs are over.
+struct SlowHandoffPair {
+    _etcd: Etcd,
+    dir: tempfile::TempDir,
+    a: Proc,
+    b: Proc,
+    delay: Duration,
+}
+
+impl SlowHandoffPair {
+    async fn start(name: &str, delay: Duration) -> Self {
+        let etcd = Etcd::start().await;
+        let prefix = unique_prefix(name);
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = etcd_args(&etcd, &prefix);
+        args.push(format!("--handoff-delay={}ms", delay.as_millis()));
+        args.push("--handoff-join-wait=8s".into());
+        let a = Proc::start(&args, dir.path().join("a.log"));
+        let b = Proc::start(&args, dir.path().join("b.log"));
+        wait_for_membership(&[&a, &b]).await;
+        // Let the start's handoffs (each node waits for the other's "complete", sent after the
+        // delay) finish before spending. A fixed wait for the timer-driven pass: nothing a test
+        // can read says it finished (a pass that moves nothing logs nothing).
+        tokio::time::sleep(delay + Duration::from_millis(500)).await;
+        SlowHandoffPair {
+            _etcd: etcd,
+            dir,
+            a,
+            b,
+            delay,
+        }
+    }
+
+    /// `count` keys b owns in the ring of both.
+    fn keys_of_b(&self, prefix: &str, count: usize) -> Vec<String> {
+        keys_owned_by(&[self.a.peer(), self.b.peer()], &self.b.grpc, prefix, count)
+    }
+
+    /// Asserts that b restarted within a's handoff delay (measured from `restart`).
+    fn assert_restart_within_the_delay(&self, restart: Instant) {
+        assert!(
+            restart.elapsed() < self.delay,
+            "the restart took {:?}: longer than a's handoff delay, so it tests nothing",
+            restart.elapsed()
+        );
+    }
+
+    /// Asserts that b owns `keys` again and each continues from `limit - spent`: b asked directly
+    /// (it holds the query until a's handoff is complete, or its join wait ends), then through a.
+    async fn assert_keys_back_on_b(&self, keys: &[String], spent: i64, limit: i64, what: &str) {
+        let mut via_b = client(&self.b.grpc).await;
+        let direct = one(&mut via_b, token(&keys[0], 0, limit, 600_000)).await;
+        assert_eq!(
+            (direct.error.as_str(), direct.remaining),
+            ("", limit - spent),
+            "{what}"
+        );
+        let mut via_a = client(&self.a.grpc).await;
+        let answer = one(&mut via_a, token(&keys[1], 0, limit, 600_000)).await;
+        assert_eq!(
+            answer.metadata.get("owner"),
+            Some(&self.b.grpc),
+            "b owns the key again"
+        );
+        assert_counts_continue(&mut via_a, keys, spent, limit).await;
+    }
+}
+
 /// A node that restarts before its peers' handoff delay has passed: to them the ring looks
 /// unchanged (it left and came back between two looks), yet the keys it handed over on leaving
 /// must go back to it. Before the peer list tracked when each peer entered it, the peers kept
@@ -303,49 +372,23 @@ async fn graceful_leave_keeps_counts() {
 /// wait makes the restarted node wait for its peers rather than give up first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_quicker_than_the_handoff_delay_gets_its_keys_back() {
-    let etcd = Etcd::start().await;
-    let prefix = unique_prefix("handoff-bounce");
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = etcd_args(&etcd, &prefix);
-    args.push("--handoff-delay=2s".into());
-    args.push("--handoff-join-wait=8s".into());
-    let a = Proc::start(&args, dir.path().join("a.log"));
-    let mut b = Proc::start(&args, dir.path().join("b.log"));
-    wait_for_membership(&[&a, &b]).await;
-    // Let the start's handoffs (each node waits for the other's "complete", sent after the
-    // delay) finish before spending. A fixed wait for the timer-driven pass: nothing a test can
-    // read says it finished (a pass that moves nothing logs nothing).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let members = [a.peer(), b.peer()];
-    let keys = keys_owned_by(&members, &b.grpc, "bounce", 20);
-    let mut via_a = client(&a.grpc).await;
+    let mut pair = SlowHandoffPair::start("handoff-bounce", Duration::from_secs(2)).await;
+    let keys = pair.keys_of_b("bounce", 20);
+    let mut via_a = client(&pair.a.grpc).await;
     spend(&mut via_a, &keys, 8, 10).await;
 
     let restart = Instant::now();
-    assert_eq!(b.terminate().await, Some(0), "a graceful leave exits 0");
-    b.spawn();
-    wait_for_membership(&[&a, &b]).await;
-    assert!(
-        restart.elapsed() < Duration::from_secs(2),
-        "the restart took {:?}: longer than a's handoff delay, so it tests nothing",
-        restart.elapsed()
-    );
-    // Asked directly, b holds the query until a's handoff is complete (or its join wait ends).
-    let mut via_b = client(&b.grpc).await;
-    let direct = one(&mut via_b, token(&keys[0], 0, 10, 600_000)).await;
     assert_eq!(
-        (direct.error.as_str(), direct.remaining),
-        ("", 2),
-        "b started the key from zero"
+        pair.b.terminate().await,
+        Some(0),
+        "a graceful leave exits 0"
     );
-    let answer = one(&mut via_a, token(&keys[1], 0, 10, 600_000)).await;
-    assert_eq!(
-        answer.metadata.get("owner"),
-        Some(&b.grpc),
-        "b owns the key again"
-    );
-    assert_counts_continue(&mut via_a, &keys, 8, 10).await;
-    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default();
+    pair.b.spawn();
+    wait_for_membership(&[&pair.a, &pair.b]).await;
+    pair.assert_restart_within_the_delay(restart);
+    pair.assert_keys_back_on_b(&keys, 8, 10, "b started the key from zero")
+        .await;
+    let log = std::fs::read_to_string(pair.dir.path().join("b.log")).unwrap_or_default();
     assert!(
         !log.contains("did not complete their handoff"),
         "a told the restarted b that its handoff was complete:\n{log}"
@@ -434,49 +477,30 @@ async fn a_restarted_node_answers_nothing_alone_before_it_knows_its_peers() {
 /// its per-key timelines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_first_used_while_a_peer_restarts_goes_back_to_it() {
-    let etcd = Etcd::start().await;
-    let prefix = unique_prefix("handoff-new-key");
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = etcd_args(&etcd, &prefix);
-    args.push("--handoff-delay=3s".into());
-    args.push("--handoff-join-wait=8s".into());
-    let a = Proc::start(&args, dir.path().join("a.log"));
-    let mut b = Proc::start(&args, dir.path().join("b.log"));
-    wait_for_membership(&[&a, &b]).await;
-    // Let the start's handoffs (sent after the delay) finish.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let members = [a.peer(), b.peer()];
+    let mut pair = SlowHandoffPair::start("handoff-new-key", Duration::from_secs(3)).await;
     // Keys no one has used yet, which b owns when it is there.
-    let keys = keys_owned_by(&members, &b.grpc, "new-while-away", 5);
-    let mut via_a = client(&a.grpc).await;
+    let keys = pair.keys_of_b("new-while-away", 5);
+    let mut via_a = client(&pair.a.grpc).await;
 
     let restart = Instant::now();
-    assert_eq!(b.terminate().await, Some(0), "a graceful leave exits 0");
+    assert_eq!(
+        pair.b.terminate().await,
+        Some(0),
+        "a graceful leave exits 0"
+    );
     // a alone now owns them: the first hits land in a's store, after a saw b leave.
-    wait_for_membership(&[&a]).await;
+    wait_for_membership(&[&pair.a]).await;
     spend(&mut via_a, &keys, 4, 10).await;
-    b.spawn();
-    wait_for_membership(&[&a, &b]).await;
-    assert!(
-        restart.elapsed() < Duration::from_secs(3),
-        "the restart took {:?}: longer than a's handoff delay, so it tests nothing",
-        restart.elapsed()
-    );
-    // Asked directly, b holds the query until a's handoff is complete (or its join wait ends).
-    let mut via_b = client(&b.grpc).await;
-    let direct = one(&mut via_b, token(&keys[0], 0, 10, 600_000)).await;
-    assert_eq!(
-        (direct.error.as_str(), direct.remaining),
-        ("", 6),
-        "b started a key first used while it was away from zero"
-    );
-    let answer = one(&mut via_a, token(&keys[1], 0, 10, 600_000)).await;
-    assert_eq!(
-        answer.metadata.get("owner"),
-        Some(&b.grpc),
-        "b owns the keys again"
-    );
-    assert_counts_continue(&mut via_a, &keys, 4, 10).await;
+    pair.b.spawn();
+    wait_for_membership(&[&pair.a, &pair.b]).await;
+    pair.assert_restart_within_the_delay(restart);
+    pair.assert_keys_back_on_b(
+        &keys,
+        4,
+        10,
+        "b started a key first used while it was away from zero",
+    )
+    .await;
 }
 
 /// Kills `proc` with SIGKILL (no leave, no handoff: a crash).
