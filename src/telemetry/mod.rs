@@ -155,39 +155,24 @@ pub fn peer_span<'a>(
     let (name, service, method) = call.rpc();
     let (address, port) = split_address(peer);
     let port = i64::from(port);
-    let span = match parent {
-        Some(parent) => tracing::info_span!(
-            target: SPAN_TARGET,
-            parent: parent,
-            "grpc.client",
-            otel.name = name,
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            server.address = address,
-            server.port = port,
-            ringlimit.items = count(items),
-        ),
-        None => tracing::info_span!(
-            target: SPAN_TARGET,
-            "grpc.client",
-            otel.name = name,
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            server.address = address,
-            server.port = port,
-            ringlimit.items = count(items),
-        ),
-    };
+    // The given parent, else the current span (what `info_span!` without `parent:` would take).
+    let parent = parent.map_or_else(|| tracing::Span::current().id(), tracing::Span::id);
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        parent: parent,
+        "grpc.client",
+        otel.name = name,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        server.address = address,
+        server.port = port,
+        ringlimit.items = count(items),
+    );
     #[cfg(feature = "otel")]
     otel::link(&span, linked);
     #[cfg(not(feature = "otel"))]
