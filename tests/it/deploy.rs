@@ -1390,16 +1390,22 @@ fn the_k8s_discovery_variant_patches_the_base_and_may_only_read() {
 
 // --- Kubernetes, the etcd and TLS variants (deploy/etcd-discovery, deploy/tls) ---
 
-/// A variant's kustomization, checked to build on the base (a sibling) with one Deployment patch.
-fn variant_kustomization(dir: &str) -> Value {
-    let kustomization = yaml(&format!("{dir}/kustomization.yaml"));
+/// The kustomization at `path` (checked to be one) and its resources.
+fn kustomization(path: &str) -> (Value, Vec<String>) {
+    let kustomization = yaml(path);
     assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
-    let resources: Vec<String> = kustomization["resources"]
+    let resources = kustomization["resources"]
         .as_sequence()
         .expect("resources")
         .iter()
         .map(as_string)
         .collect();
+    (kustomization, resources)
+}
+
+/// A variant's kustomization, checked to build on the base (a sibling) with one Deployment patch.
+fn variant_kustomization(dir: &str) -> Value {
+    let (kustomization, resources) = kustomization(&format!("{dir}/kustomization.yaml"));
     assert_eq!(resources, ["../kubernetes"], "the base, as a sibling");
     let patch_paths: Vec<String> = kustomization["patches"]
         .as_sequence()
@@ -1648,14 +1654,7 @@ fn kubernetes_documents(path: &str) -> Vec<Value> {
 
 /// An overlay's kustomization: it builds on the base (`../`) and adds `extra`.
 fn assert_overlay(dir: &str, extra: &str) {
-    let kustomization = yaml(&format!("{KUBERNETES}/{dir}/kustomization.yaml"));
-    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
-    let resources: Vec<String> = kustomization["resources"]
-        .as_sequence()
-        .expect("resources")
-        .iter()
-        .map(as_string)
-        .collect();
+    let (_, resources) = kustomization(&format!("{KUBERNETES}/{dir}/kustomization.yaml"));
     assert_eq!(resources, ["../", extra], "{dir}");
     assert!(root().join(KUBERNETES).join(dir).join(extra).is_file());
 }

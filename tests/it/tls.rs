@@ -914,10 +914,9 @@ fn empty_tls_variables_mean_unset() {
     assert_eq!(config.tls_min_version, TlsMinVersion::Tls12);
 }
 
-#[tokio::test]
-async fn handshakes_in_progress_are_bounded_and_time_out() {
-    use tokio_stream::StreamExt;
-
+/// A server TLS configuration with a self-signed certificate, and a loopback listener (with its
+/// address) for an acceptor to take.
+async fn self_signed_listener() -> (rustls::ServerConfig, tokio::net::TcpListener, String) {
     let identity = ringlimit::tls::auto::self_signed(&[]).expect("certificate");
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -931,6 +930,14 @@ async fn handshakes_in_progress_are_bounded_and_time_out() {
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address").to_string();
+    (config, listener, address)
+}
+
+#[tokio::test]
+async fn handshakes_in_progress_are_bounded_and_time_out() {
+    use tokio_stream::StreamExt;
+
+    let (config, listener, address) = self_signed_listener().await;
     let mut incoming = ringlimit::tls::acceptor::TlsIncoming::new(
         listener,
         Arc::new(arc_swap::ArcSwap::from_pointee(config)),
@@ -965,19 +972,7 @@ async fn handshakes_in_progress_are_bounded_and_time_out() {
 async fn dropping_the_acceptor_cancels_its_handshakes() {
     use tokio::io::AsyncReadExt;
 
-    let identity = ringlimit::tls::auto::self_signed(&[]).expect("certificate");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![identity.certificate], identity.key)
-    .expect("server configuration");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
+    let (config, listener, address) = self_signed_listener().await;
     let incoming = ringlimit::tls::acceptor::TlsIncoming::new(
         listener,
         Arc::new(arc_swap::ArcSwap::from_pointee(config)),
