@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use prost::Message as _;
 use ringlimit::config::go_duration;
 use ringlimit::http::json;
 use ringlimit::proto::{self, v1_client::V1Client};
@@ -201,6 +202,13 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
 
+    /// Write the body of one call (the gRPC message, length-prefixed as on the wire) to FILE and
+    /// exit without calling anything: for a C load generator (`h2load -d FILE`). With
+    /// `--distribution sequential` its items carry the keys `k0, k1, …`; every call h2load
+    /// makes then sends these same keys.
+    #[arg(long, value_name = "FILE", conflicts_with = "http")]
+    write_body: Option<std::path::PathBuf>,
+
     /// TLS to the targets (any --tls-* option turns it on; with --http the URLs become https).
     #[command(flatten)]
     tls: ringlimit::config::client_tls_args::ClientTlsArgs,
@@ -298,6 +306,9 @@ enum Stop {
 
 fn bench(args: BenchArgs) -> Result<(), BenchError> {
     let plan = plan(&args)?;
+    if let Some(path) = &args.write_body {
+        return write_body(&args, &plan, path);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -870,16 +881,7 @@ async fn drive(args: &BenchArgs, plan: &Plan) -> Result<Outcome, BenchError> {
             },
         ),
     });
-    let template = Arc::new(Template {
-        name: args.name.clone(),
-        hits: args.hits,
-        limit: args.limit,
-        duration: args.limit_duration,
-        algorithm: args.algorithm.to_proto() as i32,
-        behavior: plan.behavior,
-        items: args.items as usize,
-        keys: KeyPicker::new(args.keys, args.distribution),
-    });
+    let template = Arc::new(template(args, plan));
     let progress_task = progress.then(|| tokio::spawn(show_progress(Arc::clone(&shared))));
     if let Some(interval) = plan.interval_ns {
         let shared = Arc::clone(&shared);
@@ -962,6 +964,37 @@ async fn show_progress(shared: Arc<Shared>) {
         bar.tick();
     }
     bar.finish_and_clear();
+}
+
+/// `--write-body`: one call's message, framed as gRPC frames it (a zero compression flag and the
+/// length as 4 big-endian bytes, then the message), written to `path`.
+fn write_body(args: &BenchArgs, plan: &Plan, path: &std::path::Path) -> Result<(), BenchError> {
+    let request = template(args, plan).request(&mut SplitMix64::new(1));
+    let message = match &args.rls_domain {
+        Some(domain) => rls_request(domain, request).encode_to_vec(),
+        None => request.encode_to_vec(),
+    };
+    let length = u32::try_from(message.len())
+        .map_err(|_| BenchError::Usage("the call is larger than 4 GiB".to_string()))?;
+    let mut body = Vec::with_capacity(5 + message.len());
+    body.push(0);
+    body.extend_from_slice(&length.to_be_bytes());
+    body.extend_from_slice(&message);
+    std::fs::write(path, body).map_err(BenchError::Output)
+}
+
+/// The items of every call: from the arguments and the plan's behaviour bits.
+fn template(args: &BenchArgs, plan: &Plan) -> Template {
+    Template {
+        name: args.name.clone(),
+        hits: args.hits,
+        limit: args.limit,
+        duration: args.limit_duration,
+        algorithm: args.algorithm.to_proto() as i32,
+        behavior: plan.behavior,
+        items: args.items as usize,
+        keys: KeyPicker::new(args.keys, args.distribution),
+    }
 }
 
 /// What every call's items share, and how keys are drawn.
@@ -1247,15 +1280,11 @@ async fn call(connection: &mut Connection, request: proto::GetRateLimitsReq) -> 
     }
 }
 
-/// One `ShouldRateLimit` call carrying `request`'s items as descriptors (`key=<unique_key>`), its
-/// answer read back as a `GetRateLimits` response (OVER_LIMIT descriptors as OVER_LIMIT items).
-async fn rls_call(
-    client: &mut RateLimitServiceClient<Channel>,
-    domain: &str,
-    request: proto::GetRateLimitsReq,
-) -> CallResult {
+/// `request`'s items as the descriptors (`key=<unique_key>`) of one `ShouldRateLimit` call of
+/// `domain`, with the first item's hits as `hits_addend`.
+fn rls_request(domain: &str, request: proto::GetRateLimitsReq) -> RateLimitRequest {
     let hits = request.requests.first().map_or(1, |item| item.hits);
-    let rls = RateLimitRequest {
+    RateLimitRequest {
         domain: domain.to_string(),
         descriptors: request
             .requests
@@ -1269,8 +1298,17 @@ async fn rls_call(
             })
             .collect(),
         hits_addend: u32::try_from(hits).unwrap_or(1),
-    };
-    match client.should_rate_limit(rls).await {
+    }
+}
+
+/// One `ShouldRateLimit` call carrying `request`'s items as descriptors (`key=<unique_key>`), its
+/// answer read back as a `GetRateLimits` response (OVER_LIMIT descriptors as OVER_LIMIT items).
+async fn rls_call(
+    client: &mut RateLimitServiceClient<Channel>,
+    domain: &str,
+    request: proto::GetRateLimitsReq,
+) -> CallResult {
+    match client.should_rate_limit(rls_request(domain, request)).await {
         Ok(response) => CallResult::Answered(proto::GetRateLimitsResp {
             responses: response
                 .into_inner()

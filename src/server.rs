@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{StreamExt, TryFutureExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -69,6 +70,9 @@ pub enum ServerError {
     /// A server task panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A gRPC runtime could not start or ended abnormally (`GUBER_GRPC_RUNTIMES`).
+    #[error(transparent)]
+    GrpcRuntime(#[from] crate::grpc_runtimes::ShardError),
     /// In-flight calls did not finish within the shutdown timeout.
     #[error("in-flight calls did not finish within {0:?}")]
     ShutdownTimeout(Duration),
@@ -93,7 +97,7 @@ pub struct RunningServer {
     health_task: JoinHandle<()>,
     discovery: DiscoveryHandle,
     stop: watch::Sender<bool>,
-    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    grpc_task: JoinHandle<Result<(), ServerError>>,
     http_task: JoinHandle<std::io::Result<()>>,
     global_task: JoinHandle<()>,
     owner_failure_task: JoinHandle<()>,
@@ -288,21 +292,53 @@ pub async fn start_with_clock(
     let handoff_task = crate::tasks::handoff::spawn(Arc::clone(node.router()), stopped.clone());
     // TLS (when configured) is accepted first; the connection bound counts the connections that
     // completed their handshake (the acceptor bounds the handshakes in progress itself).
-    let grpc_task = match &tls {
-        Some(tls) => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-            limits::idle::idle_incoming(
-                grpc_connections.limit_incoming(tls.grpc_incoming(grpc_listener)),
-                config.grpc_idle_timeout,
-            ),
-            wait_for_stop(stopped.clone()),
-        )),
-        None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
-            limits::idle::idle_incoming(
-                grpc_connections.limit_incoming(limits::nodelay::incoming(grpc_listener)),
-                config.grpc_idle_timeout,
-            ),
-            wait_for_stop(stopped.clone()),
-        )),
+    // Plaintext connections are served on runtimes of their own (see `crate::grpc_runtimes`);
+    // TLS ones, and all when `GUBER_GRPC_RUNTIMES=shared`, on this one.
+    let grpc_idle_timeout = config.grpc_idle_timeout;
+    let grpc_task = match (&tls, config.grpc_runtimes.shards()) {
+        (Some(tls), _) => {
+            let serving = grpc_router.serve_with_incoming_shutdown(
+                limits::idle::idle_incoming(
+                    grpc_connections.limit_incoming(tls.grpc_incoming(grpc_listener)),
+                    grpc_idle_timeout,
+                ),
+                wait_for_stop(stopped.clone()),
+            );
+            tokio::spawn(async move { serving.await.map_err(ServerError::Grpc) })
+        }
+        (None, None) => {
+            let serving = grpc_router.serve_with_incoming_shutdown(
+                limits::idle::idle_incoming(
+                    grpc_connections.limit_incoming(limits::nodelay::incoming(grpc_listener)),
+                    grpc_idle_timeout,
+                ),
+                wait_for_stop(stopped.clone()),
+            );
+            tokio::spawn(async move { serving.await.map_err(ServerError::Grpc) })
+        }
+        (None, Some(shards)) => {
+            let stopped_serving = stopped.clone();
+            crate::grpc_runtimes::serve(
+                shards,
+                // The listener's stream ends at stop, which ends every shard's stream.
+                grpc_connections
+                    .limit_incoming(limits::nodelay::incoming(grpc_listener))
+                    .take_until(wait_for_stop(stopped.clone())),
+                move |incoming| {
+                    grpc_router
+                        .clone()
+                        .serve_with_incoming_shutdown(
+                            limits::idle::idle_incoming(incoming, grpc_idle_timeout),
+                            wait_for_stop(stopped_serving.clone()),
+                        )
+                        .map_err(ServerError::Grpc)
+                },
+            )
+            .map_err(|source| ServerError::Bind {
+                address: grpc_address.to_string(),
+                source,
+            })?
+        }
     };
     #[cfg(test)]
     let rls_state = Arc::downgrade(&rls.state);

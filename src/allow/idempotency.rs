@@ -67,6 +67,9 @@ pub struct IdempotencyStore<A> {
     records: Cache<RecordKey, Arc<OnceCell<Record<A>>>>,
     /// The decisions in flight: they outlive their callers, not the store's owner.
     spends: TaskTracker,
+    /// Where the decisions run: the runtime the store was created on, not the caller's (a call
+    /// may be served on a gRPC runtime of its own that ends before the decision does).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
@@ -78,6 +81,7 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
                 .time_to_live(ttl)
                 .build(),
             spends: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -119,7 +123,7 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
                 let task_fingerprint = fingerprint.clone();
                 // Not cancelled with the caller: the task owns the cell until the answer is in.
                 // Tracked, so shutdown waits for it (`close`).
-                let decision = self.spends.spawn(async move {
+                let spend = async move {
                     let mut decided_here = false;
                     task_cell
                         .get_or_try_init(|| async {
@@ -132,7 +136,11 @@ impl<A: Clone + Send + Sync + 'static> IdempotencyStore<A> {
                         })
                         .await?;
                     Ok::<_, E>(decided_here)
-                });
+                };
+                let decision = match &self.runtime {
+                    Some(runtime) => self.spends.spawn_on(spend, runtime),
+                    None => self.spends.spawn(spend),
+                };
                 decision.await.map_err(|_| E::from(DecisionLost))??
             }
         };

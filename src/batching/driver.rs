@@ -1,22 +1,29 @@
-//! The async driver of one peer's [`PeerQueue`]: a task that turns queued items into
+//! The async driver of one peer's [`PeerQueue`]: it turns forwarded items into
 //! `GetPeerRateLimits` calls and routes each answer back to the caller that is waiting for it.
 //!
-//! Callers never touch the queue: they send a [`Forward`] over a channel and await a oneshot
-//! answer. The task owns the queue and reacts to three events (an item arrives, the batch timer
-//! fires, a call finishes), each time asking the pure policy what to send. Every call is bounded by
-//! the batch timeout; a failed call fails each of its items with the same [`ForwardError`].
+//! The queue sits behind a mutex that callers take for the moment of a push. When the policy says
+//! a forwarded item goes at once and alone (the peer is idle), the caller makes the call from its
+//! own task: at low load a forwarded item costs one peer call and no hand-off between tasks (the
+//! peer hop was about 130 µs over a direct call when every item went through a batching task and a
+//! task per call). Items that queue behind a call in flight are sent by a task when the call
+//! finishes or their wait is due, several to a call. One small task per peer re-arms the batch
+//! timer and, when the peer leaves, waits for the calls in flight and answers what is left.
+//! Every call is bounded by the batch timeout; a failed call fails each of its items with the
+//! same [`ForwardError`].
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::peer_auth::PeerChannel;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::{Batch, BatchConfig, BatchConfigError, CallToken, PeerQueue, Push};
+use crate::mutex::lock;
 use crate::proto::{self, peers_v1_client::PeersV1Client};
 
 /// Why a forwarded item got no answer from its owner.
@@ -80,8 +87,6 @@ impl ForwardError {
 /// One item on its way to the owner, with where its answer goes.
 pub struct Forward {
     item: proto::RateLimitReq,
-    /// The item's size inside a `GetPeerRateLimitsReq` (see [`crate::batching::budget::framed_len`]).
-    bytes: usize,
     reply: oneshot::Sender<Result<proto::RateLimitResp, ForwardError>>,
     /// The deadline of the caller's call, if it has one (see [`crate::limits::deadline`]).
     deadline: Option<Instant>,
@@ -96,6 +101,8 @@ pub struct PeerCallMetrics {
     pub items: IntCounter,
     /// Calls made to the peer (the batching ratio is items / calls).
     pub calls: IntCounter,
+    /// Items carried by each call (`ringlimit_peer_call_items`).
+    pub items_per_call: Histogram,
     /// Latency of each call, in seconds (`ringlimit_batch_send_duration_seconds`).
     pub duration: Histogram,
     /// The same latency for Gubernator's Summary `gubernator_batch_send_duration`.
@@ -109,17 +116,48 @@ pub struct PeerCallMetrics {
 /// Told the outcome of every batched call to the peer (for dead-peer detection).
 pub type CallObserver = Arc<dyn Fn(Result<(), &ForwardError>) + Send + Sync>;
 
-/// The sending side of one peer's batching task. Cloning shares the task; dropping the last
-/// clone lets the task finish what is queued and stop.
+/// One peer's batching: the queue, the caller that makes the calls, and the tasks that send what
+/// queued. Cloning shares them; dropping the last clone lets the timer task send what is queued,
+/// wait for the calls in flight, and stop.
 #[derive(Clone)]
 pub struct PeerBatcher {
-    sender: mpsc::Sender<(Forward, bool)>,
+    shared: Arc<Shared>,
+    /// Dropped with the last clone: tells the timer task to finish.
+    _open: Arc<Open>,
+}
+
+/// What callers and tasks of one peer share.
+struct Shared {
+    queue: Mutex<PeerQueue<Forward>>,
+    caller: PeerCaller,
+    /// Calls of batches sent by tasks (behind a call, due, or with other callers' items); reaped
+    /// as new ones start, awaited by the timer task before it ends.
+    calls: Mutex<JoinSet<()>>,
+    /// Where those calls run: the runtime the batcher was started on, whichever runtime the
+    /// caller that releases a batch runs on.
+    runtime: tokio::runtime::Handle,
+    /// Wakes the timer task: the queue's deadline may have changed, or the batcher closed.
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+/// Closes the batcher when the last [`PeerBatcher`] clone drops it.
+struct Open {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
 }
 
 impl PeerBatcher {
-    /// Starts the batching task for the peer behind `client` in `tasks` (its owner's set, which
-    /// joins it at shutdown), telling `observer` the outcome of every call. The task ends, after
-    /// answering every item it holds, once every clone of the batcher is dropped.
+    /// Starts the batching of the peer behind `client`, with its timer task in `tasks` (its
+    /// owner's set, which joins it at shutdown), telling `observer` the outcome of every call. The
+    /// task ends, after answering every item queued, once every clone of the batcher is dropped.
+    /// Must be called within a tokio runtime: the batches' calls run on it.
     pub fn spawn_observed(
         peer: &str,
         client: PeersV1Client<PeerChannel>,
@@ -130,8 +168,6 @@ impl PeerBatcher {
         tasks: &mut JoinSet<()>,
     ) -> Result<Self, BatchConfigError> {
         let queue = PeerQueue::new(config)?;
-        // The channel only hands items to the task; the queue's own bound refuses the excess.
-        let (sender, receiver) = mpsc::channel(queue.config().max_queue.max(1));
         let caller = PeerCaller {
             peer: Arc::from(peer),
             client,
@@ -139,34 +175,135 @@ impl PeerBatcher {
             metrics: Arc::new(metrics),
             observer,
         };
-        tasks.spawn(run(queue, receiver, caller));
-        Ok(Self { sender })
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(queue),
+            caller,
+            calls: Mutex::new(JoinSet::new()),
+            runtime: tokio::runtime::Handle::current(),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        tasks.spawn(run_timer(Arc::clone(&shared)));
+        Ok(Self {
+            _open: Arc::new(Open {
+                shared: Arc::clone(&shared),
+            }),
+            shared,
+        })
     }
 
-    /// Sends `item` to the owner (batched unless `no_batching`) and waits for its answer.
+    /// Sends `item` to the owner (batched unless `no_batching`) and waits for its answer. When the
+    /// peer is idle the call is made from this task.
     pub async fn forward(
         &self,
         item: proto::RateLimitReq,
         no_batching: bool,
     ) -> Result<proto::RateLimitResp, ForwardError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ForwardError::Closed);
+        }
         let (reply, answer) = oneshot::channel();
         let bytes = crate::batching::budget::framed_len(item.encoded_len());
-        self.sender
-            .try_send((
-                Forward {
-                    item,
+        let forward = Forward {
+            item,
+            reply,
+            deadline: crate::limits::deadline::current(),
+            span: crate::telemetry::current(),
+        };
+        let (pushed, was_empty) = {
+            let mut queue = lock(&shared.queue);
+            let was_empty = queue.is_empty();
+            let pushed = queue.push_sized(forward, bytes, no_batching, Instant::now());
+            shared.set_queue_length(&queue);
+            (pushed, was_empty)
+        };
+        match pushed {
+            // Only this item (nothing was queued before it): sent from here, no hand-off.
+            Push::Send(batch) if was_empty && batch.items.len() == 1 => {
+                let Batch { items, call } = batch;
+                let finished = CallFinished {
+                    shared,
+                    call: Some(call),
+                };
+                shared.caller.clone().call(items).await;
+                drop(finished);
+            }
+            Push::Send(batch) => shared.start(batch),
+            Push::SendAlone(forward) => shared.caller.clone().call(vec![forward]).await,
+            Push::Refused(_) => return Err(ForwardError::QueueFull),
+            Push::Oversized(_) => {
+                shared.caller.metrics.oversized.inc();
+                return Err(ForwardError::TooLarge {
                     bytes,
-                    reply,
-                    deadline: crate::limits::deadline::current(),
-                    span: crate::telemetry::current(),
-                },
-                no_batching,
-            ))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => ForwardError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => ForwardError::Closed,
-            })?;
+                    max_bytes: lock(&shared.queue).config().max_bytes,
+                });
+            }
+            Push::Queued { .. } => {
+                if was_empty {
+                    // The queue's deadline is new: the timer task re-arms.
+                    shared.wake.notify_one();
+                }
+            }
+        }
         answer.await.unwrap_or(Err(ForwardError::Closed))
+    }
+}
+
+/// Hands a batch's call slot back to the queue when the call ends, or when the caller that made
+/// it stops waiting (its future dropped mid-call): the slot is never lost, and a batch the queue
+/// releases then is sent by a task.
+struct CallFinished<'a> {
+    shared: &'a Arc<Shared>,
+    call: Option<CallToken>,
+}
+
+impl Drop for CallFinished<'_> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            self.shared.finish(call);
+        }
+    }
+}
+
+impl Shared {
+    /// Sends `batch` from a task on the batcher's runtime.
+    fn start(self: &Arc<Self>, batch: Batch<Forward>) {
+        let Batch { items, call } = batch;
+        let shared = Arc::clone(self);
+        let mut calls = lock(&self.calls);
+        // Forget the calls that ended.
+        while calls.try_join_next().is_some() {}
+        calls.spawn_on(
+            async move {
+                shared.caller.clone().call(items).await;
+                shared.finish(call);
+            },
+            &self.runtime,
+        );
+    }
+
+    /// A call ended: its slot goes back, and the next batch (if the queue releases one) goes.
+    fn finish(self: &Arc<Self>, call: CallToken) {
+        let next = {
+            let mut queue = lock(&self.queue);
+            let next = queue.on_call_finished(call, Instant::now());
+            self.set_queue_length(&queue);
+            next
+        };
+        if let Some(batch) = next {
+            self.start(batch);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn set_queue_length(&self, queue: &PeerQueue<Forward>) {
+        self.caller
+            .metrics
+            .queue_length
+            .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -211,6 +348,7 @@ impl PeerCaller {
         let sent = items.len();
         self.metrics.calls.inc();
         self.metrics.items.inc_by(sent as u64);
+        self.metrics.items_per_call.observe(sent as f64);
         let mut client = self.client;
         // The peer bounds its own work by the same timeout (`grpc-timeout`).
         let mut request = tonic::Request::new(proto::GetPeerRateLimitsReq { requests: items });
@@ -291,80 +429,47 @@ fn status_error(status: tonic::Status) -> ForwardError {
     }
 }
 
-/// The batching task: owns the queue until every sender is gone and every call has finished.
-async fn run(
-    mut queue: PeerQueue<Forward>,
-    mut receiver: mpsc::Receiver<(Forward, bool)>,
-    caller: PeerCaller,
-) {
-    let mut in_flight: JoinSet<CallToken> = JoinSet::new();
-    // Calls of items sent alone: not counted by the policy, but owned (and awaited) here too.
-    let mut alone: JoinSet<()> = JoinSet::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() || !queue.is_empty() || !alone.is_empty() {
-        caller
-            .metrics
-            .queue_length
-            .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
-        let deadline = queue.next_deadline();
+/// The timer task of one peer: sends batches when they are due, and once the batcher is closed,
+/// sends what is queued, waits for every call in flight, and answers what could not go.
+async fn run_timer(shared: Arc<Shared>) {
+    loop {
+        let deadline = lock(&shared.queue).next_deadline();
+        let closed = shared.closed.load(Ordering::Acquire);
+        if closed && lock(&shared.queue).is_empty() {
+            break;
+        }
         tokio::select! {
-            received = receiver.recv(), if open => match received {
-                Some((forward, no_batching)) => {
-                    let bytes = forward.bytes;
-                    match queue.push_sized(forward, bytes, no_batching, Instant::now()) {
-                        Push::Send(batch) => start(&mut in_flight, &caller, batch),
-                        Push::SendAlone(forward) => {
-                            alone.spawn(caller.clone().call(vec![forward]));
-                        }
-                        Push::Refused(forward) => {
-                            let _ = forward.reply.send(Err(ForwardError::QueueFull));
-                        }
-                        Push::Oversized(forward) => {
-                            caller.metrics.oversized.inc();
-                            let _ = forward.reply.send(Err(ForwardError::TooLarge {
-                                bytes,
-                                max_bytes: queue.config().max_bytes,
-                            }));
-                        }
-                        Push::Queued { .. } => {}
-                    }
+            () = shared.wake.notified() => {}
+            () = sleep_until(deadline), if deadline.is_some() => {
+                let due = lock(&shared.queue).on_timer(Instant::now());
+                if let Some(batch) = due {
+                    shared.start(batch);
                 }
-                None => open = false,
-            },
-            Some(finished) = in_flight.join_next(), if !in_flight.is_empty() => {
-                // A call task cannot panic; if it somehow did, its slot stays taken rather than
-                // corrupting the count.
-                if let Ok(token) = finished
-                    && let Some(batch) = queue.on_call_finished(token, Instant::now())
-                {
-                    start(&mut in_flight, &caller, batch);
-                }
-            },
-            Some(_) = alone.join_next(), if !alone.is_empty() => {},
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                if let Some(batch) = queue.on_timer(Instant::now()) {
-                    start(&mut in_flight, &caller, batch);
-                }
-            },
-            else => {
-                // Closed, nothing in flight, and the queue can only move on a timer or a free
-                // slot that will never come: answer what is left.
-                for forward in queue.drain() {
+            }
+            // Closed and nothing can move the queue any more (no deadline, no call in flight
+            // to free a slot): answer what is left.
+            () = std::future::ready(()), if closed && deadline.is_none() && calls_idle(&shared) => {
+                for forward in lock(&shared.queue).drain() {
                     let _ = forward.reply.send(Err(ForwardError::Closed));
                 }
-                break;
             }
         }
     }
+    // Every batch has been started: wait for their calls to answer.
+    loop {
+        let mut calls = std::mem::take(&mut *lock(&shared.calls));
+        if calls.is_empty() {
+            break;
+        }
+        while calls.join_next().await.is_some() {}
+    }
 }
 
-fn start(in_flight: &mut JoinSet<CallToken>, caller: &PeerCaller, batch: Batch<Forward>) {
-    let Batch { items, call } = batch;
-    let caller = caller.clone();
-    in_flight.spawn(async move {
-        caller.call(items).await;
-        call
-    });
+/// Whether no batch call of the peer is running.
+fn calls_idle(shared: &Shared) -> bool {
+    let mut calls = lock(&shared.calls);
+    while calls.try_join_next().is_some() {}
+    calls.is_empty()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -318,6 +318,13 @@ pub struct ServerConfig {
     #[arg(long, env = "GUBER_GRPC_IDLE_TIMEOUT", default_value = "5m", value_parser = go_duration::parse)]
     pub grpc_idle_timeout: Duration,
 
+    /// How many single-threaded runtimes serve plaintext gRPC connections, each connection on one
+    /// of them from start to end: `auto` (one per core), a number, or `shared` (every connection
+    /// on the main multi-thread runtime, as TLS connections always are). See
+    /// `src/grpc_runtimes.rs` for why and for the trade.
+    #[arg(long, env = "GUBER_GRPC_RUNTIMES", default_value = "auto")]
+    pub grpc_runtimes: crate::grpc_runtimes::GrpcRuntimes,
+
     /// Most open connections per listener (gRPC and HTTP each); connections beyond it are closed
     /// as soon as they are accepted.
     #[arg(long, env = "GUBER_MAX_CONNECTIONS", default_value_t = 10_000,
@@ -697,6 +704,7 @@ impl ServerConfig {
                 duration(self.grpc_keepalive_timeout),
             ),
             ("GUBER_GRPC_IDLE_TIMEOUT", duration(self.grpc_idle_timeout)),
+            ("GUBER_GRPC_RUNTIMES", self.grpc_runtimes.to_string()),
             ("GUBER_MAX_CONNECTIONS", self.max_connections.to_string()),
             (
                 "GUBER_HTTP_HEADER_TIMEOUT",

@@ -89,6 +89,15 @@ impl<T> Limited<T> {
     pub fn get_ref(&self) -> &T {
         &self.io
     }
+
+    /// The same slot held by `convert(connection)`, as when a connection moves to another
+    /// runtime; when `convert` fails the connection is gone and its slot is freed.
+    pub fn try_map<U, E>(self, convert: impl FnOnce(T) -> Result<U, E>) -> Result<Limited<U>, E> {
+        Ok(Limited {
+            io: convert(self.io)?,
+            _slot: self._slot,
+        })
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {

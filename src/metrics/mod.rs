@@ -93,6 +93,9 @@ pub struct Metrics {
     /// `ringlimit_batch_send_duration_seconds{peerAddr}`: the same latency as a histogram (it was
     /// `gubernator_batch_send_duration` before that became a Summary).
     pub batch_send_duration_seconds: HistogramVec,
+    /// `ringlimit_peer_call_items{peerAddr}`: items carried by each batched call to a peer (1 when
+    /// the peer was idle and the item went at once; more when items queued behind a call).
+    pub peer_call_items: HistogramVec,
     /// `gubernator_batch_send_retries{name}`: forwarded items retried after re-resolving the owner.
     pub batch_send_retries: IntCounterVec,
     /// `gubernator_global_send_duration`: seconds to send owed GLOBAL hits to their owners, a
@@ -302,6 +305,17 @@ impl Metrics {
                     "Latency of batched calls to a peer in seconds.",
                 )
                 .buckets(latency_buckets()),
+                &["peerAddr"],
+            )
+            .expect("valid metric"),
+            peer_call_items: HistogramVec::new(
+                HistogramOpts::new(
+                    "ringlimit_peer_call_items",
+                    "Items carried by each batched call to a peer.",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1000.0,
+                ]),
                 &["peerAddr"],
             )
             .expect("valid metric"),
@@ -574,7 +588,7 @@ impl Metrics {
             .inc();
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 41] {
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 42] {
         [
             Box::new(self.getratelimit_counter.clone()),
             Box::new(self.over_limit_counter.clone()),
@@ -591,6 +605,7 @@ impl Metrics {
             Box::new(self.peer_calls.clone()),
             Box::new(self.batch_send_duration.clone()),
             Box::new(self.batch_send_duration_seconds.clone()),
+            Box::new(self.peer_call_items.clone()),
             Box::new(self.batch_send_retries.clone()),
             Box::new(self.global_send_duration.clone()),
             Box::new(self.global_send_duration_seconds.clone()),

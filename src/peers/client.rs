@@ -45,6 +45,10 @@ pub struct PeerClients {
     liveness: Arc<PeerLiveness>,
     /// The peers' batching tasks, joined by [`PeerClients::close`].
     tasks: Mutex<JoinSet<()>>,
+    /// The runtime the clients were created on, entered whenever a channel or batching task is
+    /// created: a call served on a gRPC runtime of its own (`crate::grpc_runtimes`) may be the
+    /// first to need a peer, and what it starts must outlive that runtime.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A shared channel: the peer's address, and how it connects (connect timeout, `TCP_NODELAY`).
@@ -81,6 +85,7 @@ impl PeerClients {
             channels: RwLock::new(HashMap::new()),
             liveness,
             tasks: Mutex::new(JoinSet::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -256,6 +261,7 @@ impl PeerClients {
             Ok(channels) => channels,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let _main_runtime = self.runtime.as_ref().map(|runtime| runtime.enter());
         let channel = channels
             .entry(key)
             .or_insert_with(|| self.connect_lazy(endpoint));
@@ -288,6 +294,7 @@ impl PeerClients {
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
+        let _main_runtime = self.runtime.as_ref().map(|runtime| runtime.enter());
         let client = self.connect(address)?;
         clients.insert(address.to_string(), client.clone());
         Ok(client)
@@ -319,6 +326,7 @@ impl PeerClients {
         let metrics = PeerCallMetrics {
             items: self.metrics.forwarded_items.with_label_values(&[address]),
             calls: self.metrics.peer_calls.with_label_values(&[address]),
+            items_per_call: self.metrics.peer_call_items.with_label_values(&[address]),
             duration: self
                 .metrics
                 .batch_send_duration_seconds

@@ -267,6 +267,7 @@ const EXPORTED_METRICS: &[&str] = &[
     "ringlimit_peer_calls_total",
     "gubernator_batch_send_duration",
     "ringlimit_batch_send_duration_seconds",
+    "ringlimit_peer_call_items",
     "gubernator_batch_send_retries",
     "gubernator_global_send_duration",
     "gubernator_broadcast_duration",

@@ -274,6 +274,16 @@ async fn metrics_reflect_the_traffic() {
         ),
         1.0
     );
+    // The one forwarded item went alone (the peer was idle): one call of one item.
+    for (series, value) in [("count", 1.0), ("sum", 1.0)] {
+        assert_eq!(
+            sample(
+                &node0,
+                &format!(r#"ringlimit_peer_call_items_{series}{{peerAddr="{peer1}"}}"#)
+            ),
+            value
+        );
+    }
     for name in [
         "gubernator_unexpired_evictions_count",
         "gubernator_global_send_errors",
