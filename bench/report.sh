@@ -9,6 +9,7 @@ RESULTS=${1:-$(dirname "${BASH_SOURCE[0]}")/results/latest.json}
 jq -r '
   def commas: if length > 3 then (.[:-3] | commas) + "," + .[-3:] else . end;
   def n0: if . == null then "–" elif . < 0 then "-" + (- . | n0) else (round | tostring | commas) end;
+  def us2: if . == null then "–" else ((. * 100 | round) / 100 | tostring) end;
   def x2: if . == null then "–" else ((. * 100 | round) / 100 | tostring) + "×" end;
   def ratio($a; $b): if ($b // 0) > 0 and $a != null then $a / $b else null end;
   . as $r
@@ -39,10 +40,22 @@ jq -r '
     "",
     "## Scenarios",
     "",
-    "| scenario | calls/s | decisions/s | p50 µs | p99 µs | errors | decisions/s vs Redis+Lua | vs floor | vs single node |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ($r.scenarios[] | "| \(.description) | \(.calls_per_sec | n0) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) | \(.errors | n0) | \(ratio(.decisions_per_sec; $redis) | x2) | \(ratio(.decisions_per_sec; $floor) | x2) | \(ratio(.decisions_per_sec; $single) | x2) |"),
+    "| scenario | calls/s | decisions/s | p50 µs | p99 µs | errors | server CPU µs per decision | decisions/s vs Redis+Lua | vs floor | vs single node |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ($r.scenarios[] | "| \(.description) | \(.calls_per_sec | n0) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) | \(.errors | n0) | \(.server_cpu_us_per_decision | us2) | \(ratio(.decisions_per_sec; $redis) | x2) | \(ratio(.decisions_per_sec; $floor) | x2) | \(ratio(.decisions_per_sec; $single) | x2) |"),
     "",
+    "Server CPU is the user and system time of the server processes (all three nodes in the 3-node scenarios) read from `/proc/PID/stat` around the run, warm-up included, divided by the decisions at the run'\''s rate over the same wall time: the fairest figure on a machine whose two cores the client shares.",
+    "",
+    (if $r.c_clients != null then
+      "## C client against C client",
+      "",
+      "One node driven by h2load (nghttp2'\''s HTTP/2 load generator, C) sending a prepared `GetRateLimits` call, next to Redis with the Lua token bucket driven by redis-benchmark (C), each with \($r.c_clients.clients) connections and one call in flight on each, \($r.c_clients.seconds_per_run) s per run (`bench/c-clients.sh`). h2load sends the same body every time, so ringlimit'\''s calls all carry the same keys (k0, or k0…k99); redis-benchmark draws one of \($r.settings.keys | n0) keys per call. The run fails unless the node'\''s own counters show every call answered OK.",
+      "",
+      "| system | items per call | calls/s | decisions/s | p50 µs | p99 µs | server CPU µs per decision | decisions/s vs Redis+Lua |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      ($r.c_clients.runs[] | "| \(if .tool == "h2load" then "ringlimit (h2load)" else "Redis \($r.c_clients.redis) + Lua (redis-benchmark)" end) | \(.items) | \(.calls_per_sec | n0) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) | \(.server_cpu_us_per_decision | us2) | \(ratio(.decisions_per_sec; ($r.c_clients.runs | map(select(.tool == "redis-benchmark"))[0].decisions_per_sec)) | x2) |"),
+      ""
+    else empty end),
     "## Latency under load",
     "",
     "| measurement | rate (calls/s) | achieved calls/s | p50 µs | p99 µs |",

@@ -12,7 +12,10 @@
 #      (two thirds of the items are forwarded to their owner)
 #   4. 3 nodes, GLOBAL behavior           5. the floor: a no-op gRPC server (examples/noop_server.rs)
 #   6. Redis 7 with a Lua token bucket (bench/token_bucket.lua) by EVALSHA, driven by redis-benchmark
+#   6b. C client against C client (bench/c-clients.sh): h2load on one node (1 and 100 items per
+#      call) next to redis-benchmark on Redis, 50 connections with one call in flight each
 #   7. memory: one node with 1,000,000 live keys: RSS per key, and decisions/s there vs at 1,000 keys
+# Every scenario reports the servers' CPU time per decision (/proc/PID/stat).
 # then open-loop rate sweeps (25/50/75 % of each system's peak) for the latency/throughput plot, the
 # p99 at half the single-node peak (direct and through a node that forwards), and the forwarded p50
 # at low load (concurrency 1).
@@ -20,7 +23,8 @@
 # Settings (environment): BENCH_TIME (10s), BENCH_SWEEP_TIME (half of BENCH_TIME, at least 2s),
 # BENCH_WARMUP (1s), BENCH_CONCURRENCY (64), BENCH_CONNECTIONS (4), BENCH_KEYS (10000),
 # BENCH_MEM_KEYS (1000000), CARGO_TARGET_DIR (target), BENCH_NO_BUILD=1 (use the built binaries).
-# Needs: cargo, and on Debian/Ubuntu installs what is missing (redis-server, redis-tools, jq, curl).
+# Needs: cargo, and on Debian/Ubuntu installs what is missing (redis-server, redis-tools, jq, curl,
+# nghttp2-client for h2load).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,6 +67,7 @@ install_missing() {
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v jq >/dev/null 2>&1 || missing+=(jq)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
   if ((${#missing[@]})); then
     command -v apt-get >/dev/null 2>&1 || die "please install: ${missing[*]} (no apt-get on this machine)"
     local sudo=""
@@ -198,9 +203,13 @@ rl_bench() {
   shift
   local cmd=("$BIN" bench --warmup "$BENCH_WARMUP" --json "$@")
   log_command "${cmd[@]}"
+  local ticks_before started
+  ticks_before=$(server_ticks)
+  started=$(date +%s.%N)
   if ! "${cmd[@]}" >"$WORK/$out.json" 2>"$WORK/$out.err"; then
     die "ringlimit bench failed ($out): $(tail -20 "$WORK/$out.err")"
   fi
+  add_server_cpu "$out" "$ticks_before" "$started"
   jq -e '(.calls_per_sec | type == "number") and (.decisions_per_sec | type == "number") and (.latency_us.p99 | type == "number")' \
     "$WORK/$out.json" >/dev/null 2>&1 ||
     die "ringlimit bench ($out) printed no usable JSON: $(head -c 2000 "$WORK/$out.json")"
@@ -210,11 +219,33 @@ rl_bench() {
   say "$out: $(jq -r '"\(.calls_per_sec | floor) calls/s, \(.decisions_per_sec | floor) decisions/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us"' "$WORK/$out.json")"
 }
 
+# The servers of the scenario running now (SERVER_PIDS, space-separated): their CPU time is read
+# from /proc/PID/stat around each run, the fairest figure on a machine whose cores the client shares.
+SERVER_PIDS=""
+TICKS_PER_SEC=$(getconf CLK_TCK)
+server_ticks() { # user + system clock ticks of SERVER_PIDS so far
+  local pid total=0
+  for pid in $SERVER_PIDS; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
+  echo "$total"
+}
+# add_server_cpu OUT TICKS_BEFORE STARTED: adds server_cpu_us_per_decision to $WORK/OUT.json. The
+# window includes the warm-up, so decisions are the run's rate over the whole wall time.
+add_server_cpu() {
+  [ -n "$SERVER_PIDS" ] || return 0
+  local ticks wall
+  ticks=$(($(server_ticks) - $2))
+  wall=$(awk -v a="$3" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+  jq --argjson ticks "$ticks" --argjson hz "$TICKS_PER_SEC" --argjson wall "$wall" \
+    '.server_cpu_us_per_decision = (if .decisions_per_sec > 0 then ($ticks / $hz * 1e6) / (.decisions_per_sec * $wall) else null end)' \
+    "$WORK/$1.json" >"$WORK/$1.cpu.json" && mv "$WORK/$1.cpu.json" "$WORK/$1.json"
+}
+
 # scenario NAME SYSTEM DESCRIPTION OUT: records $WORK/OUT.json as a scenario.
 scenario() {
   jq -c --arg name "$1" --arg system "$2" --arg desc "$3" '{
       name: $name, system: $system, description: $desc,
       calls_per_sec, decisions_per_sec, p50_us: .latency_us.p50, p99_us: .latency_us.p99,
+      server_cpu_us_per_decision,
       errors: ([.errors // {} | to_entries[].value] | add // 0), raw: .
     }' "$WORK/$4.json" >>"$SCENARIOS"
 }
@@ -251,6 +282,7 @@ printf 'domain: bench\ndescriptors:\n  - key: key\n    rate_limit: {unit: minute
 start_node single "$G1" "$H1" "" 1000000
 RLS_CONFIG=
 SINGLE_PID=$LAST_PID
+SERVER_PIDS=$SINGLE_PID
 wait_healthy "$H1" "$SINGLE_PID" single
 say "one node on 127.0.0.1:$G1"
 rl_bench single_1 --target "127.0.0.1:$G1" "${COMMON[@]}" --time "$BENCH_TIME"
@@ -277,6 +309,7 @@ start_node node_c "$GC" "$HC" "$PEERS" 1000000; PID_C=$LAST_PID
 wait_healthy "$HA" "$PID_A" node_a
 wait_healthy "$HB" "$PID_B" node_b
 wait_healthy "$HC" "$PID_C" node_c
+SERVER_PIDS="$PID_A $PID_B $PID_C"
 for h in "$HA" "$HB" "$HC"; do
   curl -fsS "http://127.0.0.1:$h/v1/HealthCheck" | jq -e '(.peer_count // .peerCount) == 3' >/dev/null ||
     die "the 3 nodes do not see each other: $(curl -sS "http://127.0.0.1:$h/v1/HealthCheck")"
@@ -319,6 +352,7 @@ log_command "$NOOP" --address "127.0.0.1:$GN"
 "$NOOP" --address "127.0.0.1:$GN" >"$WORK/noop.log" 2>&1 &
 NOOP_PID=$!
 PIDS+=("$NOOP_PID")
+SERVER_PIDS=$NOOP_PID
 wait_tcp "$GN" "$NOOP_PID" noop
 rl_bench floor_1 --target "127.0.0.1:$GN" "${COMMON[@]}" --time "$BENCH_TIME"
 scenario floor_1 "floor (no-op gRPC server)" "no-op gRPC server, 1 item per call" floor_1
@@ -334,6 +368,7 @@ redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly no --daemonize
   --logfile "$WORK/redis.log" >/dev/null 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
+SERVER_PIDS=$REDIS_PID
 wait_tcp "$RP" "$REDIS_PID" redis
 REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 SHA=$(redis-cli -h 127.0.0.1 -p "$RP" SCRIPT LOAD "$(cat "$ROOT/bench/token_bucket.lua")")
@@ -348,6 +383,9 @@ redis_bench() {
   local cmd=(redis-benchmark -h 127.0.0.1 -p "$RP" -c "$clients" -n "$n" -r "$KEYS" --csv
     EVALSHA "$SHA" 1 rl:__rand_int__ "$REDIS_LIMIT" "$REDIS_WINDOW_MS" 1)
   log_command "${cmd[@]}"
+  local ticks_before started
+  ticks_before=$(server_ticks)
+  started=$(date +%s.%N)
   "${cmd[@]}" >"$WORK/$out.csv" 2>"$WORK/$out.err" || die "redis-benchmark failed: $(tail -5 "$WORK/$out.err")"
   # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
   local header
@@ -360,6 +398,7 @@ redis_bench() {
       printf "\"errors\":{},\"config\":{\"tool\":\"redis-benchmark\",\"clients\":%d,\"requests\":%d}}\n", c, n
     }' >"$WORK/$out.json"
   jq -e '.decisions_per_sec > 0' "$WORK/$out.json" >/dev/null || die "redis-benchmark: no result parsed from $WORK/$out.csv"
+  add_server_cpu "$out" "$ticks_before" "$started"
   # redis-benchmark counts error replies (a script error, NOSCRIPT) as requests: there must be none.
   local errors
   errors=$(redis-cli -h 127.0.0.1 -p "$RP" INFO stats | tr -d '\r' | awk -F: '/^total_error_replies:/ { print $2 }')
@@ -385,6 +424,15 @@ done
 redis_points+=("$(jq -c --argjson c "$CONCURRENCY" '{clients: $c, decisions_per_sec, calls_per_sec, p50_us: .latency_us.p50, p99_us: .latency_us.p99}' "$WORK/redis_1.json")")
 printf '%s\n' "${redis_points[@]}" | jq -sc --arg system "Redis $REDIS_VERSION + Lua" '{system: $system, points: ., closed_loop: true}' >>"$CURVES"
 stop "$REDIS_PID"
+SERVER_PIDS=""
+
+# ---------------------------------------------------------------------------------------------
+# 6b: C client against C client: h2load on one node, redis-benchmark on Redis (bench/c-clients.sh)
+
+say "C clients: h2load against one node, redis-benchmark against Redis"
+log_command bench/c-clients.sh
+BIN=$BIN C_TIME=$TIME_S KEYS=$KEYS "$ROOT/bench/c-clients.sh" "$WORK/c_clients.json" ||
+  die "bench/c-clients.sh failed"
 
 # ---------------------------------------------------------------------------------------------
 # 7: memory and throughput at 1,000,000 keys
@@ -443,6 +491,7 @@ jq -n \
   --slurpfile scenarios "$SCENARIOS" --slurpfile curves "$CURVES" --slurpfile memory "$WORK/memory.json" \
   --slurpfile hpd "$WORK/half_peak_direct.json" --slurpfile hpf "$WORK/half_peak_forwarded.json" \
   --slurpfile llf "$WORK/low_load_forwarded.json" --slurpfile lld "$WORK/low_load_direct.json" \
+  --slurpfile cc "$WORK/c_clients.json" \
   --rawfile commands "$COMMANDS" '
   def s($n): $scenarios | map(select(.name == $n))[0];
   def ratio($a; $b): if ($b // 0) > 0 then $a / $b else null end;
@@ -462,27 +511,27 @@ jq -n \
       low_load_direct: {calls_per_sec: $lld[0].calls_per_sec, p50_us: $lld[0].latency_us.p50, p99_us: $lld[0].latency_us.p99}
     },
     memory: $mem,
+    c_clients: $cc[0],
     commands: ($commands | split("\n") | map(select(length > 0)))
   }
   | . as $r
   | .targets = [
-      {target: "single node, 1 item: decisions/s ≥ 1.0× Redis+Lua", goal: 1.0, kind: "min",
-       value: ratio(s("single_1").decisions_per_sec; s("redis_1").decisions_per_sec)},
-      {target: "single node, 1 item: decisions/s ≥ 0.8× floor", goal: 0.8, kind: "min",
-       value: ratio(s("single_1").decisions_per_sec; s("floor_1").decisions_per_sec)},
+      {target: "1 item/call: decisions/s ≥ 1.0× Redis+Lua (h2load against redis-benchmark)", goal: 1.0, kind: "min",
+       value: $r.c_clients.ratio_1},
+      {target: "100 items/call: decisions/s ≥ 40× Redis+Lua (h2load against redis-benchmark)", goal: 40, kind: "min",
+       value: $r.c_clients.ratio_100},
+      {target: "3 nodes, 1 item/call over all three: decisions/s ≥ 0.6× one node", goal: 0.6, kind: "min",
+       value: ratio(s("cluster_1").decisions_per_sec; s("single_1").decisions_per_sec)},
+      {target: "forwarded p50 at low load ≤ direct p50 + 60 µs (the hop, µs)", goal: 60, kind: "max",
+       value: (if $r.latency.low_load_forwarded.p50_us != null and $r.latency.low_load_direct.p50_us != null
+               then $r.latency.low_load_forwarded.p50_us - $r.latency.low_load_direct.p50_us else null end)},
+      {target: "p99 at half of the single node'"'"'s peak, direct ≤ 2 ms (µs)", goal: 2000, kind: "max",
+       value: $r.latency.half_peak_direct.p99_us},
+      {target: "memory at 1M keys ≤ 120 bytes/key", goal: 120, kind: "max", value: $mem.bytes_per_key},
       {target: "Envoy ShouldRateLimit, 1 descriptor: decisions/s ≥ 0.9× GetRateLimits, 1 item", goal: 0.9, kind: "min",
        value: ratio(s("rls_1").decisions_per_sec; s("single_1").decisions_per_sec)},
-      {target: "100 items/call: decisions/s ≥ 10× Redis+Lua", goal: 10, kind: "min",
-       value: ratio(s("single_100").decisions_per_sec; s("redis_1").decisions_per_sec)},
-      {target: "3 nodes: decisions/s ≥ 0.5× single node", goal: 0.5, kind: "min",
-       value: ratio(s("cluster_1").decisions_per_sec; s("single_1").decisions_per_sec)},
-      {target: "p99 at half of single-node peak, direct ≤ 1 ms (µs)", goal: 1000, kind: "max",
-       value: $r.latency.half_peak_direct.p99_us},
       {target: "p99 at half of single-node peak, via a non-owner ≤ 2 ms (µs)", goal: 2000, kind: "max",
        value: $r.latency.half_peak_forwarded.p99_us},
-      {target: "forwarded p50 at low load ≤ 150 µs", goal: 150, kind: "max",
-       value: $r.latency.low_load_forwarded.p50_us},
-      {target: "memory at 1M keys ≤ 200 bytes/key", goal: 200, kind: "max", value: $mem.bytes_per_key},
       {target: "decisions/s at 1M keys ≥ 0.8× at 1k keys", goal: 0.8, kind: "min",
        value: ratio($mem.decisions_per_sec_1m_keys; $mem.decisions_per_sec_1k_keys)}
     ]

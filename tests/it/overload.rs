@@ -365,3 +365,94 @@ async fn each_listener_bounds_its_open_connections() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     server.shutdown().await.unwrap();
 }
+
+/// An owner whose answers wait until the test opens it.
+#[derive(Clone, Default)]
+struct GatedOwner {
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[tonic::async_trait]
+impl PeersV1 for GatedOwner {
+    async fn get_peer_rate_limits(
+        &self,
+        request: Request<proto::GetPeerRateLimitsReq>,
+    ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
+        // Bounded: the node resets the call when its caller gives up, which drops this future.
+        for _ in 0..3000 {
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let rate_limits = request
+            .into_inner()
+            .requests
+            .iter()
+            .map(|item| proto::RateLimitResp {
+                limit: item.limit,
+                remaining: item.limit - item.hits,
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(proto::GetPeerRateLimitsResp { rate_limits }))
+    }
+
+    async fn update_peer_globals(
+        &self,
+        _request: Request<proto::UpdatePeerGlobalsReq>,
+    ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
+        Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
+    }
+}
+
+/// A forwarded item to an idle peer is sent from the caller's own task; a caller that cancels
+/// mid-call must still hand the peer's call slot back. More callers give up on a hung owner than
+/// the four calls a peer may have in flight; once the owner answers again, the next item finds the
+/// peer idle and is sent and answered at once (with a lost slot the peer would never look idle
+/// again: every item would wait for its batch to come due).
+#[tokio::test]
+async fn callers_that_cancel_on_a_hung_owner_do_not_keep_its_call_slots() {
+    let owner = GatedOwner::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let owner_address = listener.local_addr().unwrap().to_string();
+    let owner_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeersV1Server::new(owner.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    // A long batch wait: an item that finds the peer busy (a slot still taken) would wait 10 s.
+    let server = start_node(&["--batch-timeout=30s", "--batch-wait=10s"]).await;
+    let key = route_to(&server, &owner_address);
+    let mut client = grpc_client(&server).await;
+    // Each caller cancels its call (no deadline sent: the node's handler is dropped mid-call,
+    // its peer call with it, which is not a failure of the peer).
+    for _ in 0..6 {
+        let request = Request::new(proto::GetRateLimitsReq {
+            requests: vec![token(&key, 1, 10, 60_000)],
+        });
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(200), client.get_rate_limits(request)).await;
+        assert!(gave_up.is_err(), "the hung owner cannot have answered");
+    }
+    owner.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut request = Request::new(proto::GetRateLimitsReq {
+        requests: vec![token(&key, 1, 10, 60_000)],
+    });
+    request.set_timeout(Duration::from_secs(5));
+    let started = Instant::now();
+    let response = client
+        .get_rate_limits(request)
+        .await
+        .expect("the owner answers")
+        .into_inner();
+    assert_eq!(response.responses[0].error, "");
+    assert_eq!(response.responses[0].remaining, 9);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    server.shutdown().await.unwrap();
+    owner_task.abort();
+}
