@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # C client against C client: one ringlimit node driven by h2load (nghttp2's HTTP/2 load generator,
-# sending a prepared gRPC call) next to Redis with a Lua token bucket driven by redis-benchmark,
+# sending a prepared gRPC call), the same for the floor (examples/noop_server.rs: tonic answering
+# without doing anything), next to Redis with a Lua token bucket driven by redis-benchmark,
 # each with the same clients and calls in flight, on this machine's loopback. For each it reports
 # calls/s, decisions/s, p50/p99 and the server's CPU time per decision (from /proc/PID/stat: the
 # fairest figure on a shared machine, where the client takes cores from the server).
@@ -8,7 +9,8 @@
 #   bench/c-clients.sh OUT.json        (run.sh calls it; it can be run alone after a build)
 #
 # Settings (environment): C_TIME (10, seconds per run), C_CLIENTS (50 connections, one call in
-# flight on each), BIN (target/release/ringlimit), KEYS (10000, Redis's key space).
+# flight on each), BIN (target/release/ringlimit), NOOP (target/release/examples/noop_server),
+# KEYS (10000, Redis's key space).
 #
 # What differs between the two, on purpose or by the tools:
 # - h2load sends the same body on every call, so ringlimit's calls all carry the same key(s)
@@ -23,6 +25,7 @@ C_TIME=${C_TIME:-10}
 C_CLIENTS=${C_CLIENTS:-50}
 KEYS=${KEYS:-10000}
 BIN=${BIN:-$ROOT/target/release/ringlimit}
+NOOP=${NOOP:-$ROOT/target/release/examples/noop_server}
 TICKS=$(getconf CLK_TCK)
 
 say() { printf '[c-clients %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -38,6 +41,7 @@ for tool in redis-server redis-benchmark redis-cli jq curl; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (bench/run.sh installs it)"
 done
 [ -x "$BIN" ] || die "$BIN is missing: build it first"
+[ -x "$NOOP" ] || die "$NOOP is missing: build it first"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringlimit-c-clients.XXXXXX")
 PIDS=()
@@ -69,6 +73,7 @@ G=$(free_port); H=$(free_port)
 GUBER_GRPC_ADDRESS=127.0.0.1:$G GUBER_HTTP_ADDRESS=127.0.0.1:$H GUBER_PEER_DISCOVERY_TYPE=none \
   GUBER_LOG_LEVEL=warn GUBER_CACHE_SIZE=1000000 "$BIN" >"$WORK/node.log" 2>&1 &
 NODE=$!
+SERVER=$NODE
 PIDS+=("$NODE")
 wait_tcp "$G" "$NODE"
 wait_tcp "$H" "$NODE"
@@ -79,35 +84,41 @@ counter() {
     awk -v name="$1" -v want="$2" 'index($0, name "{") == 1 && index($0, want) { s += $NF } END { printf "%d\n", s }'
 }
 
-# h2load_run NAME ITEMS: one run of C_TIME seconds after a short warm-up; writes $WORK/NAME.json.
+# h2load_run NAME ITEMS [floor]: one run of C_TIME seconds after a short warm-up against the server
+# on port $G (process $SERVER); writes $WORK/NAME.json. The node's counters check every answer;
+# the floor has none (it answers every item UNDER_LIMIT by construction).
 h2load_run() {
-  local name=$1 items=$2
+  local name=$1 items=$2 floor=${3:-}
   local body=$WORK/$name.body
   "$BIN" bench --items "$items" --keys "$items" --distribution sequential --write-body "$body"
   local cmd=(h2load -c "$C_CLIENTS" -m 1 -t 1 -d "$body" -H 'content-type: application/grpc'
     -H 'te: trailers' "http://127.0.0.1:$G/pb.gubernator.V1/GetRateLimits")
   "${cmd[@]}" -n $((C_CLIENTS * 100)) >/dev/null 2>&1 || die "h2load warm-up failed"
-  local ok_before decided_before errors_before ticks_before ticks_after
-  ok_before=$(counter gubernator_grpc_request_counts 'status="success"')
-  decided_before=$(counter gubernator_getratelimit_counter '')
-  errors_before=$(counter gubernator_check_error_counter '')
-  ticks_before=$(cpu_ticks "$NODE")
+  local ok_before=0 decided_before=0 errors_before=0 ticks_before ticks_after
+  if [ -z "$floor" ]; then
+    ok_before=$(counter gubernator_grpc_request_counts 'status="success"')
+    decided_before=$(counter gubernator_getratelimit_counter '')
+    errors_before=$(counter gubernator_check_error_counter '')
+  fi
+  ticks_before=$(cpu_ticks "$SERVER")
   "${cmd[@]}" -D "$C_TIME" --log-file "$WORK/$name.log" >"$WORK/$name.out" 2>&1 ||
     die "h2load failed: $(tail -5 "$WORK/$name.out")"
-  ticks_after=$(cpu_ticks "$NODE")
+  ticks_after=$(cpu_ticks "$SERVER")
   local seconds done_ succeeded ok decided errors
   seconds=$(sed -n 's/^finished in \([0-9.]*\)s.*/\1/p' "$WORK/$name.out")
   done_=$(sed -n 's/^requests: .* \([0-9]*\) done.*/\1/p' "$WORK/$name.out")
   succeeded=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "$WORK/$name.out")
   [ -n "$seconds" ] && [ -n "$succeeded" ] || die "h2load printed no result: $(cat "$WORK/$name.out")"
   [ "$succeeded" = "$done_" ] || die "h2load: $succeeded of $done_ calls succeeded"
-  ok=$(($(counter gubernator_grpc_request_counts 'status="success"') - ok_before))
-  decided=$(($(counter gubernator_getratelimit_counter '') - decided_before))
-  errors=$(($(counter gubernator_check_error_counter '') - errors_before))
-  # h2load may leave a few calls of the run unanswered when it stops: the node counts them too.
-  [ "$ok" -ge "$succeeded" ] || die "h2load: $succeeded calls succeeded but the node answered only $ok OK"
-  [ "$decided" -ge $((succeeded * items)) ] || die "h2load: the node decided $decided items for $succeeded calls of $items"
-  [ "$errors" = 0 ] || die "h2load: the node answered $errors items with an error"
+  if [ -z "$floor" ]; then
+    ok=$(($(counter gubernator_grpc_request_counts 'status="success"') - ok_before))
+    decided=$(($(counter gubernator_getratelimit_counter '') - decided_before))
+    errors=$(($(counter gubernator_check_error_counter '') - errors_before))
+    # h2load may leave a few calls of the run unanswered when it stops: the node counts them too.
+    [ "$ok" -ge "$succeeded" ] || die "h2load: $succeeded calls succeeded but the node answered only $ok OK"
+    [ "$decided" -ge $((succeeded * items)) ] || die "h2load: the node decided $decided items for $succeeded calls of $items"
+    [ "$errors" = 0 ] || die "h2load: the node answered $errors items with an error"
+  fi
   # Column 3 of the log is each call's time in microseconds.
   cut -f3 "$WORK/$name.log" | sort -n >"$WORK/$name.lat"
   jq -n --arg name "$name" --argjson items "$items" --argjson calls "$succeeded" --argjson seconds "$seconds" \
@@ -129,6 +140,14 @@ say "ringlimit $("$BIN" --version 2>/dev/null | head -1) on 127.0.0.1:$G; h2load
 h2load_run ringlimit_1 1
 h2load_run ringlimit_100 100
 kill -TERM "$NODE"; wait "$NODE" 2>/dev/null || true
+
+G=$(free_port)
+"$NOOP" --address "127.0.0.1:$G" >"$WORK/noop.log" 2>&1 &
+SERVER=$!
+PIDS+=("$SERVER")
+wait_tcp "$G" "$SERVER"
+h2load_run floor_1 1 floor
+kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------------------------
 # Redis + Lua under redis-benchmark
@@ -167,6 +186,7 @@ jq -s --arg redis "$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
   (map({(.name): .}) | add) as $r
   | {clients: $clients, seconds_per_run: $time, redis: $redis, runs: .,
      ratio_1: ($r.ringlimit_1.decisions_per_sec / $r.redis_1.decisions_per_sec),
-     ratio_100: ($r.ringlimit_100.decisions_per_sec / $r.redis_1.decisions_per_sec)}' \
-  "$WORK/ringlimit_1.json" "$WORK/ringlimit_100.json" "$WORK/redis_1.json" >"$OUT"
-say "1 item/call: $(jq -r '.ratio_1 * 100 | floor / 100' "$OUT")x Redis+Lua; 100 items/call: $(jq -r '.ratio_100 * 10 | floor / 10' "$OUT")x"
+     ratio_100: ($r.ringlimit_100.decisions_per_sec / $r.redis_1.decisions_per_sec),
+     floor_ratio_1: ($r.floor_1.decisions_per_sec / $r.redis_1.decisions_per_sec)}' \
+  "$WORK/ringlimit_1.json" "$WORK/ringlimit_100.json" "$WORK/floor_1.json" "$WORK/redis_1.json" >"$OUT"
+say "1 item/call: $(jq -r '.ratio_1 * 100 | floor / 100' "$OUT")x Redis+Lua (the floor: $(jq -r '.floor_ratio_1 * 100 | floor / 100' "$OUT")x); 100 items/call: $(jq -r '.ratio_100 * 10 | floor / 10' "$OUT")x"

@@ -53,7 +53,7 @@ jq -r '
       "",
       "| system | items per call | calls/s | decisions/s | p50 µs | p99 µs | server CPU µs per decision | decisions/s vs Redis+Lua |",
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-      ($r.c_clients.runs[] | "| \(if .tool == "h2load" then "ringlimit (h2load)" else "Redis \($r.c_clients.redis) + Lua (redis-benchmark)" end) | \(.items) | \(.calls_per_sec | n0) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) | \(.server_cpu_us_per_decision | us2) | \(ratio(.decisions_per_sec; ($r.c_clients.runs | map(select(.tool == "redis-benchmark"))[0].decisions_per_sec)) | x2) |"),
+      ($r.c_clients.runs[] | "| \(if .name == "floor_1" then "floor: no-op tonic server (h2load)" elif .tool == "h2load" then "ringlimit (h2load)" else "Redis \($r.c_clients.redis) + Lua (redis-benchmark)" end) | \(.items) | \(.calls_per_sec | n0) | \(.decisions_per_sec | n0) | \(.p50_us | n0) | \(.p99_us | n0) | \(.server_cpu_us_per_decision | us2) | \(ratio(.decisions_per_sec; ($r.c_clients.runs | map(select(.tool == "redis-benchmark"))[0].decisions_per_sec)) | x2) |"),
       ""
     else empty end),
     "## Latency under load",

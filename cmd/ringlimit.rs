@@ -112,12 +112,6 @@ struct RingArgs {
     keys: Vec<String>,
 }
 
-/// mimalloc instead of the system allocator: a call allocates and frees a few dozen small
-/// blocks (headers, frames, the decoded message), and mimalloc takes fewer instructions for each
-/// (BENCHMARKS.md, "What moved the floor", has the measurement).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let command = Cli::command().args_override_self(true);
     let args: Vec<String> = std::env::args().collect();

@@ -8,7 +8,8 @@
 //! It exists so that `bench/run.sh` can compare ringlimit with the cost of gRPC itself: it speaks
 //! the same protocol with the same tonic server settings as `ringlimit::server` (the crate's
 //! generated `V1Server`, a 1 MiB maximum decoded message, the same response layer, connections
-//! accepted through the same `limits::nodelay::incoming`, so with `TCP_NODELAY` set), but keeps no
+//! accepted through the same `limits::nodelay::incoming`, so with `TCP_NODELAY` set, and served on one
+//! current-thread runtime per core as `GUBER_GRPC_RUNTIMES=auto` does), but keeps no
 //! state and does no work. `GetRateLimits` answers every item with the same fixed `UNDER_LIMIT`
 //! response (as many responses as items), `HealthCheck` says `healthy` and `LiveCheck` succeeds.
 //! Whatever a load generator measures here is tonic, HTTP/2, the kernel's loopback and the client;
@@ -26,6 +27,15 @@ use tonic::{Request, Response, Status};
 /// The largest request accepted, as `GUBER_MAX_REQUEST_SIZE`'s default in the real server.
 const MAX_REQUEST_SIZE: usize = 1024 * 1024;
 const DEFAULT_ADDRESS: &str = "127.0.0.1:1151";
+
+/// Why serving stopped.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Runtime(#[from] ringlimit::grpc_runtimes::ShardError),
+}
 
 /// Answers everything at once, remembering nothing.
 struct Noop;
@@ -128,14 +138,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let bound: SocketAddr = listener.local_addr()?;
     println!("listening on {bound}");
 
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(ringlimit::grpc::oversized_message_layer())
-        .add_service(V1Server::new(Noop).max_decoding_message_size(MAX_REQUEST_SIZE))
-        .serve_with_incoming_shutdown(
-            ringlimit::limits::nodelay::incoming(listener),
-            shutdown_signal(),
-        )
-        .await?;
+        .add_service(V1Server::new(Noop).max_decoding_message_size(MAX_REQUEST_SIZE));
+    // Served like ringlimit's plaintext gRPC port: one current-thread runtime per core.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let connections = ringlimit::limits::ConnectionLimit::new(10_000, "grpc");
+    let stop_accepting = {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let shards = ringlimit::grpc_runtimes::GrpcRuntimes::PerCore
+        .shards()
+        .unwrap_or(1);
+    let serving = ringlimit::grpc_runtimes::serve(
+        shards,
+        futures_util::StreamExt::take_until(
+            connections.limit_incoming(ringlimit::limits::nodelay::incoming(listener)),
+            stop_accepting,
+        ),
+        move |incoming| {
+            let router = router.clone();
+            let mut stopped = stopped.clone();
+            async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+                    .map_err(ServeError::Grpc)
+            }
+        },
+    )?;
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    serving.await??;
     println!("stopped");
     Ok(())
 }
