@@ -143,7 +143,8 @@ impl Backend {
                     .await
             }
             Backend::InProcess(node) => {
-                consume_in_process(node, name, key, 1, limit, duration).await
+                let request = crate::client::consume_request(name, key, 1, limit, duration)?;
+                consume_in_process(node, request).await
             }
         }
     }
@@ -280,13 +281,19 @@ where
                     pass(inner.call(request).await?, Some(&decision))
                 }
                 Ok(decision) => Ok(refuse(grpc, &decision)),
-                Err(error) if error.is_invalid_input() => Ok(invalid_key(grpc, &error)),
+                Err(error) if error.is_invalid_input() => {
+                    tracing::debug!(%error, "refusing a request whose rate-limit key the cluster refuses");
+                    Ok(Refusal::InvalidKey.answer(grpc))
+                }
                 Err(error) => match failure {
                     FailurePolicy::Open => {
                         tracing::warn!(%error, "rate limiter unavailable; letting the request through");
                         pass(inner.call(request).await?, None)
                     }
-                    FailurePolicy::Closed => Ok(unavailable(grpc, &error)),
+                    FailurePolicy::Closed => {
+                        tracing::warn!(%error, "rate limiter unavailable; refusing the request");
+                        Ok(Refusal::Unavailable.answer(grpc))
+                    }
                 },
             }
         })
@@ -354,29 +361,37 @@ fn refuse<ResBody>(grpc: bool, decision: &Decision) -> Response<RateLimitBody<Re
     response
 }
 
-/// The answer when the cluster refused the request's key as invalid, under either policy.
-fn invalid_key<ResBody>(grpc: bool, error: &ClientError) -> Response<RateLimitBody<ResBody>> {
-    tracing::debug!(%error, "refusing a request whose rate-limit key the cluster refuses");
-    if grpc {
-        grpc_status(3, "invalid rate-limit key")
-    } else {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            r#"{"error":"invalid_rate_limit_key"}"#.to_string(),
-        )
-    }
+/// Why a request is refused without a decision.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The cluster refused the request's key as invalid (under either policy).
+    InvalidKey,
+    /// The cluster could not decide and the policy is closed.
+    Unavailable,
 }
 
-/// The answer when the cluster could not decide and the policy is closed.
-fn unavailable<ResBody>(grpc: bool, error: &ClientError) -> Response<RateLimitBody<ResBody>> {
-    tracing::warn!(%error, "rate limiter unavailable; refusing the request");
-    if grpc {
-        grpc_status(14, "rate limiter unavailable")
-    } else {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"error":"rate_limiter_unavailable"}"#.to_string(),
-        )
+impl Refusal {
+    /// The answer: a gRPC status, or for HTTP a status with `{"error":"<name>"}`.
+    fn answer<ResBody>(self, grpc: bool) -> Response<RateLimitBody<ResBody>> {
+        let (code, message, status, name) = match self {
+            Refusal::InvalidKey => (
+                3,
+                "invalid rate-limit key",
+                StatusCode::BAD_REQUEST,
+                "invalid_rate_limit_key",
+            ),
+            Refusal::Unavailable => (
+                14,
+                "rate limiter unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limiter_unavailable",
+            ),
+        };
+        if grpc {
+            grpc_status(code, message)
+        } else {
+            json_response(status, format!(r#"{{"error":"{name}"}}"#))
+        }
     }
 }
 
