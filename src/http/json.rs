@@ -382,12 +382,26 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// The field `name` when present, which must be of the JSON type `as_type` accepts
+    /// (`expected` names it).
+    fn field_as<T: ?Sized>(
+        &self,
+        name: &str,
+        expected: &'static str,
+        as_type: fn(&'a Value) -> Option<&'a T>,
+    ) -> Result<Option<&'a T>, JsonError> {
+        match self.field(name)? {
+            None => Ok(None),
+            Some(value) => as_type(value)
+                .map(Some)
+                .ok_or_else(|| self.invalid(name, expected, value)),
+        }
+    }
+
     /// A `map<string, string>` field: a JSON object whose values are all strings.
     fn string_map(&self, name: &str) -> Result<HashMap<String, String>, JsonError> {
-        let entries = match self.field(name)? {
-            None => return Ok(HashMap::new()),
-            Some(Value::Object(entries)) => entries,
-            Some(other) => return Err(self.invalid(name, "an object of strings", other)),
+        let Some(entries) = self.field_as(name, "an object of strings", Value::as_object)? else {
+            return Ok(HashMap::new());
         };
         entries
             .iter()
@@ -404,10 +418,8 @@ impl<'a> Message<'a> {
         name: &str,
         decode: fn(Message<'a>) -> Result<T, JsonError>,
     ) -> Result<Vec<T>, JsonError> {
-        let items = match self.field(name)? {
-            None => return Ok(Vec::new()),
-            Some(Value::Array(items)) => items,
-            Some(other) => return Err(self.invalid(name, "an array", other)),
+        let Some(items) = self.field_as(name, "an array", Value::as_array)? else {
+            return Ok(Vec::new());
         };
         items
             .iter()
