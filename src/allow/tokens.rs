@@ -142,24 +142,28 @@ mod tests {
     }
 
     #[test]
-    fn an_allowed_call_reports_the_fraction_rounded_down() {
-        let precise = precise(&outcome(true, 3, 0), Some(&stored(3.4567, 1_000)), 1_000, 1);
-        assert_eq!(
-            (precise.tokens_left_milli, precise.retry_after_ms),
-            (3456, 0)
-        );
-        assert_eq!(precise.tokens_left(), 3.456);
-    }
-
-    #[test]
-    fn a_denied_call_waits_only_for_the_missing_fraction() {
-        // 0.8 held at t=1000, 2 wanted: 1.2 tokens = 14.4 s after 1000, asked at 4000.
-        let precise = denied(24_000, &stored(0.8, 1_000), 4_000, 2);
-        assert_eq!(
-            (precise.tokens_left_milli, precise.retry_after_ms),
-            (800, 11_400)
-        );
-        assert_eq!(precise.retry_after_secs(), 11.4);
+    fn the_fraction_held_is_reported_and_only_the_missing_fraction_is_waited_for() {
+        for (precise, (tokens_left_milli, retry_after_ms), (tokens_left, retry_after_secs)) in [
+            // Allowed: the fraction held, rounded down.
+            (
+                precise(&outcome(true, 3, 0), Some(&stored(3.4567, 1_000)), 1_000, 1),
+                (3456, 0),
+                (3.456, 0.0),
+            ),
+            // Denied: 0.8 held at t=1000, 2 wanted: 1.2 tokens = 14.4 s after 1000, asked at 4000.
+            (
+                denied(24_000, &stored(0.8, 1_000), 4_000, 2),
+                (800, 11_400),
+                (0.8, 11.4),
+            ),
+        ] {
+            assert_eq!(
+                (precise.tokens_left_milli, precise.retry_after_ms),
+                (tokens_left_milli, retry_after_ms)
+            );
+            assert_eq!(precise.tokens_left(), tokens_left);
+            assert_eq!(precise.retry_after_secs(), retry_after_secs);
+        }
     }
 
     #[test]
