@@ -53,6 +53,7 @@ use tower::{Layer, Service};
 use crate::client::{Client, ClientError, Decision};
 use crate::embedded::{EmbeddedNode, consume_in_process};
 use crate::node::Node;
+use crate::proto;
 
 /// Finds the rate-limit key of a request; `None` lets the request pass unlimited.
 pub trait KeyExtractor<B>: Send + Sync + 'static {
@@ -128,24 +129,13 @@ impl From<Arc<Node>> for Backend {
 }
 
 impl Backend {
-    async fn consume(
-        &self,
-        name: &str,
-        key: &str,
-        limit: i64,
-        duration: Duration,
-    ) -> Result<Decision, ClientError> {
+    /// The decision on `item` (one hit of the middleware's limit for one key).
+    async fn consume(&self, item: proto::RateLimitReq) -> Result<Decision, ClientError> {
         match self {
-            Backend::Remote(client) => {
-                client
-                    .clone()
-                    .consume_hits(name, key, 1, limit, duration)
-                    .await
-            }
-            Backend::InProcess(node) => {
-                let request = crate::client::consume_request(name, key, 1, limit, duration)?;
-                consume_in_process(node, request).await
-            }
+            Backend::Remote(client) => crate::client::decision_of_the_answer(
+                client.clone().get_rate_limits(vec![item]).await?,
+            ),
+            Backend::InProcess(node) => consume_in_process(node, item).await,
         }
     }
 }
@@ -272,10 +262,17 @@ where
                 return pass(inner.call(request).await?, None);
             };
             let grpc = is_grpc(&request);
-            let decision = settings
-                .backend
-                .consume(&settings.name, &key, settings.limit, settings.duration)
-                .await;
+            let decision = async {
+                let item = crate::client::consume_request(
+                    &settings.name,
+                    &key,
+                    1,
+                    settings.limit,
+                    settings.duration,
+                )?;
+                settings.backend.consume(item).await
+            }
+            .await;
             match decision {
                 Ok(decision) if decision.allowed => {
                     pass(inner.call(request).await?, Some(&decision))
