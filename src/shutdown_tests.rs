@@ -16,11 +16,57 @@ use crate::proto;
 use crate::request::LimitKey;
 use crate::server::{RunningServer, start};
 
-async fn start_on_loopback(extra: &[&str]) -> RunningServer {
-    let mut args = vec!["--grpc-address=127.0.0.1:0", "--http-address=127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let config = crate::config::server_config_from_args(args).expect("valid configuration");
+/// A node on loopback ports in a static cluster whose only other peer accepts connections and
+/// never answers (it stays silent while the returned listener lives), with `flags`.
+async fn node_with_a_silent_peer(flags: &[&str]) -> (RunningServer, SilentPeer) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = listener.local_addr().expect("bound").to_string();
+    let peers = format!("--peers={address}");
+    let server = node(&[&["--peer-discovery-type=static", &peers], flags].concat()).await;
+    (
+        server,
+        SilentPeer {
+            address,
+            _listener: listener,
+        },
+    )
+}
+
+/// A node on loopback ports, with `flags` on top of the defaults.
+async fn node(flags: &[&str]) -> RunningServer {
+    let loopback = ["--grpc-address=127.0.0.1:0", "--http-address=127.0.0.1:0"];
+    let config = crate::config::server_config_from_args(loopback.iter().chain(flags).copied())
+        .expect("valid configuration");
     start(&config).await.expect("the node starts")
+}
+
+struct SilentPeer {
+    address: String,
+    _listener: std::net::TcpListener,
+}
+
+impl SilentPeer {
+    /// The first key `candidates` makes (of 0, 1, 2, ...) that the silent peer owns and that
+    /// satisfies `also`.
+    fn owns_first(
+        &self,
+        server: &RunningServer,
+        candidates: impl Fn(u32) -> LimitKey,
+        also: impl Fn(&LimitKey) -> bool,
+    ) -> LimitKey {
+        let router = server.node().router();
+        (0..10_000)
+            .map(candidates)
+            .find(|key| router.owner_of(key).as_deref() == Some(self.address.as_str()) && also(key))
+            .expect("a key the silent peer owns")
+    }
+}
+
+/// Shuts `server` down; whether anything still held its router when shutdown returned.
+async fn router_held_after_shutdown(server: RunningServer) -> bool {
+    let router = Arc::downgrade(server.node().router());
+    server.shutdown().await.expect("clean shutdown");
+    router.upgrade().is_some()
 }
 
 /// Every task that holds the router has ended when `shutdown` returns, including one still busy
@@ -28,28 +74,19 @@ async fn start_on_loopback(extra: &[&str]) -> RunningServer {
 /// that accepts the connection and never answers, so the pass lasts `GUBER_GLOBAL_TIMEOUT`.
 #[tokio::test]
 async fn shutdown_returns_after_every_task_holding_the_router_ended() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let silent_address = silent.local_addr().expect("bound").to_string();
-    let peers = format!("--peers={silent_address}");
     // No sync before the shutdown: its last pass is the first call to the silent owner.
-    let server = start_on_loopback(&[
-        "--peer-discovery-type=static",
-        &peers,
-        "--global-sync-wait=1h",
-        "--global-timeout=1s",
-    ])
-    .await;
-    let router = server.node().router();
-    let name = (0..10_000)
-        .map(|i| format!("owed-{i}"))
-        .find(|name| {
-            router.owner_of(&LimitKey::new(name, "k")).as_deref() == Some(silent_address.as_str())
-        })
-        .expect("a key the silent peer owns");
+    let (server, silent) =
+        node_with_a_silent_peer(&["--global-sync-wait=1h", "--global-timeout=1s"]).await;
+    let key = silent.owns_first(
+        &server,
+        |i| LimitKey::new(format!("owed-{i}"), "k"),
+        |_| true,
+    );
     // This node already holds a copy of the limit, so it answers from it and owes the hit.
-    let now_ms = router.evaluator().clock().now_ms();
-    router.evaluator().store().put(
-        LimitKey::new(&name, "k"),
+    let evaluator = server.node().router().evaluator();
+    let now_ms = evaluator.clock().now_ms();
+    evaluator.store().put(
+        key.clone(),
         Bucket::Token(TokenBucket {
             status: Status::UnderLimit,
             limit: 10,
@@ -60,8 +97,8 @@ async fn shutdown_returns_after_every_task_holding_the_router_ended() {
         }),
     );
     let item = proto::RateLimitReq {
-        name,
-        unique_key: "k".into(),
+        name: key.name,
+        unique_key: key.unique_key,
         hits: 1,
         limit: 10,
         duration: 60_000,
@@ -74,10 +111,8 @@ async fn shutdown_returns_after_every_task_holding_the_router_ended() {
         .await
         .expect("answered from this node's copy");
     assert_eq!((answers[0].error.as_str(), answers[0].remaining), ("", 9));
-    let router = Arc::downgrade(server.node().router());
-    server.shutdown().await.expect("clean shutdown");
     assert!(
-        router.upgrade().is_none(),
+        !router_held_after_shutdown(server).await,
         "a task still holds the router after shutdown returned"
     );
 }
@@ -88,25 +123,19 @@ async fn shutdown_returns_after_every_task_holding_the_router_ended() {
 #[tokio::test]
 async fn shutdown_waits_for_the_allow_spends_whose_callers_left() {
     use tokio::io::AsyncWriteExt;
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let silent_address = silent.local_addr().expect("bound").to_string();
-    let peers = format!("--peers={silent_address}");
-    let server =
-        start_on_loopback(&["--peer-discovery-type=static", &peers, "--batch-timeout=1s"]).await;
+    let (server, silent) = node_with_a_silent_peer(&["--batch-timeout=1s"]).await;
+    // The silent peer owns the user's limit; this node keeps the user's records.
     let router = server.node().router();
-    // This node keeps the user's records; the silent peer owns the user's limit.
-    let user = (0..10_000)
-        .map(|i| format!("user-{i}"))
-        .find(|user| {
-            router
-                .owner_of(&LimitKey::new(crate::allow::RECORDS_RING_NAME, user))
-                .is_none()
-                && router
-                    .owner_of(&LimitKey::new(crate::allow::limit_name("default"), user))
-                    .as_deref()
-                    == Some(silent_address.as_str())
-        })
-        .expect("a user whose limit the silent peer owns");
+    let user = silent
+        .owns_first(
+            &server,
+            |i| LimitKey::new(crate::allow::limit_name("default"), format!("user-{i}")),
+            |key| {
+                let records = LimitKey::new(crate::allow::RECORDS_RING_NAME, &key.unique_key);
+                router.owner_of(&records).is_none()
+            },
+        )
+        .unique_key;
     let mut caller = tokio::net::TcpStream::connect(server.http_address())
         .await
         .expect("connects");
@@ -118,10 +147,8 @@ async fn shutdown_waits_for_the_allow_spends_whose_callers_left() {
     // The spend has started (it waits for the silent owner); its caller goes away.
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(caller);
-    let router = Arc::downgrade(server.node().router());
-    server.shutdown().await.expect("clean shutdown");
     assert!(
-        router.upgrade().is_none(),
+        !router_held_after_shutdown(server).await,
         "an /allow spend still holds the router after shutdown returned"
     );
 }
@@ -132,17 +159,17 @@ async fn shutdown_waits_for_the_allow_spends_whose_callers_left() {
 #[tokio::test]
 async fn shutdown_joins_the_rls_reloader() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("rls.yaml");
-    std::fs::write(&file, "domain: d\n").expect("written");
-    let flag = format!("--rls-config={}", file.display());
-    let server = start_on_loopback(&[&flag]).await;
-    assert!(crate::rls::reload::watched::is_watched(&file));
-    std::fs::write(&file, "domain: e\n").expect("written");
+    let config_file = dir.path().join("rls.yaml");
+    std::fs::write(&config_file, "domain: d\n").expect("written");
+    let server = node(&[&format!("--rls-config={}", config_file.display())]).await;
+    let watched = || crate::rls::reload::watched::is_watched(&config_file);
+    assert!(watched());
+    std::fs::write(&config_file, "domain: e\n").expect("written");
     // Long enough for the change to reach the reloader, well within its debounce.
     tokio::time::sleep(Duration::from_millis(30)).await;
     server.shutdown().await.expect("clean shutdown");
     assert!(
-        !crate::rls::reload::watched::is_watched(&file),
+        !watched(),
         "the RLS reloader still runs after shutdown returned"
     );
 }
