@@ -239,18 +239,18 @@ pub async fn pass(
         router.peer_clients().message_budget(),
     );
     let mut clients = Clients::default();
-    let mut report = PassReport::default();
+    // No message could carry the oversized keys: they stay here (as an undeliverable batch would).
+    let mut report = PassReport {
+        kept: oversized.len(),
+        ..PassReport::default()
+    };
     if !oversized.is_empty() {
-        // No message could carry them: they stay here (as an undeliverable batch would).
         tracing::warn!(
             keys = oversized.len(),
             "keys too large for a handoff message stay here"
         );
-        router
-            .evaluator()
-            .metrics()
-            .count_oversized(crate::metrics::DroppedMessage::Handoff, oversized.len());
-        report.kept += oversized.len();
+        let metrics = router.evaluator().metrics();
+        metrics.count_oversized(crate::metrics::DroppedMessage::Handoff, oversized.len());
     }
     for batch in batches {
         let Some(mut client) = clients.get(&batch.owner, router) else {
