@@ -154,6 +154,17 @@ pub fn consume_request(
     })
 }
 
+/// The decision in the answer to a call of one item.
+pub(crate) fn decision_of_the_answer(
+    mut responses: Vec<proto::RateLimitResp>,
+) -> Result<Decision, ClientError> {
+    let response = responses.pop().ok_or(ClientError::AnswerCount {
+        expected: 1,
+        got: 0,
+    })?;
+    Decision::from_response(response, now_ms())
+}
+
 /// The caller's clock, in epoch ms.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -236,12 +247,7 @@ impl Client {
         duration: Duration,
     ) -> Result<Decision, ClientError> {
         let request = consume_request(name, key, hits, limit, duration)?;
-        let mut responses = self.get_rate_limits(vec![request]).await?;
-        let response = responses.pop().ok_or(ClientError::AnswerCount {
-            expected: 1,
-            got: 0,
-        })?;
-        Decision::from_response(response, now_ms())
+        decision_of_the_answer(self.get_rate_limits(vec![request]).await?)
     }
 }
 

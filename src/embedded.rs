@@ -110,7 +110,8 @@ impl EmbeddedNode {
         limit: i64,
         duration: Duration,
     ) -> Result<Decision, ClientError> {
-        consume_in_process(self.node(), name, key, 1, limit, duration).await
+        let request = client::consume_request(name, key, 1, limit, duration)?;
+        consume_in_process(self.node(), request).await
     }
 
     /// Shuts the node down gracefully (see [`RunningServer::shutdown`]).
@@ -119,25 +120,16 @@ impl EmbeddedNode {
     }
 }
 
-/// Spends `hits` for `name`/`key` through `node` directly (no gRPC).
+/// Spends what `request` asks through `node` directly (no gRPC).
 pub(crate) async fn consume_in_process(
     node: &Node,
-    name: &str,
-    key: &str,
-    hits: i64,
-    limit: i64,
-    duration: Duration,
+    request: proto::RateLimitReq,
 ) -> Result<Decision, ClientError> {
-    let request = client::consume_request(name, key, hits, limit, duration)?;
-    let mut responses = node
+    let responses = node
         .get_rate_limits(vec![request])
         .await
         .map_err(|error| ClientError::Call(error.into()))?;
-    let response = responses.pop().ok_or(ClientError::AnswerCount {
-        expected: 1,
-        got: 0,
-    })?;
-    Decision::from_response(response, client::now_ms())
+    client::decision_of_the_answer(responses)
 }
 
 impl EmbeddedNodeBuilder {

@@ -121,20 +121,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_gubernator_defaults() {
-        assert_eq!(parse("500us"), Ok(Duration::from_micros(500)));
-        assert_eq!(parse("500µs"), Ok(Duration::from_micros(500)));
-        assert_eq!(parse("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse("0"), Ok(Duration::ZERO));
-    }
-
-    #[test]
-    fn parses_compound_and_fractional_values() {
-        assert_eq!(parse("1h15m30.5s"), Ok(Duration::from_millis(4_530_500)));
-        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1_500)));
-        assert_eq!(parse(".5ms"), Ok(Duration::from_micros(500)));
-        assert_eq!(parse("10ns"), Ok(Duration::from_nanos(10)));
+    fn parses_gubernator_defaults_and_compound_and_fractional_values() {
+        for (text, expected) in [
+            // Gubernator's defaults.
+            ("500us", Duration::from_micros(500)),
+            ("500µs", Duration::from_micros(500)),
+            ("100ms", Duration::from_millis(100)),
+            ("5s", Duration::from_secs(5)),
+            ("0", Duration::ZERO),
+            // Compound and fractional values.
+            ("1h15m30.5s", Duration::from_millis(4_530_500)),
+            ("1.5s", Duration::from_millis(1_500)),
+            (".5ms", Duration::from_micros(500)),
+            ("10ns", Duration::from_nanos(10)),
+        ] {
+            assert_eq!(parse(text), Ok(expected), "{text}");
+        }
     }
 
     #[test]

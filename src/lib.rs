@@ -62,6 +62,8 @@ pub mod rls;
 pub(crate) mod router;
 pub(crate) mod secret;
 pub mod server;
+#[cfg(test)]
+mod shutdown_tests;
 pub mod store;
 pub(crate) mod tasks;
 pub mod telemetry;

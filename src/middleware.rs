@@ -53,6 +53,7 @@ use tower::{Layer, Service};
 use crate::client::{Client, ClientError, Decision};
 use crate::embedded::{EmbeddedNode, consume_in_process};
 use crate::node::Node;
+use crate::proto;
 
 /// Finds the rate-limit key of a request; `None` lets the request pass unlimited.
 pub trait KeyExtractor<B>: Send + Sync + 'static {
@@ -128,23 +129,13 @@ impl From<Arc<Node>> for Backend {
 }
 
 impl Backend {
-    async fn consume(
-        &self,
-        name: &str,
-        key: &str,
-        limit: i64,
-        duration: Duration,
-    ) -> Result<Decision, ClientError> {
+    /// The decision on `item` (one hit of the middleware's limit for one key).
+    async fn consume(&self, item: proto::RateLimitReq) -> Result<Decision, ClientError> {
         match self {
-            Backend::Remote(client) => {
-                client
-                    .clone()
-                    .consume_hits(name, key, 1, limit, duration)
-                    .await
-            }
-            Backend::InProcess(node) => {
-                consume_in_process(node, name, key, 1, limit, duration).await
-            }
+            Backend::Remote(client) => crate::client::decision_of_the_answer(
+                client.clone().get_rate_limits(vec![item]).await?,
+            ),
+            Backend::InProcess(node) => consume_in_process(node, item).await,
         }
     }
 }
@@ -271,22 +262,35 @@ where
                 return pass(inner.call(request).await?, None);
             };
             let grpc = is_grpc(&request);
-            let decision = settings
-                .backend
-                .consume(&settings.name, &key, settings.limit, settings.duration)
-                .await;
+            let decision = async {
+                let item = crate::client::consume_request(
+                    &settings.name,
+                    &key,
+                    1,
+                    settings.limit,
+                    settings.duration,
+                )?;
+                settings.backend.consume(item).await
+            }
+            .await;
             match decision {
                 Ok(decision) if decision.allowed => {
                     pass(inner.call(request).await?, Some(&decision))
                 }
                 Ok(decision) => Ok(refuse(grpc, &decision)),
-                Err(error) if error.is_invalid_input() => Ok(invalid_key(grpc, &error)),
+                Err(error) if error.is_invalid_input() => {
+                    tracing::debug!(%error, "refusing a request whose rate-limit key the cluster refuses");
+                    Ok(Refusal::InvalidKey.answer(grpc))
+                }
                 Err(error) => match failure {
                     FailurePolicy::Open => {
                         tracing::warn!(%error, "rate limiter unavailable; letting the request through");
                         pass(inner.call(request).await?, None)
                     }
-                    FailurePolicy::Closed => Ok(unavailable(grpc, &error)),
+                    FailurePolicy::Closed => {
+                        tracing::warn!(%error, "rate limiter unavailable; refusing the request");
+                        Ok(Refusal::Unavailable.answer(grpc))
+                    }
                 },
             }
         })
@@ -354,29 +358,37 @@ fn refuse<ResBody>(grpc: bool, decision: &Decision) -> Response<RateLimitBody<Re
     response
 }
 
-/// The answer when the cluster refused the request's key as invalid, under either policy.
-fn invalid_key<ResBody>(grpc: bool, error: &ClientError) -> Response<RateLimitBody<ResBody>> {
-    tracing::debug!(%error, "refusing a request whose rate-limit key the cluster refuses");
-    if grpc {
-        grpc_status(3, "invalid rate-limit key")
-    } else {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            r#"{"error":"invalid_rate_limit_key"}"#.to_string(),
-        )
-    }
+/// Why a request is refused without a decision.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The cluster refused the request's key as invalid (under either policy).
+    InvalidKey,
+    /// The cluster could not decide and the policy is closed.
+    Unavailable,
 }
 
-/// The answer when the cluster could not decide and the policy is closed.
-fn unavailable<ResBody>(grpc: bool, error: &ClientError) -> Response<RateLimitBody<ResBody>> {
-    tracing::warn!(%error, "rate limiter unavailable; refusing the request");
-    if grpc {
-        grpc_status(14, "rate limiter unavailable")
-    } else {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"error":"rate_limiter_unavailable"}"#.to_string(),
-        )
+impl Refusal {
+    /// The answer: a gRPC status, or for HTTP a status with `{"error":"<name>"}`.
+    fn answer<ResBody>(self, grpc: bool) -> Response<RateLimitBody<ResBody>> {
+        let (code, message, status, name) = match self {
+            Refusal::InvalidKey => (
+                3,
+                "invalid rate-limit key",
+                StatusCode::BAD_REQUEST,
+                "invalid_rate_limit_key",
+            ),
+            Refusal::Unavailable => (
+                14,
+                "rate limiter unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limiter_unavailable",
+            ),
+        };
+        if grpc {
+            grpc_status(code, message)
+        } else {
+            json_response(status, format!(r#"{{"error":"{name}"}}"#))
+        }
     }
 }
 

@@ -253,21 +253,26 @@ fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), Item
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_item_error_label_is_listed() {
-        let errors = [
+    /// One error of each kind (a new variant must be added here too).
+    fn one_of_each_error() -> [ItemError; 7] {
+        [
             ItemError::EmptyUniqueKey,
             ItemError::EmptyName,
             ItemError::TooLong {
-                field: "name",
-                len: 2,
-                max: 1,
+                field: "unique_key",
+                len: 2000,
+                max: 1024,
             },
-            ItemError::InvalidAlgorithm(9),
+            ItemError::InvalidAlgorithm(7),
             ItemError::Negative("limit"),
             ItemError::InvalidCalendarInterval(9),
             ItemError::LeakyBucketWithoutDuration,
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_item_error_label_is_listed() {
+        let errors = one_of_each_error();
         for error in &errors {
             // A new variant fails to compile in `label` until it has one; list it here too.
             assert!(ItemError::LABELS.contains(&error.label()), "{error:?}");
@@ -410,19 +415,7 @@ mod tests {
 
     #[test]
     fn every_item_error_is_recognised_as_a_validation_message() {
-        for error in [
-            ItemError::EmptyUniqueKey,
-            ItemError::EmptyName,
-            ItemError::TooLong {
-                field: "unique_key",
-                len: 2000,
-                max: 1024,
-            },
-            ItemError::InvalidAlgorithm(7),
-            ItemError::Negative("limit"),
-            ItemError::InvalidCalendarInterval(9),
-            ItemError::LeakyBucketWithoutDuration,
-        ] {
+        for error in one_of_each_error() {
             assert!(is_validation_message(&error.to_string()), "{error}");
         }
         assert!(!is_validation_message(

@@ -10,6 +10,7 @@
 //! when next used. Names are never metric labels. [`RecentNames`] is the pure set; [`Discovered`]
 //! shares it between the calls of one node.
 
+use crate::mutex::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -98,21 +99,17 @@ impl Discovered {
 
     /// Records a use of `name`.
     pub fn note(&self, name: &str) {
-        self.lock().note(name);
+        lock(&self.names).note(name);
     }
 
     /// The names held, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.lock().names()
+        lock(&self.names).names()
     }
 
     /// The most names held.
     pub fn capacity(&self) -> usize {
-        self.lock().capacity()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, RecentNames> {
-        crate::mutex::lock(&self.names)
+        lock(&self.names).capacity()
     }
 }
 

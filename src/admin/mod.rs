@@ -21,6 +21,7 @@ pub mod peek;
 pub mod redact;
 pub mod sketch;
 
+use crate::mutex::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -111,8 +112,7 @@ impl AdminState {
             Status::OverLimit => {
                 self.over_limit.fetch_add(1, Ordering::Relaxed);
                 let now_ms = clock.now_ms();
-                self.lock_offenders()
-                    .record(&key.name, &key.unique_key, now_ms);
+                lock(&self.offenders).record(&key.name, &key.unique_key, now_ms);
             }
         }
     }
@@ -127,12 +127,12 @@ impl AdminState {
 
     /// This node's offender summary of `window` at `now_ms`.
     pub fn offenders(&self, window: Window, now_ms: i64) -> SpaceSaving {
-        self.lock_offenders().summary(window, now_ms)
+        lock(&self.offenders).summary(window, now_ms)
     }
 
     /// The number of keys held over all of this node's offender summaries.
     pub fn tracked_keys(&self) -> usize {
-        self.lock_offenders().tracked_keys()
+        lock(&self.offenders).tracked_keys()
     }
 
     /// The `/allow` resources this node has discovered (recorded even when the views are off, so
@@ -163,10 +163,6 @@ impl AdminState {
     /// `unique_key` as the views show it: hashed unless `GUBER_ADMIN_SHOW_KEYS`.
     pub fn shown_key(&self, unique_key: String) -> String {
         redact::shown_key(unique_key, self.options.show_keys)
-    }
-
-    fn lock_offenders(&self) -> std::sync::MutexGuard<'_, Offenders> {
-        crate::mutex::lock(&self.offenders)
     }
 }
 

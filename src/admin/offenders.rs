@@ -189,30 +189,20 @@ mod tests {
         ] {
             assert_eq!(count_of(&offenders.summary(window, T0), "k"), Some(2));
         }
-        // Still within the minute's five older slots 40 s later.
-        assert_eq!(
-            count_of(&offenders.summary(Window::Minute, T0 + 40_000), "k"),
-            Some(2)
-        );
-        // Gone from the minute once its slot is more than five slots old; still in the hour.
         let later = T0 + 61_000;
-        assert_eq!(
-            count_of(&offenders.summary(Window::Minute, later), "k"),
-            None
-        );
-        assert_eq!(
-            count_of(&offenders.summary(Window::Hour, later), "k"),
-            Some(2)
-        );
         let next_day = T0 + 86_400_000 + 1;
-        assert_eq!(
-            count_of(&offenders.summary(Window::Day, next_day), "k"),
-            None
-        );
-        assert_eq!(
-            count_of(&offenders.summary(Window::SinceStart, next_day), "k"),
-            Some(2)
-        );
+        for (window, at, count) in [
+            // Still within the minute's five older slots 40 s later.
+            (Window::Minute, T0 + 40_000, Some(2)),
+            // Gone from the minute once its slot is more than five slots old; still in the hour.
+            (Window::Minute, later, None),
+            (Window::Hour, later, Some(2)),
+            (Window::Day, next_day, None),
+            (Window::SinceStart, next_day, Some(2)),
+        ] {
+            let summary = offenders.summary(window, at);
+            assert_eq!(count_of(&summary, "k"), count, "{window:?} at {at}");
+        }
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn status_name(status: Status) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::algorithms::{LeakyBucket, TokenBucket};
+    use crate::algorithms::LeakyBucket;
 
     #[test]
     fn no_bucket_is_not_found() {
@@ -96,14 +96,7 @@ mod tests {
 
     #[test]
     fn a_token_bucket_is_reported_as_stored() {
-        let bucket = Bucket::Token(TokenBucket {
-            status: Status::OverLimit,
-            limit: 10,
-            duration: 60_000,
-            remaining: 0,
-            created_at: 1_000,
-            expire_at: 61_000,
-        });
+        let bucket = crate::algorithms::test_support::over_limit_token_bucket();
         let state = state_of(Some(&bucket), 31_000);
         assert_eq!(state.algorithm, TOKEN_BUCKET);
         assert_eq!(state.status, "OVER_LIMIT");

@@ -195,110 +195,60 @@ mod tests {
     }
 
     #[test]
-    fn reference_examples() {
-        assert_eq!(
-            CalendarInterval::Minute.end_of_interval(utc(2019, 11, 11, 0, 0, 30)),
-            1_573_430_459_999
-        );
-        assert_eq!(
-            CalendarInterval::Hour.end_of_interval(utc(2019, 11, 11, 0, 20, 1)),
-            1_573_433_999_999
-        );
-        assert_eq!(
-            CalendarInterval::Day.end_of_interval(utc(2019, 11, 11, 12, 10, 9)),
-            1_573_516_799_999
-        );
-        assert_eq!(
-            CalendarInterval::Month.end_of_interval(utc(2019, 11, 11, 22, 2, 23)),
-            1_575_158_399_999
-        );
-    }
-
-    #[test]
-    fn week_ends_on_sunday() {
-        // 2019-11-11 was a Monday; its ISO week ends Sunday 2019-11-17 23:59:59.999.
+    fn ends_of_intervals() {
+        use CalendarInterval::{Day, Hour, Minute, Month, Week, Year};
         let sunday_end = utc(2019, 11, 18, 0, 0, 0) - 1;
-        assert_eq!(
-            CalendarInterval::Week.end_of_interval(utc(2019, 11, 11, 0, 0, 0)),
-            sunday_end
-        );
-        assert_eq!(
-            CalendarInterval::Week.end_of_interval(sunday_end),
-            sunday_end
-        );
-        assert_eq!(
-            CalendarInterval::Week.end_of_interval(utc(2019, 11, 14, 13, 0, 0)),
-            sunday_end
-        );
-        // The epoch itself (a Thursday) belongs to the week ending Sunday 1970-01-04.
-        assert_eq!(
-            CalendarInterval::Week.end_of_interval(0),
-            utc(1970, 1, 5, 0, 0, 0) - 1
-        );
-        assert_eq!(CalendarInterval::Week.length_ms(0), 604_800_000);
-    }
-
-    #[test]
-    fn year_and_leap_year() {
-        assert_eq!(
-            CalendarInterval::Year.end_of_interval(utc(2019, 11, 11, 0, 0, 0)),
-            utc(2020, 1, 1, 0, 0, 0) - 1
-        );
-        assert_eq!(
-            CalendarInterval::Year.length_ms(utc(2019, 6, 1, 0, 0, 0)),
-            365 * DAY_MS
-        );
-        assert_eq!(
-            CalendarInterval::Year.length_ms(utc(2020, 6, 1, 0, 0, 0)),
-            366 * DAY_MS
-        );
-    }
-
-    #[test]
-    fn leap_february() {
-        let leap = utc(2024, 2, 10, 8, 0, 0);
-        assert_eq!(
-            CalendarInterval::Month.end_of_interval(leap),
-            utc(2024, 3, 1, 0, 0, 0) - 1
-        );
-        assert_eq!(CalendarInterval::Month.length_ms(leap), 29 * DAY_MS);
-        assert_eq!(
-            CalendarInterval::Month.length_ms(utc(2023, 2, 10, 0, 0, 0)),
-            28 * DAY_MS
-        );
-        // 1900 is not a leap year, 2000 is.
-        assert_eq!(
-            CalendarInterval::Month.length_ms(utc(1900, 2, 1, 0, 0, 0)),
-            28 * DAY_MS
-        );
-        assert_eq!(
-            CalendarInterval::Month.length_ms(utc(2000, 2, 1, 0, 0, 0)),
-            29 * DAY_MS
-        );
-    }
-
-    #[test]
-    fn december_rolls_over_to_january() {
-        let december = utc(2019, 12, 31, 23, 59, 59);
         let new_year = utc(2020, 1, 1, 0, 0, 0);
-        assert_eq!(
-            CalendarInterval::Month.end_of_interval(december),
-            new_year - 1
-        );
-        assert_eq!(CalendarInterval::Month.length_ms(december), 31 * DAY_MS);
-        assert_eq!(
-            CalendarInterval::Month.end_of_interval(new_year),
-            utc(2020, 2, 1, 0, 0, 0) - 1
-        );
+        for (interval, at, end) in [
+            // The reference's examples.
+            (Minute, utc(2019, 11, 11, 0, 0, 30), 1_573_430_459_999),
+            (Hour, utc(2019, 11, 11, 0, 20, 1), 1_573_433_999_999),
+            (Day, utc(2019, 11, 11, 12, 10, 9), 1_573_516_799_999),
+            (Month, utc(2019, 11, 11, 22, 2, 23), 1_575_158_399_999),
+            // 2019-11-11 was a Monday; its ISO week ends Sunday 2019-11-17 23:59:59.999.
+            (Week, utc(2019, 11, 11, 0, 0, 0), sunday_end),
+            (Week, sunday_end, sunday_end),
+            (Week, utc(2019, 11, 14, 13, 0, 0), sunday_end),
+            // The epoch itself (a Thursday) belongs to the week ending Sunday 1970-01-04.
+            (Week, 0, utc(1970, 1, 5, 0, 0, 0) - 1),
+            (Year, utc(2019, 11, 11, 0, 0, 0), new_year - 1),
+            // A leap February.
+            (
+                Month,
+                utc(2024, 2, 10, 8, 0, 0),
+                utc(2024, 3, 1, 0, 0, 0) - 1,
+            ),
+            // December rolls over to January.
+            (Month, utc(2019, 12, 31, 23, 59, 59), new_year - 1),
+            (Month, new_year, utc(2020, 2, 1, 0, 0, 0) - 1),
+        ] {
+            assert_eq!(interval.end_of_interval(at), end, "{interval:?} at {at}");
+        }
     }
 
     #[test]
-    fn fixed_lengths() {
+    fn lengths_of_intervals() {
+        use CalendarInterval::{Day, Hour, Minute, Month, Week, Year};
         let now = utc(2019, 11, 11, 0, 0, 30);
-        assert_eq!(CalendarInterval::Minute.length_ms(now), 60_000);
-        assert_eq!(CalendarInterval::Hour.length_ms(now), 3_600_000);
-        assert_eq!(CalendarInterval::Day.length_ms(now), 86_400_000);
-        assert_eq!(CalendarInterval::Week.length_ms(now), 604_800_000);
+        for (interval, at, length) in [
+            (Week, 0, 604_800_000),
+            // Years and leap years.
+            (Year, utc(2019, 6, 1, 0, 0, 0), 365 * DAY_MS),
+            (Year, utc(2020, 6, 1, 0, 0, 0), 366 * DAY_MS),
+            // February; 1900 is not a leap year, 2000 is.
+            (Month, utc(2024, 2, 10, 8, 0, 0), 29 * DAY_MS),
+            (Month, utc(2023, 2, 10, 0, 0, 0), 28 * DAY_MS),
+            (Month, utc(1900, 2, 1, 0, 0, 0), 28 * DAY_MS),
+            (Month, utc(2000, 2, 1, 0, 0, 0), 29 * DAY_MS),
+            (Month, utc(2019, 12, 31, 23, 59, 59), 31 * DAY_MS),
+            // The fixed lengths.
+            (Minute, now, 60_000),
+            (Hour, now, 3_600_000),
+            (Day, now, 86_400_000),
+            (Week, now, 604_800_000),
+        ] {
+            assert_eq!(interval.length_ms(at), length, "{interval:?} at {at}");
+        }
     }
 
     #[test]

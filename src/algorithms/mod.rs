@@ -259,10 +259,22 @@ pub fn evaluate(stored: Option<&Bucket>, request: &RateLimitRequest, now_ms: i64
     }
 }
 
-/// Helpers shared by the algorithms' unit tests.
+/// Helpers shared by the algorithms' unit tests (and the tests of what stores their buckets).
 #[cfg(test)]
 pub(crate) mod test_support {
-    use super::{Bucket, Decision, RateLimitRequest, Status};
+    use super::{Bucket, Decision, RateLimitRequest, Status, TokenBucket};
+
+    /// An emptied token bucket, over its limit: 10 per minute, opened at 1 000 ms.
+    pub fn over_limit_token_bucket() -> Bucket {
+        Bucket::Token(TokenBucket {
+            status: Status::OverLimit,
+            limit: 10,
+            duration: 60_000,
+            remaining: 0,
+            created_at: 1_000,
+            expire_at: 61_000,
+        })
+    }
 
     /// A decision with the given fields.
     pub fn answer(status: Status, limit: i64, remaining: i64, reset_time: i64) -> Decision {

@@ -282,26 +282,19 @@ mod tests {
         assert_eq!(request.idempotency_key.as_deref(), Some("abc"));
 
         // r8limiter's query parameter, alone or agreeing with the header.
-        let request = parse_request(
-            &query(&[("user_id", "u1"), ("idempotency", "k1")]),
-            b"",
-            &HeaderMap::new(),
-        )
-        .unwrap();
-        assert_eq!(request.idempotency_key.as_deref(), Some("k1"));
-        let request = parse_request(
-            &query(&[("user_id", "u1"), ("idempotency", "abc")]),
-            b"",
-            &headers,
-        )
-        .unwrap();
-        assert_eq!(request.idempotency_key.as_deref(), Some("abc"));
-        let error = parse_request(
-            &query(&[("user_id", "u1"), ("idempotency", "other")]),
-            b"",
-            &headers,
-        )
-        .unwrap_err();
+        let idempotency = |value: &str, headers: &HeaderMap| {
+            parse_request(
+                &query(&[("user_id", "u1"), ("idempotency", value)]),
+                b"",
+                headers,
+            )
+            .map(|request| request.idempotency_key)
+        };
+        let key = idempotency("k1", &HeaderMap::new()).unwrap();
+        assert_eq!(key.as_deref(), Some("k1"));
+        let key = idempotency("abc", &headers).unwrap();
+        assert_eq!(key.as_deref(), Some("abc"));
+        let error = idempotency("other", &headers).unwrap_err();
         assert!(error.contains("differ"), "{error}");
     }
 

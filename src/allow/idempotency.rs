@@ -273,29 +273,41 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn a_decision_whose_caller_is_dropped_still_completes_and_is_recorded() {
-        let store = Arc::new(IdempotencyStore::new(100, Duration::from_secs(60)));
-        let calls = Arc::new(AtomicUsize::new(0));
+    /// Starts a spend of key "a" that answers `answer()` once released, and aborts its caller
+    /// as soon as the spend has started; returns the spend's release.
+    async fn spend_whose_caller_left(
+        store: &Arc<IdempotencyStore<usize>>,
+        answer: impl FnOnce() -> usize + Send + 'static,
+    ) -> tokio::sync::oneshot::Sender<()> {
         let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
         let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let spend_calls = Arc::clone(&calls);
         let caller = {
-            let store = Arc::clone(&store);
+            let store = Arc::clone(store);
             tokio::spawn(async move {
                 store
                     .once(key("a"), print(1), move || async move {
                         let _ = started_tx.send(());
                         let _ = released.await;
-                        Ok::<_, TestError>(spend_calls.fetch_add(1, Ordering::SeqCst))
+                        Ok::<_, TestError>(answer())
                     })
                     .await
             })
         };
         started.await.expect("the decision started");
-        // The caller goes away mid-spend (a client that disconnected).
         caller.abort();
         let _ = caller.await;
+        release
+    }
+
+    #[tokio::test]
+    async fn a_decision_whose_caller_is_dropped_still_completes_and_is_recorded() {
+        let store = Arc::new(IdempotencyStore::new(100, Duration::from_secs(60)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let spend_calls = Arc::clone(&calls);
+        // The caller goes away mid-spend (a client that disconnected).
+        let release =
+            spend_whose_caller_left(&store, move || spend_calls.fetch_add(1, Ordering::SeqCst))
+                .await;
         let _ = release.send(());
         // The retry replays the first spend instead of spending again.
         let retried = tokio::time::timeout(
@@ -311,24 +323,8 @@ mod tests {
     #[tokio::test]
     async fn close_returns_only_after_the_spends_in_flight_are_recorded() {
         let store = Arc::new(IdempotencyStore::new(100, Duration::from_secs(60)));
-        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let caller = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                store
-                    .once(key("a"), print(1), move || async move {
-                        let _ = started_tx.send(());
-                        let _ = released.await;
-                        Ok::<_, TestError>(7)
-                    })
-                    .await
-            })
-        };
-        started.await.expect("the decision started");
         // Its caller is gone; the spend is not.
-        caller.abort();
-        let _ = caller.await;
+        let release = spend_whose_caller_left(&store, || 7).await;
         assert_eq!(store.spends_in_flight(), 1);
         assert!(
             !store.close(Duration::from_millis(50)).await,

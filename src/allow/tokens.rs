@@ -135,38 +135,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_allowed_call_reports_the_fraction_rounded_down() {
-        let precise = precise(&outcome(true, 3, 0), Some(&stored(3.4567, 1_000)), 1_000, 1);
-        assert_eq!(precise.tokens_left_milli, 3456);
-        assert_eq!(precise.retry_after_ms, 0);
-        assert_eq!(precise.tokens_left(), 3.456);
+    /// The precise answer to a call of `cost` at `now_ms`, denied with a whole-token wait of
+    /// `retry_after_ms`, the bucket holding `held`.
+    fn denied(retry_after_ms: i64, held: &LeakyBucket, now_ms: i64, cost: i64) -> Precise {
+        precise(&outcome(false, 0, retry_after_ms), Some(held), now_ms, cost)
     }
 
     #[test]
-    fn a_denied_call_waits_only_for_the_missing_fraction() {
-        // 0.8 held at t=1000, 2 wanted: 1.2 tokens = 14.4 s after 1000, asked at 4000.
-        let precise = precise(
-            &outcome(false, 0, 24_000),
-            Some(&stored(0.8, 1_000)),
-            4_000,
-            2,
-        );
-        assert_eq!(precise.tokens_left_milli, 800);
-        assert_eq!(precise.retry_after_ms, 11_400);
-        assert_eq!(precise.retry_after_secs(), 11.4);
+    fn the_fraction_held_is_reported_and_only_the_missing_fraction_is_waited_for() {
+        for (precise, (tokens_left_milli, retry_after_ms), (tokens_left, retry_after_secs)) in [
+            // Allowed: the fraction held, rounded down.
+            (
+                precise(&outcome(true, 3, 0), Some(&stored(3.4567, 1_000)), 1_000, 1),
+                (3456, 0),
+                (3.456, 0.0),
+            ),
+            // Denied: 0.8 held at t=1000, 2 wanted: 1.2 tokens = 14.4 s after 1000, asked at 4000.
+            (
+                denied(24_000, &stored(0.8, 1_000), 4_000, 2),
+                (800, 11_400),
+                (0.8, 11.4),
+            ),
+        ] {
+            assert_eq!(
+                (precise.tokens_left_milli, precise.retry_after_ms),
+                (tokens_left_milli, retry_after_ms)
+            );
+            assert_eq!(precise.tokens_left(), tokens_left);
+            assert_eq!(precise.retry_after_secs(), retry_after_secs);
+        }
     }
 
     #[test]
     fn the_precise_wait_is_never_longer_than_the_whole_token_wait_and_never_zero() {
-        let later = precise(
-            &outcome(false, 0, 12_000),
-            Some(&stored(0.0, 50_000)),
-            1_000,
-            1,
-        );
+        let later = denied(12_000, &stored(0.0, 50_000), 1_000, 1);
         assert_eq!(later.retry_after_ms, 12_000);
-        let due = precise(&outcome(false, 0, 12_000), Some(&stored(0.5, 0)), 60_000, 1);
+        let due = denied(12_000, &stored(0.5, 0), 60_000, 1);
         assert_eq!(due.retry_after_ms, 1);
     }
 

@@ -61,10 +61,10 @@ impl ClientTlsArgs {
             None => None,
         };
         let identity = match (non_empty(&self.tls_cert), non_empty(&self.tls_key)) {
-            (Some(cert), Some(key)) => Some((
-                pem::read_certificates("--tls-cert (GUBER_TLS_CERT)", cert)?,
-                pem::read_private_key("--tls-key (GUBER_TLS_KEY)", key)?,
-            )),
+            (Some(cert), Some(key)) => Some(pem::read_identity(
+                ("--tls-cert (GUBER_TLS_CERT)", cert),
+                ("--tls-key (GUBER_TLS_KEY)", key),
+            )?),
             _ => None,
         };
         client_config(ClientTlsOptions {

@@ -265,14 +265,7 @@ mod tests {
 
     #[test]
     fn token_buckets_survive_a_round_trip() {
-        let bucket = Bucket::Token(TokenBucket {
-            status: Status::OverLimit,
-            limit: 10,
-            duration: 60_000,
-            remaining: 0,
-            created_at: 1_000,
-            expire_at: 61_000,
-        });
+        let bucket = crate::algorithms::test_support::over_limit_token_bucket();
         let key = LimitKey::new("a_b", "c");
         let update = to_update(&key, &bucket);
         assert_eq!(update.key, "a_b_c");

@@ -247,37 +247,36 @@ mod tests {
                 duration: -1,
                 ..token()
             },
-        ] {
+        ]
+        .map(Bucket::Token)
+        .into_iter()
+        .chain(
+            [
+                LeakyBucket {
+                    remaining: f64::NAN,
+                    ..leaky()
+                },
+                LeakyBucket {
+                    remaining: f64::INFINITY,
+                    ..leaky()
+                },
+                LeakyBucket {
+                    remaining: 20.5,
+                    ..leaky()
+                },
+                LeakyBucket {
+                    remaining: -0.5,
+                    ..leaky()
+                },
+                LeakyBucket {
+                    burst: -1,
+                    ..leaky()
+                },
+            ]
+            .map(Bucket::Leaky),
+        ) {
             assert_eq!(
-                check_bucket(&Bucket::Token(bad), NOW),
-                Err(InvalidBucket::OutOfRange),
-                "{bad:?}"
-            );
-        }
-        for bad in [
-            LeakyBucket {
-                remaining: f64::NAN,
-                ..leaky()
-            },
-            LeakyBucket {
-                remaining: f64::INFINITY,
-                ..leaky()
-            },
-            LeakyBucket {
-                remaining: 20.5,
-                ..leaky()
-            },
-            LeakyBucket {
-                remaining: -0.5,
-                ..leaky()
-            },
-            LeakyBucket {
-                burst: -1,
-                ..leaky()
-            },
-        ] {
-            assert_eq!(
-                check_bucket(&Bucket::Leaky(bad), NOW),
+                check_bucket(&bad, NOW),
                 Err(InvalidBucket::OutOfRange),
                 "{bad:?}"
             );

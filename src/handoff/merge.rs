@@ -232,32 +232,30 @@ mod tests {
         assert_eq!(merged, held);
     }
 
-    #[test]
-    fn a_resend_subtracts_what_the_sender_consumed_since() {
-        // The receiver got 6 remaining and has since taken 2 itself (4 left); the sender took 3
-        // more in flight (6 -> 3). Both count: 4 - 3 = 1.
-        let previous = Bucket::Token(token(6, NOW));
-        let incoming = Bucket::Token(token(3, NOW));
-        let held = Bucket::Token(token(4, NOW));
+    /// What a receiver holding `held` tokens keeps after a resend of a bucket first delivered
+    /// with `previous` and now holding `incoming` (all in the same window).
+    fn remaining_after_resend(previous: i64, incoming: i64, held: i64) -> i64 {
+        let [previous, incoming, held] =
+            [previous, incoming, held].map(|n| Bucket::Token(token(n, NOW)));
         let Some(Bucket::Token(merged)) = merge(Some(&held), &incoming, Some(&previous), NOW)
         else {
             panic!("a token bucket");
         };
-        assert_eq!(merged.remaining, 1);
+        merged.remaining
+    }
+
+    #[test]
+    fn a_resend_subtracts_what_the_sender_consumed_since() {
+        // The receiver got 6 remaining and has since taken 2 itself (4 left); the sender took 3
+        // more in flight (6 -> 3). Both count: 4 - 3 = 1.
+        assert_eq!(remaining_after_resend(6, 3, 4), 1);
         // A plain merge would have forgotten the receiver's own two hits.
         assert_eq!(merge_token(&token(4, NOW), &token(3, NOW)).remaining, 3);
     }
 
     #[test]
     fn a_resend_never_goes_below_zero() {
-        let previous = Bucket::Token(token(6, NOW));
-        let incoming = Bucket::Token(token(0, NOW));
-        let held = Bucket::Token(token(2, NOW));
-        let Some(Bucket::Token(merged)) = merge(Some(&held), &incoming, Some(&previous), NOW)
-        else {
-            panic!("a token bucket");
-        };
-        assert_eq!(merged.remaining, 0);
+        assert_eq!(remaining_after_resend(6, 0, 2), 0);
     }
 
     #[test]

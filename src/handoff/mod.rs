@@ -333,6 +333,15 @@ mod tests {
         Ring::new(&peers)
     }
 
+    /// A transition in which key n/k was handed to b:1 (a tombstone points there).
+    fn tombstoned() -> (HandoffState, LimitKey) {
+        let state = HandoffState::default();
+        state.begin_transition(&[], Instant::now());
+        let key = LimitKey::new("n", "k");
+        state.tombstone(key.clone(), "b:1");
+        (state, key)
+    }
+
     #[test]
     fn outside_a_transition_misses_are_local_and_the_state_is_inactive() {
         let state = HandoffState::default();
@@ -342,10 +351,7 @@ mod tests {
 
     #[test]
     fn tombstones_forward_until_their_ttl() {
-        let state = HandoffState::default();
-        state.begin_transition(&[], Instant::now());
-        let key = LimitKey::new("n", "k");
-        state.tombstone(key.clone(), "b:1");
+        let (state, key) = tombstoned();
         assert_eq!(state.on_miss(&key, "a:1"), Miss::Forward("b:1".into()));
         assert!(state.settle(Instant::now()));
         let later = Instant::now() + state.options().tombstone_ttl + Duration::from_secs(1);
@@ -371,10 +377,7 @@ mod tests {
 
     #[test]
     fn a_returned_key_is_no_longer_forwarded() {
-        let state = HandoffState::default();
-        state.begin_transition(&[], Instant::now());
-        let key = LimitKey::new("n", "k");
-        state.tombstone(key.clone(), "b:1");
+        let (state, key) = tombstoned();
         state.forget_tombstone(&key);
         assert_eq!(state.on_miss(&key, "a:1"), Miss::Local);
     }

@@ -153,20 +153,30 @@ mod tests {
             .collect()
     }
 
+    /// The batches a:1 sends, with no byte budget.
+    fn batches_of_a(
+        entries: Vec<(LimitKey, Bucket)>,
+        before: Option<&Ring>,
+        after: &Ring,
+        batch_limit: usize,
+    ) -> Vec<Batch> {
+        plan(
+            entries,
+            before,
+            after,
+            "a:1",
+            batch_limit,
+            MessageBudget::unbounded(),
+        )
+        .batches
+    }
+
     #[test]
     fn a_join_moves_exactly_the_keys_the_new_peer_now_owns() {
         let before = ring(&["a:1", "b:1"]);
         let after = ring(&["a:1", "b:1", "c:1"]);
         let all = entries(400);
-        let batches = plan(
-            all.clone(),
-            Some(&before),
-            &after,
-            "a:1",
-            1000,
-            MessageBudget::unbounded(),
-        )
-        .batches;
+        let batches = batches_of_a(all.clone(), Some(&before), &after, 1000);
         let moved: Vec<&LimitKey> = batches
             .iter()
             .flat_map(|b| b.buckets.iter().map(|(k, _)| k))
@@ -192,32 +202,13 @@ mod tests {
     fn keys_not_owned_before_stay() {
         let before = ring(&["b:1"]);
         let after = ring(&["b:1", "c:1"]);
-        assert!(
-            plan(
-                entries(100),
-                Some(&before),
-                &after,
-                "a:1",
-                10,
-                MessageBudget::unbounded()
-            )
-            .batches
-            .is_empty()
-        );
+        assert!(batches_of_a(entries(100), Some(&before), &after, 10).is_empty());
     }
 
     #[test]
     fn a_leave_moves_everything_in_bounded_batches_grouped_by_owner() {
         let after = ring(&["b:1", "c:1"]);
-        let batches = plan(
-            entries(250),
-            None,
-            &after,
-            "a:1",
-            40,
-            MessageBudget::unbounded(),
-        )
-        .batches;
+        let batches = batches_of_a(entries(250), None, &after, 40);
         assert_eq!(batches.iter().map(|b| b.buckets.len()).sum::<usize>(), 250);
         assert!(batches.iter().all(|b| b.buckets.len() <= 40));
         for batch in &batches {
@@ -287,18 +278,7 @@ mod tests {
 
     #[test]
     fn an_empty_ring_after_moves_nothing() {
-        assert!(
-            plan(
-                entries(10),
-                None,
-                &ring(&[]),
-                "a:1",
-                10,
-                MessageBudget::unbounded()
-            )
-            .batches
-            .is_empty()
-        );
+        assert!(batches_of_a(entries(10), None, &ring(&[]), 10).is_empty());
     }
 
     #[test]
@@ -330,38 +310,15 @@ mod tests {
             })
             .count();
         assert!(b_keys > 0, "some of what a:1 holds was b:1's");
-        let against_last = plan(
-            held.clone(),
-            Some(&last),
-            &last,
-            "a:1",
-            1000,
-            MessageBudget::unbounded(),
-        );
+        let against_last = batches_of_a(held.clone(), Some(&last), &last, 1000);
         assert!(
-            against_last.batches.is_empty(),
+            against_last.is_empty(),
             "compared with the last ring, nothing moves"
         );
-        let against_away = plan(
-            held,
-            Some(&away),
-            &last,
-            "a:1",
-            1000,
-            MessageBudget::unbounded(),
-        );
-        let moved: usize = against_away
-            .batches
-            .iter()
-            .map(|batch| batch.buckets.len())
-            .sum();
+        let against_away = batches_of_a(held, Some(&away), &last, 1000);
+        let moved: usize = against_away.iter().map(|batch| batch.buckets.len()).sum();
         assert_eq!(moved, b_keys);
-        assert!(
-            against_away
-                .batches
-                .iter()
-                .all(|batch| batch.owner == "b:1")
-        );
+        assert!(against_away.iter().all(|batch| batch.owner == "b:1"));
         assert_eq!(joined(&away, &last, "a:1"), ["b:1"]);
     }
 }

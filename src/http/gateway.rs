@@ -244,24 +244,16 @@ mod tests {
 
     #[test]
     fn grpc_codes_map_like_grpc_gateway() {
-        assert_eq!(http_status_for(Code::OutOfRange), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            http_status_for(Code::InvalidArgument),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            http_status_for(Code::Unavailable),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(http_status_for(Code::NotFound), StatusCode::NOT_FOUND);
-        assert_eq!(
-            http_status_for(Code::Unimplemented),
-            StatusCode::NOT_IMPLEMENTED
-        );
-        assert_eq!(
-            http_status_for(Code::ResourceExhausted),
-            StatusCode::TOO_MANY_REQUESTS
-        );
+        for (code, status) in [
+            (Code::OutOfRange, StatusCode::BAD_REQUEST),
+            (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+            (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (Code::NotFound, StatusCode::NOT_FOUND),
+            (Code::Unimplemented, StatusCode::NOT_IMPLEMENTED),
+            (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+        ] {
+            assert_eq!(http_status_for(code), status, "{code:?}");
+        }
     }
 
     #[test]

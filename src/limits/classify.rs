@@ -53,52 +53,61 @@ pub fn classify(path: &str) -> CallClass {
 mod tests {
     use super::*;
 
+    fn assert_class(class: CallClass, paths: &[&str]) {
+        for path in paths {
+            assert_eq!(classify(path), class, "{path}");
+        }
+    }
+
     #[test]
     fn probes_are_exempt() {
-        for path in [
-            "/pb.gubernator.V1/HealthCheck",
-            "/pb.gubernator.V1/LiveCheck",
-            "/grpc.health.v1.Health/Check",
-            "/grpc.health.v1.Health/Watch",
-            "/v1/HealthCheck",
-            "/v1/LiveCheck",
-            "/readyz",
-            "/livez",
-        ] {
-            assert_eq!(classify(path), CallClass::Exempt, "{path}");
-        }
+        assert_class(
+            CallClass::Exempt,
+            &[
+                "/pb.gubernator.V1/HealthCheck",
+                "/pb.gubernator.V1/LiveCheck",
+                "/grpc.health.v1.Health/Check",
+                "/grpc.health.v1.Health/Watch",
+                "/v1/HealthCheck",
+                "/v1/LiveCheck",
+                "/readyz",
+                "/livez",
+            ],
+        );
     }
 
     #[test]
     fn node_to_node_services_use_the_peer_pool() {
-        for path in [
-            "/pb.gubernator.PeersV1/GetPeerRateLimits",
-            "/pb.gubernator.PeersV1/UpdatePeerGlobals",
-            "/ringlimit.v1.Handoff/Transfer",
-            "/ringlimit.v1.AllowV1/Allow",
-            "/ringlimit.v1.Admin/LocalStats",
-        ] {
-            assert_eq!(classify(path), CallClass::Peer, "{path}");
-        }
+        assert_class(
+            CallClass::Peer,
+            &[
+                "/pb.gubernator.PeersV1/GetPeerRateLimits",
+                "/pb.gubernator.PeersV1/UpdatePeerGlobals",
+                "/ringlimit.v1.Handoff/Transfer",
+                "/ringlimit.v1.AllowV1/Allow",
+                "/ringlimit.v1.Admin/LocalStats",
+            ],
+        );
     }
 
     #[test]
     fn every_other_rpc_and_route_uses_the_client_pool() {
-        for path in [
-            "/pb.gubernator.V1/GetRateLimits",
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-            "/v1/GetRateLimits",
-            "/allow",
-            "/metrics",
-            "/admin/stats",
-            "/admin/keys/a/b",
-            "/",
-            "/unknown",
-            // Look-alikes of exempt paths are not exempt.
-            "/v1/HealthCheck/x",
-            "/pb.gubernator.V1/HealthCheckX",
-        ] {
-            assert_eq!(classify(path), CallClass::Client, "{path}");
-        }
+        assert_class(
+            CallClass::Client,
+            &[
+                "/pb.gubernator.V1/GetRateLimits",
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "/v1/GetRateLimits",
+                "/allow",
+                "/metrics",
+                "/admin/stats",
+                "/admin/keys/a/b",
+                "/",
+                "/unknown",
+                // Look-alikes of exempt paths are not exempt.
+                "/v1/HealthCheck/x",
+                "/pb.gubernator.V1/HealthCheckX",
+            ],
+        );
     }
 }

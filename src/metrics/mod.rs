@@ -690,6 +690,12 @@ impl Metrics {
             .with_label_values(&[message.label(), reason.label()])
     }
 
+    /// Counts `items` of a `message` not sent because they are larger than any peer message.
+    pub fn count_oversized(&self, message: DroppedMessage, items: usize) {
+        self.peer_items_dropped(message, DropReason::Oversized)
+            .inc_by(items as u64);
+    }
+
     /// Counts a forwarded item retried after re-resolving its owner, under its limit's name while
     /// fewer than [`MAX_NAME_LABELS`] names have been seen, else under [`OTHER_LABEL`].
     pub fn count_batch_retry(&self, name: &str) {

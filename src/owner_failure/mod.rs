@@ -193,22 +193,29 @@ mod tests {
         }
     }
 
-    fn fallback(clock: &Arc<ManualClock>) -> OwnerFallback {
-        let options = OwnerFailureOptions {
-            policy: OwnerFailurePolicy::Local,
-            ..OwnerFailureOptions::default()
-        };
-        OwnerFallback::new(options, Arc::clone(clock) as Arc<dyn Clock>)
+    /// The `local` policy's fallback, on a manual clock at 1 000 000 ms.
+    struct Local {
+        clock: Arc<ManualClock>,
+        fallback: OwnerFallback,
     }
 
-    fn answer(
-        fallback: &OwnerFallback,
-        clock: &ManualClock,
-        item: proto::RateLimitReq,
-    ) -> proto::RateLimitResp {
-        let checked =
-            request::check(item, clock.now_ms(), InputLimits::default()).expect("valid item");
-        fallback.answer(&checked, "b:1051".into()).0
+    impl Local {
+        fn new() -> Self {
+            let clock = Arc::new(ManualClock::new(1_000_000));
+            let options = OwnerFailureOptions {
+                policy: OwnerFailurePolicy::Local,
+                ..OwnerFailureOptions::default()
+            };
+            let fallback = OwnerFallback::new(options, Arc::clone(&clock) as Arc<dyn Clock>);
+            Local { clock, fallback }
+        }
+
+        /// The fallback's answer to `item` while its owner, b:1051, is unreachable.
+        fn answer(&self, item: proto::RateLimitReq) -> proto::RateLimitResp {
+            let checked = request::check(item, self.clock.now_ms(), InputLimits::default())
+                .expect("valid item");
+            self.fallback.answer(&checked, "b:1051".into()).0
+        }
     }
 
     #[test]
@@ -237,11 +244,10 @@ mod tests {
 
     #[test]
     fn the_fallback_bucket_admits_up_to_the_limit_and_owes_only_admitted_hits() {
-        let clock = Arc::new(ManualClock::new(1_000_000));
-        let fallback = fallback(&clock);
+        let local = Local::new();
         let mut admitted = 0;
         for _ in 0..8 {
-            let response = answer(&fallback, &clock, item(1, 5));
+            let response = local.answer(item(1, 5));
             assert_eq!(response.error, "");
             assert_eq!(response.metadata[FALLBACK_METADATA_KEY], "local");
             assert_eq!(response.metadata[OWNER_METADATA_KEY], "b:1051");
@@ -250,38 +256,36 @@ mod tests {
             }
         }
         assert_eq!(admitted, 5);
-        let owed = fallback.take_owed();
+        let owed = local.fallback.take_owed();
         assert_eq!(owed.len(), 1);
         let (key, owed) = &owed[0];
         assert_eq!(key, &LimitKey::new("n", "k"));
         assert_eq!(owed.hits, 5, "refused hits are not owed");
         assert_eq!(owed.created_at, Some(1_000_000));
         assert!(Behavior::from_bits(owed.behavior).contains(Behavior::DRAIN_OVER_LIMIT));
-        assert_eq!(fallback.owed_len(), 0);
+        assert_eq!(local.fallback.owed_len(), 0);
     }
 
     #[test]
     fn reads_owe_nothing_and_resets_are_owed() {
-        let clock = Arc::new(ManualClock::new(1_000_000));
-        let fallback = fallback(&clock);
-        answer(&fallback, &clock, item(0, 5));
-        assert_eq!(fallback.owed_len(), 0);
+        let local = Local::new();
+        local.answer(item(0, 5));
+        assert_eq!(local.fallback.owed_len(), 0);
         let mut reset = item(0, 5);
         reset.behavior = Behavior::RESET_REMAINING.bits();
-        answer(&fallback, &clock, reset);
-        assert_eq!(fallback.owed_len(), 1);
+        local.answer(reset);
+        assert_eq!(local.fallback.owed_len(), 1);
     }
 
     #[test]
     fn undelivered_hits_are_put_back_and_merged_with_newer_ones() {
-        let clock = Arc::new(ManualClock::new(1_000_000));
-        let fallback = fallback(&clock);
-        answer(&fallback, &clock, item(2, 10));
-        let failed = fallback.take_owed();
-        clock.advance(1_000);
-        answer(&fallback, &clock, item(3, 10));
-        assert_eq!(fallback.put_back(failed), 0);
-        let owed = fallback.take_owed();
+        let local = Local::new();
+        local.answer(item(2, 10));
+        let failed = local.fallback.take_owed();
+        local.clock.advance(1_000);
+        local.answer(item(3, 10));
+        assert_eq!(local.fallback.put_back(failed), 0);
+        let owed = local.fallback.take_owed();
         assert_eq!(owed[0].1.hits, 5);
         assert_eq!(
             owed[0].1.created_at,
@@ -292,19 +296,18 @@ mod tests {
 
     #[test]
     fn a_new_window_admits_again() {
-        let clock = Arc::new(ManualClock::new(1_000_000));
-        let fallback = fallback(&clock);
+        let local = Local::new();
         assert_eq!(
-            answer(&fallback, &clock, item(5, 5)).status,
+            local.answer(item(5, 5)).status,
             proto::Status::UnderLimit as i32
         );
         assert_eq!(
-            answer(&fallback, &clock, item(1, 5)).status,
+            local.answer(item(1, 5)).status,
             proto::Status::OverLimit as i32
         );
-        clock.advance(60_001);
+        local.clock.advance(60_001);
         assert_eq!(
-            answer(&fallback, &clock, item(1, 5)).status,
+            local.answer(item(1, 5)).status,
             proto::Status::UnderLimit as i32
         );
     }

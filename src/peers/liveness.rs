@@ -286,6 +286,13 @@ mod tests {
         (clock.clone(), PeerLiveness::new(config, clock))
     }
 
+    /// A liveness table of threshold 1 in which `PEER` just failed, so it is down.
+    fn down_after(failure: Failure, reason: &str) -> (Arc<ManualClock>, PeerLiveness) {
+        let (clock, liveness) = liveness(1);
+        liveness.on_failure(PEER, failure, reason);
+        (clock, liveness)
+    }
+
     fn down_for(admission: Admission) -> i64 {
         match admission {
             Admission::Down(down) => down.retry_in_ms,
@@ -334,8 +341,7 @@ mod tests {
 
     #[test]
     fn after_the_down_period_one_call_probes_and_the_others_wait_for_it() {
-        let (clock, liveness) = liveness(1);
-        liveness.on_failure(PEER, Failure::Call, "timed out");
+        let (clock, liveness) = down_after(Failure::Call, "timed out");
         clock.advance(999);
         assert_eq!(down_for(liveness.admit(PEER)), 1);
         clock.advance(1);
@@ -355,8 +361,7 @@ mod tests {
 
     #[test]
     fn failed_probes_double_the_down_period_up_to_the_maximum() {
-        let (clock, liveness) = liveness(1);
-        liveness.on_failure(PEER, Failure::Call, "timed out");
+        let (clock, liveness) = down_after(Failure::Call, "timed out");
         let mut periods = Vec::new();
         for _ in 0..4 {
             let period = down_for(liveness.admit(PEER));
@@ -376,8 +381,7 @@ mod tests {
 
     #[test]
     fn failures_of_calls_in_flight_while_down_change_nothing() {
-        let (clock, liveness) = liveness(1);
-        liveness.on_failure(PEER, Failure::Call, "timed out");
+        let (clock, liveness) = down_after(Failure::Call, "timed out");
         clock.advance(100);
         for _ in 0..10 {
             liveness.on_failure(PEER, Failure::Call, "timed out");
@@ -387,8 +391,7 @@ mod tests {
 
     #[test]
     fn departed_peers_are_forgotten() {
-        let (_, liveness) = liveness(1);
-        liveness.on_failure(PEER, Failure::Connection, "refused");
+        let (_, liveness) = down_after(Failure::Connection, "refused");
         liveness.retain(|peer| peer != PEER);
         assert_eq!(liveness.admit(PEER), Admission::Up);
     }

@@ -192,6 +192,11 @@ mod tests {
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
     }
 
+    /// The client address of a request that proxy 10.0.0.1 sent with these header lines.
+    fn via_proxy(trusted: &TrustedProxies, lines: &[(&'static str, &str)]) -> IpAddr {
+        trusted.client_ip(ip("10.0.0.1"), &headers(lines))
+    }
+
     #[test]
     fn headers_from_untrusted_peers_are_ignored() {
         let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
@@ -207,39 +212,42 @@ mod tests {
     #[test]
     fn the_chain_is_walked_from_the_right_past_trusted_hops() {
         let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
-        // A client-supplied spoof on the left is not believed past the first untrusted hop.
-        let h = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.2")]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("203.0.113.9"));
-        // Several lines form one list.
-        let h = headers(&[
-            ("x-forwarded-for", "203.0.113.9"),
-            ("x-forwarded-for", "10.0.0.3"),
-        ]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("203.0.113.9"));
-        // Every hop trusted: the leftmost.
-        let h = headers(&[("x-forwarded-for", "10.0.0.7, 10.0.0.3")]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.7"));
-        // Junk stops the walk at the last believed address.
-        let h = headers(&[("x-forwarded-for", "203.0.113.9, garbage, 10.0.0.3")]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.3"));
-        // No header: the peer itself.
-        assert_eq!(
-            trusted.client_ip(ip("10.0.0.1"), &HeaderMap::new()),
-            ip("10.0.0.1")
-        );
+        for (lines, expected) in [
+            // A client-supplied spoof on the left is not believed past the first untrusted hop.
+            (
+                vec![("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.2")],
+                "203.0.113.9",
+            ),
+            // Several lines form one list.
+            (
+                vec![
+                    ("x-forwarded-for", "203.0.113.9"),
+                    ("x-forwarded-for", "10.0.0.3"),
+                ],
+                "203.0.113.9",
+            ),
+            // Every hop trusted: the leftmost.
+            (vec![("x-forwarded-for", "10.0.0.7, 10.0.0.3")], "10.0.0.7"),
+            // Junk stops the walk at the last believed address.
+            (
+                vec![("x-forwarded-for", "203.0.113.9, garbage, 10.0.0.3")],
+                "10.0.0.3",
+            ),
+            // No header: the peer itself.
+            (vec![], "10.0.0.1"),
+        ] {
+            assert_eq!(via_proxy(&trusted, &lines), ip(expected), "{lines:?}");
+        }
     }
 
     #[test]
     fn forwarded_is_ignored_unless_the_operator_trusts_it() {
         let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
         assert!(!trusted.trusts_forwarded());
-        let h = headers(&[("forwarded", "for=203.0.113.66")]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
-        let h = headers(&[
-            ("forwarded", "for=203.0.113.66"),
-            ("x-forwarded-for", "198.51.100.50"),
-        ]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.50"));
+        let forwarded = ("forwarded", "for=203.0.113.66");
+        assert_eq!(via_proxy(&trusted, &[forwarded]), ip("10.0.0.1"));
+        let both = [forwarded, ("x-forwarded-for", "198.51.100.50")];
+        assert_eq!(via_proxy(&trusted, &both), ip("198.51.100.50"));
     }
 
     #[test]
@@ -248,18 +256,25 @@ mod tests {
             .parse::<TrustedProxies>()
             .unwrap()
             .trusting_forwarded(true);
-        let h = headers(&[
+        for (lines, expected) in [
             (
-                "forwarded",
-                "for=\"[2001:db8::7]:4711\";proto=https, For=10.0.0.9:80",
+                vec![
+                    (
+                        "forwarded",
+                        "for=\"[2001:db8::7]:4711\";proto=https, For=10.0.0.9:80",
+                    ),
+                    ("x-forwarded-for", "198.51.100.50"),
+                ],
+                "2001:db8::7",
             ),
-            ("x-forwarded-for", "198.51.100.50"),
-        ]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("2001:db8::7"));
-        let h = headers(&[("forwarded", "for=192.0.2.60;by=10.0.0.1")]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("192.0.2.60"));
-        let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(trusted.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+            (
+                vec![("forwarded", "for=192.0.2.60;by=10.0.0.1")],
+                "192.0.2.60",
+            ),
+            (vec![("forwarded", "for=unknown")], "10.0.0.1"),
+        ] {
+            assert_eq!(via_proxy(&trusted, &lines), ip(expected), "{lines:?}");
+        }
     }
 
     #[test]

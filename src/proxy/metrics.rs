@@ -113,47 +113,49 @@ const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
 
+/// A counter with one label, every value in `values` started at 0.
+fn labelled_counter<const N: usize>(
+    name: &str,
+    help: &str,
+    label: &str,
+    values: [&str; N],
+) -> IntCounterVec {
+    let counter = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    for value in values {
+        counter.with_label_values(&[value]);
+    }
+    counter
+}
+
+/// A latency histogram over [`BUCKETS`].
+fn latency(name: &str, help: &str) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))
+        .expect("valid metric")
+}
+
 impl ProxyMetrics {
     /// Creates the metrics, every labelled counter at 0, in a registry of their own.
     pub fn new() -> Self {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "ringlimit_proxy_requests_total",
-                "Requests the proxy handled, by what it did with them.",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        for outcome in RequestOutcome::ALL {
-            requests.with_label_values(&[outcome.as_str()]);
-        }
-        let upstream = IntCounterVec::new(
-            Opts::new(
-                "ringlimit_proxy_upstream_requests_total",
-                "Requests the proxy sent to the upstream, by how they ended.",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
-        for result in UpstreamResult::ALL {
-            upstream.with_label_values(&[result.as_str()]);
-        }
-        let decision_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "ringlimit_proxy_decision_duration_seconds",
-                "How long the cluster took to decide one request.",
-            )
-            .buckets(BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let upstream_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "ringlimit_proxy_upstream_duration_seconds",
-                "How long the upstream took to start answering (its response head).",
-            )
-            .buckets(BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
+        let requests = labelled_counter(
+            "ringlimit_proxy_requests_total",
+            "Requests the proxy handled, by what it did with them.",
+            "outcome",
+            RequestOutcome::ALL.map(RequestOutcome::as_str),
+        );
+        let upstream = labelled_counter(
+            "ringlimit_proxy_upstream_requests_total",
+            "Requests the proxy sent to the upstream, by how they ended.",
+            "result",
+            UpstreamResult::ALL.map(UpstreamResult::as_str),
+        );
+        let decision_seconds = latency(
+            "ringlimit_proxy_decision_duration_seconds",
+            "How long the cluster took to decide one request.",
+        );
+        let upstream_seconds = latency(
+            "ringlimit_proxy_upstream_duration_seconds",
+            "How long the upstream took to start answering (its response head).",
+        );
         let metrics = Self {
             registry: Registry::new(),
             requests,

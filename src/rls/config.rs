@@ -353,6 +353,27 @@ impl FileParser<'_> {
         Ok(Fields { entries: fields })
     }
 
+    /// The optional string field `name` of `fields` at `path`; empty when absent.
+    fn string_field(
+        &self,
+        fields: &Fields<'_>,
+        path: &str,
+        name: &str,
+    ) -> Result<String, ConfigError> {
+        match fields.get(name) {
+            Some((node, line)) => self.string(node, line, &join(path, name)),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// The optional boolean field `name` of `fields` at `path`; false when absent.
+    fn flag_field(&self, fields: &Fields<'_>, path: &str, name: &str) -> Result<bool, ConfigError> {
+        match fields.get(name) {
+            Some((node, line)) => self.boolean(node, line, &join(path, name)),
+            None => Ok(false),
+        }
+    }
+
     fn string(&self, node: &Node, line: usize, field: &str) -> Result<String, ConfigError> {
         match &node.value {
             Value::Scalar { text, .. } => Ok(text.clone()),
@@ -425,10 +446,7 @@ impl FileParser<'_> {
             return Err(self.error(0, "domain", "the file is empty"));
         }
         let fields = self.fields(root, "", &["domain", "descriptors"])?;
-        let name = match fields.get("domain") {
-            Some((node, line)) => self.string(node, line, "domain")?,
-            None => String::new(),
-        };
+        let name = self.string_field(&fields, "", "domain")?;
         if name.is_empty() {
             return Err(self.error(root.line, "domain", "config file cannot have empty domain"));
         }
@@ -482,17 +500,11 @@ impl FileParser<'_> {
                 "detailed_metric",
             ],
         )?;
-        let key = match fields.get("key") {
-            Some((node, line)) => self.string(node, line, &join(path, "key"))?,
-            None => String::new(),
-        };
+        let key = self.string_field(&fields, path, "key")?;
         if key.is_empty() {
             return Err(self.error(node.line, &join(path, "key"), "descriptor has empty key"));
         }
-        let value = match fields.get("value") {
-            Some((node, line)) => self.string(node, line, &join(path, "value"))?,
-            None => String::new(),
-        };
+        let value = self.string_field(&fields, path, "value")?;
         let mut stat_key = format!("{parent_key}.{key}");
         if !value.is_empty() {
             stat_key.push('_');
@@ -512,12 +524,8 @@ impl FileParser<'_> {
             }
             (None, None) => None,
         };
-        let flag = |name: &str| match fields.get(name) {
-            Some((node, line)) => self.boolean(node, line, &join(path, name)),
-            None => Ok(false),
-        };
-        let shadow_mode = flag("shadow_mode")?;
-        let detailed_metric = flag("detailed_metric")?;
+        let shadow_mode = self.flag_field(&fields, path, "shadow_mode")?;
+        let detailed_metric = self.flag_field(&fields, path, "detailed_metric")?;
         let mut children = Level::default();
         if let Some((node, line)) = fields.get("descriptors") {
             self.level(
@@ -553,25 +561,15 @@ impl FileParser<'_> {
                 "unit_multiplier",
             ],
         )?;
-        let unlimited = match fields.get("unlimited") {
-            Some((node, line)) => self.boolean(node, line, &join(path, "unlimited"))?,
-            None => false,
-        };
-        let name = match fields.get("name") {
-            Some((node, line)) => Some(self.string(node, line, &join(path, "name"))?),
-            None => None,
-        }
-        .filter(|name| !name.is_empty());
+        let unlimited = self.flag_field(&fields, path, "unlimited")?;
+        let name = Some(self.string_field(&fields, path, "name")?).filter(|name| !name.is_empty());
         let mut replaces = Vec::new();
         if let Some((list, line)) = fields.get("replaces") {
             let list_path = join(path, "replaces");
             for (index, item) in self.list(list, line, &list_path)?.iter().enumerate() {
                 let item_path = format!("{list_path}[{index}]");
                 let entry = self.fields(item, &item_path, &["name"])?;
-                let replaced = match entry.get("name") {
-                    Some((node, line)) => self.string(node, line, &join(&item_path, "name"))?,
-                    None => String::new(),
-                };
+                let replaced = self.string_field(&entry, &item_path, "name")?;
                 if replaced.is_empty() {
                     return Err(self.error(
                         item.line,
@@ -841,24 +839,53 @@ descriptors:
     }
 
     #[test]
-    fn rejects_empty_key() {
-        let error = reject("domain: d\ndescriptors:\n  - value: v\n");
-        assert_eq!(
-            (error.line, error.field.as_str()),
-            (3, "descriptors[0].key")
-        );
-        assert!(error.message.contains("empty key"));
+    fn rejections_name_the_line_and_the_field() {
+        for (text, line, field, message) in [
+            (
+                "domain: d\ndescriptors:\n  - value: v\n",
+                3,
+                "descriptors[0].key",
+                "empty key",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n  - key: k\n",
+                4,
+                "descriptors[1]",
+                "duplicate descriptor composite key 'd.k'",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      request_per_unit: 5\n",
+                6,
+                "descriptors[0].rate_limit.request_per_unit",
+                "unknown field 'request_per_unit'",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: fortnight\n      requests_per_unit: 5\n",
+                5,
+                "descriptors[0].rate_limit.unit",
+                "invalid rate limit unit 'fortnight'",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unlimited: true\n      unit: second\n",
+                6,
+                "descriptors[0].rate_limit.unit",
+                "should not specify rate limit unit when unlimited",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      name: me\n      replaces:\n        - name: me\n",
+                8,
+                "descriptors[0].rate_limit.replaces[0].name",
+                "same descriptor",
+            ),
+        ] {
+            let error = reject(text);
+            assert_eq!((error.line, error.field.as_str()), (line, field), "{text}");
+            assert!(error.message.contains(message), "{error}");
+        }
     }
 
     #[test]
     fn rejects_duplicate_key_at_one_level() {
-        let error = reject("domain: d\ndescriptors:\n  - key: k\n  - key: k\n");
-        assert_eq!((error.line, error.field.as_str()), (4, "descriptors[1]"));
-        assert!(
-            error
-                .message
-                .contains("duplicate descriptor composite key 'd.k'")
-        );
         let error = reject(
             "domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: k\n        value: v\n      - key: k\n        value: v\n",
         );
@@ -872,14 +899,6 @@ descriptors:
 
     #[test]
     fn rejects_unknown_field() {
-        let error = reject(
-            "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      request_per_unit: 5\n",
-        );
-        assert_eq!(
-            (error.line, error.field.as_str()),
-            (6, "descriptors[0].rate_limit.request_per_unit")
-        );
-        assert!(error.message.contains("unknown field 'request_per_unit'"));
         assert_eq!(reject("domain: d\nfoo: 1\n").field, "foo");
         assert_eq!(
             reject("domain: d\ndescriptors:\n  - key: k\n    limit: 1\n").field,
@@ -889,18 +908,6 @@ descriptors:
 
     #[test]
     fn rejects_bad_unit() {
-        let error = reject(
-            "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: fortnight\n      requests_per_unit: 5\n",
-        );
-        assert_eq!(
-            (error.line, error.field.as_str()),
-            (5, "descriptors[0].rate_limit.unit")
-        );
-        assert!(
-            error
-                .message
-                .contains("invalid rate limit unit 'fortnight'")
-        );
         reject(
             "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: unknown, requests_per_unit: 5}\n",
         );
@@ -908,34 +915,6 @@ descriptors:
         let error =
             reject("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {requests_per_unit: 5}\n");
         assert_eq!(error.field, "descriptors[0].rate_limit.unit");
-    }
-
-    #[test]
-    fn rejects_unlimited_with_a_unit() {
-        let error = reject(
-            "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unlimited: true\n      unit: second\n",
-        );
-        assert_eq!(
-            (error.line, error.field.as_str()),
-            (6, "descriptors[0].rate_limit.unit")
-        );
-        assert!(
-            error
-                .message
-                .contains("should not specify rate limit unit when unlimited")
-        );
-    }
-
-    #[test]
-    fn rejects_a_rule_replacing_itself() {
-        let error = reject(
-            "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      name: me\n      replaces:\n        - name: me\n",
-        );
-        assert_eq!(
-            (error.line, error.field.as_str()),
-            (8, "descriptors[0].rate_limit.replaces[0].name")
-        );
-        assert!(error.message.contains("same descriptor"));
     }
 
     #[test]

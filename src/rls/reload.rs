@@ -184,6 +184,8 @@ pub fn spawn_reloader(state: Arc<RlsState>, mut stopped: watch::Receiver<bool>) 
     };
     let changed = Arc::new(Notify::new());
     let watcher = watch_source(&source, Arc::clone(&changed));
+    #[cfg(test)]
+    let watching = watched::Watching::new(source.clone());
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP"))
@@ -191,6 +193,8 @@ pub fn spawn_reloader(state: Arc<RlsState>, mut stopped: watch::Receiver<bool>) 
     tokio::spawn(async move {
         // Kept alive for as long as the loop runs.
         let _watcher = watcher;
+        #[cfg(test)]
+        let _watching = watching;
         loop {
             #[cfg(unix)]
             let sighup = async {
@@ -221,6 +225,42 @@ pub fn spawn_reloader(state: Arc<RlsState>, mut stopped: watch::Receiver<bool>) 
             let _ = state.reload();
         }
     })
+}
+
+/// The sources a reloader task watches right now, so tests can tell that the task has ended (its
+/// [`Watching`](watched::Watching) is dropped with the task, whether it returned or was aborted).
+#[cfg(test)]
+pub(crate) mod watched {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static SOURCES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Whether a reloader task still watches `source`.
+    pub(crate) fn is_watched(source: &Path) -> bool {
+        super::lock(&SOURCES)
+            .iter()
+            .any(|watched| watched == source)
+    }
+
+    /// `source` counts as watched while this lives.
+    pub(super) struct Watching(PathBuf);
+
+    impl Watching {
+        pub(super) fn new(source: PathBuf) -> Self {
+            super::lock(&SOURCES).push(source.clone());
+            Watching(source)
+        }
+    }
+
+    impl Drop for Watching {
+        fn drop(&mut self) {
+            let mut sources = super::lock(&SOURCES);
+            if let Some(index) = sources.iter().position(|watched| *watched == self.0) {
+                sources.swap_remove(index);
+            }
+        }
+    }
 }
 
 /// Watches the file's directory (editors and ConfigMaps replace files rather than write them), or

@@ -276,6 +276,11 @@ impl LimitStore {
         entries
     }
 
+    /// The key of every live bucket (see [`entries`](Self::entries)).
+    pub fn keys(&self) -> Vec<LimitKey> {
+        self.entries().into_iter().map(|(key, _)| key).collect()
+    }
+
     /// Bytes of heap the store holds for its buckets and keys (not counting allocator overhead).
     pub fn heap_bytes(&self) -> usize {
         self.inner

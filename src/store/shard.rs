@@ -360,6 +360,15 @@ mod tests {
         evicted
     }
 
+    /// A shard of `capacity` (eviction sampler seeded with `seed`) holding `k0` .. `k{count - 1}`.
+    fn shard_with_keys(capacity: usize, seed: u64, count: usize) -> Shard {
+        let mut shard = Shard::new(capacity, seed);
+        for i in 0..count {
+            insert(&mut shard, &format!("k{i}"), 1000, 0);
+        }
+        shard
+    }
+
     fn remaining(shard: &Shard, key: &str) -> Option<i64> {
         match shard.peek(hash("n", key), "n", key)? {
             Bucket::Token(bucket) => Some(bucket.remaining),
@@ -369,10 +378,7 @@ mod tests {
 
     #[test]
     fn keys_are_found_by_name_and_unique_key_even_when_hashes_collide() {
-        let mut shard = Shard::new(100, 1);
-        for i in 0..50 {
-            insert(&mut shard, &format!("k{i}"), 1000, 0);
-        }
+        let mut shard = shard_with_keys(100, 1, 50);
         for i in 0..50 {
             assert!(remaining(&shard, &format!("k{i}")).is_some(), "k{i}");
         }
@@ -385,10 +391,7 @@ mod tests {
 
     #[test]
     fn removal_keeps_every_other_key_reachable() {
-        let mut shard = Shard::new(100, 1);
-        for i in 0..30 {
-            insert(&mut shard, &format!("k{i}"), 1000, 0);
-        }
+        let mut shard = shard_with_keys(100, 1, 30);
         for i in (0..30).step_by(3) {
             assert!(shard.remove(hash("n", &format!("k{i}")), "n", &format!("k{i}")));
         }
@@ -413,10 +416,7 @@ mod tests {
 
     #[test]
     fn eviction_prefers_the_least_recently_used() {
-        let mut shard = Shard::new(5, 3);
-        for i in 0..5 {
-            insert(&mut shard, &format!("k{i}"), 1000, 0);
-        }
+        let mut shard = shard_with_keys(5, 3, 5);
         // Use every key but k0, so k0 is the oldest of any sample that includes it.
         for i in 1..5 {
             let key = format!("k{i}");

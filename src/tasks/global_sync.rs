@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use prometheus::{Histogram, IntGauge};
 use prost::Message;
 use tokio::sync::watch;
 
@@ -16,6 +17,7 @@ use crate::batching::ForwardError;
 use crate::batching::budget::{Chunks, chunk, framed_len};
 use crate::evaluator::Evaluator;
 use crate::global::replica;
+use crate::metrics::summary::SummaryVec;
 use crate::metrics::{DropReason, DroppedMessage};
 use crate::owed::{self, Delivery, Owed, Schedule};
 use crate::proto;
@@ -41,12 +43,28 @@ pub async fn send_hits(router: &Router) {
     };
     let metrics = evaluator.metrics();
     metrics.global_hits_dropped.inc_by(round.dropped as u64);
+    record_round(
+        (
+            &metrics.global_send_duration,
+            &metrics.global_send_duration_seconds,
+        ),
+        started,
+        &metrics.global_send_queue_length,
+        global.pending_len(),
+    );
+}
+
+/// Records how long a round took (Gubernator's summary and the histogram) and what it left queued.
+fn record_round(
+    (summary, histogram): (&SummaryVec, &Histogram),
+    started: Instant,
+    queue_length: &IntGauge,
+    queued: usize,
+) {
     let seconds = started.elapsed().as_secs_f64();
-    metrics.global_send_duration.observe_one(seconds);
-    metrics.global_send_duration_seconds.observe(seconds);
-    metrics
-        .global_send_queue_length
-        .set(i64::try_from(global.pending_len()).unwrap_or(i64::MAX));
+    summary.observe_one(seconds);
+    histogram.observe(seconds);
+    queue_length.set(i64::try_from(queued).unwrap_or(i64::MAX));
 }
 
 /// GLOBAL hits: the owner applies their sum with `DRAIN_OVER_LIMIT`, and its answers become this
@@ -132,8 +150,7 @@ pub async fn broadcast(router: &Router) {
         );
         evaluator
             .metrics()
-            .peer_items_dropped(DroppedMessage::Global, DropReason::Oversized)
-            .inc_by(oversized.len() as u64);
+            .count_oversized(DroppedMessage::Global, oversized.len());
     }
     let calls = peers.iter().flat_map(|peer| {
         update_chunks.iter().map(move |chunk| async move {
@@ -164,10 +181,13 @@ pub async fn broadcast(router: &Router) {
         }
     }
     let metrics = evaluator.metrics();
-    let seconds = started.elapsed().as_secs_f64();
-    metrics.broadcast_duration.observe_one(seconds);
-    metrics.broadcast_duration_seconds.observe(seconds);
-    metrics
-        .global_queue_length
-        .set(i64::try_from(global.broadcast_len()).unwrap_or(i64::MAX));
+    record_round(
+        (
+            &metrics.broadcast_duration,
+            &metrics.broadcast_duration_seconds,
+        ),
+        started,
+        &metrics.global_queue_length,
+        global.broadcast_len(),
+    );
 }

@@ -102,13 +102,8 @@ async fn run(
         // Only keys held when the change was seen can have been owned here under the old ring.
         // Keys created since are this node's own under the new ring, or copies of GLOBAL limits
         // owned elsewhere: those must stay (the owner has the authoritative state).
-        let held_before: HashSet<LimitKey> = router
-            .evaluator()
-            .store()
-            .entries()
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect();
+        let held_before: HashSet<LimitKey> =
+            router.evaluator().store().keys().into_iter().collect();
         let options = router.handoff().options();
         let current = router.peers().membership();
         if current.ring.peers() == last.ring.peers()
@@ -173,9 +168,8 @@ fn with_keys_created_as_owner(
     let created: Vec<LimitKey> = router
         .evaluator()
         .store()
-        .entries()
+        .keys()
         .into_iter()
-        .map(|(key, _)| key)
         .filter(|key| !held.contains(key))
         .filter(|key| {
             seen.owner_of(&key.name, &key.unique_key)
@@ -245,22 +239,18 @@ pub async fn pass(
         router.peer_clients().message_budget(),
     );
     let mut clients = Clients::default();
-    let mut report = PassReport::default();
+    // No message could carry the oversized keys: they stay here (as an undeliverable batch would).
+    let mut report = PassReport {
+        kept: oversized.len(),
+        ..PassReport::default()
+    };
     if !oversized.is_empty() {
-        // No message could carry them: they stay here (as an undeliverable batch would).
         tracing::warn!(
             keys = oversized.len(),
             "keys too large for a handoff message stay here"
         );
-        router
-            .evaluator()
-            .metrics()
-            .peer_items_dropped(
-                crate::metrics::DroppedMessage::Handoff,
-                crate::metrics::DropReason::Oversized,
-            )
-            .inc_by(oversized.len() as u64);
-        report.kept += oversized.len();
+        let metrics = router.evaluator().metrics();
+        metrics.count_oversized(crate::metrics::DroppedMessage::Handoff, oversized.len());
     }
     for batch in batches {
         let Some(mut client) = clients.get(&batch.owner, router) else {
@@ -511,6 +501,7 @@ async fn forgot_me(router: &Router, clients: &mut Clients, peer: &str) -> bool {
 pub fn restore_snapshot(router: &Router, path: &Path) {
     let now_ms = router.evaluator().clock().now_ms();
     let limits = router.evaluator().limits();
+    let metrics = router.evaluator().metrics();
     match snapshot::read_contents(path, now_ms) {
         Ok(snapshot::Contents { buckets, owed }) => {
             let mut count = 0;
@@ -518,10 +509,7 @@ pub fn restore_snapshot(router: &Router, path: &Path) {
             for (key, bucket) in buckets {
                 if crate::handoff::check::check(&key, &bucket, None, limits, now_ms).is_err() {
                     skipped += 1;
-                    router
-                        .evaluator()
-                        .metrics()
-                        .reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
+                    metrics.reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
                     continue;
                 }
                 router.evaluator().store().put(key, bucket);
@@ -535,10 +523,7 @@ pub fn restore_snapshot(router: &Router, path: &Path) {
                 if hit.item.name.len() > limits.max_key_bytes
                     || hit.item.unique_key.len() > limits.max_key_bytes
                 {
-                    router
-                        .evaluator()
-                        .metrics()
-                        .reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
+                    metrics.reject_peer_input(PeerInputRejection::SnapshotInvalidBucket);
                     continue;
                 }
                 let key = LimitKey::new(hit.item.name.clone(), hit.item.unique_key.clone());

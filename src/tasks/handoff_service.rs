@@ -64,6 +64,7 @@ pub fn receive(router: &Router, request: &TransferReq) -> Result<i32, TransferEr
     router.peer_clients().liveness().on_success(&request.sender);
     let limits = router.evaluator().limits();
     let now_ms = router.evaluator().clock().now_ms();
+    let metrics = router.evaluator().metrics();
     let mut merged = 0;
     let mut rejected = 0;
     for item in &request.buckets {
@@ -77,10 +78,7 @@ pub fn receive(router: &Router, request: &TransferReq) -> Result<i32, TransferEr
             Ok(entry) => entry,
             Err(_) => {
                 rejected += 1;
-                router
-                    .evaluator()
-                    .metrics()
-                    .reject_peer_input(PeerInputRejection::TransferInvalidBucket);
+                metrics.reject_peer_input(PeerInputRejection::TransferInvalidBucket);
                 continue;
             }
         };

@@ -29,6 +29,28 @@
 //! default); without it [`TracingSettings::from_env`] still reads the variables so the binary can
 //! say, once, that they are ignored.
 
+/// A span of a gRPC call (`kind` is `client` or `server`) with OpenTelemetry's RPC attributes,
+/// the ones recorded later empty; `parent:` as in `info_span!`, and any further fields after them.
+macro_rules! rpc_span {
+    ($(parent: $parent:expr,)? $span:literal, $name:expr, $kind:literal, $service:expr,
+     $method:expr, $($fields:tt)*) => {
+        tracing::info_span!(
+            target: $crate::telemetry::SPAN_TARGET,
+            $(parent: $parent,)?
+            $span,
+            otel.name = $name,
+            otel.kind = $kind,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = $service,
+            rpc.method = $method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            $($fields)*
+        )
+    };
+}
+
 #[cfg(feature = "otel")]
 mod otel;
 mod server;
@@ -157,18 +179,13 @@ pub fn peer_span<'a>(
     let port = i64::from(port);
     // The given parent, else the current span (what `info_span!` without `parent:` would take).
     let parent = parent.map_or_else(|| tracing::Span::current().id(), tracing::Span::id);
-    let span = tracing::info_span!(
-        target: SPAN_TARGET,
+    let span = rpc_span!(
         parent: parent,
         "grpc.client",
-        otel.name = name,
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        rpc.grpc.status_code = tracing::field::Empty,
+        name,
+        "client",
+        service,
+        method,
         server.address = address,
         server.port = port,
         ringlimit.items = count(items),

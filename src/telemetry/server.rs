@@ -76,6 +76,9 @@ where
         let Some(span) = span else {
             return Either::Left(self.inner.call(request));
         };
+        // The span continues the trace the caller's `traceparent` names.
+        #[cfg(feature = "otel")]
+        super::otel::set_parent_from(&span, request.headers());
         let call = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -111,30 +114,22 @@ where
     }
 }
 
-/// The server span of a gRPC `request`, continuing the trace its `traceparent` names; `None` for
-/// calls not traced (health checks and reflection, which probes make all the time).
+/// The server span of a gRPC `request` (its caller's trace is continued by [`TracedService`]);
+/// `None` for calls not traced (health checks and reflection, which probes make all the time).
 fn grpc_span<B>(request: &http::Request<B>) -> Option<tracing::Span> {
     let path = request.uri().path().trim_start_matches('/');
     let (service, method) = path.split_once('/')?;
     if service == "grpc.health.v1.Health" || service.starts_with("grpc.reflection.") {
         return None;
     }
-    let span = tracing::info_span!(
-        target: super::SPAN_TARGET,
+    Some(rpc_span!(
         "grpc.server",
-        otel.name = path,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        rpc.grpc.status_code = tracing::field::Empty,
+        path,
+        "server",
+        service,
+        method,
         ringlimit.items = tracing::field::Empty,
-    );
-    #[cfg(feature = "otel")]
-    super::otel::set_parent_from(&span, request.headers());
-    Some(span)
+    ))
 }
 
 /// The HTTP routes named in span names; any other path is named by its method alone (paths can
@@ -171,7 +166,7 @@ fn http_span<B>(request: &http::Request<B>) -> Option<tracing::Span> {
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
     };
-    let span = tracing::info_span!(
+    Some(tracing::info_span!(
         target: super::SPAN_TARGET,
         "http.server",
         otel.name = name,
@@ -181,10 +176,7 @@ fn http_span<B>(request: &http::Request<B>) -> Option<tracing::Span> {
         http.route = route,
         http.response.status_code = tracing::field::Empty,
         ringlimit.items = tracing::field::Empty,
-    );
-    #[cfg(feature = "otel")]
-    super::otel::set_parent_from(&span, request.headers());
-    Some(span)
+    ))
 }
 
 #[cfg(test)]

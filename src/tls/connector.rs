@@ -39,10 +39,7 @@ pub fn client_config(options: ClientTlsOptions) -> Result<rustls::ClientConfig, 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(options.min_version.versions())
-        .map_err(|error| TlsError::Rustls {
-            variable: "GUBER_TLS_MIN_VERSION",
-            reason: error.to_string(),
-        })?;
+        .map_err(TlsError::min_version)?;
     let builder = if options.insecure_skip_verify {
         builder
             .dangerous()

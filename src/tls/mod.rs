@@ -167,6 +167,16 @@ pub enum TlsError {
     Generate(rcgen::Error),
 }
 
+impl TlsError {
+    /// rustls refused the protocol versions of `GUBER_TLS_MIN_VERSION`.
+    pub(crate) fn min_version(error: rustls::Error) -> Self {
+        TlsError::Rustls {
+            variable: "GUBER_TLS_MIN_VERSION",
+            reason: error.to_string(),
+        }
+    }
+}
+
 /// The node's `GUBER_TLS_*` settings as given, before they are checked ([`TlsSettings`]);
 /// translated from the node's configuration by `config::options`, so TLS knows nothing of the
 /// command line. A variable set to the empty string counts as unset.
@@ -448,19 +458,22 @@ impl TlsState {
 
     /// Accepts TLS connections for the gRPC port on `listener`.
     pub fn grpc_incoming(&self, listener: TcpListener) -> acceptor::TlsIncoming {
-        acceptor::TlsIncoming::new(
-            listener,
-            Arc::clone(&self.grpc),
-            HANDSHAKE_TIMEOUT,
-            MAX_HANDSHAKES,
-        )
+        Self::incoming(listener, &self.grpc)
     }
 
     /// Accepts TLS connections for the HTTP port on `listener`.
     pub fn http_incoming(&self, listener: TcpListener) -> acceptor::TlsIncoming {
+        Self::incoming(listener, &self.http)
+    }
+
+    /// Accepts TLS connections on `listener` with `config`, within the handshake bounds.
+    fn incoming(
+        listener: TcpListener,
+        config: &Arc<ArcSwap<rustls::ServerConfig>>,
+    ) -> acceptor::TlsIncoming {
         acceptor::TlsIncoming::new(
             listener,
-            Arc::clone(&self.http),
+            Arc::clone(config),
             HANDSHAKE_TIMEOUT,
             MAX_HANDSHAKES,
         )
@@ -521,10 +534,9 @@ fn read_material(
     generated: Option<&(CertificateDer<'static>, PrivateKeyDer<'static>)>,
 ) -> Result<Material, TlsError> {
     let (chain, key) = match (&settings.identity, generated) {
-        (IdentitySource::Files { cert, key }, _) => (
-            pem::read_certificates("GUBER_TLS_CERT", cert)?,
-            pem::read_private_key("GUBER_TLS_KEY", key)?,
-        ),
+        (IdentitySource::Files { cert, key }, _) => {
+            pem::read_identity(("GUBER_TLS_CERT", cert), ("GUBER_TLS_KEY", key))?
+        }
         (IdentitySource::Auto { .. }, Some((cert, key))) => (vec![cert.clone()], key.clone_key()),
         (IdentitySource::Auto { names }, None) => {
             let identity = auto::self_signed(names)?;
@@ -540,10 +552,10 @@ fn read_material(
         (None, roots) => roots.clone(),
     };
     let client_identity = match &settings.client_identity {
-        Some((cert, key)) => Some((
-            pem::read_certificates("GUBER_TLS_CLIENT_AUTH_CERT", cert)?,
-            pem::read_private_key("GUBER_TLS_CLIENT_AUTH_KEY", key)?,
-        )),
+        Some((cert, key)) => Some(pem::read_identity(
+            ("GUBER_TLS_CLIENT_AUTH_CERT", cert),
+            ("GUBER_TLS_CLIENT_AUTH_KEY", key),
+        )?),
         None => None,
     };
     Ok(Material {
@@ -574,10 +586,7 @@ fn build_configs(
     };
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(settings.min_version.versions())
-        .map_err(|error| TlsError::Rustls {
-            variable: "GUBER_TLS_MIN_VERSION",
-            reason: error.to_string(),
-        })?;
+        .map_err(TlsError::min_version)?;
     let builder = match (settings.client_auth, material.client_roots) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (mode, Some(roots)) => {

@@ -48,6 +48,18 @@ pub fn read_private_key(
     })
 }
 
+/// The certificate chain in the PEM file at `cert` and the private key in the one at `key`, each
+/// error naming its own variable.
+pub fn read_identity(
+    (cert_variable, cert): (&'static str, &str),
+    (key_variable, key): (&'static str, &str),
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    Ok((
+        read_certificates(cert_variable, cert)?,
+        read_private_key(key_variable, key)?,
+    ))
+}
+
 /// A root store of every certificate in the PEM file at `path`.
 pub fn read_root_store(
     variable: &'static str,

@@ -303,7 +303,7 @@ impl EtcdDiscovery {
         };
         let registered = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = watch::channel(false);
-        let (first_tx, mut first_rx) = watch::channel(false);
+        let (first_tx, first_rx) = watch::channel(false);
         let dial_timeout = settings.dial_timeout;
         let task = tokio::spawn(run(
             settings,
@@ -312,10 +312,7 @@ impl EtcdDiscovery {
             stopped,
             first_tx,
         ));
-        if timeout(dial_timeout, first_rx.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
+        if !super::first_within(dial_timeout, first_rx).await {
             tracing::warn!(
                 endpoints = %config.endpoints.join(","),
                 "etcd is unreachable; serving with only this node and retrying in the background"

@@ -10,6 +10,10 @@ pub mod etcd;
 pub mod health;
 pub mod k8s;
 
+use std::time::Duration;
+
+use tokio::sync::watch;
+
 use crate::metrics::Metrics;
 
 use super::{PeerInfo, PeerList};
@@ -140,6 +144,13 @@ pub async fn start(
             ))
         }
     }
+}
+
+/// Whether `first` turned true within `wait` (a backend's first registration or complete list).
+pub(crate) async fn first_within(wait: Duration, mut first: watch::Receiver<bool>) -> bool {
+    tokio::time::timeout(wait, first.wait_for(|done| *done))
+        .await
+        .is_ok()
 }
 
 /// The peers of a static list: every listed address in this node's data center, plus this node.

@@ -6,8 +6,6 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Pod};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus::IntCounter;
@@ -74,7 +72,7 @@ impl K8sDiscovery {
     ) -> Result<Self, K8sError> {
         let settings = K8sSettings::from_config(config)?;
         let client = client(&settings).await?;
-        let (synced, mut first_list) = watch::channel(false);
+        let (synced, first_list) = watch::channel(false);
         let publisher = Publisher {
             me,
             port: settings.pod_port,
@@ -92,45 +90,20 @@ impl K8sDiscovery {
             "k8s discovery: watching"
         );
         // The task ends when `stop` says so or is dropped (a start that failed later).
-        let task = match settings.watched {
-            Watched::EndpointSlices => {
-                let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
-                let events = watcher::watcher(api, watcher_config);
-                tokio::spawn(run(
-                    events,
-                    super::peers::slice_addresses,
-                    publisher,
-                    errors,
-                    stopped,
-                ))
-            }
-            Watched::Endpoints => {
-                let api: Api<Endpoints> = Api::namespaced(client, namespace);
-                let events = watcher::watcher(api, watcher_config);
-                tokio::spawn(run(
-                    events,
-                    super::peers::endpoints_addresses,
-                    publisher,
-                    errors,
-                    stopped,
-                ))
-            }
-            Watched::Pods => {
-                let api: Api<Pod> = Api::namespaced(client, namespace);
-                let events = watcher::watcher(api, watcher_config);
-                tokio::spawn(run(
-                    events,
-                    super::peers::pod_address,
-                    publisher,
-                    errors,
-                    stopped,
-                ))
-            }
+        let watching = Watching {
+            client,
+            namespace,
+            config: watcher_config,
+            publisher,
+            errors,
+            stopped,
         };
-        if timeout(START_WAIT, first_list.wait_for(|synced| *synced))
-            .await
-            .is_err()
-        {
+        let task = match settings.watched {
+            Watched::EndpointSlices => watching.spawn(super::peers::slice_addresses),
+            Watched::Endpoints => watching.spawn(super::peers::endpoints_addresses),
+            Watched::Pods => watching.spawn(super::peers::pod_address),
+        };
+        if !crate::peers::discovery::first_within(START_WAIT, first_list).await {
             tracing::warn!(
                 wait = ?START_WAIT,
                 "k8s discovery: no complete list from the API server yet; serving alone while \
@@ -160,6 +133,41 @@ async fn client(settings: &K8sSettings) -> Result<Client, K8sError> {
         None => kube::Config::infer().await?,
     };
     Ok(Client::try_from(config)?)
+}
+
+/// What a watcher task needs, whichever kind of object it watches.
+struct Watching<'a> {
+    client: Client,
+    namespace: &'a str,
+    config: watcher::Config,
+    publisher: Publisher,
+    errors: IntCounter,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Watching<'_> {
+    /// Spawns the task that watches the namespace's `K` objects and publishes their `addresses`.
+    fn spawn<K>(self, addresses: fn(&K) -> Vec<std::net::IpAddr>) -> JoinHandle<()>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client, self.namespace);
+        let events = watcher::watcher(api, self.config);
+        tokio::spawn(run(
+            events,
+            addresses,
+            self.publisher,
+            self.errors,
+            self.stopped,
+        ))
+    }
 }
 
 /// The watcher loop: folds events into the watched objects and publishes the peer list.
