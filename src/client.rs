@@ -217,13 +217,9 @@ impl Client {
             .await?
             .into_inner()
             .responses;
-        if responses.len() != expected {
-            return Err(ClientError::AnswerCount {
-                expected,
-                got: responses.len(),
-            });
-        }
-        Ok(responses)
+        proto::one_answer_per_item(responses, expected, |expected, got| {
+            ClientError::AnswerCount { expected, got }
+        })
     }
 
     /// Spends one hit of a token bucket of `limit` hits per `duration` for `key` in `name`.

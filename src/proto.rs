@@ -15,3 +15,17 @@ pub mod ringlimit_v1 {
 
 /// The encoded `FileDescriptorSet` of `proto/`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("gubernator_descriptor");
+
+/// `answers` when the call answered one per item sent (`sent` of them), as every batched call of
+/// this API does, in order; otherwise `mismatch(sent, answered)`.
+pub fn one_answer_per_item<T, E>(
+    answers: Vec<T>,
+    sent: usize,
+    mismatch: impl FnOnce(usize, usize) -> E,
+) -> Result<Vec<T>, E> {
+    if answers.len() == sent {
+        Ok(answers)
+    } else {
+        Err(mismatch(sent, answers.len()))
+    }
+}

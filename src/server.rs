@@ -116,9 +116,6 @@ pub struct RunningServer {
     /// The reloaders (TLS certificates on SIGHUP, the RLS configuration); they end once `stop`
     /// is sent, and shutdown joins them.
     reloaders: Vec<JoinHandle<()>>,
-    /// For the test that shutdown leaves nothing holding the RLS state.
-    #[cfg(test)]
-    rls_state: std::sync::Weak<crate::rls::reload::RlsState>,
 }
 
 /// How long shutdown waits for a reloader to notice the stop before aborting it.
@@ -340,8 +337,6 @@ pub async fn start_with_clock(
             })?
         }
     };
-    #[cfg(test)]
-    let rls_state = Arc::downgrade(&rls.state);
     let mut reloaders = Vec::with_capacity(2);
     if let Some(tls) = &tls {
         reloaders.push(tls.spawn_reload_on_sighup(stopped.clone()));
@@ -415,8 +410,6 @@ pub async fn start_with_clock(
         handoff_task,
         allow,
         reloaders,
-        #[cfg(test)]
-        rls_state,
     })
 }
 
@@ -698,67 +691,5 @@ impl ShutdownSignal {
             return;
         }
         let _ = interrupt.await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn start_on_loopback(extra: &[&str]) -> RunningServer {
-        let mut args = vec!["--grpc-address=127.0.0.1:0", "--http-address=127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let config = crate::config::server_config_from_args(args).expect("valid configuration");
-        start(&config).await.expect("the node starts")
-    }
-
-    /// Every task that holds the router (the servers, `grpc.health.v1`'s follower, the handoff
-    /// task, the reconcilers, the peers' batchers, `/allow`'s spends) has ended when `shutdown`
-    /// returns: none is left detached, still holding the node's state.
-    #[tokio::test]
-    async fn shutdown_returns_after_every_task_holding_the_router_ended() {
-        let server = start_on_loopback(&[]).await;
-        let mut client =
-            proto::v1_client::V1Client::connect(format!("http://{}", server.grpc_address()))
-                .await
-                .expect("connects");
-        let item = proto::RateLimitReq {
-            name: "owned".into(),
-            unique_key: "k".into(),
-            hits: 1,
-            limit: 10,
-            duration: 60_000,
-            ..Default::default()
-        };
-        client
-            .get_rate_limits(proto::GetRateLimitsReq {
-                requests: vec![item],
-            })
-            .await
-            .expect("answered");
-        drop(client);
-        let router = Arc::downgrade(server.node().router());
-        server.shutdown().await.expect("clean shutdown");
-        assert!(
-            router.upgrade().is_none(),
-            "a task still holds the router after shutdown returned"
-        );
-    }
-
-    /// The reloaders are joined: once `shutdown` returns, nothing holds the RLS configuration's
-    /// state any more (its reloader watches a file here).
-    #[tokio::test]
-    async fn shutdown_joins_the_rls_reloader() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("rls.yaml");
-        std::fs::write(&file, "domain: d\n").expect("written");
-        let flag = format!("--rls-config={}", file.display());
-        let server = start_on_loopback(&[&flag]).await;
-        let state = server.rls_state.clone();
-        server.shutdown().await.expect("clean shutdown");
-        assert!(
-            state.upgrade().is_none(),
-            "the RLS reloader still holds its state after shutdown returned"
-        );
     }
 }

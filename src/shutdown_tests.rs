@@ -3,10 +3,9 @@
 //! that task rather than for the task to happen to end first. Without the reconcilers' join, the
 //! `/allow` spends' close or the reloaders' join in `shutdown`, the test about it fails.
 //!
-//! They replace `server::tests`' two shutdown tests, which start idle nodes: the reloader test
-//! stays green without the reloaders' join (an idle reloader ends on its own before shutdown
-//! returns), and the router test without the `/allow` close (no spend is in flight). Those two are
-//! left to be removed with the next change to `server.rs`.
+//! They replace two earlier tests that started idle nodes: that reloader test stayed green without
+//! the reloaders' join (an idle reloader ends on its own before shutdown returns), and that router
+//! test without the `/allow` close (no spend was in flight).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -71,6 +71,11 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
+    /// The peer answered `answered` items for the `sent` it was sent.
+    pub fn mismatch(sent: usize, answered: usize) -> Self {
+        ForwardError::Mismatch { sent, answered }
+    }
+
     /// Whether the owner may have moved or recovered, so re-resolving it and retrying once makes
     /// sense (timeouts, unreachable peers, peers that left).
     pub fn is_retryable(&self) -> bool {
@@ -368,17 +373,11 @@ impl PeerCaller {
                 Err(ForwardError::Timeout(timeout))
             }
             Ok(Err(status)) => Err(status_error(status)),
-            Ok(Ok(response)) => {
-                let answers = response.into_inner().rate_limits;
-                if answers.len() == sent {
-                    Ok(answers)
-                } else {
-                    Err(ForwardError::Mismatch {
-                        sent,
-                        answered: answers.len(),
-                    })
-                }
-            }
+            Ok(Ok(response)) => proto::one_answer_per_item(
+                response.into_inner().rate_limits,
+                sent,
+                ForwardError::mismatch,
+            ),
         };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.duration.observe(seconds);

@@ -775,9 +775,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn encodes_over_limit_metadata_sorted_and_unknown_status_as_number() {
-        let resp = proto::GetRateLimitsResp {
+    /// Answers at the edges of the encoding: an OVER_LIMIT with the extreme counts, an error that
+    /// needs escaping and metadata out of order, and a status number the enum does not name.
+    fn edge_response() -> proto::GetRateLimitsResp {
+        proto::GetRateLimitsResp {
             responses: vec![
                 proto::RateLimitResp {
                     status: proto::Status::OverLimit as i32,
@@ -795,7 +796,12 @@ mod tests {
                     ..Default::default()
                 },
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn encodes_over_limit_metadata_sorted_and_unknown_status_as_number() {
+        let resp = edge_response();
         assert_eq!(
             text(encode_get_rate_limits_resp(&resp)),
             concat!(
@@ -1217,26 +1223,22 @@ mod tests {
 
     #[test]
     fn response_round_trips() {
-        let resp = proto::GetRateLimitsResp {
-            responses: vec![
-                proto::RateLimitResp {
-                    status: proto::Status::OverLimit as i32,
-                    limit: 10,
-                    remaining: 0,
-                    reset_time: 1_690_855_128_786,
-                    error: String::new(),
-                    metadata: HashMap::from([("owner".into(), "b:1051".into())]),
-                },
-                proto::RateLimitResp {
-                    error: "field 'unique_key' cannot be empty".into(),
-                    ..Default::default()
-                },
-                proto::RateLimitResp {
-                    status: 5,
-                    ..Default::default()
-                },
-            ],
-        };
+        let mut resp = edge_response();
+        resp.responses.push(proto::RateLimitResp {
+            status: proto::Status::OverLimit as i32,
+            limit: 10,
+            reset_time: 1_690_855_128_786,
+            metadata: HashMap::from([("owner".into(), "b:1051".into())]),
+            ..Default::default()
+        });
+        resp.responses.push(proto::RateLimitResp {
+            error: "field 'unique_key' cannot be empty".into(),
+            ..Default::default()
+        });
+        resp.responses.push(proto::RateLimitResp {
+            status: 5,
+            ..Default::default()
+        });
         let decoded = decode_get_rate_limits_resp(&encode_get_rate_limits_resp(&resp)).unwrap();
         assert_eq!(decoded, resp);
     }

@@ -17,9 +17,8 @@
 //! belong to the loop (a `JoinSet`): when the loop's task is aborted (a shutdown past its timeout),
 //! they are cut off with it rather than left running.
 //!
-//! `ringlimit proxy` serves its router with the same loop ([`serve_with_connect_info`]), which also
-//! gives each request the peer's address as axum's `ConnectInfo`, as
-//! `into_make_service_with_connect_info` would.
+//! `ringlimit proxy` serves its router with the same loop ([`serve`]), which gives each request the
+//! peer's address as axum's `ConnectInfo`, as `into_make_service_with_connect_info` would.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -47,24 +46,10 @@ pub struct HttpTimeouts {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for open requests to finish.
+/// Every request carries `ConnectInfo` with its connection's peer address (the gateway's handlers
+/// ignore it; `ringlimit proxy` reads it).
 pub async fn serve<L>(
-    listener: L,
-    router: Router,
-    timeouts: HttpTimeouts,
-    shutdown: impl Future<Output = ()> + Send,
-) -> io::Result<()>
-where
-    L: axum::serve::Listener,
-{
-    serve_inner(listener, router, timeouts, shutdown, |_| {
-        None::<ConnectInfo<()>>
-    })
-    .await
-}
-
-/// Like [`serve`], and every request carries `ConnectInfo` with its connection's peer address.
-pub async fn serve_with_connect_info<L>(
-    listener: L,
+    mut listener: L,
     router: Router,
     timeouts: HttpTimeouts,
     shutdown: impl Future<Output = ()> + Send,
@@ -72,23 +57,6 @@ pub async fn serve_with_connect_info<L>(
 where
     L: axum::serve::Listener,
     L::Addr: Clone + Send + Sync + 'static,
-{
-    serve_inner(listener, router, timeouts, shutdown, |address: &L::Addr| {
-        Some(ConnectInfo(address.clone()))
-    })
-    .await
-}
-
-async fn serve_inner<L, A>(
-    mut listener: L,
-    router: Router,
-    timeouts: HttpTimeouts,
-    shutdown: impl Future<Output = ()> + Send,
-    connect_info: impl Fn(&L::Addr) -> Option<ConnectInfo<A>>,
-) -> io::Result<()>
-where
-    L: axum::serve::Listener,
-    A: Clone + Send + Sync + 'static,
 {
     let (stop, stopped) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -104,7 +72,7 @@ where
             io,
             router.clone(),
             timeouts,
-            connect_info(&address),
+            ConnectInfo(address),
             stopped.clone(),
         ));
     }
@@ -121,7 +89,7 @@ async fn serve_connection<I, A>(
     io: I,
     router: Router,
     timeouts: HttpTimeouts,
-    connect_info: Option<ConnectInfo<A>>,
+    connect_info: ConnectInfo<A>,
     mut stopped: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -130,9 +98,7 @@ async fn serve_connection<I, A>(
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let mut request =
             request.map(|body| axum::body::Body::new(TimedBody::new(body, timeouts.body)));
-        if let Some(info) = &connect_info {
-            request.extensions_mut().insert(info.clone());
-        }
+        request.extensions_mut().insert(connect_info.clone());
         router.clone().oneshot(request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -139,22 +139,15 @@ impl PeerClients {
         let call = grpc
             .get_peer_rate_limits(proto::GetPeerRateLimitsReq { requests: items })
             .instrument(span.clone());
-        let outcome = async {
-            let answers = tokio::time::timeout(timeout, call)
-                .await
-                .map_err(|_| ForwardError::Timeout(timeout))?
-                .map_err(ForwardError::from)?
-                .into_inner()
-                .rate_limits;
-            if answers.len() != sent {
-                return Err(ForwardError::Mismatch {
-                    sent,
-                    answered: answers.len(),
-                });
-            }
-            Ok(answers)
-        }
-        .await;
+        let outcome = match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(ForwardError::Timeout(timeout)),
+            Ok(Err(status)) => Err(ForwardError::from(status)),
+            Ok(Ok(response)) => proto::one_answer_per_item(
+                response.into_inner().rate_limits,
+                sent,
+                ForwardError::mismatch,
+            ),
+        };
         if let Err(error) = &outcome {
             telemetry::record_error(&span, error);
         }

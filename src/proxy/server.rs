@@ -116,14 +116,9 @@ pub async fn start(config: ProxyConfig, decider: Decider) -> Result<RunningProxy
     let listener = LimitedListener::new(crate::limits::nodelay::listener(listener), connections);
     let app = Router::new().fallback(handle).with_state(state);
     let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(http_server::serve_with_connect_info(
-        listener,
-        app,
-        timeouts,
-        async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        },
-    ));
+    let task = tokio::spawn(http_server::serve(listener, app, timeouts, async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
     tracing::info!(%address, "ringlimit proxy is serving");
     Ok(RunningProxy {
         address,

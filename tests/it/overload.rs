@@ -171,10 +171,7 @@ async fn grpc_timeout_bounds_a_forwarded_call() {
     let slow_key = route_to(&server, &hole.address);
 
     let mut client = grpc_client(&server).await;
-    let mut request = Request::new(proto::GetRateLimitsReq {
-        requests: vec![token(&slow_key, 1, 10, 60_000)],
-    });
-    request.set_timeout(Duration::from_secs(1));
+    let request = call_with_deadline(&slow_key, Duration::from_secs(1));
     let started = Instant::now();
     let status = client
         .get_rate_limits(request)
@@ -218,10 +215,12 @@ async fn grpc_timeout_bounds_a_forwarded_call() {
     server.shutdown().await.unwrap();
 }
 
-/// A `PeersV1` owner that records the `grpc-timeout` of each forwarded call and answers it.
+/// A `PeersV1` owner that records the `grpc-timeout` of each forwarded call and answers it, at
+/// once, or while `hung` once `hung` is cleared.
 #[derive(Clone, Default)]
 struct RecordingOwner {
     timeouts: Arc<Mutex<Vec<Option<String>>>>,
+    hung: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -236,13 +235,20 @@ impl PeersV1 for RecordingOwner {
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
         self.timeouts.lock().unwrap().push(timeout);
+        // Bounded: the node resets a call whose caller gave up, which drops this future.
+        for _ in 0..3000 {
+            if !self.hung.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let rate_limits = request
             .into_inner()
             .requests
             .iter()
             .map(|item| proto::RateLimitResp {
                 limit: item.limit,
-                remaining: item.limit,
+                remaining: item.limit - item.hits,
                 ..Default::default()
             })
             .collect();
@@ -257,6 +263,32 @@ impl PeersV1 for RecordingOwner {
     }
 }
 
+/// Serves `owner` on a loopback port: its address, and the task serving it.
+async fn serve_owner(
+    owner: &RecordingOwner,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeersV1Server::new(owner.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (address, task)
+}
+
+/// A one-item `GetRateLimits` call of `key` carrying a deadline of `timeout`.
+fn call_with_deadline(key: &str, timeout: Duration) -> Request<proto::GetRateLimitsReq> {
+    let mut request = Request::new(proto::GetRateLimitsReq {
+        requests: vec![token(key, 1, 10, 60_000)],
+    });
+    request.set_timeout(timeout);
+    request
+}
+
 fn timeout_of(header: &str) -> Duration {
     ringlimit::limits::deadline::parse_grpc_timeout(header).expect("a valid grpc-timeout")
 }
@@ -264,13 +296,7 @@ fn timeout_of(header: &str) -> Duration {
 #[tokio::test]
 async fn forwarded_calls_carry_the_callers_remaining_deadline() {
     let owner = RecordingOwner::default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let owner_address = listener.local_addr().unwrap().to_string();
-    let owner_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(PeersV1Server::new(owner.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (owner_address, owner_task) = serve_owner(&owner).await;
     let server = start_node(&["--batch-timeout=5s"]).await;
     let key = route_to(&server, &owner_address);
     let mut client = grpc_client(&server).await;
@@ -283,10 +309,7 @@ async fn forwarded_calls_carry_the_callers_remaining_deadline() {
         .await
         .expect("the owner answers");
     // With one, the owner gets what is left of it, never more.
-    let mut request = Request::new(proto::GetRateLimitsReq {
-        requests: vec![token(&key, 1, 10, 60_000)],
-    });
-    request.set_timeout(Duration::from_millis(800));
+    let request = call_with_deadline(&key, Duration::from_millis(800));
     client
         .get_rate_limits(request)
         .await
@@ -366,46 +389,6 @@ async fn each_listener_bounds_its_open_connections() {
     server.shutdown().await.unwrap();
 }
 
-/// An owner whose answers wait until the test opens it.
-#[derive(Clone, Default)]
-struct GatedOwner {
-    open: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[tonic::async_trait]
-impl PeersV1 for GatedOwner {
-    async fn get_peer_rate_limits(
-        &self,
-        request: Request<proto::GetPeerRateLimitsReq>,
-    ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
-        // Bounded: the node resets the call when its caller gives up, which drops this future.
-        for _ in 0..3000 {
-            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let rate_limits = request
-            .into_inner()
-            .requests
-            .iter()
-            .map(|item| proto::RateLimitResp {
-                limit: item.limit,
-                remaining: item.limit - item.hits,
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(proto::GetPeerRateLimitsResp { rate_limits }))
-    }
-
-    async fn update_peer_globals(
-        &self,
-        _request: Request<proto::UpdatePeerGlobalsReq>,
-    ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
-        Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
-    }
-}
-
 /// A forwarded item to an idle peer is sent from the caller's own task; a caller that cancels
 /// mid-call must still hand the peer's call slot back. More callers give up on a hung owner than
 /// the four calls a peer may have in flight; once the owner answers again, the next item finds the
@@ -413,14 +396,9 @@ impl PeersV1 for GatedOwner {
 /// again: every item would wait for its batch to come due).
 #[tokio::test]
 async fn callers_that_cancel_on_a_hung_owner_do_not_keep_its_call_slots() {
-    let owner = GatedOwner::default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let owner_address = listener.local_addr().unwrap().to_string();
-    let owner_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(PeersV1Server::new(owner.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let owner = RecordingOwner::default();
+    owner.hung.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (owner_address, owner_task) = serve_owner(&owner).await;
     // A long batch wait: an item that finds the peer busy (a slot still taken) would wait 10 s.
     let server = start_node(&["--batch-timeout=30s", "--batch-wait=10s"]).await;
     let key = route_to(&server, &owner_address);
@@ -435,11 +413,8 @@ async fn callers_that_cancel_on_a_hung_owner_do_not_keep_its_call_slots() {
             tokio::time::timeout(Duration::from_millis(200), client.get_rate_limits(request)).await;
         assert!(gave_up.is_err(), "the hung owner cannot have answered");
     }
-    owner.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut request = Request::new(proto::GetRateLimitsReq {
-        requests: vec![token(&key, 1, 10, 60_000)],
-    });
-    request.set_timeout(Duration::from_secs(5));
+    owner.hung.store(false, std::sync::atomic::Ordering::SeqCst);
+    let request = call_with_deadline(&key, Duration::from_secs(5));
     let started = Instant::now();
     let response = client
         .get_rate_limits(request)
