@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The peer hop at low load: 3 static-peer nodes of NODE_BIN on loopback, one call in flight to
+# node B, first a key B owns (direct), then a key another node owns (every call forwarded); prints
+# both p50/p99 and B's `ringlimit_peer_call_items` (1 item per call when the peer was idle). The
+# hop is the difference of the two p50s. LOADED=1 adds a 64-in-flight run over all three nodes.
+# Extra VAR=VALUE arguments go to the nodes' environment (e.g. GUBER_GRPC_RUNTIMES=shared).
+#
+#   bench/hop.sh NODE_BIN SECS [VAR=VALUE ...]      (ports 19100-19121)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NODE_BIN=$1; SECS=$2; shift 2
+LOAD=${LOAD:-$ROOT/target/release/ringlimit}
+PEERS="127.0.0.1:19101,127.0.0.1:19111,127.0.0.1:19121"
+WORK=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+for i in 0 1 2; do
+  env "$@" GUBER_GRPC_ADDRESS=127.0.0.1:191${i}1 GUBER_HTTP_ADDRESS=127.0.0.1:191${i}0 \
+    GUBER_PEER_DISCOVERY_TYPE=static GUBER_PEERS=$PEERS GUBER_LOG_LEVEL=warn "$NODE_BIN" >"$WORK/$i.log" 2>&1 &
+  pids+=($!)
+done
+for i in 0 1 2; do
+  for _ in $(seq 50); do curl -fsS "http://127.0.0.1:191${i}0/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+B=127.0.0.1:19111
+direct=""; forwarded=""
+for i in $(seq 0 99); do
+  owner=$("$LOAD" ring --peers "$PEERS" --name "lowload$i" k0 | cut -f2)
+  if [ "$owner" = "$B" ]; then [ -n "$direct" ] || direct=lowload$i; else [ -n "$forwarded" ] || forwarded=lowload$i; fi
+  [ -z "$direct" ] || [ -z "$forwarded" ] || break
+done
+for name in "$direct" "$forwarded"; do
+  "$LOAD" bench --warmup 1s --json --target "$B" --connections 1 --concurrency 1 --items 1 --keys 1 \
+    --name "$name" --time "${SECS}s" |
+    jq -r --arg kind "$([ "$name" = "$direct" ] && echo direct || echo forwarded)" \
+      '"\($kind): \(.calls_per_sec | floor) calls/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us"'
+done
+if [ -n "${LOADED:-}" ]; then
+  "$LOAD" bench --warmup 1s --json --targets "$PEERS" --connections 4 --concurrency 64 --items 1 \
+    --keys 10000 --time "${SECS}s" | jq -r '"3 nodes, over all three: \(.decisions_per_sec | floor) decisions/s"'
+fi
+curl -fsS http://127.0.0.1:19110/metrics | grep -E '^ringlimit_peer_call_items_(sum|count)' || true
