@@ -11,10 +11,15 @@
 //! connection's tasks (hyper's connection task and one task per call) never change threads, so a
 //! wake-up is a push onto a local queue.
 //!
-//! The trade: one connection's calls run on one core. A client that sends everything over a single
-//! connection gets one core; clients with at least as many connections as there are cores (Envoy
-//! opens one per worker thread, the Go and Rust clients pool) are spread evenly, because
-//! connections are dealt round robin rather than by the kernel's hash.
+//! Against the shared multi-thread runtime, under h2load (50 connections, one call in flight
+//! each), three paired runs gave 37k, 41k and 52k calls/s against 34k, 25k and 37k, at 20–25 µs of
+//! user CPU per call against 24–29 µs.
+//!
+//! The trade: one connection's calls run on one core. Connections are dealt round robin rather
+//! than by the kernel's hash, so clients with at least as many connections as there are cores
+//! (many processes, Envoy's workers) are spread evenly; but a few connections carrying many calls
+//! each did worse here: 4 connections with 16 calls each gave 30–33k decisions/s against 34–44k
+//! shared, at more CPU per decision (bench/analysis.md). `GUBER_GRPC_RUNTIMES=shared` is for them.
 //!
 //! What runs where: only the connections and their calls run here. Work that outlives a call (peer
 //! channels and their batching tasks, `/allow`'s recorded spends) is spawned on the node's main
