@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     tonic_prost_build::configure()
+        // prost's codec, decoding each message from one slice (src/grpc_codec.rs).
+        .codec_path("crate::grpc_codec::SliceCodec")
         .file_descriptor_set_path(out_dir.join("gubernator_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     envoy_rls_reflection(&out_dir)?;

@@ -42,6 +42,7 @@ pub(crate) mod evaluator;
 pub(crate) mod global;
 pub mod go_duration;
 pub mod grpc;
+pub mod grpc_codec;
 pub mod grpc_runtimes;
 pub mod handoff;
 pub mod http;

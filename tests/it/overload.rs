@@ -103,6 +103,19 @@ async fn calls_beyond_the_concurrency_bound_are_refused_at_once() {
         }));
     }
 
+    // Both must hold their slot before the third call is sent, or the third could take one first
+    // and have a hanging call refused instead (bounded wait).
+    let in_progress = server.node().metrics().concurrent_checks.clone();
+    common::wait_until(
+        "both hanging calls in progress",
+        Duration::from_secs(10),
+        || {
+            let busy = in_progress.get() == 2;
+            async move { busy }
+        },
+    )
+    .await;
+
     // A third call (a local key, which would be instant) is refused as soon as both slots are
     // taken: poll until it is, bounded in count and time.
     let local_key = local_key(&server);
