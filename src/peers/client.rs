@@ -1,5 +1,5 @@
-//! Connections to the other peers: one lazily connected gRPC channel and one batching task per
-//! peer, created on first use and dropped when the peer leaves the cluster; and the one registry
+//! Connections to the other peers: one lazily connected gRPC channel and one batcher (with its
+//! timer task) per peer, created on first use and dropped when the peer leaves the cluster; and the one registry
 //! of channels the other node-to-node clients (handoff, the admin fan-out, `/allow`'s records)
 //! share, pruned by the same rule.
 
@@ -43,7 +43,7 @@ pub struct PeerClients {
     clients: RwLock<HashMap<String, PeerClient>>,
     channels: RwLock<HashMap<ChannelKey, PeerChannel>>,
     liveness: Arc<PeerLiveness>,
-    /// The peers' batching tasks, joined by [`PeerClients::close`].
+    /// The peers' batcher timer tasks, joined by [`PeerClients::close`].
     tasks: Mutex<JoinSet<()>>,
     /// The runtime the clients were created on, entered whenever a channel or batching task is
     /// created: a call served on a gRPC runtime of its own (`crate::grpc_runtimes`) may be the
@@ -64,7 +64,7 @@ pub struct InvalidAddress {
     pub reason: String,
 }
 
-/// One peer's connection: direct calls, and the batching task for forwarded items.
+/// One peer's connection: direct calls, and the batcher of forwarded items.
 #[derive(Clone)]
 struct PeerClient {
     grpc: PeersV1Client<PeerChannel>,
