@@ -21,15 +21,19 @@
 //! each did worse here: 4 connections with 16 calls each gave 30–33k decisions/s against 34–44k
 //! shared, at more CPU per decision (bench/analysis.md). `GUBER_GRPC_RUNTIMES=shared` is for them.
 //!
-//! What runs where: only the connections and their calls run here. Work that outlives a call (peer
-//! channels and their batching tasks, `/allow`'s recorded spends) is spawned on the node's main
-//! runtime by whoever starts it ([`crate::peers::client::PeerClients`] enters the main runtime
-//! when it creates a channel), so that it survives the end of a shard and is joined by its owner.
+//! What runs where: the connections and their calls run here, and so do forwarding's connections
+//! to the peers that calls made here opened ([`crate::peer_transport`]: each shard uses its own,
+//! [`current_shard`]), so a forwarded item never leaves its thread. Other work that outlives a
+//! call (the tonic peer channels and the batchers' tasks, `/allow`'s recorded spends) is spawned on
+//! the node's main runtime by whoever starts it ([`crate::peers::client::PeerClients`] enters the
+//! main runtime when it creates a channel), so that it survives the end of a shard and is joined
+//! by its owner.
 //!
 //! Accepting stays on the main runtime: the connection bound and `TCP_NODELAY` are applied there,
 //! then the socket is moved to its shard as a standard socket and registered with the shard's
 //! reactor when the shard takes it.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -98,6 +102,17 @@ impl std::fmt::Display for GrpcRuntimes {
     }
 }
 
+thread_local! {
+    /// On a shard's thread, the shard's index.
+    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the gRPC runtime the calling thread runs, or `None` off those threads (the main
+/// runtime, `shared`). Work that is best kept on the caller's core (a peer connection) uses it.
+pub fn current_shard() -> Option<usize> {
+    SHARD.with(Cell::get)
+}
+
 /// Starts `count` shard threads, each serving the connections dealt to it with `serve` (called
 /// once per shard, on the shard's thread, with that shard's connections), and deals the
 /// connections of `incoming` to them round robin. The returned task ends once `incoming` ended
@@ -126,6 +141,7 @@ where
         let thread = std::thread::Builder::new()
             .name(format!("grpc-{index}"))
             .spawn(move || {
+                SHARD.with(|shard| shard.set(Some(index)));
                 let outcome = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

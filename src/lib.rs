@@ -54,6 +54,7 @@ pub(crate) mod node;
 pub(crate) mod owed;
 pub(crate) mod owner_failure;
 pub mod peer_auth;
+pub mod peer_transport;
 pub mod peers;
 pub mod proto;
 pub mod proxy;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::peer_auth::PeerChannel;
+use crate::peer_transport::{PeerCallChannel, TransportError};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use prost::Message;
 use tokio::sync::{Notify, oneshot};
@@ -165,7 +165,7 @@ impl PeerBatcher {
     /// Must be called within a tokio runtime: the batches' calls run on it.
     pub fn spawn_observed(
         peer: &str,
-        client: PeersV1Client<PeerChannel>,
+        client: PeersV1Client<PeerCallChannel>,
         config: BatchConfig,
         timeout: Duration,
         metrics: PeerCallMetrics,
@@ -317,7 +317,7 @@ impl Shared {
 struct PeerCaller {
     /// The peer's gRPC address (for traces).
     peer: Arc<str>,
-    client: PeersV1Client<PeerChannel>,
+    client: PeersV1Client<PeerCallChannel>,
     timeout: Duration,
     metrics: Arc<PeerCallMetrics>,
     observer: CallObserver,
@@ -411,8 +411,9 @@ impl From<tonic::Status> for ForwardError {
 fn status_error(status: tonic::Status) -> ForwardError {
     // A connection that fails under a call (the peer died) is reported as `Unknown` with the
     // transport error as its source: the peer is unreachable, not answering with an error.
-    let broken_connection = std::error::Error::source(&status)
-        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    let broken_connection = std::error::Error::source(&status).is_some_and(|source| {
+        source.is::<tonic::transport::Error>() || source.is::<TransportError>()
+    });
     if broken_connection {
         return ForwardError::Unavailable(status.message().to_string());
     }

@@ -14,6 +14,7 @@ use crate::batching::budget::MessageBudget;
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
 use crate::metrics::{DropReason, DroppedMessage, Metrics};
 use crate::peer_auth::{self, PeerChannel};
+use crate::peer_transport::{PeerCallChannel, PeerTransport, TransportOptions};
 use crate::peers::liveness::{Admission, Failure, LivenessConfig, MonotonicClock, PeerLiveness};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
 use crate::telemetry::{self, PeerCall};
@@ -67,7 +68,7 @@ pub struct InvalidAddress {
 /// One peer's connection: direct calls, and the batcher of forwarded items.
 #[derive(Clone)]
 struct PeerClient {
-    grpc: PeersV1Client<PeerChannel>,
+    grpc: PeersV1Client<PeerCallChannel>,
     batcher: PeerBatcher,
 }
 
@@ -306,13 +307,10 @@ impl PeerClients {
     }
 
     fn connect(&self, address: &str) -> Result<PeerClient, ForwardError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let transport = TransportOptions::new(self.options.timeout, self.options.tls.clone());
+        let channel = PeerTransport::new(address, transport)
             .map_err(|error| ForwardError::Unavailable(format!("invalid address: {error}")))?
-            .connect_timeout(self.options.timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        let channel = self.connect_lazy(endpoint);
+            .with_secret(self.options.secret.clone());
         let client = PeersV1Client::new(channel)
             .max_decoding_message_size(self.options.max_message_size)
             .max_encoding_message_size(self.options.max_message_size);
