@@ -19,7 +19,7 @@ use crate::peer_transport::{PeerCallChannel, TransportError};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use prost::Message;
 use tokio::sync::{Notify, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use super::{Batch, BatchConfig, BatchConfigError, CallToken, PeerQueue, Push};
@@ -136,10 +136,11 @@ struct Shared {
     queue: Mutex<PeerQueue<Forward>>,
     caller: PeerCaller,
     /// Calls of batches sent by tasks (behind a call, due, or with other callers' items); reaped
-    /// as new ones start, awaited by the timer task before it ends.
-    calls: Mutex<JoinSet<()>>,
-    /// Where those calls run: the runtime the batcher was started on, whichever runtime the
-    /// caller that releases a batch runs on.
+    /// as new ones start, awaited by the timer task before it ends (a call on a per-core runtime
+    /// ends with that runtime at the latest).
+    calls: Mutex<Vec<JoinHandle<()>>>,
+    /// Where those calls run when the caller that releases a batch is not on a per-core gRPC
+    /// runtime: the runtime the batcher was started on.
     runtime: tokio::runtime::Handle,
     /// Wakes the timer task: the queue's deadline may have changed, or the batcher closed.
     wake: Notify,
@@ -183,7 +184,7 @@ impl PeerBatcher {
         let shared = Arc::new(Shared {
             queue: Mutex::new(queue),
             caller,
-            calls: Mutex::new(JoinSet::new()),
+            calls: Mutex::new(Vec::new()),
             runtime: tokio::runtime::Handle::current(),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
@@ -228,7 +229,7 @@ impl PeerBatcher {
             Push::Send(batch) if was_empty && batch.items.len() == 1 => {
                 let Batch { items, call } = batch;
                 let finished = CallFinished {
-                    shared,
+                    shared: Arc::clone(shared),
                     call: Some(call),
                 };
                 shared.caller.clone().call(items).await;
@@ -258,12 +259,12 @@ impl PeerBatcher {
 /// Hands a batch's call slot back to the queue when the call ends, or when the caller that made
 /// it stops waiting (its future dropped mid-call): the slot is never lost, and a batch the queue
 /// releases then is sent by a task.
-struct CallFinished<'a> {
-    shared: &'a Arc<Shared>,
+struct CallFinished {
+    shared: Arc<Shared>,
     call: Option<CallToken>,
 }
 
-impl Drop for CallFinished<'_> {
+impl Drop for CallFinished {
     fn drop(&mut self) {
         if let Some(call) = self.call.take() {
             self.shared.finish(call);
@@ -272,20 +273,35 @@ impl Drop for CallFinished<'_> {
 }
 
 impl Shared {
-    /// Sends `batch` from a task on the batcher's runtime.
+    /// Sends `batch` from a task: on the caller's own runtime when that is one of the per-core
+    /// gRPC runtimes (its connection to the peer runs there too, see [`crate::peer_transport`]),
+    /// else on the batcher's runtime. In paired runs of 3 nodes under load (64 calls in flight
+    /// over all three, `bench/hop.sh`'s loaded shape) the per-core choice gave 9–15 % more
+    /// decisions/s at 8–10 % less node CPU per decision than sending every batch from the main
+    /// runtime (three pairs), and 2–15 % more at 2–13 % less in three more pairs. The slot goes
+    /// back even if the task is cancelled (its runtime shutting down).
     fn start(self: &Arc<Self>, batch: Batch<Forward>) {
         let Batch { items, call } = batch;
-        let shared = Arc::clone(self);
+        let finished = CallFinished {
+            shared: Arc::clone(self),
+            call: Some(call),
+        };
+        let caller = self.caller.clone();
+        let task = async move {
+            caller.call(items).await;
+            drop(finished);
+        };
+        // Spawned with no lock held: on a runtime that is shutting down the task is dropped at
+        // once, and its slot's return may start the next batch from here.
+        let call = if crate::grpc_runtimes::current_shard().is_some() {
+            tokio::spawn(task)
+        } else {
+            self.runtime.spawn(task)
+        };
         let mut calls = lock(&self.calls);
         // Forget the calls that ended.
-        while calls.try_join_next().is_some() {}
-        calls.spawn_on(
-            async move {
-                shared.caller.clone().call(items).await;
-                shared.finish(call);
-            },
-            &self.runtime,
-        );
+        calls.retain(|call| !call.is_finished());
+        calls.push(call);
     }
 
     /// A call ended: its slot goes back, and the next batch (if the queue releases one) goes.
@@ -460,18 +476,21 @@ async fn run_timer(shared: Arc<Shared>) {
     }
     // Every batch has been started: wait for their calls to answer.
     loop {
-        let mut calls = std::mem::take(&mut *lock(&shared.calls));
+        let calls = std::mem::take(&mut *lock(&shared.calls));
         if calls.is_empty() {
             break;
         }
-        while calls.join_next().await.is_some() {}
+        for call in calls {
+            // A call cancelled with its runtime has answered nothing more; nothing to do.
+            let _ = call.await;
+        }
     }
 }
 
 /// Whether no batch call of the peer is running.
 fn calls_idle(shared: &Shared) -> bool {
     let mut calls = lock(&shared.calls);
-    while calls.try_join_next().is_some() {}
+    calls.retain(|call| !call.is_finished());
     calls.is_empty()
 }
 
