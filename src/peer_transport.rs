@@ -284,7 +284,8 @@ impl Shared {
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, connection) = h2::client::handshake(io)
+        let (sender, connection) = client_settings()
+            .handshake(io)
             .await
             .map_err(|error| error.to_string())?;
         let keep_alive = (
@@ -303,6 +304,22 @@ impl Shared {
     fn broken(&self, error: impl std::fmt::Display) -> TransportError {
         broken(&self.address, error)
     }
+}
+
+/// The HTTP/2 settings of a peer connection: hyper's client defaults (which tonic's channel used
+/// before), not h2's bare ones: windows large enough that a full batch is not paced by
+/// WINDOW_UPDATE round trips (h2's default is 64 KiB), a bound on the headers a peer may send
+/// (h2's default is 16 MiB), and no server push.
+fn client_settings() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(2 * 1024 * 1024)
+        .initial_connection_window_size(5 * 1024 * 1024)
+        .max_header_list_size(16 * 1024)
+        .max_send_buffer_size(1024 * 1024)
+        .initial_max_send_streams(100)
+        .enable_push(false);
+    builder
 }
 
 /// Drives one connection until it closes, fails, or misses a keep-alive PING's answer; the pool's
@@ -526,6 +543,31 @@ mod tests {
         }
         let secrets = lock(&owner.secrets).clone();
         assert_eq!(secrets, vec![Some("s3cret-s3cret-s3cret".to_string()); 5]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_default_flow_control_window_goes_through() {
+        let owner = EchoOwner::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (_stop, _server) = serve(&owner, listener);
+        // About 200 KB each way, beyond HTTP/2's initial 64 KiB windows.
+        let keys_sent: Vec<String> = (0..1000).map(|i| format!("{i:0>200}")).collect();
+        let refs: Vec<&str> = keys_sent.iter().map(String::as_str).collect();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            client(&address, options()).get_peer_rate_limits(keys(&refs)),
+        )
+        .await
+        .expect("answered")
+        .unwrap()
+        .into_inner();
+        let echoed: Vec<&str> = answer
+            .rate_limits
+            .iter()
+            .map(|r| r.error.as_str())
+            .collect();
+        assert_eq!(echoed, refs);
     }
 
     #[tokio::test]
