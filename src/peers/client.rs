@@ -389,3 +389,132 @@ pub fn liveness_failure(error: &ForwardError) -> Option<Failure> {
         | ForwardError::TooLarge { .. } => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::peers_v1_server::{PeersV1, PeersV1Server};
+    use tokio::net::TcpListener;
+    use tokio::sync::Semaphore;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response, Status};
+
+    /// Answers every item UNDER_LIMIT, each call once it gets a permit from `gate`.
+    #[derive(Clone)]
+    struct GatedOwner {
+        gate: Arc<Semaphore>,
+    }
+
+    #[tonic::async_trait]
+    impl PeersV1 for GatedOwner {
+        async fn get_peer_rate_limits(
+            &self,
+            request: Request<proto::GetPeerRateLimitsReq>,
+        ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
+            let permit = self.gate.acquire().await;
+            drop(permit);
+            let rate_limits = request
+                .into_inner()
+                .requests
+                .iter()
+                .map(|_| proto::RateLimitResp::default())
+                .collect();
+            Ok(Response::new(proto::GetPeerRateLimitsResp { rate_limits }))
+        }
+
+        async fn update_peer_globals(
+            &self,
+            _request: Request<proto::UpdatePeerGlobalsReq>,
+        ) -> Result<Response<proto::UpdatePeerGlobalsResp>, Status> {
+            Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
+        }
+    }
+
+    fn item(key: &str) -> proto::RateLimitReq {
+        proto::RateLimitReq {
+            name: "n".into(),
+            unique_key: key.into(),
+            hits: 1,
+            limit: 10,
+            duration: 60_000,
+            ..Default::default()
+        }
+    }
+
+    /// Batches whose task cannot run (the batcher's runtime is gone) give their call slots back,
+    /// and starting them does not deadlock when a dropped batch's slot releases the next one.
+    #[tokio::test]
+    async fn batches_dropped_with_their_runtime_give_their_slots_back() {
+        let gate = Arc::new(Semaphore::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let owner = GatedOwner {
+            gate: Arc::clone(&gate),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeersV1Server::new(owner))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        // The clients (and so the batcher) belong to a runtime that is shut down below.
+        let batcher_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = PeerClientOptions {
+            batch: BatchConfig {
+                limit: 1,
+                max_in_flight: 1,
+                ..BatchConfig::default()
+            },
+            timeout: Duration::from_secs(5),
+            max_message_size: 4 * 1024 * 1024,
+            liveness: LivenessConfig::default(),
+            tls: None,
+            secret: None,
+        };
+        let clients = {
+            let _entered = batcher_runtime.enter();
+            let clients = PeerClients::new(options, Metrics::default());
+            // Creates the batcher on that runtime.
+            clients.client(&address).map(|_| ()).unwrap();
+            Arc::new(clients)
+        };
+        batcher_runtime.shutdown_background();
+
+        // An idle peer: the first item goes from this task and waits at the gate.
+        let first = tokio::spawn({
+            let (clients, address) = (Arc::clone(&clients), address.clone());
+            async move { clients.forward(&address, item("a"), false).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Two more queue behind it, one batch each.
+        let queued: Vec<_> = ["b", "c"]
+            .into_iter()
+            .map(|key| {
+                let (clients, address) = (Arc::clone(&clients), address.clone());
+                tokio::spawn(async move { clients.forward(&address, item(key), false).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gate.add_permits(100);
+        // The first answer releases "b"'s batch to a runtime that is gone: its task is dropped at
+        // once, its slot comes back and releases "c"'s, dropped the same way.
+        let bounded = Duration::from_secs(10);
+        let answered = tokio::time::timeout(bounded, first).await.unwrap().unwrap();
+        assert!(answered.is_ok(), "{answered:?}");
+        for call in queued {
+            let outcome = tokio::time::timeout(bounded, call)
+                .await
+                .expect("no deadlock")
+                .unwrap();
+            assert_eq!(outcome, Err(ForwardError::Closed));
+        }
+        // Every slot is back: the peer is idle again, and the next item goes from its caller.
+        let next = tokio::time::timeout(bounded, clients.forward(&address, item("d"), false))
+            .await
+            .expect("the slot came back");
+        assert!(next.is_ok(), "{next:?}");
+    }
+}
