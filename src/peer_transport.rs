@@ -486,6 +486,22 @@ mod tests {
         (stop, task)
     }
 
+    /// An owner served on a loopback port: the owner, its address, and what stops it.
+    async fn served_owner() -> (
+        EchoOwner,
+        String,
+        (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        ),
+    ) {
+        let owner = EchoOwner::default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = serve(&owner, listener);
+        (owner, address, server)
+    }
+
     fn client(address: &str, options: TransportOptions) -> PeersV1Client<PeerCallChannel> {
         let secret = PeerSecret::new("s3cret-s3cret-s3cret", "GUBER_PEER_SECRET").unwrap();
         PeersV1Client::new(
@@ -521,10 +537,7 @@ mod tests {
 
     #[tokio::test]
     async fn calls_over_every_connection_of_the_pool_reach_the_peer_with_the_secret() {
-        let owner = EchoOwner::default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let (_stop, _server) = serve(&owner, listener);
+        let (owner, address, _server) = served_owner().await;
         let mut client = client(&address, options());
         // More calls than connections: each connection is opened, then reused.
         for round in 0..5 {
@@ -547,10 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_larger_than_the_default_flow_control_window_goes_through() {
-        let owner = EchoOwner::default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let (_stop, _server) = serve(&owner, listener);
+        let (_owner, address, _server) = served_owner().await;
         // About 200 KB each way, beyond HTTP/2's initial 64 KiB windows.
         let keys_sent: Vec<String> = (0..1000).map(|i| format!("{i:0>200}")).collect();
         let refs: Vec<&str> = keys_sent.iter().map(String::as_str).collect();
@@ -572,10 +582,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_status_the_peer_answers_comes_back_as_that_status() {
-        let owner = EchoOwner::default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let (_stop, _server) = serve(&owner, listener);
+        let (_owner, address, _server) = served_owner().await;
         let status = client(&address, options())
             .get_peer_rate_limits(keys(&[]))
             .await
