@@ -46,6 +46,9 @@ jq -r '
     "",
     "Server CPU is the user and system time of the server processes (all three nodes in the 3-node scenarios) read from `/proc/PID/stat` around the run, warm-up included, divided by the decisions at the run'\''s rate over the same wall time: the fairest figure on a machine whose two cores the client shares.",
     "",
+    (if $r.three_nodes_key_shares != null then
+      "In the 3-node scenarios the nodes own \($r.three_nodes_key_shares | map(. * 100 | round | tostring + " %") | join(" / ")) of the bench'\''s keys (`ringlimit ring` over this run'\''s peers): Gubernator'\''s ring (FNV-1, 512 points per peer) is uneven on loopback addresses that differ in a few digits, and the ports change from run to run.", ""
+    else empty end),
     (if $r.c_clients != null then
       "## C client against C client",
       "",

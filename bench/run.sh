@@ -315,6 +315,14 @@ for h in "$HA" "$HB" "$HC"; do
     die "the 3 nodes do not see each other: $(curl -sS "http://127.0.0.1:$h/v1/HealthCheck")"
 done
 say "3 nodes: $PEERS"
+# The share of the bench's keys each node owns. Gubernator's ring (FNV-1, 512 points per peer) is
+# uneven on addresses that differ in a few digits, and the ports change from run to run, so the
+# 3-node figures are read with it.
+seq 0 $((KEYS - 1)) | sed 's/^/k/' | "$BIN" ring --peers "$PEERS" --name bench --json |
+  jq --arg peers "$PEERS" 'length as $n | . as $owned |
+    [$peers | split(",")[] as $peer | ($owned | map(select(.owner == $peer)) | length) / $n]' \
+    >"$WORK/key_shares.json"
+say "3 nodes: shares of the keys: $(jq -r 'map(. * 100 | round | tostring + " %") | join(" / ")' "$WORK/key_shares.json")"
 rl_bench cluster_1 --targets "$PEERS" "${COMMON[@]}" --time "$BENCH_TIME"
 scenario cluster_1 "ringlimit 3 nodes" "3 nodes, 1 item per call, connections over all 3 (2/3 forwarded)" cluster_1
 rl_bench cluster_global --targets "$PEERS" "${COMMON[@]}" --behavior global --time "$BENCH_TIME"
@@ -491,7 +499,7 @@ jq -n \
   --slurpfile scenarios "$SCENARIOS" --slurpfile curves "$CURVES" --slurpfile memory "$WORK/memory.json" \
   --slurpfile hpd "$WORK/half_peak_direct.json" --slurpfile hpf "$WORK/half_peak_forwarded.json" \
   --slurpfile llf "$WORK/low_load_forwarded.json" --slurpfile lld "$WORK/low_load_direct.json" \
-  --slurpfile cc "$WORK/c_clients.json" \
+  --slurpfile cc "$WORK/c_clients.json" --slurpfile shares "$WORK/key_shares.json" \
   --rawfile commands "$COMMANDS" '
   def s($n): $scenarios | map(select(.name == $n))[0];
   def ratio($a; $b): if ($b // 0) > 0 then $a / $b else null end;
@@ -512,6 +520,7 @@ jq -n \
     },
     memory: $mem,
     c_clients: $cc[0],
+    three_nodes_key_shares: $shares[0],
     commands: ($commands | split("\n") | map(select(length > 0)))
   }
   ' | jq -f "$ROOT/bench/targets.jq" >"$RESULTS_DIR/latest.json"
