@@ -25,9 +25,9 @@
 //! to the peers that calls made here opened ([`crate::peer_transport`]: each shard uses its own,
 //! [`current_shard`]) and the batches those calls release, so a forwarded item never leaves its
 //! thread. Other work that outlives a call (the tonic peer channels, the batchers' timer tasks,
-//! `/allow`'s recorded spends) is spawned on the node's main runtime by whoever starts it ([`crate::peers::client::PeerClients`] enters the
-//! main runtime when it creates a channel), so that it survives the end of a shard and is joined
-//! by its owner.
+//! `/allow`'s recorded spends) is spawned on the node's main runtime by whoever starts it
+//! ([`crate::peers::client::PeerClients`] enters the main runtime when it creates a channel), so
+//! that it survives the end of a shard and is joined by its owner.
 //!
 //! Accepting stays on the main runtime: the connection bound and `TCP_NODELAY` are applied there,
 //! then the socket is moved to its shard as a standard socket and registered with the shard's

@@ -135,6 +135,14 @@ struct Slot {
     connecting: tokio::sync::Mutex<()>,
 }
 
+impl Slot {
+    /// The slot's connection once it can take a new stream, if it has one that still works.
+    async fn open_sender(&self) -> Option<h2::client::SendRequest<Bytes>> {
+        let cached = lock(&self.sender).clone()?;
+        cached.ready().await.ok()
+    }
+}
+
 impl PeerTransport {
     /// A pool for the peer at `address` (`host:port`), connecting on first use.
     pub fn new(address: &str, options: TransportOptions) -> Result<Self, http::Error> {
@@ -224,18 +232,12 @@ impl Shared {
         &self,
         slot: &Slot,
     ) -> Result<h2::client::SendRequest<Bytes>, TransportError> {
-        let cached = lock(&slot.sender).clone();
-        if let Some(sender) = cached
-            && let Ok(sender) = sender.ready().await
-        {
+        if let Some(sender) = slot.open_sender().await {
             return Ok(sender);
         }
         let _opening = slot.connecting.lock().await;
         // Another caller may have opened it while this one waited.
-        let cached = lock(&slot.sender).clone();
-        if let Some(sender) = cached
-            && let Ok(sender) = sender.ready().await
-        {
+        if let Some(sender) = slot.open_sender().await {
             return Ok(sender);
         }
         *lock(&slot.sender) = None;
