@@ -69,6 +69,8 @@ mod shutdown_tests;
 pub mod store;
 pub(crate) mod tasks;
 pub mod telemetry;
+#[cfg(test)]
+mod test_nodes;
 pub mod tls;
 pub(crate) mod xorshift;
 

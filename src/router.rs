@@ -78,6 +78,14 @@ enum Route {
     Owner(String),
 }
 
+/// Where a forwarded item was answered in the end.
+enum Forwarded {
+    /// By its owner, or, when the owner failed, by the owner-failure policy.
+    Away(proto::RateLimitResp),
+    /// By this node, which owned the key by the time the item was retried.
+    Here(proto::RateLimitResp),
+}
+
 impl Router {
     /// A router in front of `evaluator`.
     pub fn new(evaluator: Arc<Evaluator>, options: RouterOptions) -> Self {
@@ -240,17 +248,23 @@ impl Router {
         keep_copy: bool,
     ) -> (usize, proto::RateLimitResp) {
         let copy = keep_copy.then(|| (checked.key.clone(), checked.request));
-        let answer = self.forward(checked, owner).await;
-        if let Some((key, request)) = copy {
-            self.evaluator.keep_copy(key, &answer, &request);
-        }
+        let answer = match self.forward(checked, owner).await {
+            Forwarded::Away(answer) => {
+                if let Some((key, request)) = copy {
+                    self.evaluator.keep_copy(key, &answer, &request);
+                }
+                answer
+            }
+            // This node owns the key now: its bucket is the limit's state, not a copy.
+            Forwarded::Here(answer) => answer,
+        };
         (index, answer)
     }
 
     /// Forwards one item to `owner` (stamped with the call's `created_at`, which the owner must
     /// see like every other item of the call); on a timeout or an unreachable owner, re-resolves
-    /// the owner and tries once more (locally, if this node owns the key now).
-    async fn forward(&self, checked: Checked, owner: String) -> proto::RateLimitResp {
+    /// the owner and tries once more (here, if this node owns the key now).
+    async fn forward(&self, checked: Checked, owner: String) -> Forwarded {
         let no_batching = checked.request.behavior.contains(Behavior::NO_BATCHING);
         let item = checked.to_item();
         let first = self
@@ -262,7 +276,7 @@ impl Router {
                 self.record_failure(&owner, &error);
                 self.metrics().count_batch_retry(&checked.key.name);
                 match self.route(&self.peers.membership(), &checked.key) {
-                    Route::Local => return self.evaluator.local(checked),
+                    Route::Local => return Forwarded::Here(self.evaluate_owned(checked).await),
                     Route::Owner(new_owner) => (
                         self.clients.forward(&new_owner, item, no_batching).await,
                         new_owner,
@@ -271,7 +285,7 @@ impl Router {
             }
             other => (other, owner),
         };
-        match result {
+        Forwarded::Away(match result {
             Ok(response) => self.evaluator.owner_answered(response, owner),
             Err(error) => {
                 self.record_failure(&owner, &error);
@@ -281,6 +295,18 @@ impl Router {
                     .inc();
                 self.answer_without_owner(checked, owner, &error)
             }
+        })
+    }
+
+    /// Evaluates an item this node owns, as a client's call does: a GLOBAL limit as its owner
+    /// (queueing the broadcast), any other through the handoff gate while a handoff is under way.
+    async fn evaluate_owned(&self, checked: Checked) -> proto::RateLimitResp {
+        if checked.request.behavior.contains(Behavior::GLOBAL) {
+            self.evaluator.global_as_owner(checked)
+        } else if self.handoff.is_active() {
+            self.in_handoff(0, checked).await.1
+        } else {
+            self.evaluator.local(checked)
         }
     }
 
@@ -542,5 +568,96 @@ impl<'a> InProgress<'a> {
 impl Drop for InProgress<'_> {
     fn drop(&mut self) {
         self.0.concurrent_checks.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::proto;
+    use crate::request::LimitKey;
+    use crate::test_nodes::{node, node_with_a_silent_peer};
+
+    /// An item whose owner does not answer is retried once. When the ring names this node by
+    /// then and a handoff is under way, the retry passes the handoff gate like any item evaluated
+    /// here: a key this node has handed off goes to its new owner and is not evaluated here.
+    #[tokio::test]
+    async fn a_retry_that_lands_here_during_a_handoff_passes_the_handoff_gate() {
+        let new_owner = node(&[]).await;
+        let (server, silent) = node_with_a_silent_peer(&["--batch-timeout=2s"]).await;
+        let key = silent.owns_first(
+            &server,
+            |i| LimitKey::new("retried", format!("k{i}")),
+            |_| true,
+        );
+        let router = server.node().router().clone();
+        let item = proto::RateLimitReq {
+            name: key.name.clone(),
+            unique_key: key.unique_key.clone(),
+            hits: 1,
+            limit: 10,
+            duration: 60_000,
+            ..Default::default()
+        };
+        let call = tokio::spawn({
+            let router = router.clone();
+            async move { router.get_rate_limits(vec![item]).await }
+        });
+        // While the first attempt waits for the silent owner, the silent peer leaves the ring, and
+        // the key, now this node's, has been handed off to `new_owner`.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        router.peers().replace(vec![router.peers().me().clone()]);
+        router
+            .handoff()
+            .tombstone(key.clone(), &new_owner.grpc_address().to_string());
+        router.handoff().begin_transition(&[], Instant::now());
+        let answers = call.await.expect("joined").expect("answered");
+        assert_eq!((answers[0].error.as_str(), answers[0].remaining), ("", 9));
+        assert!(
+            new_owner.node().store().get(&key).is_some(),
+            "the retry did not reach the key's new owner"
+        );
+        assert!(
+            router.evaluator().store().get(&key).is_none(),
+            "the retry was evaluated here, past the handoff gate"
+        );
+    }
+
+    /// A GLOBAL item whose owner does not answer, retried when the ring names this node by
+    /// then, is evaluated as its owner's is: the change is queued for broadcast to the copies.
+    #[tokio::test]
+    async fn a_global_retry_that_lands_here_is_evaluated_as_the_owner() {
+        let (server, silent) =
+            node_with_a_silent_peer(&["--batch-timeout=2s", "--global-sync-wait=1h"]).await;
+        let key = silent.owns_first(
+            &server,
+            |i| LimitKey::new("retried-global", format!("k{i}")),
+            |_| true,
+        );
+        let router = server.node().router().clone();
+        let item = proto::RateLimitReq {
+            name: key.name.clone(),
+            unique_key: key.unique_key.clone(),
+            hits: 1,
+            limit: 10,
+            duration: 60_000,
+            behavior: crate::algorithms::Behavior::GLOBAL.bits(),
+            ..Default::default()
+        };
+        let call = tokio::spawn({
+            let router = router.clone();
+            async move { router.get_rate_limits(vec![item]).await }
+        });
+        // While the first attempt waits for the silent owner, the silent peer leaves the ring.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        router.peers().replace(vec![router.peers().me().clone()]);
+        let answers = call.await.expect("joined").expect("answered");
+        assert_eq!((answers[0].error.as_str(), answers[0].remaining), ("", 9));
+        assert_eq!(
+            router.evaluator().global().take_broadcasts(),
+            vec![key],
+            "the owner's change was not queued for broadcast"
+        );
     }
 }

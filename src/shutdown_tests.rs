@@ -13,53 +13,8 @@ use std::time::Duration;
 use crate::algorithms::{Behavior, Bucket, Status, TokenBucket};
 use crate::proto;
 use crate::request::LimitKey;
-use crate::server::{RunningServer, start};
-
-/// A node on loopback ports in a static cluster whose only other peer accepts connections and
-/// never answers (it stays silent while the returned listener lives), with `flags`.
-async fn node_with_a_silent_peer(flags: &[&str]) -> (RunningServer, SilentPeer) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let address = listener.local_addr().expect("bound").to_string();
-    let peers = format!("--peers={address}");
-    let server = node(&[&["--peer-discovery-type=static", &peers], flags].concat()).await;
-    (
-        server,
-        SilentPeer {
-            address,
-            _listener: listener,
-        },
-    )
-}
-
-/// A node on loopback ports, with `flags` on top of the defaults.
-async fn node(flags: &[&str]) -> RunningServer {
-    let loopback = ["--grpc-address=127.0.0.1:0", "--http-address=127.0.0.1:0"];
-    let config = crate::config::server_config_from_args(loopback.iter().chain(flags).copied())
-        .expect("valid configuration");
-    start(&config).await.expect("the node starts")
-}
-
-struct SilentPeer {
-    address: String,
-    _listener: std::net::TcpListener,
-}
-
-impl SilentPeer {
-    /// The first key `candidates` makes (of 0, 1, 2, ...) that the silent peer owns and that
-    /// satisfies `also`.
-    fn owns_first(
-        &self,
-        server: &RunningServer,
-        candidates: impl Fn(u32) -> LimitKey,
-        also: impl Fn(&LimitKey) -> bool,
-    ) -> LimitKey {
-        let router = server.node().router();
-        (0..10_000)
-            .map(candidates)
-            .find(|key| router.owner_of(key).as_deref() == Some(self.address.as_str()) && also(key))
-            .expect("a key the silent peer owns")
-    }
-}
+use crate::server::RunningServer;
+use crate::test_nodes::{node, node_with_a_silent_peer};
 
 /// Shuts `server` down; whether anything still held its router when shutdown returned.
 async fn router_held_after_shutdown(server: RunningServer) -> bool {
