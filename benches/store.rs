@@ -85,7 +85,7 @@ fn hit_path(c: &mut Criterion) {
             b.iter_batched(
                 || key(rng.next() % keys),
                 |key| {
-                    let applied = store.apply(key, black_box(&request));
+                    let applied = store.apply(&key, black_box(&request));
                     debug_assert!(applied.hit);
                     applied
                 },
@@ -109,7 +109,7 @@ fn miss_path(c: &mut Criterion) {
                 next += 1;
                 key(next)
             },
-            |key| store.apply(key, black_box(&request)),
+            |key| store.apply(&key, black_box(&request)),
             BatchSize::SmallInput,
         )
     });

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use prometheus::IntCounter;
+
 use crate::admin::{AdminOptions, AdminState};
 use crate::algorithms::{Behavior, Decision, RateLimitRequest, Status};
 use crate::clock::Clock;
@@ -16,7 +18,7 @@ use crate::metrics::{ItemCounters, Metrics, PeerInputRejection};
 use crate::owed::{self, Added, Owed};
 use crate::proto;
 use crate::request::{self, Checked, InputLimits, ItemError, LimitKey};
-use crate::store::{Eviction, LimitStore};
+use crate::store::{Applied, Eviction, LimitStore};
 
 /// The metadata key that names the owner in answers given by another node.
 pub const OWNER_METADATA_KEY: &str = "owner";
@@ -46,6 +48,53 @@ pub struct Evaluator {
     limits: InputLimits,
     admin: AdminState,
     global: GlobalState,
+}
+
+/// The decisions of one call's items evaluated here, counted in the tally and added to the shared
+/// counters once, when it is dropped. Every core updates those counters: adding to them per item
+/// made each decision of a large call wait for their cache lines.
+pub struct Tally<'a> {
+    evaluator: &'a Evaluator,
+    under: u64,
+    over: u64,
+    hits: u64,
+    misses: u64,
+}
+
+impl Tally<'_> {
+    /// Counts one decision made against the store.
+    fn count(&mut self, applied: Applied) {
+        match applied.decision.status {
+            Status::UnderLimit => self.under += 1,
+            Status::OverLimit => self.over += 1,
+        }
+        if applied.hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        let evaluator = self.evaluator;
+        let counters = &evaluator.counters;
+        add(&counters.local, self.under + self.over);
+        add(&counters.under, self.under);
+        add(&counters.over, self.over);
+        add(&evaluator.metrics.over_limit_counter, self.over);
+        add(&counters.cache_hit, self.hits);
+        add(&counters.cache_miss, self.misses);
+        evaluator.admin.add_decisions(self.under, self.over);
+    }
+}
+
+/// Adds `n` to `counter`, without touching it when `n` is 0.
+fn add(counter: &IntCounter, n: u64) {
+    if n > 0 {
+        counter.inc_by(n);
+    }
 }
 
 /// How an item was answered, as `gubernator_getratelimit_counter{calltype}` counts it.
@@ -90,18 +139,35 @@ impl Evaluator {
 
     /// Evaluates an item this node owns against its store.
     pub fn local(&self, checked: Checked) -> proto::RateLimitResp {
+        self.local_in(checked, self.clock.now_ms(), &mut self.tally())
+    }
+
+    /// Evaluates one of a call's items this node owns at the call's server time `now_ms`, counted
+    /// in the call's `tally`.
+    pub fn local_in(
+        &self,
+        checked: Checked,
+        now_ms: i64,
+        tally: &mut Tally<'_>,
+    ) -> proto::RateLimitResp {
         let Checked { key, request, .. } = checked;
-        let applied = self.store.apply_and_inspect(key, &request, |key, applied| {
-            self.admin
-                .record(key, applied.decision.status, self.clock.as_ref())
-        });
-        self.record_decision(CallType::Local, applied.decision);
-        if applied.hit {
-            self.counters.cache_hit.inc();
-        } else {
-            self.counters.cache_miss.inc();
+        let applied = self.store.apply_at(&key, &request, now_ms);
+        tally.count(applied);
+        if applied.decision.status == Status::OverLimit {
+            self.admin.record_offender(&key, now_ms);
         }
         decision_response(applied.decision)
+    }
+
+    /// A tally for the decisions of one call's items evaluated here.
+    pub fn tally(&self) -> Tally<'_> {
+        Tally {
+            evaluator: self,
+            under: 0,
+            over: 0,
+            hits: 0,
+            misses: 0,
+        }
     }
 
     /// Evaluates a GLOBAL item this node owns, and queues the new state for broadcast when it
@@ -117,19 +183,25 @@ impl Evaluator {
         response
     }
 
-    /// Evaluates an item this node owns as a peer asked: GLOBAL items as their owner.
-    pub fn owned(&self, checked: Checked) -> proto::RateLimitResp {
+    /// Evaluates one of a call's items this node owns as a peer asked: GLOBAL items as their
+    /// owner. `now_ms` and `tally` as for [`Evaluator::local_in`].
+    pub fn owned_in(
+        &self,
+        checked: Checked,
+        now_ms: i64,
+        tally: &mut Tally<'_>,
+    ) -> proto::RateLimitResp {
         if checked.request.behavior.contains(Behavior::GLOBAL) {
             self.global_as_owner(checked)
         } else {
-            self.local(checked)
+            self.local_in(checked, now_ms, tally)
         }
     }
 
     /// Evaluates a GLOBAL item against this non-owner's copy, answers at once, and queues the hits
     /// the owner is owed.
     pub fn global_copy(&self, checked: Checked, owner: String) -> proto::RateLimitResp {
-        let applied = self.store.apply(checked.key.clone(), &checked.request);
+        let applied = self.store.apply(&checked.key, &checked.request);
         self.record_decision(CallType::Global, applied.decision);
         self.admin
             .record(&checked.key, applied.decision.status, self.clock.as_ref());
@@ -153,7 +225,7 @@ impl Evaluator {
     /// Evaluates `request` against the bucket of `key` only if this node holds one (during a
     /// handoff, a missing bucket may still be on its way).
     pub fn held(&self, key: &LimitKey, request: &RateLimitRequest) -> Option<proto::RateLimitResp> {
-        let applied = self.store.apply_existing(key.clone(), request)?;
+        let applied = self.store.apply_existing(key, request)?;
         self.admin
             .record(key, applied.decision.status, self.clock.as_ref());
         self.record_decision(CallType::Local, applied.decision);
@@ -356,5 +428,91 @@ fn decision_of(response: &proto::RateLimitResp) -> Decision {
         limit: response.limit,
         remaining: response.remaining,
         reset_time: response.reset_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::admin::AdminOptions;
+    use crate::clock::ManualClock;
+    use crate::global::GlobalOptions;
+
+    fn evaluator() -> Evaluator {
+        Evaluator::new(EvaluatorOptions {
+            cache_size: 100,
+            clock: Arc::new(ManualClock::new(1_000_000)),
+            metrics: Metrics::new(),
+            limits: InputLimits::default(),
+            admin: AdminOptions::default(),
+            global: GlobalOptions::default(),
+        })
+    }
+
+    fn checked(evaluator: &Evaluator, unique_key: &str) -> Checked {
+        let item = proto::RateLimitReq {
+            name: "n".to_string(),
+            unique_key: unique_key.to_string(),
+            hits: 1,
+            limit: 2,
+            duration: 60_000,
+            ..Default::default()
+        };
+        request::check(item, evaluator.clock().now_ms(), evaluator.limits()).expect("valid item")
+    }
+
+    /// (local, under, over, over_limit_counter, hits, misses, admin under, admin over)
+    fn counts(evaluator: &Evaluator) -> [u64; 8] {
+        let metrics = evaluator.metrics();
+        let (admin_under, admin_over) = evaluator.admin().decisions();
+        [
+            metrics
+                .getratelimit_counter
+                .with_label_values(&["local"])
+                .get(),
+            metrics.decisions.with_label_values(&["under"]).get(),
+            metrics.decisions.with_label_values(&["over"]).get(),
+            metrics.over_limit_counter.get(),
+            metrics.cache_access_count.with_label_values(&["hit"]).get(),
+            metrics
+                .cache_access_count
+                .with_label_values(&["miss"])
+                .get(),
+            admin_under,
+            admin_over,
+        ]
+    }
+
+    #[test]
+    fn a_calls_decisions_are_counted_once_its_tally_is_dropped() {
+        let evaluator = evaluator();
+        let now_ms = evaluator.clock().now_ms();
+        let mut tally = evaluator.tally();
+        // Limit 2: a miss, a hit, then a hit over the limit; and a miss on another key.
+        let statuses: Vec<i32> = ["a", "a", "a", "b"]
+            .into_iter()
+            .map(|key| {
+                let checked = checked(&evaluator, key);
+                evaluator.local_in(checked, now_ms, &mut tally).status
+            })
+            .collect();
+        assert_eq!(statuses, [0, 0, 1, 0]);
+        assert_eq!(counts(&evaluator), [0; 8], "counted before the call ended");
+        // The refusal is in the offender summaries at once.
+        assert_eq!(
+            evaluator
+                .admin()
+                .offenders(crate::admin::offenders::Window::Minute, now_ms)
+                .top(1)[0]
+                .unique_key,
+            "a"
+        );
+        drop(tally);
+        assert_eq!(counts(&evaluator), [4, 3, 1, 1, 2, 2, 3, 1]);
+        // One item alone is counted at once.
+        evaluator.local(checked(&evaluator, "b"));
+        assert_eq!(counts(&evaluator), [5, 4, 1, 1, 3, 2, 4, 1]);
     }
 }

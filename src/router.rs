@@ -122,6 +122,7 @@ impl Router {
         let mut responses = vec![proto::RateLimitResp::default(); items.len()];
         let mut forwarded = Vec::new();
         let mut in_handoff = Vec::new();
+        let mut tally = evaluator.tally();
         for (index, mut item) in items.into_iter().enumerate() {
             // Internal metadata is set by peers only; a client's is never trusted.
             strip_internal_metadata(&mut item);
@@ -141,7 +142,7 @@ impl Router {
                 Route::Local if self.handoff.is_active() => {
                     in_handoff.push(self.in_handoff(index, checked));
                 }
-                Route::Local => responses[index] = evaluator.local(checked),
+                Route::Local => responses[index] = evaluator.local_in(checked, now_ms, &mut tally),
                 Route::Owner(owner) => {
                     if global && evaluator.store().get(&checked.key).is_some() {
                         responses[index] = evaluator.global_copy(checked, owner);
@@ -153,6 +154,8 @@ impl Router {
                 }
             }
         }
+        // The call's local decisions are counted before it waits for any other node.
+        drop(tally);
         let (forwarded, in_handoff) = tokio::join!(join_all(forwarded), join_all(in_handoff));
         for (index, response) in forwarded.into_iter().chain(in_handoff) {
             responses[index] = response;
@@ -173,10 +176,11 @@ impl Router {
         let limits = self.evaluator.limits();
         let evaluator = &*self.evaluator;
         if !self.handoff.is_active() {
+            let mut tally = evaluator.tally();
             return Ok(items
                 .into_iter()
                 .map(|item| match request::check(item, now_ms, limits) {
-                    Ok(checked) => evaluator.owned(checked),
+                    Ok(checked) => evaluator.owned_in(checked, now_ms, &mut tally),
                     Err(error) => evaluator.item_error(error),
                 })
                 .collect());

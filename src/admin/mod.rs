@@ -102,18 +102,33 @@ impl AdminState {
     /// Records one decision made by this node. Under the limit this is one atomic increment; a
     /// refusal also updates the offender summaries (no allocation when the key is tracked).
     pub fn record(&self, key: &LimitKey, status: Status, clock: &dyn Clock) {
+        match status {
+            Status::UnderLimit => self.add_decisions(1, 0),
+            Status::OverLimit => {
+                self.add_decisions(0, 1);
+                self.record_offender(key, clock.now_ms());
+            }
+        }
+    }
+
+    /// Adds decisions made by this node to its counts; a call's decisions are added at once.
+    pub fn add_decisions(&self, under_limit: u64, over_limit: u64) {
         if !self.options.enabled {
             return;
         }
-        match status {
-            Status::UnderLimit => {
-                self.under_limit.fetch_add(1, Ordering::Relaxed);
-            }
-            Status::OverLimit => {
-                self.over_limit.fetch_add(1, Ordering::Relaxed);
-                let now_ms = clock.now_ms();
-                lock(&self.offenders).record(&key.name, &key.unique_key, now_ms);
-            }
+        if under_limit > 0 {
+            self.under_limit.fetch_add(under_limit, Ordering::Relaxed);
+        }
+        if over_limit > 0 {
+            self.over_limit.fetch_add(over_limit, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a refusal of `key` at `now_ms` in the offender summaries (not in the counts: see
+    /// [`AdminState::add_decisions`]).
+    pub fn record_offender(&self, key: &LimitKey, now_ms: i64) {
+        if self.options.enabled {
+            lock(&self.offenders).record(&key.name, &key.unique_key, now_ms);
         }
     }
 

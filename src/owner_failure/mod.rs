@@ -136,7 +136,7 @@ impl OwnerFallback {
     /// owner. Returns the answer and the decision.
     pub fn answer(&self, checked: &Checked, owner: String) -> (proto::RateLimitResp, Decision) {
         let request = &checked.request;
-        let decision = self.store.apply(checked.key.clone(), request).decision;
+        let decision = self.store.apply(&checked.key, request).decision;
         if owes_owner(request, &decision) {
             let mut owed = checked.to_item();
             owed.behavior |= Behavior::DRAIN_OVER_LIMIT.bits();

@@ -101,27 +101,40 @@ impl LimitStore {
     }
 
     /// Evaluates `request` against the bucket of `key` and stores the result, atomically per key.
-    pub fn apply(&self, key: LimitKey, request: &RateLimitRequest) -> Applied {
-        self.apply_ref(&key, request)
+    pub fn apply(&self, key: &LimitKey, request: &RateLimitRequest) -> Applied {
+        self.apply_at(key, request, self.inner.clock.now_ms())
     }
 
-    /// Like [`LimitStore::apply`], then shows the key and the outcome to `inspect` (after the
-    /// shard's lock is released): how the admin views see each decision.
-    pub fn apply_and_inspect(
-        &self,
-        key: LimitKey,
-        request: &RateLimitRequest,
-        inspect: impl FnOnce(&LimitKey, &Applied),
-    ) -> Applied {
-        let applied = self.apply_ref(&key, request);
-        inspect(&key, &applied);
-        applied
+    /// Like [`LimitStore::apply`] at server time `now_ms`, read by the caller: a call's items
+    /// share the time read once for the call, as they share its `created_at`.
+    pub fn apply_at(&self, key: &LimitKey, request: &RateLimitRequest, now_ms: i64) -> Applied {
+        let hash = self.hash(key);
+        let mut shard = self.lock_shard(hash);
+        if let Some(bucket) = shard.get_mut(hash, &key.name, &key.unique_key) {
+            let hit = !bucket.is_expired(now_ms);
+            let evaluation = algorithms::evaluate(Some(bucket), request, now_ms);
+            if update_in_place(bucket, evaluation.next) {
+                shard.remove(hash, &key.name, &key.unique_key);
+            }
+            return Applied {
+                decision: evaluation.decision,
+                hit,
+            };
+        }
+        let evaluation = algorithms::evaluate(None, request, now_ms);
+        if let Next::Put(bucket) = evaluation.next {
+            self.insert_new(&mut shard, hash, key, bucket, now_ms);
+        }
+        Applied {
+            decision: evaluation.decision,
+            hit: false,
+        }
     }
 
     /// Like [`LimitStore::apply`], but only when `key` holds a live bucket; `None` (and nothing
     /// changed) when it does not, so the caller can route the request elsewhere.
-    pub fn apply_existing(&self, key: LimitKey, request: &RateLimitRequest) -> Option<Applied> {
-        let hash = self.hash(&key);
+    pub fn apply_existing(&self, key: &LimitKey, request: &RateLimitRequest) -> Option<Applied> {
+        let hash = self.hash(key);
         let mut shard = self.lock_shard(hash);
         let now_ms = self.inner.clock.now_ms();
         let bucket = shard
@@ -177,31 +190,6 @@ impl LimitStore {
                 Ok(())
             }
             None => Ok(()),
-        }
-    }
-
-    fn apply_ref(&self, key: &LimitKey, request: &RateLimitRequest) -> Applied {
-        let hash = self.hash(key);
-        let mut shard = self.lock_shard(hash);
-        let now_ms = self.inner.clock.now_ms();
-        if let Some(bucket) = shard.get_mut(hash, &key.name, &key.unique_key) {
-            let hit = !bucket.is_expired(now_ms);
-            let evaluation = algorithms::evaluate(Some(bucket), request, now_ms);
-            if update_in_place(bucket, evaluation.next) {
-                shard.remove(hash, &key.name, &key.unique_key);
-            }
-            return Applied {
-                decision: evaluation.decision,
-                hit,
-            };
-        }
-        let evaluation = algorithms::evaluate(None, request, now_ms);
-        if let Next::Put(bucket) = evaluation.next {
-            self.insert_new(&mut shard, hash, key, bucket, now_ms);
-        }
-        Applied {
-            decision: evaluation.decision,
-            hit: false,
         }
     }
 
@@ -391,7 +379,7 @@ mod tests {
             for _ in 0..64 {
                 scope.spawn(|| {
                     for _ in 0..20 {
-                        let applied = store.apply(LimitKey::new("n", "k"), &request);
+                        let applied = store.apply(&LimitKey::new("n", "k"), &request);
                         if applied.decision.status == Status::UnderLimit {
                             admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
@@ -406,8 +394,8 @@ mod tests {
     #[test]
     fn colliding_hash_keys_are_separate_limits() {
         let store = LimitStore::new(10, Arc::new(ManualClock::new(1_000_000)));
-        let first = store.apply(LimitKey::new("a_b", "c"), &token_request(1, 5));
-        let second = store.apply(LimitKey::new("a", "b_c"), &token_request(1, 5));
+        let first = store.apply(&LimitKey::new("a_b", "c"), &token_request(1, 5));
+        let second = store.apply(&LimitKey::new("a", "b_c"), &token_request(1, 5));
         assert_eq!(first.decision.remaining, 4);
         assert_eq!(second.decision.remaining, 4);
         assert!(!second.hit);
@@ -418,10 +406,10 @@ mod tests {
         let store = LimitStore::new(10, Arc::new(ManualClock::new(1_000_000)));
         let key = LimitKey::new("n", "k");
         assert!(store.get(&key).is_none());
-        assert!(!store.apply(key.clone(), &token_request(1, 5)).hit);
+        assert!(!store.apply(&key, &token_request(1, 5)).hit);
         let before = store.get(&key);
         assert_eq!(store.get(&key), before);
-        assert!(store.apply(key, &token_request(1, 5)).hit);
+        assert!(store.apply(&key, &token_request(1, 5)).hit);
     }
 
     #[test]
@@ -429,12 +417,12 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let store = LimitStore::new(10, clock.clone());
         let key = LimitKey::new("n", "k");
-        store.apply(key.clone(), &token_request(5, 5));
+        store.apply(&key, &token_request(5, 5));
         clock.advance(60_001);
         assert!(store.get(&key).is_none());
         let mut later = token_request(1, 5);
         later.created_at = clock.now_ms();
-        let applied = store.apply(key, &later);
+        let applied = store.apply(&key, &later);
         assert!(!applied.hit);
         assert_eq!(applied.decision.remaining, 4);
     }
@@ -443,7 +431,7 @@ mod tests {
     fn capacity_is_bounded() {
         let store = LimitStore::new(100, Arc::new(ManualClock::new(1_000_000)));
         for i in 0..1000 {
-            store.apply(LimitKey::new("n", i.to_string()), &token_request(1, 5));
+            store.apply(&LimitKey::new("n", i.to_string()), &token_request(1, 5));
         }
         store.sync();
         assert!(store.len() <= 100, "store holds {}", store.len());
@@ -463,7 +451,10 @@ mod tests {
         );
         assert!(store.inner.shards.len() > 1);
         for i in 0..50_000 {
-            store.apply(LimitKey::new("n", format!("key-{i}")), &token_request(1, 5));
+            store.apply(
+                &LimitKey::new("n", format!("key-{i}")),
+                &token_request(1, 5),
+            );
         }
         assert_eq!(store.len(), 10_000);
         assert_eq!(evicted.load(std::sync::atomic::Ordering::Relaxed), 40_000);
@@ -483,7 +474,7 @@ mod tests {
             }),
         );
         for i in 0..10 {
-            store.apply(LimitKey::new("n", i.to_string()), &token_request(1, 5));
+            store.apply(&LimitKey::new("n", i.to_string()), &token_request(1, 5));
         }
         assert_eq!(store.entries().len(), 10);
         clock.advance(60_001);
@@ -498,7 +489,7 @@ mod tests {
     fn remove_and_put_replace_state() {
         let store = LimitStore::new(10, Arc::new(ManualClock::new(1_000_000)));
         let key = LimitKey::new("n", "k");
-        store.apply(key.clone(), &token_request(3, 5));
+        store.apply(&key, &token_request(3, 5));
         let Some(Bucket::Token(mut bucket)) = store.get(&key) else {
             panic!("no token bucket stored");
         };
@@ -506,10 +497,7 @@ mod tests {
         bucket.remaining = 4;
         store.put(key.clone(), Bucket::Token(bucket));
         assert_eq!(
-            store
-                .apply(key.clone(), &token_request(1, 5))
-                .decision
-                .remaining,
+            store.apply(&key, &token_request(1, 5)).decision.remaining,
             3
         );
         assert!(store.remove(&key));
@@ -532,20 +520,16 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let store = LimitStore::new(10, clock.clone());
         let key = LimitKey::new("n", "k");
-        assert!(
-            store
-                .apply_existing(key.clone(), &token_request(1, 5))
-                .is_none()
-        );
+        assert!(store.apply_existing(&key, &token_request(1, 5)).is_none());
         assert!(
             store.get(&key).is_none(),
             "apply_existing never creates a bucket"
         );
-        store.apply(key.clone(), &token_request(1, 5));
+        store.apply(&key, &token_request(1, 5));
         let entries = store.entries();
         assert_eq!(entries.len(), 1);
         let (_, first) = entries[0].clone();
-        let applied = store.apply_existing(key.clone(), &token_request(1, 5));
+        let applied = store.apply_existing(&key, &token_request(1, 5));
         assert_eq!(applied.map(|applied| applied.decision.remaining), Some(3));
         let current = store.get(&key);
         assert_eq!(store.remove_if_unchanged(&key, &first).err(), current);
@@ -566,17 +550,14 @@ mod tests {
     }
 
     #[test]
-    fn apply_and_inspect_shows_the_key_and_the_outcome() {
+    fn apply_at_evaluates_at_the_time_given_not_the_clocks() {
         let store = LimitStore::new(10, Arc::new(ManualClock::new(1_000_000)));
-        let mut seen = None;
-        let applied = store.apply_and_inspect(
-            LimitKey::new("n", "k"),
-            &token_request(2, 5),
-            |key, applied| {
-                seen = Some((key.clone(), *applied));
-            },
-        );
-        assert_eq!(seen, Some((LimitKey::new("n", "k"), applied)));
-        assert_eq!(applied.decision.remaining, 3);
+        let key = LimitKey::new("n", "k");
+        let request = token_request(2, 5);
+        assert_eq!(store.apply(&key, &request).decision.remaining, 3);
+        // The clock has not moved, but at the time given the bucket (60 s) has expired.
+        let later = store.apply_at(&key, &request, 1_060_001);
+        assert!(!later.hit);
+        assert_eq!(later.decision.remaining, 3);
     }
 }
