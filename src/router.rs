@@ -119,7 +119,9 @@ impl Router {
         let membership = self.peers.membership();
         self.forget_departed_peers();
         let evaluator = &*self.evaluator;
-        let mut responses = vec![proto::RateLimitResp::default(); items.len()];
+        // One answer per item, in order; an item answered later by another node (or after a
+        // handoff wait) holds a default answer until then.
+        let mut responses = Vec::with_capacity(items.len());
         let mut forwarded = Vec::new();
         let mut in_handoff = Vec::new();
         let mut tally = evaluator.tally();
@@ -132,27 +134,30 @@ impl Router {
             let checked = match request::check(item, now_ms, evaluator.limits()) {
                 Ok(checked) => checked,
                 Err(error) => {
-                    responses[index] = evaluator.item_error(error);
+                    responses.push(evaluator.item_error(error));
                     continue;
                 }
             };
             let global = checked.request.behavior.contains(Behavior::GLOBAL);
-            match self.route(&membership, &checked.key) {
-                Route::Local if global => responses[index] = evaluator.global_as_owner(checked),
+            let answer = match self.route(&membership, &checked.key) {
+                Route::Local if global => evaluator.global_as_owner(checked),
                 Route::Local if self.handoff.is_active() => {
                     in_handoff.push(self.in_handoff(index, checked));
+                    proto::RateLimitResp::default()
                 }
-                Route::Local => responses[index] = evaluator.local_in(checked, now_ms, &mut tally),
+                Route::Local => evaluator.local_in(checked, now_ms, &mut tally),
                 Route::Owner(owner) => {
                     if global && evaluator.store().get(&checked.key).is_some() {
-                        responses[index] = evaluator.global_copy(checked, owner);
-                        continue;
+                        evaluator.global_copy(checked, owner)
+                    } else {
+                        // A GLOBAL limit without a copy yet asks the owner once rather than start
+                        // from a full bucket, and keeps the answer as its copy.
+                        forwarded.push(self.forward_item(index, checked, owner, global));
+                        proto::RateLimitResp::default()
                     }
-                    // A GLOBAL limit without a copy yet asks the owner once rather than start
-                    // from a full bucket, and keeps the answer as its copy.
-                    forwarded.push(self.forward_item(index, checked, owner, global));
                 }
-            }
+            };
+            responses.push(answer);
         }
         // The call's local decisions are counted before it waits for any other node.
         drop(tally);
