@@ -582,11 +582,49 @@ impl Drop for InProgress<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use super::Router;
+    use crate::algorithms::Behavior;
     use crate::proto;
     use crate::request::LimitKey;
-    use crate::test_nodes::{node, node_with_a_silent_peer};
+    use crate::server::RunningServer;
+    use crate::test_nodes::{SilentPeer, node, node_with_a_silent_peer};
+
+    /// A retry that lands here: on a node whose only peer is silent, a call for a key the silent
+    /// peer owns (10 per minute, one hit, `behavior`) waits for it; meanwhile `meanwhile` runs,
+    /// right after the silent peer has left the ring, so that the retry routes here. Returns the
+    /// one answer and the key.
+    async fn retried_here(
+        server: &RunningServer,
+        silent: &SilentPeer,
+        name: &str,
+        behavior: Behavior,
+        meanwhile: impl FnOnce(&Router, &LimitKey),
+    ) -> (proto::RateLimitResp, LimitKey) {
+        let router: Arc<Router> = server.node().router().clone();
+        let key = silent.owns_first(server, |i| LimitKey::new(name, format!("k{i}")), |_| true);
+        let item = proto::RateLimitReq {
+            name: key.name.clone(),
+            unique_key: key.unique_key.clone(),
+            hits: 1,
+            limit: 10,
+            duration: 60_000,
+            behavior: behavior.bits(),
+            ..Default::default()
+        };
+        let call = tokio::spawn({
+            let router = router.clone();
+            async move { router.get_rate_limits(vec![item]).await }
+        });
+        // The first attempt waits for the silent owner (up to the batch timeout).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        router.peers().replace(vec![router.peers().me().clone()]);
+        meanwhile(&router, &key);
+        let mut answers = call.await.expect("joined").expect("answered");
+        (answers.remove(0), key)
+    }
 
     /// An item whose owner does not answer is retried once. When the ring names this node by
     /// then and a handoff is under way, the retry passes the handoff gate like any item evaluated
@@ -595,40 +633,21 @@ mod tests {
     async fn a_retry_that_lands_here_during_a_handoff_passes_the_handoff_gate() {
         let new_owner = node(&[]).await;
         let (server, silent) = node_with_a_silent_peer(&["--batch-timeout=2s"]).await;
-        let key = silent.owns_first(
-            &server,
-            |i| LimitKey::new("retried", format!("k{i}")),
-            |_| true,
-        );
-        let router = server.node().router().clone();
-        let item = proto::RateLimitReq {
-            name: key.name.clone(),
-            unique_key: key.unique_key.clone(),
-            hits: 1,
-            limit: 10,
-            duration: 60_000,
-            ..Default::default()
+        let handed_off = |router: &Router, key: &LimitKey| {
+            router
+                .handoff()
+                .tombstone(key.clone(), &new_owner.grpc_address().to_string());
+            router.handoff().begin_transition(&[], Instant::now());
         };
-        let call = tokio::spawn({
-            let router = router.clone();
-            async move { router.get_rate_limits(vec![item]).await }
-        });
-        // While the first attempt waits for the silent owner, the silent peer leaves the ring, and
-        // the key, now this node's, has been handed off to `new_owner`.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        router.peers().replace(vec![router.peers().me().clone()]);
-        router
-            .handoff()
-            .tombstone(key.clone(), &new_owner.grpc_address().to_string());
-        router.handoff().begin_transition(&[], Instant::now());
-        let answers = call.await.expect("joined").expect("answered");
-        assert_eq!((answers[0].error.as_str(), answers[0].remaining), ("", 9));
+        let (answer, key) =
+            retried_here(&server, &silent, "retried", Behavior::default(), handed_off).await;
+        assert_eq!((answer.error.as_str(), answer.remaining), ("", 9));
         assert!(
             new_owner.node().store().get(&key).is_some(),
             "the retry did not reach the key's new owner"
         );
         assert!(
-            router.evaluator().store().get(&key).is_none(),
+            server.node().store().get(&key).is_none(),
             "the retry was evaluated here, past the handoff gate"
         );
     }
@@ -639,32 +658,22 @@ mod tests {
     async fn a_global_retry_that_lands_here_is_evaluated_as_the_owner() {
         let (server, silent) =
             node_with_a_silent_peer(&["--batch-timeout=2s", "--global-sync-wait=1h"]).await;
-        let key = silent.owns_first(
+        let (answer, key) = retried_here(
             &server,
-            |i| LimitKey::new("retried-global", format!("k{i}")),
-            |_| true,
-        );
-        let router = server.node().router().clone();
-        let item = proto::RateLimitReq {
-            name: key.name.clone(),
-            unique_key: key.unique_key.clone(),
-            hits: 1,
-            limit: 10,
-            duration: 60_000,
-            behavior: crate::algorithms::Behavior::GLOBAL.bits(),
-            ..Default::default()
-        };
-        let call = tokio::spawn({
-            let router = router.clone();
-            async move { router.get_rate_limits(vec![item]).await }
-        });
-        // While the first attempt waits for the silent owner, the silent peer leaves the ring.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        router.peers().replace(vec![router.peers().me().clone()]);
-        let answers = call.await.expect("joined").expect("answered");
-        assert_eq!((answers[0].error.as_str(), answers[0].remaining), ("", 9));
+            &silent,
+            "retried-global",
+            Behavior::GLOBAL,
+            |_, _| {},
+        )
+        .await;
+        assert_eq!((answer.error.as_str(), answer.remaining), ("", 9));
         assert_eq!(
-            router.evaluator().global().take_broadcasts(),
+            server
+                .node()
+                .router()
+                .evaluator()
+                .global()
+                .take_broadcasts(),
             vec![key],
             "the owner's change was not queued for broadcast"
         );
