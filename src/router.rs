@@ -275,10 +275,10 @@ impl Router {
     /// the owner and tries once more (here, if this node owns the key now).
     async fn forward(&self, checked: Checked, owner: String) -> Forwarded {
         let no_batching = checked.request.behavior.contains(Behavior::NO_BATCHING);
-        let item = checked.to_item();
+        // The wire item is built again for a retry rather than cloned for one that rarely comes.
         let first = self
             .clients
-            .forward(&owner, item.clone(), no_batching)
+            .forward(&owner, checked.to_item(), no_batching)
             .await;
         let (result, owner) = match first {
             Err(error) if error.is_retryable() => {
@@ -287,7 +287,9 @@ impl Router {
                 match self.route(&self.peers.membership(), &checked.key) {
                     Route::Local => return Forwarded::Here(self.evaluate_owned(checked).await),
                     Route::Owner(new_owner) => (
-                        self.clients.forward(&new_owner, item, no_batching).await,
+                        self.clients
+                            .forward(&new_owner, checked.to_item(), no_batching)
+                            .await,
                         new_owner,
                     ),
                 }
