@@ -477,7 +477,7 @@ impl Router {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// Whether [`Node::begin_shutdown`] was called.
+    /// Whether [`Router::begin_shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }

@@ -11,8 +11,8 @@
 //! the list (at most the summary capacity). With `GUBER_ADMIN_TOKEN` set, every route wants
 //! `Authorization: Bearer <token>` and answers 401 without it; without it, the routes answer only
 //! when the HTTP listener is loopback-only, and 403 `admin_token_required` otherwise
-//! ([`super::access`]). Unique keys are shown hashed (`h:…`) unless `GUBER_ADMIN_SHOW_KEYS=true`
-//! ([`super::redact`]); a key is peeked at by its raw value. The JSON shapes are in
+//! ([`crate::admin::access`]). Unique keys are shown hashed (`h:…`) unless `GUBER_ADMIN_SHOW_KEYS=true`
+//! ([`crate::admin::redact`]); a key is peeked at by its raw value. The JSON shapes are in
 //! `docs/openapi.yaml`.
 
 use std::collections::HashMap;

@@ -10,7 +10,7 @@
 //! with the user id shown hashed unless `GUBER_ADMIN_SHOW_KEYS` ([`crate::admin::redact`]); the
 //! user is looked up by the raw id, like a key peek. Resources are gathered from every node (a
 //! node that does not answer is listed in `failed_peers`), and each bucket is read from its owner
-//! without spending ([`cluster::peek`](super::cluster::peek)). The JSON shapes are r8limiter's, with
+//! without spending ([`cluster::peek`]). The JSON shapes are r8limiter's, with
 //! ringlimit's fields added, and are in `docs/openapi.yaml`.
 
 use std::collections::{BTreeMap, BTreeSet};

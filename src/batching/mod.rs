@@ -53,7 +53,7 @@
 //!
 //! A driver (one task per peer, say) owns the [`PeerQueue`] and reacts to three kinds of event:
 //!
-//! - a caller forwards an item: [`PeerQueue::push`]. On [`Push::Send`] it starts the call with the
+//! - a caller forwards an item: [`PeerQueue::push_sized`]. On [`Push::Send`] it starts the call with the
 //!   batch's items; on [`Push::SendAlone`] it starts a call with that one item; on
 //!   [`Push::Refused`] it answers the caller `RESOURCE_EXHAUSTED`; on [`Push::Queued`] it keeps the
 //!   caller waiting.

@@ -251,7 +251,7 @@ impl<T> PeerQueue<T> {
     }
 
     /// The next batch if a call slot is free and the queue is ready at `now` (idle peer, full
-    /// queue or oldest item due). [`push`](Self::push), [`on_timer`](Self::on_timer) and
+    /// queue or oldest item due). [`push_sized`](Self::push_sized), [`on_timer`](Self::on_timer) and
     /// [`on_call_finished`](Self::on_call_finished) already call it, so a driver that acts on
     /// their results never finds anything here except by waking at a deadline.
     pub fn poll(&mut self, now: Instant) -> Option<Batch<T>> {

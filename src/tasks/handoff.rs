@@ -1,7 +1,7 @@
 //! The thin I/O of handoff: the per-membership-change pass, the graceful-leave sequence, and the
 //! snapshot at start and stop.
 //!
-//! A pass lists the store, asks [`plan`](crate::handoff::plan) what moves, and sends each batch with one
+//! A pass lists the store, asks [`plan`] what moves, and sends each batch with one
 //! `Transfer` call (one retry). Only after the new owner answered does it record a tombstone and
 //! remove each key — and only if the key did not change meanwhile; a key that changed is sent again
 //! with the delivered version as `previous`, so the owner adds just the difference (at most

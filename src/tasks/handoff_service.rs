@@ -6,7 +6,7 @@
 //! A `Transfer` can change what this node owns, so nothing in it is taken on trust (the peer
 //! plane's gate, `peer_auth`, decides who may call at all): the sender must be a member of this
 //! node's cluster or have left it less than `peers::RECENT_MEMBER_TTL` ago (otherwise the whole
-//! call is refused with `PERMISSION_DENIED`), and each bucket must pass [`check`](crate::handoff::check) (otherwise it is
+//! call is refused with `PERMISSION_DENIED`), and each bucket must pass [`check`] (otherwise it is
 //! skipped and counted in `ringlimit_peer_input_rejected_total{reason="transfer_invalid_bucket"}`).
 
 use std::sync::Arc;
