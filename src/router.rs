@@ -142,7 +142,7 @@ impl Router {
             let answer = match self.route(&membership, &checked.key) {
                 Route::Local if global => evaluator.global_as_owner(checked),
                 Route::Local if self.handoff.is_active() => {
-                    in_handoff.push(self.in_handoff(index, checked));
+                    in_handoff.push(async move { (index, self.in_handoff(checked).await) });
                     proto::RateLimitResp::default()
                 }
                 Route::Local => evaluator.local_in(checked, now_ms, &mut tally),
@@ -198,7 +198,7 @@ impl Router {
                     Ok(checked) if checked.request.behavior.contains(Behavior::GLOBAL) => {
                         (index, evaluator.global_as_owner(checked))
                     }
-                    Ok(checked) => self.in_handoff(index, checked).await,
+                    Ok(checked) => (index, self.in_handoff(checked).await),
                     Err(error) => (index, evaluator.item_error(error)),
                 }
             });
@@ -315,7 +315,7 @@ impl Router {
         if checked.request.behavior.contains(Behavior::GLOBAL) {
             self.evaluator.global_as_owner(checked)
         } else if self.handoff.is_active() {
-            self.in_handoff(0, checked).await.1
+            self.in_handoff(checked).await
         } else {
             self.evaluator.local(checked)
         }
@@ -325,9 +325,9 @@ impl Router {
     /// way (see `crate::handoff`): a held bucket is evaluated here; a key handed off, or (when
     /// leaving) any key not held, is forwarded to its new owner once; a key a joined peer may still
     /// be handing over waits for it (bounded).
-    async fn in_handoff(&self, index: usize, checked: Checked) -> (usize, proto::RateLimitResp) {
+    async fn in_handoff(&self, checked: Checked) -> proto::RateLimitResp {
         if let Some(answer) = self.evaluator.held(&checked.key, &checked.request) {
-            return (index, answer);
+            return answer;
         }
         // An item already forwarded by a handoff is evaluated here, never forwarded again.
         if !checked.metadata().contains_key(handoff::HOP_METADATA_KEY) {
@@ -341,13 +341,13 @@ impl Router {
                     item.metadata
                         .insert(handoff::HOP_METADATA_KEY.to_string(), "1".to_string());
                     let result = self.clients.forward(&owner, item, no_batching).await;
-                    return (index, self.forwarded_answer(result, owner));
+                    return self.forwarded_answer(result, owner);
                 }
                 Miss::Wait => self.handoff.wait_for_sources().await,
                 Miss::Local => {}
             }
         }
-        (index, self.evaluator.local(checked))
+        self.evaluator.local(checked)
     }
 
     /// The answer to a handoff forward: the owner's, or an item error naming it.
