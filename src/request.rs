@@ -422,4 +422,29 @@ mod tests {
             "error while forwarding to owner 10.0.0.1:1051: unavailable"
         ));
     }
+
+    #[test]
+    fn a_checked_item_is_sent_on_as_it_came_with_its_created_at() {
+        let sent = proto::RateLimitReq {
+            name: "n".into(),
+            unique_key: "k".into(),
+            hits: 3,
+            limit: 10,
+            // A calendar code, with GLOBAL, DURATION_IS_GREGORIAN and a bit no behaviour names.
+            duration: 4,
+            algorithm: 1,
+            behavior: 2 | 4 | 1 << 20,
+            burst: 7,
+            metadata: [("traceparent".to_string(), "00-ab".to_string())].into(),
+            created_at: None,
+        };
+        let checked = super::check(sent.clone(), 5_000, InputLimits::default()).unwrap();
+        assert_eq!(checked.metadata(), &sent.metadata);
+        let expected = proto::RateLimitReq {
+            created_at: Some(5_000),
+            ..sent
+        };
+        assert_eq!(checked.to_item(), expected);
+        assert_eq!(checked.into_item(), expected);
+    }
 }
