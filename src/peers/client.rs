@@ -399,10 +399,12 @@ mod tests {
     use tokio_stream::wrappers::TcpListenerStream;
     use tonic::{Request, Response, Status};
 
-    /// Answers every item UNDER_LIMIT, each call once it gets a permit from `gate`.
+    /// Answers every item UNDER_LIMIT, each call once it gets a permit from `gate`; records the
+    /// keys of every call as it arrives.
     #[derive(Clone)]
     struct GatedOwner {
         gate: Arc<Semaphore>,
+        arrived: Arc<Mutex<Vec<Vec<String>>>>,
     }
 
     #[tonic::async_trait]
@@ -411,6 +413,13 @@ mod tests {
             &self,
             request: Request<proto::GetPeerRateLimitsReq>,
         ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
+            let keys = request
+                .get_ref()
+                .requests
+                .iter()
+                .map(|item| item.unique_key.clone())
+                .collect();
+            lock(&self.arrived).push(keys);
             let permit = self.gate.acquire().await;
             drop(permit);
             let rate_limits = request
@@ -450,6 +459,7 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         let owner = GatedOwner {
             gate: Arc::clone(&gate),
+            arrived: Arc::default(),
         };
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -516,5 +526,143 @@ mod tests {
             .await
             .expect("the slot came back");
         assert!(next.is_ok(), "{next:?}");
+    }
+
+    /// A served [`GatedOwner`] with its gate closed, and clients of it that batch by `batch`.
+    async fn gated_owner_and_clients(batch: BatchConfig) -> (GatedOwner, String, Arc<PeerClients>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let owner = GatedOwner {
+            gate: Arc::new(Semaphore::new(0)),
+            arrived: Arc::default(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeersV1Server::new(owner.clone()))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let options = PeerClientOptions {
+            batch,
+            timeout: Duration::from_secs(10),
+            max_message_size: 4 * 1024 * 1024,
+            liveness: LivenessConfig::default(),
+            tls: None,
+            secret: None,
+        };
+        let clients = Arc::new(PeerClients::new(options, Metrics::default()));
+        (owner, address, clients)
+    }
+
+    /// Forwards `key` from a task of its own.
+    fn forward(
+        clients: &Arc<PeerClients>,
+        address: &str,
+        key: &str,
+    ) -> tokio::task::JoinHandle<Result<proto::RateLimitResp, ForwardError>> {
+        let (clients, address, item) = (Arc::clone(clients), address.to_string(), item(key));
+        tokio::spawn(async move { clients.forward(&address, item, false).await })
+    }
+
+    /// Waits (at most 5 s) until the owner has seen `calls` calls, and returns their keys.
+    async fn calls_arrived(owner: &GatedOwner, calls: usize) -> Vec<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let arrived = lock(&owner.arrived).clone();
+            if arrived.len() >= calls || tokio::time::Instant::now() >= deadline {
+                return arrived;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits (at most 5 s) until `items` items are queued for the peer at `address`.
+    async fn queued(clients: &PeerClients, address: &str, items: i64) {
+        let gauge = clients
+            .metrics
+            .batch_queue_length
+            .with_label_values(&[address]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while gauge.get() != items && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(gauge.get(), items, "items queued");
+    }
+
+    /// Lets every call through and checks that each of `callers` was answered.
+    async fn answered(
+        owner: &GatedOwner,
+        callers: Vec<tokio::task::JoinHandle<Result<proto::RateLimitResp, ForwardError>>>,
+    ) {
+        owner.gate.add_permits(1000);
+        for caller in callers {
+            let outcome = tokio::time::timeout(Duration::from_secs(10), caller)
+                .await
+                .expect("answered")
+                .unwrap();
+            assert!(outcome.is_ok(), "{outcome:?}");
+        }
+    }
+
+    /// The caller whose item starts a queue behind a slow call sends it when it is due, in a
+    /// second call, without waiting for the first.
+    #[tokio::test]
+    async fn an_item_queued_behind_a_slow_call_goes_in_a_second_call_when_due() {
+        let batch = BatchConfig {
+            wait: Duration::from_millis(50),
+            max_in_flight: 2,
+            ..BatchConfig::default()
+        };
+        let (owner, address, clients) = gated_owner_and_clients(batch).await;
+        let first = forward(&clients, &address, "a");
+        assert_eq!(calls_arrived(&owner, 1).await, [["a"]]);
+        let second = forward(&clients, &address, "b");
+        assert_eq!(calls_arrived(&owner, 2).await, [["a"], ["b"]]);
+        answered(&owner, vec![first, second]).await;
+    }
+
+    /// When the caller keeping a queue's time gives up before it is due, the items queued after
+    /// its own still go when due (the timer task takes over), not only when the slow call ends.
+    #[tokio::test]
+    async fn a_queue_whose_keeper_gave_up_still_goes_when_due() {
+        let batch = BatchConfig {
+            wait: Duration::from_millis(300),
+            max_in_flight: 2,
+            ..BatchConfig::default()
+        };
+        let (owner, address, clients) = gated_owner_and_clients(batch).await;
+        let first = forward(&clients, &address, "a");
+        assert_eq!(calls_arrived(&owner, 1).await, [["a"]]);
+        let keeper = forward(&clients, &address, "b");
+        queued(&clients, &address, 1).await;
+        keeper.abort();
+        let _ = keeper.await;
+        let after = forward(&clients, &address, "c");
+        // "b" is not sent: its caller stopped listening.
+        assert_eq!(calls_arrived(&owner, 2).await, [["a"], ["c"]]);
+        answered(&owner, vec![first, after]).await;
+    }
+
+    /// An item that a batch released by its size could not take still goes when it is due (the
+    /// timer task keeps its time: its caller found the queue started by another).
+    #[tokio::test]
+    async fn an_item_a_batch_left_behind_goes_when_due() {
+        use prost::Message;
+        let big = "c".repeat(300);
+        let batch = BatchConfig {
+            wait: Duration::from_millis(300),
+            max_in_flight: 3,
+            // "c" alone fills a batch: with "b" queued before it, "b" goes without it.
+            max_bytes: crate::batching::budget::framed_len(item(&big).encoded_len()),
+            ..BatchConfig::default()
+        };
+        let (owner, address, clients) = gated_owner_and_clients(batch).await;
+        let first = forward(&clients, &address, "a");
+        assert_eq!(calls_arrived(&owner, 1).await, [["a"]]);
+        let second = forward(&clients, &address, "b");
+        queued(&clients, &address, 1).await;
+        let third = forward(&clients, &address, &big);
+        let arrived = calls_arrived(&owner, 3).await;
+        assert_eq!(arrived, [["a".to_string()], ["b".into()], [big]]);
+        answered(&owner, vec![first, second, third]).await;
     }
 }
