@@ -211,7 +211,7 @@ impl PeerBatcher {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ForwardError::Closed);
         }
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         let bytes = crate::batching::budget::framed_len(item.encoded_len());
         let forward = Forward {
             item,
@@ -228,7 +228,6 @@ impl PeerBatcher {
             shared.set_queue_length(&queue);
             (pushed, was_empty, due)
         };
-        let mut answer = answer;
         match pushed {
             // Only this item (nothing was queued before it): sent from here, no hand-off.
             Push::Send(batch) if was_empty && batch.items.len() == 1 => {
@@ -262,7 +261,7 @@ impl PeerBatcher {
                         watching: true,
                     };
                     if let Some(answered) = watch.until_due(&mut answer, due).await {
-                        return answered.unwrap_or(Err(ForwardError::Closed));
+                        return answered;
                     }
                 }
             }
@@ -290,16 +289,17 @@ struct Watch {
 
 impl Watch {
     /// Waits for `answer` until `due`; then sends the batch that is due, if any, and hands back to
-    /// the caller to wait for the answer. `Some` is the answer when it came first.
+    /// the caller to wait for the answer. `Some` is the answer when it came first (`Closed` when
+    /// the batcher dropped the item unanswered, as for any caller).
     async fn until_due(
         mut self,
         answer: &mut oneshot::Receiver<Result<proto::RateLimitResp, ForwardError>>,
         due: Instant,
-    ) -> Option<Result<Result<proto::RateLimitResp, ForwardError>, oneshot::error::RecvError>> {
+    ) -> Option<Result<proto::RateLimitResp, ForwardError>> {
         tokio::select! {
             answered = &mut *answer => {
                 self.watching = false;
-                Some(answered)
+                Some(answered.unwrap_or(Err(ForwardError::Closed)))
             }
             () = tokio::time::sleep_until(due.into()) => {
                 self.watching = false;
