@@ -1,11 +1,18 @@
 //! The gRPC surface: `pb.gubernator.V1` for clients and `pb.gubernator.PeersV1` for peers.
 //!
 //! These handlers only translate between tonic and [`Node`]; every decision is made there, the same
-//! way for gRPC and HTTP callers.
+//! way for gRPC and HTTP callers. The calls that carry decisions (`GetRateLimits`,
+//! `GetPeerRateLimits`) are served by [`V1Server`] and [`PeersServer`] through
+//! [`crate::grpc_unary`]; the other methods through tonic's generated servers.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use tonic::body::Body;
+use tonic::codegen::BoxFuture;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
@@ -101,9 +108,8 @@ pub async fn observed<T, E>(
     result
 }
 
-#[tonic::async_trait]
-impl V1 for V1Service {
-    async fn get_rate_limits(
+impl V1Service {
+    async fn rate_limits(
         &self,
         request: Request<proto::GetRateLimitsReq>,
     ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
@@ -112,6 +118,16 @@ impl V1 for V1Service {
         let call = self.node.get_rate_limits(requests);
         let responses = observed(&self.node, method::GET_RATE_LIMITS, Surface::Grpc, call).await?;
         Ok(Response::new(proto::GetRateLimitsResp { responses }))
+    }
+}
+
+#[tonic::async_trait]
+impl V1 for V1Service {
+    async fn get_rate_limits(
+        &self,
+        request: Request<proto::GetRateLimitsReq>,
+    ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
+        self.rate_limits(request).await
     }
 
     async fn health_check(
@@ -133,9 +149,8 @@ impl V1 for V1Service {
     }
 }
 
-#[tonic::async_trait]
-impl PeersV1 for PeersService {
-    async fn get_peer_rate_limits(
+impl PeersService {
+    async fn peer_rate_limits(
         &self,
         request: Request<proto::GetPeerRateLimitsReq>,
     ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
@@ -151,6 +166,16 @@ impl PeersV1 for PeersService {
         .await?;
         Ok(Response::new(proto::GetPeerRateLimitsResp { rate_limits }))
     }
+}
+
+#[tonic::async_trait]
+impl PeersV1 for PeersService {
+    async fn get_peer_rate_limits(
+        &self,
+        request: Request<proto::GetPeerRateLimitsReq>,
+    ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
+        self.peer_rate_limits(request).await
+    }
 
     async fn update_peer_globals(
         &self,
@@ -164,6 +189,170 @@ impl PeersV1 for PeersService {
         };
         observed(&self.node, method::UPDATE_PEER_GLOBALS, Surface::Grpc, call).await?;
         Ok(Response::new(proto::UpdatePeerGlobalsResp {}))
+    }
+}
+
+/// A service whose one decision-carrying method is answered through [`crate::grpc_unary`]; its
+/// other methods go through tonic's generated server.
+pub trait LeanMethod: Clone + Send + Sync + 'static {
+    /// The gRPC service's name (`package.Service`).
+    const SERVICE_NAME: &'static str;
+    /// The method's path (`/package.Service/Method`).
+    const PATH: &'static str;
+    /// The method's request message.
+    type Request: prost::Message + Default + Send + 'static;
+    /// The method's response message.
+    type Response: prost::Message + Send + 'static;
+    /// tonic's generated server of the whole service.
+    type Generated: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future = BoxFuture<http::Response<Body>, Infallible>,
+        > + Clone
+        + Send
+        + 'static;
+
+    /// The generated server, refusing request messages longer than `max_request_size` bytes.
+    fn generated(&self, max_request_size: usize) -> Self::Generated;
+
+    /// Answers the method.
+    fn answer(
+        &self,
+        request: Request<Self::Request>,
+    ) -> impl Future<Output = Result<Response<Self::Response>, Status>> + Send;
+}
+
+impl LeanMethod for V1Service {
+    const SERVICE_NAME: &'static str = proto::v1_server::SERVICE_NAME;
+    const PATH: &'static str = method::GET_RATE_LIMITS;
+    type Request = proto::GetRateLimitsReq;
+    type Response = proto::GetRateLimitsResp;
+    type Generated = proto::v1_server::V1Server<V1Service>;
+
+    fn generated(&self, max_request_size: usize) -> Self::Generated {
+        proto::v1_server::V1Server::new(self.clone()).max_decoding_message_size(max_request_size)
+    }
+
+    fn answer(
+        &self,
+        request: Request<proto::GetRateLimitsReq>,
+    ) -> impl Future<Output = Result<Response<proto::GetRateLimitsResp>, Status>> + Send {
+        self.rate_limits(request)
+    }
+}
+
+impl LeanMethod for PeersService {
+    const SERVICE_NAME: &'static str = proto::peers_v1_server::SERVICE_NAME;
+    const PATH: &'static str = method::GET_PEER_RATE_LIMITS;
+    type Request = proto::GetPeerRateLimitsReq;
+    type Response = proto::GetPeerRateLimitsResp;
+    type Generated = proto::peers_v1_server::PeersV1Server<PeersService>;
+
+    fn generated(&self, max_request_size: usize) -> Self::Generated {
+        proto::peers_v1_server::PeersV1Server::new(self.clone())
+            .max_decoding_message_size(max_request_size)
+    }
+
+    fn answer(
+        &self,
+        request: Request<proto::GetPeerRateLimitsReq>,
+    ) -> impl Future<Output = Result<Response<proto::GetPeerRateLimitsResp>, Status>> + Send {
+        self.peer_rate_limits(request)
+    }
+}
+
+/// The server of a [`LeanMethod`] service.
+#[derive(Clone)]
+pub struct LeanServer<S: LeanMethod> {
+    service: S,
+    generated: S::Generated,
+    max_request_size: usize,
+}
+
+/// `pb.gubernator.V1`'s server: `GetRateLimits` through [`crate::grpc_unary`].
+pub type V1Server = LeanServer<V1Service>;
+
+/// `pb.gubernator.PeersV1`'s server: `GetPeerRateLimits` through [`crate::grpc_unary`].
+pub type PeersServer = LeanServer<PeersService>;
+
+impl<S: LeanMethod> LeanServer<S> {
+    /// Serves `service`, refusing request messages longer than `max_request_size` bytes.
+    pub fn new(service: S, max_request_size: usize) -> Self {
+        Self {
+            generated: service.generated(max_request_size),
+            service,
+            max_request_size,
+        }
+    }
+}
+
+impl<S: LeanMethod> NamedService for LeanServer<S> {
+    const NAME: &'static str = S::SERVICE_NAME;
+}
+
+impl<S: LeanMethod> tower::Service<http::Request<Body>> for LeanServer<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != S::PATH {
+            return self.generated.call(request);
+        }
+        let service = self.service.clone();
+        let limit = self.max_request_size;
+        Box::pin(async move {
+            let result = match crate::grpc_unary::read_request(request, limit).await {
+                Ok(request) => service.answer(request).await,
+                Err(status) => Err(status),
+            };
+            Ok(crate::grpc_unary::respond(result))
+        })
+    }
+}
+
+/// The node's gRPC services for [`crate::grpc_connections`]: `V1` and `PeersV1` calls go to their
+/// servers directly, every other call to tonic's routes of all the services (which hold `V1` and
+/// `PeersV1` too, for tonic's own server).
+#[derive(Clone)]
+pub struct Dispatch {
+    v1: V1Server,
+    peers: PeersServer,
+    routes: tonic::service::Routes,
+}
+
+impl Dispatch {
+    /// Dispatches to `v1`, `peers` and `routes`.
+    pub fn new(v1: V1Server, peers: PeersServer, routes: tonic::service::Routes) -> Self {
+        Self { v1, peers, routes }
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Dispatch {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let path = request.uri().path();
+        let service = path
+            .strip_prefix('/')
+            .and_then(|path| path.split_once('/'))
+            .map(|(service, _)| service);
+        match service {
+            Some(proto::v1_server::SERVICE_NAME) => self.v1.call(request),
+            Some(proto::peers_v1_server::SERVICE_NAME) => self.peers.call(request),
+            _ => Box::pin(tower::Service::call(&mut self.routes, request)),
+        }
     }
 }
 

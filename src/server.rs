@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryFutureExt};
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -240,7 +240,9 @@ pub async fn start_with_clock(
     );
     let grpc_connections = limits::ConnectionLimit::new(config.max_connections as usize, "grpc");
     let http_connections = limits::ConnectionLimit::new(config.max_connections as usize, "http");
-    let mut builder = tonic::transport::Server::builder()
+    // The layers every gRPC call goes through, on tonic's server (TLS, `shared`) and on
+    // `crate::grpc_connections` (the per-core runtimes) alike.
+    let grpc_layers = tower::ServiceBuilder::new()
         // Outermost: a span for every call, refused ones included (off unless OTEL_* ask).
         .layer(crate::telemetry::TraceLayer::grpc())
         .layer(crate::grpc::oversized_message_layer())
@@ -252,24 +254,12 @@ pub async fn start_with_clock(
         ))
         .layer(limits::CallLimitsLayer::<limits::GrpcRejection>::new(
             admission.clone(),
-        ))
-        .max_concurrent_streams(config.grpc_max_concurrent_streams)
-        .http2_keepalive_interval(
-            Some(config.grpc_keepalive_interval).filter(|interval| !interval.is_zero()),
-        )
-        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout));
-    if config.grpc_max_conn_age_sec > 0 {
-        builder = builder.max_connection_age(Duration::from_secs(config.grpc_max_conn_age_sec));
-    }
-    let grpc_router = builder
-        .add_service(
-            proto::v1_server::V1Server::new(V1Service::new(Arc::clone(&node)))
-                .max_decoding_message_size(max_request_size),
-        )
-        .add_service(
-            proto::peers_v1_server::PeersV1Server::new(PeersService::new(Arc::clone(&node)))
-                .max_decoding_message_size(max_request_size),
-        )
+        ));
+    let v1_server = crate::grpc::V1Server::new(V1Service::new(Arc::clone(&node)), max_request_size);
+    let peers_server =
+        crate::grpc::PeersServer::new(PeersService::new(Arc::clone(&node)), max_request_size);
+    let mut grpc_routes = tonic::service::Routes::new(v1_server.clone())
+        .add_service(peers_server.clone())
         .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
         .add_service(crate::rls::service::server(
             Arc::clone(&rls.service),
@@ -280,11 +270,39 @@ pub async fn start_with_clock(
                 crate::tasks::handoff_service::HandoffService::new(Arc::clone(node.router())),
             )
             .max_decoding_message_size(max_request_size),
-        )
-        .add_optional_service(crate::admin_views::grpc::service(node.router()))
+        );
+    if let Some(admin_views) = crate::admin_views::grpc::service(node.router()) {
+        grpc_routes = grpc_routes.add_service(admin_views);
+    }
+    let grpc_routes = grpc_routes
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+        .add_service(reflection_v1alpha)
+        .prepare();
+    let max_connection_age =
+        Some(Duration::from_secs(config.grpc_max_conn_age_sec)).filter(|age| !age.is_zero());
+    let keepalive_interval =
+        Some(config.grpc_keepalive_interval).filter(|interval| !interval.is_zero());
+    let mut builder = tonic::transport::Server::builder()
+        .layer(grpc_layers.clone())
+        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .http2_keepalive_interval(keepalive_interval)
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout));
+    if let Some(age) = max_connection_age {
+        builder = builder.max_connection_age(age);
+    }
+    let grpc_router = builder.add_routes(grpc_routes.clone());
+    let http2_settings = crate::grpc_connections::Http2Settings {
+        max_concurrent_streams: config.grpc_max_concurrent_streams,
+        keepalive_interval,
+        keepalive_timeout: config.grpc_keepalive_timeout,
+        max_connection_age,
+    };
+    let grpc_service = grpc_layers.service(crate::grpc::Dispatch::new(
+        v1_server,
+        peers_server,
+        grpc_routes,
+    ));
     // Before serving: a node that joins must know whom it waits for before its first request.
     let handoff_task = crate::tasks::handoff::spawn(Arc::clone(node.router()), stopped.clone());
     // TLS (when configured) is accepted first; the connection bound counts the connections that
@@ -322,13 +340,16 @@ pub async fn start_with_clock(
                     .limit_incoming(limits::nodelay::incoming(grpc_listener))
                     .take_until(wait_for_stop(stopped.clone())),
                 move |incoming| {
-                    grpc_router
-                        .clone()
-                        .serve_with_incoming_shutdown(
-                            limits::idle::idle_incoming(incoming, grpc_idle_timeout),
-                            wait_for_stop(stopped_serving.clone()),
-                        )
-                        .map_err(ServerError::Grpc)
+                    let serving = crate::grpc_connections::serve(
+                        limits::idle::idle_incoming(incoming, grpc_idle_timeout),
+                        grpc_service.clone(),
+                        http2_settings.clone(),
+                        wait_for_stop(stopped_serving.clone()),
+                    );
+                    async move {
+                        serving.await;
+                        Ok::<(), ServerError>(())
+                    }
                 },
             )
             .map_err(|source| ServerError::Bind {
