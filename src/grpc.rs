@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
-use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
+
+pub use crate::grpc_unary::{LeanMethod, LeanServer};
 
 use crate::node::Node;
 use crate::proto;
@@ -192,37 +193,6 @@ impl PeersV1 for PeersService {
     }
 }
 
-/// A service whose one decision-carrying method is answered through [`crate::grpc_unary`]; its
-/// other methods go through tonic's generated server.
-pub trait LeanMethod: Clone + Send + Sync + 'static {
-    /// The gRPC service's name (`package.Service`).
-    const SERVICE_NAME: &'static str;
-    /// The method's path (`/package.Service/Method`).
-    const PATH: &'static str;
-    /// The method's request message.
-    type Request: prost::Message + Default + Send + 'static;
-    /// The method's response message.
-    type Response: prost::Message + Send + 'static;
-    /// tonic's generated server of the whole service.
-    type Generated: tower::Service<
-            http::Request<Body>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-            Future = BoxFuture<http::Response<Body>, Infallible>,
-        > + Clone
-        + Send
-        + 'static;
-
-    /// The generated server, refusing request messages longer than `max_request_size` bytes.
-    fn generated(&self, max_request_size: usize) -> Self::Generated;
-
-    /// Answers the method.
-    fn answer(
-        &self,
-        request: Request<Self::Request>,
-    ) -> impl Future<Output = Result<Response<Self::Response>, Status>> + Send;
-}
-
 impl LeanMethod for V1Service {
     const SERVICE_NAME: &'static str = proto::v1_server::SERVICE_NAME;
     const PATH: &'static str = method::GET_RATE_LIMITS;
@@ -262,74 +232,37 @@ impl LeanMethod for PeersService {
     }
 }
 
-/// The server of a [`LeanMethod`] service.
-#[derive(Clone)]
-pub struct LeanServer<S: LeanMethod> {
-    service: S,
-    generated: S::Generated,
-    max_request_size: usize,
-}
-
 /// `pb.gubernator.V1`'s server: `GetRateLimits` through [`crate::grpc_unary`].
 pub type V1Server = LeanServer<V1Service>;
 
 /// `pb.gubernator.PeersV1`'s server: `GetPeerRateLimits` through [`crate::grpc_unary`].
 pub type PeersServer = LeanServer<PeersService>;
 
-impl<S: LeanMethod> LeanServer<S> {
-    /// Serves `service`, refusing request messages longer than `max_request_size` bytes.
-    pub fn new(service: S, max_request_size: usize) -> Self {
-        Self {
-            generated: service.generated(max_request_size),
-            service,
-            max_request_size,
-        }
-    }
-}
-
-impl<S: LeanMethod> NamedService for LeanServer<S> {
-    const NAME: &'static str = S::SERVICE_NAME;
-}
-
-impl<S: LeanMethod> tower::Service<http::Request<Body>> for LeanServer<S> {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Infallible>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != S::PATH {
-            return self.generated.call(request);
-        }
-        let service = self.service.clone();
-        let limit = self.max_request_size;
-        Box::pin(async move {
-            let result = match crate::grpc_unary::read_request(request, limit).await {
-                Ok(request) => service.answer(request).await,
-                Err(status) => Err(status),
-            };
-            Ok(crate::grpc_unary::respond(result))
-        })
-    }
-}
-
-/// The node's gRPC services for [`crate::grpc_connections`]: `V1` and `PeersV1` calls go to their
-/// servers directly, every other call to tonic's routes of all the services (which hold `V1` and
-/// `PeersV1` too, for tonic's own server).
+/// The node's gRPC services for [`crate::grpc_connections`]: `V1`, `PeersV1` and Envoy's
+/// `RateLimitService` calls go to their servers directly, every other call to tonic's routes of all
+/// the services (which hold those three too, for tonic's own server).
 #[derive(Clone)]
 pub struct Dispatch {
     v1: V1Server,
     peers: PeersServer,
+    rls: crate::rls::service::RlsServer,
     routes: tonic::service::Routes,
 }
 
 impl Dispatch {
-    /// Dispatches to `v1`, `peers` and `routes`.
-    pub fn new(v1: V1Server, peers: PeersServer, routes: tonic::service::Routes) -> Self {
-        Self { v1, peers, routes }
+    /// Dispatches to `v1`, `peers`, `rls` and `routes`.
+    pub fn new(
+        v1: V1Server,
+        peers: PeersServer,
+        rls: crate::rls::service::RlsServer,
+        routes: tonic::service::Routes,
+    ) -> Self {
+        Self {
+            v1,
+            peers,
+            rls,
+            routes,
+        }
     }
 }
 
@@ -351,6 +284,7 @@ impl tower::Service<http::Request<Body>> for Dispatch {
         match service {
             Some(proto::v1_server::SERVICE_NAME) => self.v1.call(request),
             Some(proto::peers_v1_server::SERVICE_NAME) => self.peers.call(request),
+            Some(crate::rls::service::SERVICE_NAME) => self.rls.call(request),
             _ => Box::pin(tower::Service::call(&mut self.routes, request)),
         }
     }

@@ -15,6 +15,7 @@
 //! oversized-message mapping, tracing, admission) see no difference. The tests compare the two
 //! paths call for call.
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -24,8 +25,10 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
 use tonic::body::Body;
+use tonic::codegen::BoxFuture;
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Status};
+use tonic::server::NamedService;
+use tonic::{Code, Request, Response, Status};
 
 /// The length of a gRPC message's prefix: a compression flag and a big-endian length.
 const PREFIX_LEN: usize = 5;
@@ -38,6 +41,85 @@ const RESERVED_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("grpc-message-type"),
     HeaderName::from_static("grpc-status"),
 ];
+
+/// A service whose one decision-carrying method is answered through this module; its
+/// other methods go through tonic's generated server.
+pub trait LeanMethod: Clone + Send + Sync + 'static {
+    /// The gRPC service's name (`package.Service`).
+    const SERVICE_NAME: &'static str;
+    /// The method's path (`/package.Service/Method`).
+    const PATH: &'static str;
+    /// The method's request message.
+    type Request: prost::Message + Default + Send + 'static;
+    /// The method's response message.
+    type Response: prost::Message + Send + 'static;
+    /// tonic's generated server of the whole service.
+    type Generated: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future = BoxFuture<http::Response<Body>, Infallible>,
+        > + Clone
+        + Send
+        + 'static;
+
+    /// The generated server, refusing request messages longer than `max_request_size` bytes.
+    fn generated(&self, max_request_size: usize) -> Self::Generated;
+
+    /// Answers the method.
+    fn answer(
+        &self,
+        request: Request<Self::Request>,
+    ) -> impl Future<Output = Result<Response<Self::Response>, Status>> + Send;
+}
+
+/// The server of a [`LeanMethod`] service.
+#[derive(Clone)]
+pub struct LeanServer<S: LeanMethod> {
+    service: S,
+    generated: S::Generated,
+    max_request_size: usize,
+}
+
+impl<S: LeanMethod> LeanServer<S> {
+    /// Serves `service`, refusing request messages longer than `max_request_size` bytes.
+    pub fn new(service: S, max_request_size: usize) -> Self {
+        Self {
+            generated: service.generated(max_request_size),
+            service,
+            max_request_size,
+        }
+    }
+}
+
+impl<S: LeanMethod> NamedService for LeanServer<S> {
+    const NAME: &'static str = S::SERVICE_NAME;
+}
+
+impl<S: LeanMethod> tower::Service<http::Request<Body>> for LeanServer<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != S::PATH {
+            return self.generated.call(request);
+        }
+        let service = self.service.clone();
+        let limit = self.max_request_size;
+        Box::pin(async move {
+            let result = match read_request(request, limit).await {
+                Ok(request) => service.answer(request).await,
+                Err(status) => Err(status),
+            };
+            Ok(respond(result))
+        })
+    }
+}
 
 /// Reads the request message of a unary call, at most `limit` bytes long, as tonic's server
 /// does: the first message is the request; messages after it are decoded and dropped; trailers

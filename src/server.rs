@@ -258,13 +258,11 @@ pub async fn start_with_clock(
     let v1_server = crate::grpc::V1Server::new(V1Service::new(Arc::clone(&node)), max_request_size);
     let peers_server =
         crate::grpc::PeersServer::new(PeersService::new(Arc::clone(&node)), max_request_size);
+    let rls_server = crate::rls::service::server(Arc::clone(&rls.service), max_request_size);
     let mut grpc_routes = tonic::service::Routes::new(v1_server.clone())
         .add_service(peers_server.clone())
         .add_service(crate::allow::grpc::server(Arc::clone(&allow)))
-        .add_service(crate::rls::service::server(
-            Arc::clone(&rls.service),
-            max_request_size,
-        ))
+        .add_service(rls_server.clone())
         .add_service(
             handoff::pb::handoff_server::HandoffServer::new(
                 crate::tasks::handoff_service::HandoffService::new(Arc::clone(node.router())),
@@ -301,6 +299,7 @@ pub async fn start_with_clock(
     let grpc_service = grpc_layers.service(crate::grpc::Dispatch::new(
         v1_server,
         peers_server,
+        rls_server,
         grpc_routes,
     ));
     // Before serving: a node that joins must know whom it waits for before its first request.

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::grpc_unary::{LeanMethod, LeanServer};
+
 use super::counters::Counters;
 use super::decide::{self, Options, RlsError};
 use super::metrics::CallResult;
@@ -79,18 +81,30 @@ pub fn status_of(error: &RlsError) -> Status {
 #[derive(Debug)]
 pub struct RlsGrpc<C>(Arc<RlsService<C>>);
 
-/// The tonic server for `tonic::transport::Server::add_service`, decoding at most
+impl<C> Clone for RlsGrpc<C> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+/// Envoy's `RateLimitService` name, as its calls' paths carry it.
+pub use super::wire::rate_limit_service_server::SERVICE_NAME;
+
+/// The node's RLS server: `ShouldRateLimit` answered in one piece ([`crate::grpc_unary`]).
+pub type RlsServer = LeanServer<RlsGrpc<crate::node::Node>>;
+
+/// The server for `tonic::transport::Server::add_service` and `grpc::Dispatch`, decoding at most
 /// `max_message_size` bytes per call.
 pub fn server<C: Counters>(
     service: Arc<RlsService<C>>,
     max_message_size: usize,
-) -> RateLimitServiceServer<RlsGrpc<C>> {
-    RateLimitServiceServer::new(RlsGrpc(service)).max_decoding_message_size(max_message_size)
+) -> LeanServer<RlsGrpc<C>> {
+    LeanServer::new(RlsGrpc(service), max_message_size)
 }
 
-#[tonic::async_trait]
-impl<C: Counters> RateLimitService for RlsGrpc<C> {
-    async fn should_rate_limit(
+impl<C: Counters> RlsGrpc<C> {
+    /// Decides a `ShouldRateLimit` call (both servers' handler).
+    async fn answer_call(
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
@@ -100,5 +114,34 @@ impl<C: Counters> RateLimitService for RlsGrpc<C> {
             .await
             .map(Response::new)
             .map_err(|error| status_of(&error))
+    }
+}
+
+impl<C: Counters> LeanMethod for RlsGrpc<C> {
+    const SERVICE_NAME: &'static str = SERVICE_NAME;
+    const PATH: &'static str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+    type Request = RateLimitRequest;
+    type Response = RateLimitResponse;
+    type Generated = RateLimitServiceServer<RlsGrpc<C>>;
+
+    fn generated(&self, max_request_size: usize) -> Self::Generated {
+        RateLimitServiceServer::new(self.clone()).max_decoding_message_size(max_request_size)
+    }
+
+    fn answer(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> impl Future<Output = Result<Response<RateLimitResponse>, Status>> + Send {
+        self.answer_call(request)
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Counters> RateLimitService for RlsGrpc<C> {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        self.answer_call(request).await
     }
 }
