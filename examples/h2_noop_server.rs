@@ -157,7 +157,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--address" => address = args.next().ok_or("--address needs a value")?,
-            "--stack" => hyper = args.next().ok_or("--stack needs h2 or hyper")? == "hyper",
+            "--stack" => {
+                hyper = match args.next().as_deref() {
+                    Some("h2") => false,
+                    Some("hyper") => true,
+                    _ => return Err("--stack needs h2 or hyper".into()),
+                }
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
