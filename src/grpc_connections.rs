@@ -85,6 +85,9 @@ pub async fn serve<I, IO, S>(
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
+        // gRPC servers send no `date` header (grpc-go, so Gubernator, does not); hyper would
+        // format and HPACK-encode one on every answer.
+        .auto_date_header(false)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .keep_alive_interval(settings.keepalive_interval)
         .keep_alive_timeout(settings.keepalive_timeout);
@@ -312,6 +315,34 @@ mod tests {
             .expect("answered in time")
             .expect("a new connection is served");
         assert_eq!(answer.status(), http::StatusCode::OK);
+        stop.send(()).expect("serve is running");
+        tokio::time::timeout(PATIENCE, serving)
+            .await
+            .expect("serve returns at stop")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn answers_carry_no_date_header_as_grpc_go_sends_none() {
+        let (listener, address) = listener().await;
+        let (arrived, _arrivals) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(serve(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            service(arrived, Arc::new(Notify::new())),
+            settings(None),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let (mut send, _connection) = client(address).await;
+        let (answer, _) = send.send_request(request("/fast"), true).expect("sent");
+        let answer = tokio::time::timeout(PATIENCE, answer)
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        assert_eq!(answer.headers().get(http::header::DATE), None);
         stop.send(()).expect("serve is running");
         tokio::time::timeout(PATIENCE, serving)
             .await

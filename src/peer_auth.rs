@@ -19,11 +19,11 @@
 //! counted in `ringlimit_peer_auth_refused_total{service}` (labels from [`PeerService`], never
 //! from the caller) and never logged with what it carried.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::Ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use prometheus::IntCounterVec;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
@@ -302,8 +302,6 @@ pub struct PeerAuth<S> {
     refused: IntCounterVec,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for PeerAuth<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
@@ -313,7 +311,8 @@ where
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    /// The inner call, or the refusal (no allocation on the way to the inner service).
+    type Future = Either<S::Future, Ready<Result<Self::Response, Self::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -333,11 +332,10 @@ where
             if let Err(refusal) = self.policy.check(has_certificate, presented) {
                 self.refused.with_label_values(&[service.label()]).inc();
                 let response = tonic::Status::from(refusal).into_http::<ResBody>();
-                return Box::pin(std::future::ready(Ok(response)));
+                return Either::Right(std::future::ready(Ok(response)));
             }
         }
-        let call = self.inner.call(request);
-        Box::pin(call)
+        Either::Left(self.inner.call(request))
     }
 }
 

@@ -13,9 +13,13 @@
 //! honoured on the HTTP gateway, as grpc-gateway forwards it.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Timeout;
 
 use crate::error::CallError;
 
@@ -66,14 +70,33 @@ pub fn from_headers(headers: &HeaderMap, now: Instant) -> Option<Instant> {
 /// Runs `call` until it finishes or `deadline` passes, making `deadline` the [`current`] one for
 /// everything `call` awaits. An expired deadline drops `call` (cancelling what it awaits) and
 /// returns [`CallError::DeadlineExceeded`].
-pub async fn within<F: Future>(deadline: Instant, call: F) -> Result<F::Output, CallError> {
-    ANSWER_BY
-        .scope(
+pub fn within<F: Future>(deadline: Instant, call: F) -> Within<F> {
+    Within {
+        call: ANSWER_BY.scope(
             deadline,
             tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), call),
-        )
-        .await
-        .map_err(|_| CallError::DeadlineExceeded)
+        ),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`]: a named type, so the layer that runs calls within their
+    /// deadlines need not box it.
+    pub struct Within<F> {
+        #[pin]
+        call: TaskLocalFuture<Instant, Timeout<F>>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .call
+            .poll(cx)
+            .map(|finished| finished.map_err(|_elapsed| CallError::DeadlineExceeded))
+    }
 }
 
 /// The deadline of the call being served on this task, if it has one.
