@@ -242,19 +242,11 @@ mod tests {
             .and_then(|status| status.to_str().ok())
     }
 
+    type Limited =
+        tower::util::BoxCloneService<http::Request<Body>, http::Response<Body>, Infallible>;
+
     /// Limits over a service that answers once `gate` opens.
-    fn limited(
-        admission: &AdmissionPools,
-        gate: tokio::sync::watch::Receiver<bool>,
-    ) -> CallLimits<
-        impl Service<
-            http::Request<Body>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-            Future = impl Future<Output = Result<http::Response<Body>, Infallible>>,
-        > + Clone,
-        GrpcRejection,
-    > {
+    fn limited(admission: &AdmissionPools, gate: tokio::sync::watch::Receiver<bool>) -> Limited {
         let answer = tower::service_fn(move |_request: http::Request<Body>| {
             let mut gate = gate.clone();
             async move {
@@ -262,7 +254,7 @@ mod tests {
                 Ok::<_, Infallible>(http::Response::new(Body::empty()))
             }
         });
-        CallLimitsLayer::<GrpcRejection>::new(admission.clone()).layer(answer)
+        Limited::new(CallLimitsLayer::<GrpcRejection>::new(admission.clone()).layer(answer))
     }
 
     #[tokio::test]
