@@ -261,8 +261,10 @@ mod tests {
     async fn a_slot_is_held_while_the_call_runs_and_given_back_with_its_answer() {
         let admission = AdmissionPools::new(1, 1);
         let (open, gate) = tokio::sync::watch::channel(false);
-        let service = limited(&admission, gate);
-        let mut running = std::pin::pin!(service.clone().oneshot(call(None)));
+        let mut service = limited(&admission, gate);
+        // Called directly (not through `oneshot`, which drops a finished future at once), so
+        // that the future outlives its answer as hyper's may.
+        let mut running = service.ready().await.expect("ready").call(call(None));
         assert!(futures_util::poll!(running.as_mut()).is_pending());
         assert_eq!(admission.clients.in_use(), 1);
 
