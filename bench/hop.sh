@@ -2,7 +2,8 @@
 # The peer hop at low load: 3 static-peer nodes of NODE_BIN on loopback, one call in flight to
 # node B, first a key B owns (direct), then a key another node owns (every call forwarded); prints
 # both p50/p99 and B's `ringlimit_peer_call_items` (1 item per call when the peer was idle). The
-# hop is the difference of the two p50s. LOADED=1 adds a 64-in-flight run over all three nodes,
+# hop is the difference of the two p50s; the loopback TCP round trip measured right after them
+# (examples/tcp_pingpong.rs) is its floor in that minute. LOADED=1 adds a 64-in-flight run over all three nodes,
 # with the nodes' CPU per decision and the items per peer call of that run alone.
 # Extra VAR=VALUE arguments go to the nodes' environment (e.g. GUBER_GRPC_RUNTIMES=shared).
 #
@@ -36,6 +37,10 @@ for name in "$direct" "$forwarded"; do
     jq -r --arg kind "$([ "$name" = "$direct" ] && echo direct || echo forwarded)" \
       '"\($kind): \(.calls_per_sec | floor) calls/s, p50 \(.latency_us.p50) us, p99 \(.latency_us.p99) us"'
 done
+# The machine's floor for the hop in the same minute: one loopback TCP round trip between two
+# sleeping threads (`cargo build --release --example tcp_pingpong`; skipped when not built).
+PINGPONG=$ROOT/target/release/examples/tcp_pingpong
+if [ -x "$PINGPONG" ]; then "$PINGPONG" 20000; fi
 # The three nodes' CPU ticks, and their peer calls and items forwarded (sum, count).
 ticks() { for pid in "${pids[@]}"; do awk '{ print $14 + $15 }' "/proc/$pid/stat"; done | paste -sd+ | bc; }
 peer_items() {

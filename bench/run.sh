@@ -85,12 +85,14 @@ install_missing
 if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
   [ -f examples/noop_server.rs ] || die "examples/noop_server.rs is missing (the floor of scenario 5)"
   say "building (release)"
-  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin ringlimit --example noop_server --example bench_plot
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin ringlimit --example noop_server --example bench_plot \
+    --example tcp_pingpong
 fi
 BIN=$TARGET_DIR/release/ringlimit
 NOOP=$TARGET_DIR/release/examples/noop_server
 PLOT=$TARGET_DIR/release/examples/bench_plot
-for f in "$BIN" "$NOOP" "$PLOT"; do [ -x "$f" ] || die "$f is missing: build it first"; done
+PINGPONG=$TARGET_DIR/release/examples/tcp_pingpong
+for f in "$BIN" "$NOOP" "$PLOT" "$PINGPONG"; do [ -x "$f" ] || die "$f is missing: build it first"; done
 "$BIN" bench --help >/dev/null 2>&1 ||
   die "'ringlimit bench' is missing from $BIN (the load generator this script drives); no report written"
 
@@ -350,6 +352,11 @@ rl_bench low_load_direct --target "127.0.0.1:$GB" --connections 1 --concurrency 
   --keys 1 --name "$DIRECT_NAME" --time "$BENCH_TIME"
 rl_bench low_load_forwarded --target "127.0.0.1:$GB" --connections 1 --concurrency 1 --items 1 \
   --keys 1 --name "$FORWARD_NAME" --time "$BENCH_TIME"
+# The machine's floor for the hop, in the same minute: one loopback TCP round trip between two
+# threads that sleep while they wait (examples/tcp_pingpong.rs).
+log_command "$PINGPONG" --json 20000
+"$PINGPONG" --json 20000 >"$WORK/tcp_round_trip.json"
+say "loopback TCP round trip: $(jq -r '"p50 \(.p50_us) us, p99 \(.p99_us) us"' "$WORK/tcp_round_trip.json")"
 stop "$PID_A" "$PID_B" "$PID_C"
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +506,7 @@ jq -n \
   --slurpfile scenarios "$SCENARIOS" --slurpfile curves "$CURVES" --slurpfile memory "$WORK/memory.json" \
   --slurpfile hpd "$WORK/half_peak_direct.json" --slurpfile hpf "$WORK/half_peak_forwarded.json" \
   --slurpfile llf "$WORK/low_load_forwarded.json" --slurpfile lld "$WORK/low_load_direct.json" \
+  --slurpfile tcp "$WORK/tcp_round_trip.json" \
   --slurpfile cc "$WORK/c_clients.json" --slurpfile shares "$WORK/key_shares.json" \
   --rawfile commands "$COMMANDS" '
   def s($n): $scenarios | map(select(.name == $n))[0];
@@ -516,7 +524,8 @@ jq -n \
       half_peak_direct: {rate: ($hpd[0].config.rate // null), calls_per_sec: $hpd[0].calls_per_sec, p50_us: $hpd[0].latency_us.p50, p99_us: $hpd[0].latency_us.p99},
       half_peak_forwarded: {rate: ($hpf[0].config.rate // null), calls_per_sec: $hpf[0].calls_per_sec, p50_us: $hpf[0].latency_us.p50, p99_us: $hpf[0].latency_us.p99},
       low_load_forwarded: {calls_per_sec: $llf[0].calls_per_sec, p50_us: $llf[0].latency_us.p50, p99_us: $llf[0].latency_us.p99},
-      low_load_direct: {calls_per_sec: $lld[0].calls_per_sec, p50_us: $lld[0].latency_us.p50, p99_us: $lld[0].latency_us.p99}
+      low_load_direct: {calls_per_sec: $lld[0].calls_per_sec, p50_us: $lld[0].latency_us.p50, p99_us: $lld[0].latency_us.p99},
+      tcp_round_trip: $tcp[0]
     },
     memory: $mem,
     c_clients: $cc[0],
