@@ -57,6 +57,7 @@ pub(crate) mod owed;
 pub(crate) mod owner_failure;
 pub mod peer_auth;
 pub mod peer_transport;
+pub mod peer_unary;
 pub mod peers;
 pub mod proto;
 pub mod proxy;

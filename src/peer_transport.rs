@@ -1,5 +1,5 @@
-//! The transport of forwarded calls: HTTP/2 spoken with `h2` directly, under tonic's generated
-//! `PeersV1` client.
+//! The transport of forwarded calls: HTTP/2 spoken with `h2` directly, under
+//! [`crate::peer_unary`] (forwarded batches, in one piece) and tonic's generated `PeersV1` client.
 //!
 //! Why not tonic's `Channel`: a forwarded item is on the caller's critical path, and the channel
 //! puts four tasks between the caller and the socket (tower's `Buffer` worker, hyper's dispatch
@@ -168,6 +168,16 @@ impl PeerTransport {
         })
     }
 
+    /// Sends a request of `parts` whose body is `message` (its gRPC frames, complete) and returns
+    /// the peer's response (see [`crate::peer_unary`]).
+    pub async fn send_message(
+        &self,
+        parts: http::request::Parts,
+        message: Bytes,
+    ) -> Result<http::Response<ResponseBody>, TransportError> {
+        self.shared.send_message(parts, message).await
+    }
+
     /// The transport with the peer secret (when configured) on every call.
     pub fn with_secret(self, secret: Option<PeerSecret>) -> PeerCallChannel {
         InterceptedService::new(self, AttachSecret::new(secret))
@@ -180,13 +190,24 @@ impl Shared {
         self: Arc<Self>,
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, TransportError> {
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         // A unary call's body is its one encoded message, ready at once.
         let message = body
             .collect()
             .await
             .map_err(|status| TransportError::Encode(status.to_string()))?
             .to_bytes();
+        let response = self.send_message(parts, message).await?;
+        Ok(response.map(tonic::body::Body::new))
+    }
+
+    /// Sends a request of `parts` whose body is `message` (its gRPC frames, complete) over the
+    /// next connection of the pool, and returns the peer's response.
+    async fn send_message(
+        &self,
+        mut parts: http::request::Parts,
+        message: Bytes,
+    ) -> Result<http::Response<ResponseBody>, TransportError> {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
@@ -210,11 +231,11 @@ impl Shared {
         let (parts, body) = response.into_parts();
         Ok(http::Response::from_parts(
             parts,
-            tonic::body::Body::new(ResponseBody {
+            ResponseBody {
                 stream: body,
                 data_done: false,
                 address: Arc::clone(&self.address),
-            }),
+            },
         ))
     }
 
@@ -372,7 +393,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PeerTransport {
 
 /// A response's body: the DATA frames, then the trailers (where gRPC puts its status), giving
 /// the flow-control window back as the data is read.
-struct ResponseBody {
+pub struct ResponseBody {
     stream: h2::RecvStream,
     data_done: bool,
     /// The peer, for errors.

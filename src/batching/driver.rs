@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::peer_transport::{PeerCallChannel, TransportError};
+use crate::metrics::method;
+use crate::peer_transport::TransportError;
+use crate::peer_unary::PeerUnaryClient;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use prost::Message;
 use tokio::sync::{Notify, oneshot};
@@ -26,7 +28,7 @@ use tracing::Instrument;
 
 use super::{Batch, BatchConfig, BatchConfigError, CallToken, PeerQueue, Push};
 use crate::mutex::lock;
-use crate::proto::{self, peers_v1_client::PeersV1Client};
+use crate::proto;
 
 /// Why a forwarded item got no answer from its owner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,7 +170,7 @@ impl PeerBatcher {
     /// Must be called within a tokio runtime: the batches' calls run on it.
     pub fn spawn_observed(
         peer: &str,
-        client: PeersV1Client<PeerCallChannel>,
+        client: PeerUnaryClient,
         config: BatchConfig,
         timeout: Duration,
         metrics: PeerCallMetrics,
@@ -414,7 +416,7 @@ impl Shared {
 struct PeerCaller {
     /// The peer's gRPC address (for traces).
     peer: Arc<str>,
-    client: PeersV1Client<PeerCallChannel>,
+    client: PeerUnaryClient,
     timeout: Duration,
     metrics: Arc<PeerCallMetrics>,
     observer: CallObserver,
@@ -451,12 +453,12 @@ impl PeerCaller {
         self.metrics.calls.inc();
         self.metrics.items.inc_by(sent as u64);
         self.metrics.items_per_call.observe(sent as f64);
-        let mut client = self.client;
         // The peer bounds its own work by the same timeout (`grpc-timeout`).
         let mut request = tonic::Request::new(proto::GetPeerRateLimitsReq { requests: items });
         request.set_timeout(timeout);
-        let call = client
-            .get_peer_rate_limits(request)
+        let call = self
+            .client
+            .call::<_, proto::GetPeerRateLimitsResp>(request, method::GET_PEER_RATE_LIMITS)
             .instrument(span.clone());
         let outcome = match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),

@@ -13,8 +13,9 @@ use tonic::transport::Endpoint;
 use crate::batching::budget::MessageBudget;
 use crate::batching::{BatchConfig, ForwardError, PeerBatcher, PeerCallMetrics};
 use crate::metrics::{DropReason, DroppedMessage, Metrics};
-use crate::peer_auth::{self, PeerChannel};
+use crate::peer_auth::{self, AttachSecret, PeerChannel};
 use crate::peer_transport::{PeerCallChannel, PeerTransport, TransportOptions};
+use crate::peer_unary::PeerUnaryClient;
 use crate::peers::liveness::{Admission, Failure, LivenessConfig, MonotonicClock, PeerLiveness};
 use crate::proto::{self, peers_v1_client::PeersV1Client};
 use crate::telemetry::{self, PeerCall};
@@ -308,9 +309,15 @@ impl PeerClients {
 
     fn connect(&self, address: &str) -> Result<PeerClient, ForwardError> {
         let transport = TransportOptions::new(self.options.timeout, self.options.tls.clone());
-        let channel = PeerTransport::new(address, transport)
-            .map_err(|error| ForwardError::Unavailable(format!("invalid address: {error}")))?
-            .with_secret(self.options.secret.clone());
+        let transport = PeerTransport::new(address, transport)
+            .map_err(|error| ForwardError::Unavailable(format!("invalid address: {error}")))?;
+        // Forwarded batches go in one piece (`peer_unary`); the other peer calls through tonic.
+        let forwarding = PeerUnaryClient::new(
+            transport.clone(),
+            AttachSecret::new(self.options.secret.clone()),
+            self.options.max_message_size,
+        );
+        let channel = transport.with_secret(self.options.secret.clone());
         let client = PeersV1Client::new(channel)
             .max_decoding_message_size(self.options.max_message_size)
             .max_encoding_message_size(self.options.max_message_size);
@@ -335,7 +342,7 @@ impl PeerClients {
         let peer = address.to_string();
         let batcher = PeerBatcher::spawn_observed(
             address,
-            client.clone(),
+            forwarding,
             self.options.batch.clone(),
             self.options.timeout,
             metrics,
