@@ -68,7 +68,7 @@ jq -r '
     (if $r.latency.low_load_direct != null then "| 3 nodes, one call in flight to one node, a key it owns (direct) | closed loop | \($r.latency.low_load_direct.calls_per_sec | n0) | \($r.latency.low_load_direct.p50_us | n0) | \($r.latency.low_load_direct.p99_us | n0) |" else empty end),
     "| 3 nodes, one call in flight to one node, a key another node owns (every call forwarded) | closed loop | \($r.latency.low_load_forwarded.calls_per_sec | n0) | \($r.latency.low_load_forwarded.p50_us | n0) | \($r.latency.low_load_forwarded.p99_us | n0) |",
     (if $r.latency.low_load_direct != null then "", "The peer hop at low load (forwarded p50 − direct p50): **\(($r.latency.low_load_forwarded.p50_us - $r.latency.low_load_direct.p50_us) | n0) µs**." else empty end),
-    (if $r.latency.tcp_round_trip != null then "", "The machine's floor for the hop in the same minute: one loopback TCP round trip between two threads that sleep while they wait (`examples/tcp_pingpong.rs`, 64 bytes each way, 20,000 round trips): p50 **\($r.latency.tcp_round_trip.p50_us | n0) µs**, p99 \($r.latency.tcp_round_trip.p99_us | n0) µs. A forwarded call makes one more such round trip than a direct one." else empty end),
+    (if $r.latency.tcp_round_trip != null then "", "The floor of the hop in the same minute: one loopback TCP round trip between two threads that sleep while they wait (`examples/tcp_pingpong.rs`, 64 bytes each way, 20,000 round trips): p50 **\($r.latency.tcp_round_trip.p50_us | n0) µs**, p99 \($r.latency.tcp_round_trip.p99_us | n0) µs. A forwarded call makes one more such round trip than a direct one." else empty end),
     "",
     "## Memory and key count",
     "",
