@@ -27,7 +27,7 @@ env "${node_env[@]}" GUBER_GRPC_ADDRESS=127.0.0.1:19211 GUBER_HTTP_ADDRESS=127.0
 V=$!
 trap 'kill $A $C $V 2>/dev/null || true' EXIT
 for port in 19200 19210 19220; do
-  for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 1; done
+  for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 1; done
 done
 common=(--target 127.0.0.1:19211 --connections 1 --concurrency 1 --items 1 --keys 10000)
 "$PEER_BIN" bench "${common[@]}" --calls 1000 >/dev/null 2>&1

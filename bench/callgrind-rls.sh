@@ -21,7 +21,7 @@ GUBER_GRPC_ADDRESS=$G GUBER_HTTP_ADDRESS=$H GUBER_PEER_DISCOVERY_TYPE=none GUBER
   valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out.%p" "$NODE" >"$OUT/node.log" 2>&1 &
 VPID=$!
 trap 'kill $VPID 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do curl -fsS "http://$H/healthz" >/dev/null 2>&1 && break; sleep 1; done
+for _ in $(seq 1 120); do curl -fsS "http://$H/readyz" >/dev/null 2>&1 && break; sleep 1; done
 common=(--target "$G" --connections 2 --concurrency 8 --items 1 --keys 1000)
 "$NODE" bench "${common[@]}" --calls 2000 >/dev/null 2>&1
 "$NODE" bench "${common[@]}" --calls 2000 --rls-domain bench >/dev/null 2>&1

@@ -18,7 +18,7 @@ env "$@" GUBER_GRPC_ADDRESS=127.0.0.1:$G GUBER_HTTP_ADDRESS=127.0.0.1:$H GUBER_P
   GUBER_LOG_LEVEL=warn GUBER_CACHE_SIZE=1000000 "$NODE_BIN" >"$WORK/node.log" 2>&1 &
 NODE=$!
 trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$H/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$H/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 "$LOAD" bench --items "$ITEMS" --keys "$ITEMS" --distribution sequential --write-body "$WORK/body"
 cmd=(h2load -c "${C:-50}" -m 1 -t 1 -d "$WORK/body" -H 'content-type: application/grpc' -H 'te: trailers'
   "http://127.0.0.1:$G/pb.gubernator.V1/GetRateLimits")

@@ -22,7 +22,7 @@ for i in 0 1 2; do
   pids+=($!)
 done
 for i in 0 1 2; do
-  for _ in $(seq 50); do curl -fsS "http://127.0.0.1:191${i}0/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 50); do curl -fsS "http://127.0.0.1:191${i}0/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 B=127.0.0.1:19111
 direct=""; forwarded=""

@@ -262,7 +262,9 @@ impl Shared {
             return Ok(sender);
         }
         *lock(&slot.sender) = None;
-        let sender = self.connect().await?;
+        // Boxed: opening a connection (TCP, TLS, the HTTP/2 handshake) is a large future, rarely
+        // run; inline, every call's future would carry it and be copied with it.
+        let sender = Box::pin(self.connect()).await?;
         *lock(&slot.sender) = Some(sender.clone());
         sender.ready().await.map_err(|error| self.broken(error))
     }

@@ -105,8 +105,10 @@ impl PeerUnaryClient {
                 decoded,
                 tonic::Extensions::new(),
             )),
-            // Anything but the ordinary answer is read by tonic, as before.
-            None => answer.through_tonic(path, self.max_response).await,
+            // Anything but the ordinary answer is read by tonic, as before. Boxed: tonic's
+            // client future is large, and unboxed it would be moved with every forwarded call's
+            // future (it was: 30k more instructions of memcpy per forwarded call).
+            None => Box::pin(answer.through_tonic(path, self.max_response)).await,
         }
     }
 }
