@@ -32,7 +32,7 @@ use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
 
 /// The length of a gRPC message's prefix: a compression flag and a big-endian length.
-const PREFIX_LEN: usize = 5;
+pub const PREFIX_LEN: usize = 5;
 
 /// The response headers a handler's metadata may not set (tonic's reserved list).
 const RESERVED_HEADERS: [HeaderName; 5] = [
@@ -180,20 +180,26 @@ pub fn respond<M: Message>(result: Result<tonic::Response<M>, Status>) -> http::
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    let length = message.encoded_len();
-    let mut frame = BytesMut::with_capacity(PREFIX_LEN + length);
-    frame.put_u8(0);
-    // A message longer than u32::MAX cannot be framed; the request limit keeps answers far below.
-    frame.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
-    message.encode_raw(&mut frame);
     let mut response = http::Response::new(Body::new(OneMessage {
-        message: Some(frame.freeze()),
+        message: Some(encode_message(&message)),
         ended: false,
     }));
     *response.version_mut() = http::Version::HTTP_2;
     *response.headers_mut() = headers;
     *response.extensions_mut() = extensions;
     response
+}
+
+/// `message` as one uncompressed gRPC message: the flag, the big-endian length, the message.
+pub fn encode_message<M: Message>(message: &M) -> Bytes {
+    let length = message.encoded_len();
+    let mut frame = BytesMut::with_capacity(PREFIX_LEN + length);
+    frame.put_u8(0);
+    // A message longer than u32::MAX cannot be framed; the request limit and the batching policy
+    // keep both directions far below.
+    frame.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+    message.encode_raw(&mut frame);
+    frame.freeze()
 }
 
 /// A `grpc-encoding` other than `identity` is refused as tonic refuses it when no compression is

@@ -20,7 +20,7 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use http::HeaderValue;
 use http_body::Frame;
@@ -29,11 +29,9 @@ use prost::Message;
 use tonic::service::Interceptor;
 use tonic::{Code, Status};
 
+use crate::grpc_unary::{PREFIX_LEN, encode_message};
 use crate::peer_auth::AttachSecret;
 use crate::peer_transport::{PeerTransport, ResponseBody, TransportError};
-
-/// The length of a gRPC message's prefix: a compression flag and a big-endian length.
-const PREFIX_LEN: usize = 5;
 
 /// The unary calls of one peer, made in one piece.
 #[derive(Clone)]
@@ -85,15 +83,9 @@ impl PeerUnaryClient {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        let length = message.encoded_len();
-        let mut frame = BytesMut::with_capacity(PREFIX_LEN + length);
-        frame.put_u8(0);
-        // The batching policy keeps requests far below u32::MAX bytes.
-        frame.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
-        message.encode_raw(&mut frame);
         let response = self
             .transport
-            .send_message(parts, frame.freeze())
+            .send_message(parts, encode_message(&message))
             .await
             .map_err(|error| Status::from_error(Box::new(error)))?;
         let answer = Answer::read(response, self.max_response).await;
@@ -264,6 +256,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Replay {
 mod tests {
     use std::time::Duration;
 
+    use bytes::{BufMut, BytesMut};
     use tokio::net::TcpListener;
 
     use super::*;
