@@ -17,7 +17,7 @@ use crate::global::{GlobalOptions, GlobalState, replica};
 use crate::metrics::{ItemCounters, Metrics, PeerInputRejection};
 use crate::owed::{self, Added, Owed};
 use crate::proto;
-use crate::request::{self, Checked, InputLimits, ItemError, LimitKey};
+use crate::request::{self, Checked, InputLimits, ItemError, KeyRef, LimitKey};
 use crate::store::{Applied, Eviction, LimitStore};
 
 /// The metadata key that names the owner in answers given by another node.
@@ -150,11 +150,22 @@ impl Evaluator {
         now_ms: i64,
         tally: &mut Tally<'_>,
     ) -> proto::RateLimitResp {
-        let Checked { key, request, .. } = checked;
-        let applied = self.store.apply_at(&key, &request, now_ms);
+        self.local_at(KeyRef::from(&checked.key), &checked.request, now_ms, tally)
+    }
+
+    /// [`Evaluator::local_in`] of a validated item by its borrowed key: how a call's items are
+    /// evaluated here without building their keys.
+    pub fn local_at(
+        &self,
+        key: KeyRef<'_>,
+        request: &RateLimitRequest,
+        now_ms: i64,
+        tally: &mut Tally<'_>,
+    ) -> proto::RateLimitResp {
+        let applied = self.store.apply_at(key, request, now_ms);
         tally.count(applied);
         if applied.decision.status == Status::OverLimit {
-            self.admin.record_offender(&key, now_ms);
+            self.admin.record_offender(key, now_ms);
         }
         decision_response(applied.decision)
     }

@@ -10,16 +10,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::{Request, Response, Status};
 
 pub use crate::grpc_unary::{LeanMethod, LeanServer};
 
+use crate::grpc_unary::LeanRequest;
 use crate::node::Node;
 use crate::proto;
 use crate::proto::peers_v1_server::PeersV1;
 use crate::proto::v1_server::V1;
+use crate::request::Item;
+use crate::wire_items;
 
 /// The fully qualified gRPC method names (defined with the metrics that label by them).
 pub use crate::metrics::method;
@@ -109,14 +113,30 @@ pub async fn observed<T, E>(
     result
 }
 
+/// The items of a `GetRateLimits` or `GetPeerRateLimits` request as the lean path decodes them:
+/// their strings share the request's bytes ([`crate::wire_items`]).
+pub struct Items(pub Vec<Item>);
+
+impl From<Vec<proto::RateLimitReq>> for Items {
+    fn from(items: Vec<proto::RateLimitReq>) -> Self {
+        Items(items.into_iter().map(Item::from).collect())
+    }
+}
+
+impl LeanRequest for Items {
+    fn decode_message(message: Bytes) -> Result<Self, prost::DecodeError> {
+        wire_items::decode_items(&message).map(Items)
+    }
+}
+
 impl V1Service {
     async fn rate_limits(
         &self,
-        request: Request<proto::GetRateLimitsReq>,
+        request: Request<Items>,
     ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
-        let requests = request.into_inner().requests;
+        let requests = request.into_inner().0;
         crate::telemetry::record_items(requests.len());
-        let call = self.node.get_rate_limits(requests);
+        let call = self.node.get_rate_limit_items(requests);
         let responses = observed(&self.node, method::GET_RATE_LIMITS, Surface::Grpc, call).await?;
         Ok(Response::new(proto::GetRateLimitsResp { responses }))
     }
@@ -128,7 +148,8 @@ impl V1 for V1Service {
         &self,
         request: Request<proto::GetRateLimitsReq>,
     ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
-        self.rate_limits(request).await
+        self.rate_limits(request.map(|message| Items::from(message.requests)))
+            .await
     }
 
     async fn health_check(
@@ -153,11 +174,11 @@ impl V1 for V1Service {
 impl PeersService {
     async fn peer_rate_limits(
         &self,
-        request: Request<proto::GetPeerRateLimitsReq>,
+        request: Request<Items>,
     ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
-        let requests = request.into_inner().requests;
+        let requests = request.into_inner().0;
         crate::telemetry::record_items(requests.len());
-        let call = self.node.get_peer_rate_limits(requests);
+        let call = self.node.get_peer_rate_limit_items(requests);
         let rate_limits = observed(
             &self.node,
             method::GET_PEER_RATE_LIMITS,
@@ -175,7 +196,8 @@ impl PeersV1 for PeersService {
         &self,
         request: Request<proto::GetPeerRateLimitsReq>,
     ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
-        self.peer_rate_limits(request).await
+        self.peer_rate_limits(request.map(|message| Items::from(message.requests)))
+            .await
     }
 
     async fn update_peer_globals(
@@ -196,7 +218,7 @@ impl PeersV1 for PeersService {
 impl LeanMethod for V1Service {
     const SERVICE_NAME: &'static str = proto::v1_server::SERVICE_NAME;
     const PATH: &'static str = method::GET_RATE_LIMITS;
-    type Request = proto::GetRateLimitsReq;
+    type Request = Items;
     type Response = proto::GetRateLimitsResp;
     type Generated = proto::v1_server::V1Server<V1Service>;
 
@@ -206,7 +228,7 @@ impl LeanMethod for V1Service {
 
     fn answer(
         &self,
-        request: Request<proto::GetRateLimitsReq>,
+        request: Request<Items>,
     ) -> impl Future<Output = Result<Response<proto::GetRateLimitsResp>, Status>> + Send {
         self.rate_limits(request)
     }
@@ -215,7 +237,7 @@ impl LeanMethod for V1Service {
 impl LeanMethod for PeersService {
     const SERVICE_NAME: &'static str = proto::peers_v1_server::SERVICE_NAME;
     const PATH: &'static str = method::GET_PEER_RATE_LIMITS;
-    type Request = proto::GetPeerRateLimitsReq;
+    type Request = Items;
     type Response = proto::GetPeerRateLimitsResp;
     type Generated = proto::peers_v1_server::PeersV1Server<PeersService>;
 
@@ -226,7 +248,7 @@ impl LeanMethod for PeersService {
 
     fn answer(
         &self,
-        request: Request<proto::GetPeerRateLimitsReq>,
+        request: Request<Items>,
     ) -> impl Future<Output = Result<Response<proto::GetPeerRateLimitsResp>, Status>> + Send {
         self.peer_rate_limits(request)
     }

@@ -51,7 +51,7 @@ pub trait LeanMethod: Clone + Send + Sync + 'static {
     /// The method's path (`/package.Service/Method`).
     const PATH: &'static str;
     /// The method's request message.
-    type Request: prost::Message + Default + Send + 'static;
+    type Request: LeanRequest + Send + 'static;
     /// The method's response message.
     type Response: prost::Message + Send + 'static;
     /// tonic's generated server of the whole service.
@@ -72,6 +72,19 @@ pub trait LeanMethod: Clone + Send + Sync + 'static {
         &self,
         request: Request<Self::Request>,
     ) -> impl Future<Output = Result<Response<Self::Response>, Status>> + Send;
+}
+
+/// A request message as [`read_request`] reads it: a prost message, or a form of one decoded by
+/// the service's own reader (`GetRateLimits`' items, [`crate::wire_items`]).
+pub trait LeanRequest: Sized {
+    /// Decodes one whole message (its bytes without the gRPC prefix).
+    fn decode_message(message: Bytes) -> Result<Self, prost::DecodeError>;
+}
+
+impl<M: Message + Default> LeanRequest for M {
+    fn decode_message(message: Bytes) -> Result<Self, prost::DecodeError> {
+        M::decode(message)
+    }
 }
 
 /// The server of a [`LeanMethod`] service.
@@ -130,7 +143,7 @@ pub async fn read_request<M>(
     limit: usize,
 ) -> Result<tonic::Request<M>, Status>
 where
-    M: Message + Default,
+    M: LeanRequest,
 {
     unsupported_encoding(request.headers())?;
     let (parts, mut body) = request.into_parts();
@@ -139,7 +152,7 @@ where
     loop {
         while let Some(bytes) = messages.next()? {
             let message =
-                M::decode(bytes.as_ref()).map_err(|error| Status::internal(error.to_string()))?;
+                M::decode_message(bytes).map_err(|error| Status::internal(error.to_string()))?;
             first.get_or_insert(message);
         }
         match body.frame().await {

@@ -75,6 +75,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod test_nodes;
 pub mod tls;
+pub mod wire_items;
 pub(crate) mod xorshift;
 
 pub use embedded::EmbeddedNode;

@@ -22,7 +22,7 @@ use crate::peers::PeerList;
 use crate::peers::client::{PeerClientOptions, PeerClients};
 use crate::peers::discovery::health::{Backend, BackendStatus};
 use crate::proto;
-use crate::request::{InputLimits, LimitKey};
+use crate::request::{InputLimits, Item, LimitKey};
 use crate::router::{Router, RouterOptions};
 use crate::store::LimitStore;
 
@@ -98,6 +98,15 @@ impl Node {
         &self,
         items: Vec<proto::RateLimitReq>,
     ) -> Result<Vec<proto::RateLimitResp>, CallError> {
+        let items = items.into_iter().map(Item::from).collect();
+        self.router.get_rate_limits(items).await
+    }
+
+    /// [`Node::get_rate_limits`] of items decoded by [`crate::wire_items`].
+    pub async fn get_rate_limit_items(
+        &self,
+        items: Vec<Item>,
+    ) -> Result<Vec<proto::RateLimitResp>, CallError> {
         self.router.get_rate_limits(items).await
     }
 
@@ -105,6 +114,15 @@ impl Node {
     pub async fn get_peer_rate_limits(
         &self,
         items: Vec<proto::RateLimitReq>,
+    ) -> Result<Vec<proto::RateLimitResp>, CallError> {
+        let items = items.into_iter().map(Item::from).collect();
+        self.router.get_peer_rate_limits(items).await
+    }
+
+    /// [`Node::get_peer_rate_limits`] of items decoded by [`crate::wire_items`].
+    pub async fn get_peer_rate_limit_items(
+        &self,
+        items: Vec<Item>,
     ) -> Result<Vec<proto::RateLimitResp>, CallError> {
         self.router.get_peer_rate_limits(items).await
     }

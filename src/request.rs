@@ -1,11 +1,15 @@
-//! Validation of one wire `RateLimitReq` into a [`LimitKey`] and an algorithm request.
+//! One wire `RateLimitReq` as the router takes it ([`Item`]), and its validation into a
+//! [`LimitKey`] and an algorithm request.
 //!
 //! Every check that can fail one item lives here, in Gubernator's order (unique key, then name), so
 //! that bad input becomes a clear per-item error before anything touches the store. Items that pass
 //! are guaranteed to be safe to evaluate: non-negative limit, duration and burst, a known algorithm
 //! and calendar interval, and a leaky bucket whose leak rate is defined.
 
+use std::collections::HashMap;
 use std::fmt;
+
+use bytestring::ByteString;
 
 use crate::algorithms::{Algorithm, Behavior, CalendarInterval, LimitDuration, RateLimitRequest};
 use crate::proto;
@@ -32,6 +36,104 @@ impl LimitKey {
     /// Gubernator's hash key, `name + "_" + unique_key`: what the ring hashes to choose the owner.
     pub fn hash_key(&self) -> String {
         format!("{}_{}", self.name, self.unique_key)
+    }
+}
+
+/// A [`LimitKey`] borrowed: how an item evaluated here reaches the store without building the
+/// key's two strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    /// The `name` (namespace) of the limit.
+    pub name: &'a str,
+    /// The `unique_key` within the namespace.
+    pub unique_key: &'a str,
+}
+
+impl KeyRef<'_> {
+    /// The owned key.
+    pub fn to_key(self) -> LimitKey {
+        LimitKey::new(self.name, self.unique_key)
+    }
+}
+
+impl<'a> From<&'a LimitKey> for KeyRef<'a> {
+    fn from(key: &'a LimitKey) -> Self {
+        Self {
+            name: &key.name,
+            unique_key: &key.unique_key,
+        }
+    }
+}
+
+/// One `RateLimitReq` as the router takes it: the wire item, its name and unique key sharing the
+/// bytes of the request it was decoded from ([`crate::wire_items`]), so that decoding an item
+/// allocates and copies nothing. A `proto::RateLimitReq` converts into one (and back) without
+/// copying either string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Item {
+    /// The limit's namespace.
+    pub name: ByteString,
+    /// The key within the namespace.
+    pub unique_key: ByteString,
+    /// The hits to take (0 asks without taking).
+    pub hits: i64,
+    /// The limit.
+    pub limit: i64,
+    /// The duration, in milliseconds or as a calendar code.
+    pub duration: i64,
+    /// The wire algorithm (0 token bucket, 1 leaky bucket; others are refused by validation).
+    pub algorithm: i32,
+    /// The wire behaviour bits.
+    pub behavior: i32,
+    /// The burst of a leaky bucket.
+    pub burst: i64,
+    /// The item's metadata.
+    pub metadata: HashMap<String, String>,
+    /// When the request was made, in milliseconds since the epoch, if the client said.
+    pub created_at: Option<i64>,
+}
+
+impl Item {
+    /// The item's key, borrowed.
+    pub fn key(&self) -> KeyRef<'_> {
+        KeyRef {
+            name: &self.name,
+            unique_key: &self.unique_key,
+        }
+    }
+}
+
+impl From<proto::RateLimitReq> for Item {
+    fn from(item: proto::RateLimitReq) -> Self {
+        Self {
+            name: item.name.into(),
+            unique_key: item.unique_key.into(),
+            hits: item.hits,
+            limit: item.limit,
+            duration: item.duration,
+            algorithm: item.algorithm,
+            behavior: item.behavior,
+            burst: item.burst,
+            metadata: item.metadata,
+            created_at: item.created_at,
+        }
+    }
+}
+
+impl From<Item> for proto::RateLimitReq {
+    fn from(item: Item) -> Self {
+        Self {
+            name: item.name.into(),
+            unique_key: item.unique_key.into(),
+            hits: item.hits,
+            limit: item.limit,
+            duration: item.duration,
+            algorithm: item.algorithm,
+            behavior: item.behavior,
+            burst: item.burst,
+            metadata: item.metadata,
+            created_at: item.created_at,
+        }
     }
 }
 
@@ -142,6 +244,28 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// `item`, validated into `request` (by [`validate_item`]). The key's strings are copied out
+    /// of the request's bytes here: the items that need a [`Checked`] are those that go on to
+    /// another node, a GLOBAL limit or a handoff, not the common local case.
+    pub fn new(item: Item, request: RateLimitRequest) -> Self {
+        Self {
+            key: LimitKey::new(item.name, item.unique_key),
+            request,
+            rest: proto::RateLimitReq {
+                name: String::new(),
+                unique_key: String::new(),
+                hits: item.hits,
+                limit: item.limit,
+                duration: item.duration,
+                algorithm: item.algorithm,
+                behavior: item.behavior,
+                burst: item.burst,
+                metadata: item.metadata,
+                created_at: item.created_at,
+            },
+        }
+    }
+
     /// The wire item again, stamped with the call's `created_at`, to send to another node.
     pub fn into_item(self) -> proto::RateLimitReq {
         proto::RateLimitReq {
@@ -165,20 +289,13 @@ impl Checked {
 
 /// Validates `item` (see [`validate`]) into a [`Checked`] item.
 pub fn check(
-    mut item: proto::RateLimitReq,
+    item: impl Into<Item>,
     now_ms: i64,
     limits: InputLimits,
 ) -> Result<Checked, ItemError> {
-    let request = validate(&item, now_ms, limits)?;
-    let key = LimitKey::new(
-        std::mem::take(&mut item.name),
-        std::mem::take(&mut item.unique_key),
-    );
-    Ok(Checked {
-        key,
-        request,
-        rest: item,
-    })
+    let item = item.into();
+    let request = validate_item(&item, now_ms, limits)?;
+    Ok(Checked::new(item, request))
 }
 
 /// Validates `item` into the request the algorithms evaluate. `now_ms` is the call's timestamp,
@@ -188,14 +305,62 @@ pub fn validate(
     now_ms: i64,
     limits: InputLimits,
 ) -> Result<RateLimitRequest, ItemError> {
-    if item.unique_key.is_empty() {
+    let numbers = Numbers {
+        hits: item.hits,
+        limit: item.limit,
+        duration: item.duration,
+        algorithm: item.algorithm,
+        behavior: item.behavior,
+        burst: item.burst,
+        created_at: item.created_at,
+    };
+    validate_parts(&item.name, &item.unique_key, numbers, now_ms, limits)
+}
+
+/// [`validate`] for an [`Item`].
+pub fn validate_item(
+    item: &Item,
+    now_ms: i64,
+    limits: InputLimits,
+) -> Result<RateLimitRequest, ItemError> {
+    let numbers = Numbers {
+        hits: item.hits,
+        limit: item.limit,
+        duration: item.duration,
+        algorithm: item.algorithm,
+        behavior: item.behavior,
+        burst: item.burst,
+        created_at: item.created_at,
+    };
+    validate_parts(&item.name, &item.unique_key, numbers, now_ms, limits)
+}
+
+/// The fields of a wire item that validation reads besides its key.
+struct Numbers {
+    hits: i64,
+    limit: i64,
+    duration: i64,
+    algorithm: i32,
+    behavior: i32,
+    burst: i64,
+    created_at: Option<i64>,
+}
+
+fn validate_parts(
+    name: &str,
+    unique_key: &str,
+    item: Numbers,
+    now_ms: i64,
+    limits: InputLimits,
+) -> Result<RateLimitRequest, ItemError> {
+    if unique_key.is_empty() {
         return Err(ItemError::EmptyUniqueKey);
     }
-    if item.name.is_empty() {
+    if name.is_empty() {
         return Err(ItemError::EmptyName);
     }
-    check_length("name", &item.name, limits.max_key_bytes)?;
-    check_length("unique_key", &item.unique_key, limits.max_key_bytes)?;
+    check_length("name", name, limits.max_key_bytes)?;
+    check_length("unique_key", unique_key, limits.max_key_bytes)?;
 
     let algorithm = match item.algorithm {
         0 => Algorithm::TokenBucket,

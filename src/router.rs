@@ -34,7 +34,7 @@ use crate::peers::discovery::health::{self, BackendStatus};
 use crate::peers::failures::PeerFailures;
 use crate::peers::{Membership, PeerList};
 use crate::proto;
-use crate::request::{self, Checked, LimitKey};
+use crate::request::{self, Checked, Item, KeyRef, LimitKey};
 
 /// What builds a [`Router`] (beside the evaluator it routes to).
 pub struct RouterOptions {
@@ -109,7 +109,7 @@ impl Router {
     /// item, in order. Items owned by other peers are forwarded to them.
     pub async fn get_rate_limits(
         &self,
-        items: Vec<proto::RateLimitReq>,
+        items: Vec<Item>,
     ) -> Result<Vec<proto::RateLimitResp>, CallError> {
         check_size(&items)?;
         let metrics = self.metrics();
@@ -131,22 +131,25 @@ impl Router {
             if self.force_global {
                 item.behavior |= Behavior::GLOBAL.bits();
             }
-            let checked = match request::check(item, now_ms, evaluator.limits()) {
-                Ok(checked) => checked,
+            let request = match request::validate_item(&item, now_ms, evaluator.limits()) {
+                Ok(request) => request,
                 Err(error) => {
                     responses.push(evaluator.item_error(error));
                     continue;
                 }
             };
-            let global = checked.request.behavior.contains(Behavior::GLOBAL);
-            let answer = match self.route(&membership, &checked.key) {
-                Route::Local if global => evaluator.global_as_owner(checked),
+            let global = request.behavior.contains(Behavior::GLOBAL);
+            let answer = match self.route(&membership, item.key()) {
+                Route::Local if global => evaluator.global_as_owner(Checked::new(item, request)),
                 Route::Local if self.handoff.is_active() => {
+                    let checked = Checked::new(item, request);
                     in_handoff.push(async move { (index, self.in_handoff(checked).await) });
                     proto::RateLimitResp::default()
                 }
-                Route::Local => evaluator.local_in(checked, now_ms, &mut tally),
+                // The common case, by the item's borrowed key: no key is built.
+                Route::Local => evaluator.local_at(item.key(), &request, now_ms, &mut tally),
                 Route::Owner(owner) => {
+                    let checked = Checked::new(item, request);
                     if global && evaluator.store().get(&checked.key).is_some() {
                         evaluator.global_copy(checked, owner)
                     } else {
@@ -173,7 +176,7 @@ impl Router {
     /// node's ring disagrees for a moment), except by a handoff under way.
     pub async fn get_peer_rate_limits(
         &self,
-        items: Vec<proto::RateLimitReq>,
+        items: Vec<Item>,
     ) -> Result<Vec<proto::RateLimitResp>, CallError> {
         check_size(&items)?;
         let _in_progress = InProgress::start(self.metrics());
@@ -184,8 +187,11 @@ impl Router {
             let mut tally = evaluator.tally();
             return Ok(items
                 .into_iter()
-                .map(|item| match request::check(item, now_ms, limits) {
-                    Ok(checked) => evaluator.owned_in(checked, now_ms, &mut tally),
+                .map(|item| match request::validate_item(&item, now_ms, limits) {
+                    Ok(request) if request.behavior.contains(Behavior::GLOBAL) => {
+                        evaluator.global_as_owner(Checked::new(item, request))
+                    }
+                    Ok(request) => evaluator.local_at(item.key(), &request, now_ms, &mut tally),
                     Err(error) => evaluator.item_error(error),
                 })
                 .collect());
@@ -227,12 +233,12 @@ impl Router {
     /// The gRPC address of the owner of `key`, or `None` when this node owns it (or knows no
     /// ring at all).
     pub fn owner_of(&self, key: &LimitKey) -> Option<String> {
-        self.owner_in(&self.peers.membership(), key)
+        self.owner_in(&self.peers.membership(), key.into())
     }
 
     /// The owner of `key` in `membership`, or `None` when this node owns it.
-    fn owner_in(&self, membership: &Membership, key: &LimitKey) -> Option<String> {
-        match membership.ring.owner_of(&key.name, &key.unique_key) {
+    fn owner_in(&self, membership: &Membership, key: KeyRef<'_>) -> Option<String> {
+        match membership.ring.owner_of(key.name, key.unique_key) {
             Some(owner) if owner.grpc_address != self.peers.me().grpc_address => {
                 Some(owner.grpc_address.clone())
             }
@@ -240,7 +246,7 @@ impl Router {
         }
     }
 
-    fn route(&self, membership: &Membership, key: &LimitKey) -> Route {
+    fn route(&self, membership: &Membership, key: KeyRef<'_>) -> Route {
         match self.owner_in(membership, key) {
             Some(owner) => Route::Owner(owner),
             None => Route::Local,
@@ -284,7 +290,7 @@ impl Router {
             Err(error) if error.is_retryable() => {
                 self.record_failure(&owner, &error);
                 self.metrics().count_batch_retry(&checked.key.name);
-                match self.route(&self.peers.membership(), &checked.key) {
+                match self.route(&self.peers.membership(), (&checked.key).into()) {
                     Route::Local => return Forwarded::Here(self.evaluate_owned(checked).await),
                     Route::Owner(new_owner) => (
                         self.clients
@@ -551,13 +557,13 @@ impl Owners for Router {
 
 /// Removes the metadata only peers may set (the handoff hop marker) from a client's item, so a
 /// V1 client cannot make a node skip the handoff forwarding that keeps one evaluator per key.
-fn strip_internal_metadata(item: &mut proto::RateLimitReq) {
+fn strip_internal_metadata(item: &mut Item) {
     if !item.metadata.is_empty() {
         item.metadata.remove(handoff::HOP_METADATA_KEY);
     }
 }
 
-fn check_size(items: &[proto::RateLimitReq]) -> Result<(), CallError> {
+fn check_size(items: &[Item]) -> Result<(), CallError> {
     if items.len() > MAX_BATCH_SIZE {
         return Err(CallError::TooManyItems {
             max: MAX_BATCH_SIZE,
@@ -618,7 +624,7 @@ mod tests {
         };
         let call = tokio::spawn({
             let router = router.clone();
-            async move { router.get_rate_limits(vec![item]).await }
+            async move { router.get_rate_limits(vec![item.into()]).await }
         });
         // The first attempt waits for the silent owner (up to the batch timeout).
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -29,7 +29,7 @@ use std::time::Duration;
 use self::discovered::Discovered;
 use crate::algorithms::Status;
 use crate::clock::Clock;
-use crate::request::LimitKey;
+use crate::request::{KeyRef, LimitKey};
 
 use self::offenders::{Offenders, Window};
 use self::sketch::SpaceSaving;
@@ -126,9 +126,10 @@ impl AdminState {
 
     /// Records a refusal of `key` at `now_ms` in the offender summaries (not in the counts: see
     /// [`AdminState::add_decisions`]).
-    pub fn record_offender(&self, key: &LimitKey, now_ms: i64) {
+    pub fn record_offender<'a>(&self, key: impl Into<KeyRef<'a>>, now_ms: i64) {
         if self.options.enabled {
-            lock(&self.offenders).record(&key.name, &key.unique_key, now_ms);
+            let key = key.into();
+            lock(&self.offenders).record(key.name, key.unique_key, now_ms);
         }
     }
 

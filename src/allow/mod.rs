@@ -141,7 +141,7 @@ async fn spend(
     item.created_at = Some(created_at);
     let owned_here = router.owner_of(&key).is_none();
     let answer = router
-        .get_rate_limits(vec![item])
+        .get_rate_limits(vec![item.into()])
         .await
         .map_err(|error| AllowError::Unavailable(error.to_string()))?
         .into_iter()

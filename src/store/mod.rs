@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::algorithms::{self, Bucket, Decision, Next, RateLimitRequest};
 use crate::clock::Clock;
-use crate::request::LimitKey;
+use crate::request::{KeyRef, LimitKey};
 
 use shard::Shard;
 
@@ -107,14 +107,20 @@ impl LimitStore {
 
     /// Like [`LimitStore::apply`] at server time `now_ms`, read by the caller: a call's items
     /// share the time read once for the call, as they share its `created_at`.
-    pub fn apply_at(&self, key: &LimitKey, request: &RateLimitRequest, now_ms: i64) -> Applied {
+    pub fn apply_at<'a>(
+        &self,
+        key: impl Into<KeyRef<'a>>,
+        request: &RateLimitRequest,
+        now_ms: i64,
+    ) -> Applied {
+        let key = key.into();
         let hash = self.hash(key);
         let mut shard = self.lock_shard(hash);
-        if let Some(bucket) = shard.get_mut(hash, &key.name, &key.unique_key) {
+        if let Some(bucket) = shard.get_mut(hash, key.name, key.unique_key) {
             let hit = !bucket.is_expired(now_ms);
             let evaluation = algorithms::evaluate(Some(bucket), request, now_ms);
             if update_in_place(bucket, evaluation.next) {
-                shard.remove(hash, &key.name, &key.unique_key);
+                shard.remove(hash, key.name, key.unique_key);
             }
             return Applied {
                 decision: evaluation.decision,
@@ -134,7 +140,7 @@ impl LimitStore {
     /// Like [`LimitStore::apply`], but only when `key` holds a live bucket; `None` (and nothing
     /// changed) when it does not, so the caller can route the request elsewhere.
     pub fn apply_existing(&self, key: &LimitKey, request: &RateLimitRequest) -> Option<Applied> {
-        let hash = self.hash(key);
+        let hash = self.hash(key.into());
         let mut shard = self.lock_shard(hash);
         let now_ms = self.inner.clock.now_ms();
         let bucket = shard
@@ -158,7 +164,7 @@ impl LimitStore {
         key: LimitKey,
         merge: impl FnOnce(Option<&Bucket>, i64) -> Option<Bucket>,
     ) -> bool {
-        let hash = self.hash(&key);
+        let hash = self.hash((&key).into());
         let mut shard = self.lock_shard(hash);
         let now_ms = self.inner.clock.now_ms();
         if let Some(stored) = shard.get_mut(hash, &key.name, &key.unique_key) {
@@ -174,14 +180,14 @@ impl LimitStore {
         let Some(bucket) = merge(None, now_ms) else {
             return false;
         };
-        self.insert_new(&mut shard, hash, &key, bucket, now_ms);
+        self.insert_new(&mut shard, hash, (&key).into(), bucket, now_ms);
         true
     }
 
     /// Removes `key` only if its bucket is still `expected`, atomically per key. `Ok` when it was
     /// removed or is already gone; `Err(current)` when it changed since.
     pub fn remove_if_unchanged(&self, key: &LimitKey, expected: &Bucket) -> Result<(), Bucket> {
-        let hash = self.hash(key);
+        let hash = self.hash(key.into());
         let mut shard = self.lock_shard(hash);
         match shard.peek(hash, &key.name, &key.unique_key) {
             Some(current) if current != expected => Err(*current),
@@ -195,7 +201,7 @@ impl LimitStore {
 
     /// The stored bucket of `key`, if it is still live; never changes anything.
     pub fn get(&self, key: &LimitKey) -> Option<Bucket> {
-        let hash = self.hash(key);
+        let hash = self.hash(key.into());
         let shard = self.lock_shard(hash);
         let now_ms = self.inner.clock.now_ms();
         shard
@@ -206,19 +212,19 @@ impl LimitStore {
 
     /// Stores `bucket` for `key`, replacing what was there.
     pub fn put(&self, key: LimitKey, bucket: Bucket) {
-        let hash = self.hash(&key);
+        let hash = self.hash((&key).into());
         let mut shard = self.lock_shard(hash);
         if let Some(stored) = shard.get_mut(hash, &key.name, &key.unique_key) {
             *stored = bucket;
             return;
         }
         let now_ms = self.inner.clock.now_ms();
-        self.insert_new(&mut shard, hash, &key, bucket, now_ms);
+        self.insert_new(&mut shard, hash, (&key).into(), bucket, now_ms);
     }
 
     /// Removes the bucket of `key`; whether there was one.
     pub fn remove(&self, key: &LimitKey) -> bool {
-        let hash = self.hash(key);
+        let hash = self.hash(key.into());
         self.lock_shard(hash)
             .remove(hash, &key.name, &key.unique_key)
     }
@@ -284,22 +290,22 @@ impl LimitStore {
         &self,
         shard: &mut Shard,
         hash: u64,
-        key: &LimitKey,
+        key: KeyRef<'_>,
         bucket: Bucket,
         now_ms: i64,
     ) {
         let listener = &self.inner.on_eviction;
         shard.insert_new(
             hash,
-            &key.name,
-            &key.unique_key,
+            key.name,
+            key.unique_key,
             bucket,
             now_ms,
             &mut |cause| listener(cause),
         );
     }
 
-    fn hash(&self, key: &LimitKey) -> u64 {
+    fn hash(&self, key: KeyRef<'_>) -> u64 {
         let mut hasher = self.inner.hasher.build_hasher();
         hasher.write(key.name.as_bytes());
         // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") hash differently.

@@ -13,6 +13,7 @@ use crate::metrics::{DropReason, DroppedMessage};
 use crate::owed::{self, Delivery, Owed, Schedule};
 use crate::owner_failure::OwnerFailurePolicy;
 use crate::proto;
+use crate::request::Item;
 use crate::router::Router;
 
 /// Sends owed hits every sync interval until `stop` turns true, then tries once more.
@@ -59,7 +60,10 @@ impl Delivery for FallbackHits<'_> {
     }
 
     async fn apply_here(&self, chunk: &[Owed]) -> bool {
-        let items = chunk.iter().map(|(_, item)| item.clone()).collect();
+        let items = chunk
+            .iter()
+            .map(|(_, item)| Item::from(item.clone()))
+            .collect();
         self.0.get_peer_rate_limits(items).await.is_ok()
     }
 
