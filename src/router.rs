@@ -13,6 +13,7 @@
 //! shutting down). GLOBAL reconciliation, handoff, the admin views and `/allow` use this
 //! handle and the evaluator's; nothing calls back into the node that wires them.
 
+use std::mem::take;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -109,7 +110,7 @@ impl Router {
     /// item, in order. Items owned by other peers are forwarded to them.
     pub async fn get_rate_limits(
         &self,
-        items: Vec<Item>,
+        mut items: Vec<Item>,
     ) -> Result<Vec<proto::RateLimitResp>, CallError> {
         check_size(&items)?;
         let metrics = self.metrics();
@@ -125,13 +126,14 @@ impl Router {
         let mut forwarded = Vec::new();
         let mut in_handoff = Vec::new();
         let mut tally = evaluator.tally();
-        for (index, mut item) in items.into_iter().enumerate() {
+        // The items are read in place; one is taken out only to become a `Checked` item.
+        for (index, item) in items.iter_mut().enumerate() {
             // Internal metadata is set by peers only; a client's is never trusted.
-            strip_internal_metadata(&mut item);
+            strip_internal_metadata(item);
             if self.force_global {
                 item.behavior |= Behavior::GLOBAL.bits();
             }
-            let request = match request::validate_item(&item, now_ms, evaluator.limits()) {
+            let request = match request::validate_item(item, now_ms, evaluator.limits()) {
                 Ok(request) => request,
                 Err(error) => {
                     responses.push(evaluator.item_error(error));
@@ -140,16 +142,18 @@ impl Router {
             };
             let global = request.behavior.contains(Behavior::GLOBAL);
             let answer = match self.route(&membership, item.key()) {
-                Route::Local if global => evaluator.global_as_owner(Checked::new(item, request)),
+                Route::Local if global => {
+                    evaluator.global_as_owner(Checked::new(take(item), request))
+                }
                 Route::Local if self.handoff.is_active() => {
-                    let checked = Checked::new(item, request);
+                    let checked = Checked::new(take(item), request);
                     in_handoff.push(async move { (index, self.in_handoff(checked).await) });
                     proto::RateLimitResp::default()
                 }
                 // The common case, by the item's borrowed key: no key is built.
                 Route::Local => evaluator.local_at(item.key(), &request, now_ms, &mut tally),
                 Route::Owner(owner) => {
-                    let checked = Checked::new(item, request);
+                    let checked = Checked::new(take(item), request);
                     if global && evaluator.store().get(&checked.key).is_some() {
                         evaluator.global_copy(checked, owner)
                     } else {
@@ -162,6 +166,8 @@ impl Router {
             };
             responses.push(answer);
         }
+        // The request's bytes are not needed while the call waits.
+        drop(items);
         // The call's local decisions are counted before it waits for any other node.
         drop(tally);
         let (forwarded, in_handoff) = tokio::join!(join_all(forwarded), join_all(in_handoff));

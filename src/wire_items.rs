@@ -33,57 +33,64 @@ pub fn decode_items(message: &Bytes) -> Result<Vec<Item>, prost::DecodeError> {
 
 /// Protobuf's wire types, as the key of a field carries them.
 const VARINT: u64 = 0;
-const LENGTH_DELIMITED: u64 = 2;
 const FIXED64: u64 = 1;
+const LENGTH_DELIMITED: u64 = 2;
 const FIXED32: u64 = 5;
 
-/// A cursor over one message's bytes. Every method answers `None` where the input is not the
-/// plain form this module reads, and [`decode_items`] then hands the message to prost.
+/// A cursor over one message, or over one field's bytes within it. Every method answers `None`
+/// where the input is not the plain form this module reads, and [`decode_items`] then hands the
+/// message to prost.
+#[derive(Clone, Copy)]
 struct Reader<'a> {
-    bytes: &'a Bytes,
-    at: usize,
-    end: usize,
+    /// The whole message, which strings are sliced from.
+    message: &'a Bytes,
+    /// What is left to read of this reader's part of it.
+    rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a Bytes) -> Self {
+    fn new(message: &'a Bytes) -> Self {
         Self {
-            bytes,
-            at: 0,
-            end: bytes.len(),
+            message,
+            rest: message.as_ref(),
         }
+    }
+
+    fn is_done(&self) -> bool {
+        self.rest.is_empty()
     }
 
     /// The reader of the `length` bytes that start here, which this one then skips.
     fn sub(&mut self, length: usize) -> Option<Reader<'a>> {
-        let end = self.at.checked_add(length).filter(|&end| end <= self.end)?;
-        let sub = Reader {
-            bytes: self.bytes,
-            at: self.at,
-            end,
-        };
-        self.at = end;
-        Some(sub)
+        let (field, rest) = self.rest.split_at_checked(length)?;
+        self.rest = rest;
+        Some(Reader {
+            message: self.message,
+            rest: field,
+        })
     }
 
-    fn is_done(&self) -> bool {
-        self.at >= self.end
-    }
-
-    /// A varint, as prost reads one: at most ten bytes, the tenth at most 1.
+    /// A varint, as prost reads one: at most ten bytes, the tenth at most 1. Most are one byte
+    /// (every key here, and small values), read first.
     fn varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for index in 0..10 {
-            if self.at >= self.end {
-                return None;
+        match *self.rest {
+            [byte, ref rest @ ..] if byte < 0x80 => {
+                self.rest = rest;
+                Some(u64::from(byte))
             }
-            let byte = *self.bytes.get(self.at)?;
-            self.at += 1;
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for (index, &byte) in self.rest.iter().take(10).enumerate() {
             if index == 9 && byte > 1 {
                 return None;
             }
             value |= u64::from(byte & 0x7f) << (7 * index);
             if byte < 0x80 {
+                self.rest = self.rest.get(index + 1..)?;
                 return Some(value);
             }
         }
@@ -104,17 +111,17 @@ impl<'a> Reader<'a> {
         self.sub(length)
     }
 
-    /// A string field's value, sharing the message's bytes.
+    /// A string field's value, sharing the message's bytes (`slice_ref` of a part of the
+    /// message, which every reader's bytes are).
     fn string(&mut self) -> Option<ByteString> {
         let field = self.delimited()?;
-        ByteString::try_from(self.bytes.slice(field.at..field.end)).ok()
+        ByteString::try_from(self.message.slice_ref(field.rest)).ok()
     }
 
     /// A string field's value, copied (map entries, rare).
     fn owned_string(&mut self) -> Option<String> {
         let field = self.delimited()?;
-        let bytes = self.bytes.get(field.at..field.end)?;
-        String::from_utf8(bytes.to_vec()).ok()
+        String::from_utf8(field.rest.to_vec()).ok()
     }
 
     /// Skips the value of a field this module does not read (groups are left to prost).
@@ -128,23 +135,45 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The whole message as `repeated RateLimitReq requests = 1`.
-    fn items(mut self) -> Option<Vec<Item>> {
-        let mut items = Vec::new();
-        while !self.is_done() {
-            match self.key()? {
-                (1, LENGTH_DELIMITED) => items.push(self.delimited()?.item()?),
+    /// The whole message as `repeated RateLimitReq requests = 1`. The items are counted first
+    /// (keys and lengths only), so that the vector is allocated once and each item decoded in
+    /// its place.
+    fn items(self) -> Option<Vec<Item>> {
+        let mut items = Vec::with_capacity(self.count_items()?);
+        let mut reader = self;
+        while !reader.is_done() {
+            match reader.key()? {
+                (1, LENGTH_DELIMITED) => {
+                    let fields = reader.delimited()?;
+                    items.push(Item::default());
+                    fields.item(items.last_mut()?)?;
+                }
                 (1, _) => return None,
-                (_, wire_type) => self.skip(wire_type)?,
+                (_, wire_type) => reader.skip(wire_type)?,
             }
         }
         Some(items)
     }
 
-    /// The rest of this reader as one `RateLimitReq`. As protobuf merges: a field that comes twice
-    /// keeps its last value, and map entries add up.
-    fn item(mut self) -> Option<Item> {
-        let mut item = Item::default();
+    /// How many items the message holds.
+    fn count_items(mut self) -> Option<usize> {
+        let mut count = 0;
+        while !self.is_done() {
+            match self.key()? {
+                (1, LENGTH_DELIMITED) => {
+                    self.delimited()?;
+                    count += 1;
+                }
+                (1, _) => return None,
+                (_, wire_type) => self.skip(wire_type)?,
+            }
+        }
+        Some(count)
+    }
+
+    /// The rest of this reader as one `RateLimitReq`, into `item` (a default one). As protobuf
+    /// merges: a field that comes twice keeps its last value, and map entries add up.
+    fn item(mut self, item: &mut Item) -> Option<()> {
         while !self.is_done() {
             match self.key()? {
                 (1, LENGTH_DELIMITED) => item.name = self.string()?,
@@ -162,7 +191,7 @@ impl<'a> Reader<'a> {
                 (_, wire_type) => self.skip(wire_type)?,
             }
         }
-        Some(item)
+        Some(())
     }
 
     /// The rest of this reader as one `map<string, string>` entry, added to `map`.
