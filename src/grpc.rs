@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 pub use crate::grpc_unary::{LeanMethod, LeanServer};
 
-use crate::grpc_unary::LeanRequest;
+use crate::grpc_unary::{LeanRequest, LeanResponse};
 use crate::node::Node;
 use crate::proto;
 use crate::proto::peers_v1_server::PeersV1;
@@ -129,16 +129,23 @@ impl LeanRequest for Items {
     }
 }
 
+/// The answers of a `GetRateLimits` or `GetPeerRateLimits` call as the lean path writes them
+/// ([`wire_items::encode_answers`]).
+pub struct Answers(pub Vec<proto::RateLimitResp>);
+
+impl LeanResponse for Answers {
+    fn encode_message(&self) -> Bytes {
+        wire_items::encode_answers(&self.0)
+    }
+}
+
 impl V1Service {
-    async fn rate_limits(
-        &self,
-        request: Request<Items>,
-    ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
+    async fn rate_limits(&self, request: Request<Items>) -> Result<Response<Answers>, Status> {
         let requests = request.into_inner().0;
         crate::telemetry::record_items(requests.len());
         let call = self.node.get_rate_limit_items(requests);
         let responses = observed(&self.node, method::GET_RATE_LIMITS, Surface::Grpc, call).await?;
-        Ok(Response::new(proto::GetRateLimitsResp { responses }))
+        Ok(Response::new(Answers(responses)))
     }
 }
 
@@ -148,8 +155,11 @@ impl V1 for V1Service {
         &self,
         request: Request<proto::GetRateLimitsReq>,
     ) -> Result<Response<proto::GetRateLimitsResp>, Status> {
-        self.rate_limits(request.map(|message| Items::from(message.requests)))
-            .await
+        let answers = self.rate_limits(request.map(|message| Items::from(message.requests)));
+        let answers = answers.await?;
+        Ok(answers.map(|answers| proto::GetRateLimitsResp {
+            responses: answers.0,
+        }))
     }
 
     async fn health_check(
@@ -172,10 +182,7 @@ impl V1 for V1Service {
 }
 
 impl PeersService {
-    async fn peer_rate_limits(
-        &self,
-        request: Request<Items>,
-    ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
+    async fn peer_rate_limits(&self, request: Request<Items>) -> Result<Response<Answers>, Status> {
         let requests = request.into_inner().0;
         crate::telemetry::record_items(requests.len());
         let call = self.node.get_peer_rate_limit_items(requests);
@@ -186,7 +193,7 @@ impl PeersService {
             call,
         )
         .await?;
-        Ok(Response::new(proto::GetPeerRateLimitsResp { rate_limits }))
+        Ok(Response::new(Answers(rate_limits)))
     }
 }
 
@@ -196,8 +203,11 @@ impl PeersV1 for PeersService {
         &self,
         request: Request<proto::GetPeerRateLimitsReq>,
     ) -> Result<Response<proto::GetPeerRateLimitsResp>, Status> {
-        self.peer_rate_limits(request.map(|message| Items::from(message.requests)))
-            .await
+        let answers = self.peer_rate_limits(request.map(|message| Items::from(message.requests)));
+        let answers = answers.await?;
+        Ok(answers.map(|answers| proto::GetPeerRateLimitsResp {
+            rate_limits: answers.0,
+        }))
     }
 
     async fn update_peer_globals(
@@ -219,7 +229,7 @@ impl LeanMethod for V1Service {
     const SERVICE_NAME: &'static str = proto::v1_server::SERVICE_NAME;
     const PATH: &'static str = method::GET_RATE_LIMITS;
     type Request = Items;
-    type Response = proto::GetRateLimitsResp;
+    type Response = Answers;
     type Generated = proto::v1_server::V1Server<V1Service>;
 
     fn generated(&self, max_request_size: usize) -> Self::Generated {
@@ -229,7 +239,7 @@ impl LeanMethod for V1Service {
     fn answer(
         &self,
         request: Request<Items>,
-    ) -> impl Future<Output = Result<Response<proto::GetRateLimitsResp>, Status>> + Send {
+    ) -> impl Future<Output = Result<Response<Answers>, Status>> + Send {
         self.rate_limits(request)
     }
 }
@@ -238,7 +248,7 @@ impl LeanMethod for PeersService {
     const SERVICE_NAME: &'static str = proto::peers_v1_server::SERVICE_NAME;
     const PATH: &'static str = method::GET_PEER_RATE_LIMITS;
     type Request = Items;
-    type Response = proto::GetPeerRateLimitsResp;
+    type Response = Answers;
     type Generated = proto::peers_v1_server::PeersV1Server<PeersService>;
 
     fn generated(&self, max_request_size: usize) -> Self::Generated {
@@ -249,7 +259,7 @@ impl LeanMethod for PeersService {
     fn answer(
         &self,
         request: Request<Items>,
-    ) -> impl Future<Output = Result<Response<proto::GetPeerRateLimitsResp>, Status>> + Send {
+    ) -> impl Future<Output = Result<Response<Answers>, Status>> + Send {
         self.peer_rate_limits(request)
     }
 }

@@ -53,7 +53,7 @@ pub trait LeanMethod: Clone + Send + Sync + 'static {
     /// The method's request message.
     type Request: LeanRequest + Send + 'static;
     /// The method's response message.
-    type Response: prost::Message + Send + 'static;
+    type Response: LeanResponse + Send + 'static;
     /// tonic's generated server of the whole service.
     type Generated: tower::Service<
             http::Request<Body>,
@@ -84,6 +84,19 @@ pub trait LeanRequest: Sized {
 impl<M: Message + Default> LeanRequest for M {
     fn decode_message(message: Bytes) -> Result<Self, prost::DecodeError> {
         M::decode(message)
+    }
+}
+
+/// A response message as [`respond`] writes it: a prost message, or a form of one the service
+/// encodes itself (`GetRateLimits`' answers, [`crate::wire_items::encode_answers`]).
+pub trait LeanResponse {
+    /// The message framed as one uncompressed gRPC message.
+    fn encode_message(&self) -> Bytes;
+}
+
+impl<M: Message> LeanResponse for M {
+    fn encode_message(&self) -> Bytes {
+        encode_message(self)
     }
 }
 
@@ -179,7 +192,9 @@ where
 
 /// The HTTP response of a unary call's result: the message in one DATA frame, then
 /// `grpc-status: 0`; a `Status` as tonic sends it (headers only).
-pub fn respond<M: Message>(result: Result<tonic::Response<M>, Status>) -> http::Response<Body> {
+pub fn respond<M: LeanResponse>(
+    result: Result<tonic::Response<M>, Status>,
+) -> http::Response<Body> {
     let response = match result {
         Ok(response) => response,
         Err(status) => return status.into_http(),
@@ -194,7 +209,7 @@ pub fn respond<M: Message>(result: Result<tonic::Response<M>, Status>) -> http::
         HeaderValue::from_static("application/grpc"),
     );
     let mut response = http::Response::new(Body::new(OneMessage {
-        message: Some(encode_message(&message)),
+        message: Some(message.encode_message()),
         ended: false,
     }));
     *response.version_mut() = http::Version::HTTP_2;
