@@ -17,13 +17,14 @@ use tonic::{Request, Response, Status};
 
 pub use crate::grpc_unary::{LeanMethod, LeanServer};
 
+use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::grpc_unary::{LeanRequest, LeanResponse};
 use crate::node::Node;
 use crate::proto;
 use crate::proto::peers_v1_server::PeersV1;
 use crate::proto::v1_server::V1;
 use crate::request::Item;
-use crate::wire_items;
+use crate::wire_items::{self, Decoded};
 
 /// The fully qualified gRPC method names (defined with the metrics that label by them).
 pub use crate::metrics::method;
@@ -114,18 +115,41 @@ pub async fn observed<T, E>(
 }
 
 /// The items of a `GetRateLimits` or `GetPeerRateLimits` request as the lean path decodes them:
-/// their strings share the request's bytes ([`crate::wire_items`]).
-pub struct Items(pub Vec<Item>);
+/// their strings share the request's bytes ([`crate::wire_items`]); more than a call may carry are
+/// refused before they are read.
+pub struct Items(pub Decoded);
+
+impl Items {
+    /// The call's answers by `answer` (the method's own), or, for too many items, the error the
+    /// router gives them.
+    async fn answered<F>(
+        self,
+        answer: impl FnOnce(Vec<Item>) -> F,
+    ) -> Result<Vec<proto::RateLimitResp>, CallError>
+    where
+        F: Future<Output = Result<Vec<proto::RateLimitResp>, CallError>>,
+    {
+        match self.0 {
+            Decoded::Items(items) => {
+                crate::telemetry::record_items(items.len());
+                answer(items).await
+            }
+            Decoded::TooMany => Err(CallError::TooManyItems {
+                max: MAX_BATCH_SIZE,
+            }),
+        }
+    }
+}
 
 impl From<Vec<proto::RateLimitReq>> for Items {
     fn from(items: Vec<proto::RateLimitReq>) -> Self {
-        Items(items.into_iter().map(Item::from).collect())
+        Items(Decoded::Items(items.into_iter().map(Item::from).collect()))
     }
 }
 
 impl LeanRequest for Items {
     fn decode_message(message: Bytes) -> Result<Self, prost::DecodeError> {
-        wire_items::decode_items(&message).map(Items)
+        wire_items::decode_items(&message, MAX_BATCH_SIZE).map(Items)
     }
 }
 
@@ -141,9 +165,9 @@ impl LeanResponse for Answers {
 
 impl V1Service {
     async fn rate_limits(&self, request: Request<Items>) -> Result<Response<Answers>, Status> {
-        let requests = request.into_inner().0;
-        crate::telemetry::record_items(requests.len());
-        let call = self.node.get_rate_limit_items(requests);
+        let call = request
+            .into_inner()
+            .answered(|items| self.node.get_rate_limit_items(items));
         let responses = observed(&self.node, method::GET_RATE_LIMITS, Surface::Grpc, call).await?;
         Ok(Response::new(Answers(responses)))
     }
@@ -183,9 +207,9 @@ impl V1 for V1Service {
 
 impl PeersService {
     async fn peer_rate_limits(&self, request: Request<Items>) -> Result<Response<Answers>, Status> {
-        let requests = request.into_inner().0;
-        crate::telemetry::record_items(requests.len());
-        let call = self.node.get_peer_rate_limit_items(requests);
+        let call = request
+            .into_inner()
+            .answered(|items| self.node.get_peer_rate_limit_items(items));
         let rate_limits = observed(
             &self.node,
             method::GET_PEER_RATE_LIMITS,
