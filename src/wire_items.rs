@@ -3,9 +3,9 @@
 //!
 //! Why: prost decodes each item's two strings into two `String`s: two allocations, two copies and
 //! two frees per item. In a 100-item call that was about a fifth of the node's instructions per
-//! decision (callgrind: malloc and free 850 of 4,212, the strings' copies about 90; bench/analysis.md,
-//! change 12). Here a string is a slice of the request's `Bytes` (a reference count, no copy),
-//! checked to be UTF-8 once.
+//! decision (callgrind: malloc and free about 850 of 4,288, the strings' copies about 90;
+//! bench/analysis.md, change 12). Here a string is a slice of the request's `Bytes` (a reference
+//! count, no copy), checked to be UTF-8 once.
 //!
 //! Both requests are `repeated RateLimitReq requests = 1`, so one decoder serves both. It reads
 //! the messages well-formed clients send; anything else (a malformed message, a wire type a field
@@ -17,7 +17,8 @@
 //! where prost would have found a malformed item further on. Prost reads every item first: an
 //! empty item is two bytes of message and about 180 bytes of memory, so a 1 MiB message of them
 //! took about 90 MB on each thread decoding one (measured: 16 such calls at once raised a node's
-//! peak RSS from 17 to 192 MB). Counting skips fields, groups included, without reading them.
+//! peak RSS from 16 to 190 MB; 48 MB since). Counting skips fields, groups included, without
+//! reading them.
 //!
 //! The answers (`GetRateLimitsResp` and `GetPeerRateLimitsResp`, both `repeated RateLimitResp = 1`)
 //! are written as prost writes them, byte for byte, in one pass (prost's encoder computes every
