@@ -298,41 +298,20 @@ pub fn check(
     Ok(Checked::new(item, request))
 }
 
-/// Validates `item` into the request the algorithms evaluate. `now_ms` is the call's timestamp,
-/// used when the item carries no `created_at` (or 0).
-pub fn validate(
-    item: &proto::RateLimitReq,
-    now_ms: i64,
-    limits: InputLimits,
-) -> Result<RateLimitRequest, ItemError> {
-    let numbers = Numbers {
-        hits: item.hits,
-        limit: item.limit,
-        duration: item.duration,
-        algorithm: item.algorithm,
-        behavior: item.behavior,
-        burst: item.burst,
-        created_at: item.created_at,
+/// The [`Numbers`] of a wire item of either form (`proto::RateLimitReq` or [`Item`]: the fields
+/// have the same names).
+macro_rules! numbers_of {
+    ($item:expr) => {
+        Numbers {
+            hits: $item.hits,
+            limit: $item.limit,
+            duration: $item.duration,
+            algorithm: $item.algorithm,
+            behavior: $item.behavior,
+            burst: $item.burst,
+            created_at: $item.created_at,
+        }
     };
-    validate_parts(&item.name, &item.unique_key, numbers, now_ms, limits)
-}
-
-/// [`validate`] for an [`Item`].
-pub fn validate_item(
-    item: &Item,
-    now_ms: i64,
-    limits: InputLimits,
-) -> Result<RateLimitRequest, ItemError> {
-    let numbers = Numbers {
-        hits: item.hits,
-        limit: item.limit,
-        duration: item.duration,
-        algorithm: item.algorithm,
-        behavior: item.behavior,
-        burst: item.burst,
-        created_at: item.created_at,
-    };
-    validate_parts(&item.name, &item.unique_key, numbers, now_ms, limits)
 }
 
 /// The fields of a wire item that validation reads besides its key.
@@ -344,6 +323,37 @@ struct Numbers {
     behavior: i32,
     burst: i64,
     created_at: Option<i64>,
+}
+
+/// Validates `item` into the request the algorithms evaluate. `now_ms` is the call's timestamp,
+/// used when the item carries no `created_at` (or 0).
+pub fn validate(
+    item: &proto::RateLimitReq,
+    now_ms: i64,
+    limits: InputLimits,
+) -> Result<RateLimitRequest, ItemError> {
+    validate_parts(
+        &item.name,
+        &item.unique_key,
+        numbers_of!(item),
+        now_ms,
+        limits,
+    )
+}
+
+/// [`validate`] for an [`Item`].
+pub fn validate_item(
+    item: &Item,
+    now_ms: i64,
+    limits: InputLimits,
+) -> Result<RateLimitRequest, ItemError> {
+    validate_parts(
+        &item.name,
+        &item.unique_key,
+        numbers_of!(item),
+        now_ms,
+        limits,
+    )
 }
 
 fn validate_parts(
