@@ -209,7 +209,7 @@ impl PeersService {
     async fn peer_rate_limits(&self, request: Request<Items>) -> Result<Response<Answers>, Status> {
         let call = request
             .into_inner()
-            .answered(|items| self.node.get_peer_rate_limit_items(items));
+            .answered(|items| self.node.get_peer_rate_limits(items));
         let rate_limits = observed(
             &self.node,
             method::GET_PEER_RATE_LIMITS,

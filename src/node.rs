@@ -110,17 +110,9 @@ impl Node {
         self.router.get_rate_limits(items).await
     }
 
-    /// Answers a peer's `GetPeerRateLimits` call (see `Router::get_peer_rate_limits`).
+    /// Answers a peer's `GetPeerRateLimits` call (see `Router::get_peer_rate_limits`), its items
+    /// decoded by [`crate::wire_items`].
     pub async fn get_peer_rate_limits(
-        &self,
-        items: Vec<proto::RateLimitReq>,
-    ) -> Result<Vec<proto::RateLimitResp>, CallError> {
-        let items = items.into_iter().map(Item::from).collect();
-        self.router.get_peer_rate_limits(items).await
-    }
-
-    /// [`Node::get_peer_rate_limits`] of items decoded by [`crate::wire_items`].
-    pub async fn get_peer_rate_limit_items(
         &self,
         items: Vec<Item>,
     ) -> Result<Vec<proto::RateLimitResp>, CallError> {
