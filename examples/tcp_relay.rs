@@ -22,9 +22,7 @@ fn parse_args() -> Result<(String, String), String> {
     let (mut listen, mut upstream) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{arg} needs a value"))?;
+        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
         match arg.as_str() {
             "--listen" => listen = Some(value),
             "--upstream" => upstream = Some(value),

@@ -64,6 +64,74 @@ pub fn decode_items(message: &Bytes, max_items: usize) -> Result<Decoded, prost:
     ))
 }
 
+/// A part of a protobuf message, for counting what it holds before it is decoded: the whole
+/// message, or one field's bytes within it. Other services' readers bound their repeated
+/// fields with it the way [`decode_items`] bounds its items (Envoy's `ShouldRateLimit`, in
+/// `rls::service`).
+#[derive(Clone, Copy)]
+pub struct Part<'a>(Reader<'a>);
+
+impl<'a> Part<'a> {
+    /// The whole of `message`.
+    pub fn whole(message: &'a Bytes) -> Self {
+        Self(Reader::new(message))
+    }
+
+    /// Whether this part has no bytes (an empty string, or a message with every field unset).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_done()
+    }
+
+    /// The occurrences of the length-delimited field `field` in this part, in order: keys and
+    /// lengths only, other fields (groups included) skipped without being read.
+    pub fn occurrences(self, field: u32) -> Occurrences<'a> {
+        Occurrences {
+            reader: self.0,
+            field,
+            plain: true,
+        }
+    }
+}
+
+/// The occurrences of one length-delimited field in a [`Part`], each its own part. They end at
+/// the part's end, or early at the first field that does not decode or the counted field with
+/// another wire type (where prost stops too); [`Occurrences::plain`] tells which.
+pub struct Occurrences<'a> {
+    reader: Reader<'a>,
+    field: u32,
+    plain: bool,
+}
+
+impl Occurrences<'_> {
+    /// Whether the occurrences ended at the part's end rather than at something prost refuses.
+    pub fn plain(&self) -> bool {
+        self.plain
+    }
+}
+
+impl<'a> Iterator for Occurrences<'a> {
+    type Item = Part<'a>;
+
+    fn next(&mut self) -> Option<Part<'a>> {
+        while self.plain && !self.reader.is_done() {
+            let skipped = match self.reader.key() {
+                Some((field, LENGTH_DELIMITED)) if field == self.field => {
+                    match self.reader.delimited() {
+                        Some(part) => return Some(Part(part)),
+                        None => None,
+                    }
+                }
+                Some((field, _)) if field == self.field => None,
+                None => None,
+                Some((tag, START_GROUP)) => self.reader.skip_group(tag, 1),
+                Some((_, wire_type)) => self.reader.skip(wire_type),
+            };
+            self.plain = skipped.is_some();
+        }
+        None
+    }
+}
+
 /// The items a message holds, counted at its top level.
 enum Count {
     /// This many, at most the maximum.
@@ -221,26 +289,24 @@ impl<'a> Reader<'a> {
     }
 
     /// How many items the message holds, up to `max`: keys and lengths only, groups skipped.
-    fn count_items(mut self, max: usize) -> Count {
+    fn count_items(self, max: usize) -> Count {
+        let mut items = Occurrences {
+            reader: self,
+            field: 1,
+            plain: true,
+        };
         let mut count = 0;
-        while !self.is_done() {
-            let skipped = match self.key() {
-                Some((1, LENGTH_DELIMITED)) => {
-                    count += 1;
-                    if count > max {
-                        return Count::TooMany;
-                    }
-                    self.delimited().map(drop)
-                }
-                Some((1, _)) | None => None,
-                Some((tag, START_GROUP)) => self.skip_group(tag, 1),
-                Some((_, wire_type)) => self.skip(wire_type),
-            };
-            if skipped.is_none() {
-                return Count::NotPlain;
+        for _ in &mut items {
+            count += 1;
+            if count > max {
+                return Count::TooMany;
             }
         }
-        Count::Items(count)
+        if items.plain {
+            Count::Items(count)
+        } else {
+            Count::NotPlain
+        }
     }
 
     /// The rest of this reader as one `RateLimitReq`, into `item` (a default one). As protobuf
