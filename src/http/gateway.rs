@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use tonic::Code;
 
 use super::json;
-use crate::error::CallError;
+use crate::error::{CallError, MAX_BATCH_SIZE};
 use crate::grpc::{Surface, method, observed};
 use crate::node::Node;
 use crate::proto;
@@ -78,6 +78,15 @@ async fn answer_get_rate_limits(
             )))
         }
     })?;
+    // Counted before anything is built: a body of less than three bytes an item (`{},`) cannot
+    // hold too many, and is not scanned twice.
+    if body.len() > 3 * MAX_BATCH_SIZE
+        && json::list_length(&body, "requests").is_some_and(|length| length > MAX_BATCH_SIZE)
+    {
+        return Err(GatewayError::Call(CallError::TooManyItems {
+            max: MAX_BATCH_SIZE,
+        }));
+    }
     let request = json::decode_get_rate_limits_req(&body)
         .map_err(|error| GatewayError::Call(CallError::InvalidArgument(error.to_string())))?;
     crate::telemetry::record_items(request.requests.len());

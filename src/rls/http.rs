@@ -35,6 +35,15 @@ async fn json_endpoint<C: Counters>(
     State(service): State<Arc<RlsService<C>>>,
     body: axum::body::Bytes,
 ) -> Response {
+    // Counted before anything is built; a body of less than three bytes a descriptor (`{},`)
+    // cannot hold too many, and is not scanned twice.
+    if body.len() > 3 * super::decide::MAX_DESCRIPTORS
+        && let Some(count) = crate::http::json::list_length(&body, "descriptors")
+        && count > super::decide::MAX_DESCRIPTORS
+    {
+        let error = RlsError::TooManyDescriptors { count };
+        return (status_of(&error), error.to_string()).into_response();
+    }
     let request = match serde_json::from_slice::<Value>(&body)
         .map_err(|error| format!("invalid JSON: {error}"))
         .and_then(|value| request_from_json(&value))

@@ -152,6 +152,16 @@ async fn too_many_items_is_out_of_range() {
             "Requests.RateLimits list too large; max size is '1000'".to_string()
         )
     );
+    // Counted before anything is built: a quarter of a million empty items (about 750 kB, each
+    // of which used to become a JSON value and then an item), and 1001 with a bad item among
+    // them, get the same answer.
+    let empty = format!(r#"{{"requests":[{}]}}"#, vec!["{}"; 250_000].join(","));
+    let bad = format!(r#"{{"requests":[{},{{"hits":true}}]}}"#, items.join(","));
+    for body in [empty, bad] {
+        let (status, text) = post(&url, "application/json", body).await;
+        assert_eq!(status, 400);
+        assert_eq!(error_body(&text).0, 11, "{text}");
+    }
     server.shutdown().await.unwrap();
 }
 

@@ -279,6 +279,25 @@ async fn rls_json_endpoint_and_rlconfig() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+    // Too many descriptors, counted before they are built (half a million empty ones here), and
+    // 129 with the same answer as the decoded request gets.
+    for (count, descriptor) in [(300_000, "{}"), (129, r#"{"entries":[{"key":"key1"}]}"#)] {
+        let many = format!(
+            r#"{{"domain":"basic","descriptors":[{}]}}"#,
+            vec![descriptor; count].join(",")
+        );
+        let refused = http
+            .post(http_url(&node, "/json"))
+            .body(many)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 400);
+        assert_eq!(
+            refused.text().await.unwrap(),
+            format!("{count} descriptors; at most 128 are accepted")
+        );
+    }
     let dump = reqwest::get(http_url(&node, "/rlconfig"))
         .await
         .unwrap()
