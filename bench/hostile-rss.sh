@@ -4,11 +4,11 @@
 # RSS (VmHWM) is read from /proc. Without counting first, every element was decoded before the
 # call was refused.
 #
-#   bench/hostile-rss.sh NODE_BIN [items|descriptors|json-items|json-descriptors]
+#   bench/hostile-rss.sh NODE_BIN [items|descriptors|json-items|json-descriptors|json-entries]
 #   (ports 19300-19301) items: gRPC GetRateLimits with 524,280 empty items; descriptors: gRPC
 #   ShouldRateLimit with as many empty descriptors; json-items: POST /v1/GetRateLimits with about
 #   350,000 empty items (`{},`, three bytes each); json-descriptors: POST /json with as many empty
-#   descriptors (HTTP/1.1).
+#   descriptors; json-entries: POST /json with one descriptor of as many empty entries (HTTP/1.1).
 set -euo pipefail
 NODE_BIN=$1; KIND=${2:-items}
 WORK=$(mktemp -d)
@@ -18,16 +18,21 @@ case $KIND in
   descriptors) path=/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit; element='\x12\x00' ;;
   json-items) path=/v1/GetRateLimits; field=requests ;;
   json-descriptors) path=/json; field=descriptors ;;
-  *) echo "kind: items, descriptors, json-items or json-descriptors" >&2; exit 2 ;;
+  json-entries) path=/json; field=entries ;;
+  *) echo "kind: items, descriptors, json-items, json-descriptors or json-entries" >&2; exit 2 ;;
 esac
 if [ -n "${field:-}" ]; then
   # A JSON object whose one list of empty objects is just under the default 1 MiB body limit.
   python3 - "$WORK/body" "$field" <<'PY'
 import sys
 field = sys.argv[2]
-count = (1024 * 1024 - 64) // 3
+count = (1024 * 1024 - 128) // 3
+elements = ','.join(['{}'] * count)
 with open(sys.argv[1], 'w') as f:
-    f.write('{"domain":"d","%s":[%s]}' % (field, ','.join(['{}'] * count)))
+    if field == 'entries':
+        f.write('{"domain":"d","descriptors":[{"entries":[%s]}]}' % elements)
+    else:
+        f.write('{"domain":"d","%s":[%s]}' % (field, elements))
 PY
   url=http://127.0.0.1:19300$path; headers=(-H 'content-type: application/json'); protocol=(--h1)
 else

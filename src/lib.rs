@@ -48,6 +48,7 @@ pub mod grpc_runtimes;
 pub mod grpc_unary;
 pub mod handoff;
 pub mod http;
+pub(crate) mod json_lists;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;

@@ -81,7 +81,8 @@ async fn answer_get_rate_limits(
     // Counted before anything is built: a body of less than three bytes an item (`{},`) cannot
     // hold too many, and is not scanned twice.
     if body.len() > 3 * MAX_BATCH_SIZE
-        && json::list_length(&body, "requests").is_some_and(|length| length > MAX_BATCH_SIZE)
+        && crate::json_lists::list_length(&body, "requests")
+            .is_some_and(|length| length > MAX_BATCH_SIZE)
     {
         return Err(GatewayError::Call(CallError::TooManyItems {
             max: MAX_BATCH_SIZE,

@@ -15,11 +15,12 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use super::counters::Counters;
-use super::decide::RlsError;
+use super::decide::{MAX_DESCRIPTORS, MAX_ENTRIES, RlsError};
 use super::service::RlsService;
 use super::window::Unit;
 use super::wire::rate_limit_descriptor::{Entry, RateLimitOverride};
 use super::wire::{RateLimitDescriptor, RateLimitRequest, RateLimitResponse, rate_limit_response};
+use crate::json_lists::list_shape;
 use envoy_types::pb::google::protobuf::UInt64Value;
 
 /// The routes, with bodies bounded by `max_body_bytes`.
@@ -35,13 +36,11 @@ async fn json_endpoint<C: Counters>(
     State(service): State<Arc<RlsService<C>>>,
     body: axum::body::Bytes,
 ) -> Response {
-    // Counted before anything is built; a body of less than three bytes a descriptor (`{},`)
-    // cannot hold too many, and is not scanned twice.
-    if body.len() > 3 * super::decide::MAX_DESCRIPTORS
-        && let Some(count) = crate::http::json::list_length(&body, "descriptors")
-        && count > super::decide::MAX_DESCRIPTORS
+    // Counted before anything is built (`json_lists`); a body of less than three bytes a
+    // descriptor or entry (`{},`) cannot hold too many, and is not scanned twice.
+    if body.len() > 3 * MAX_ENTRIES
+        && let Some(error) = oversized(&body)
     {
-        let error = RlsError::TooManyDescriptors { count };
         return (status_of(&error), error.to_string()).into_response();
     }
     let request = match serde_json::from_slice::<Value>(&body)
@@ -62,6 +61,21 @@ async fn json_endpoint<C: Counters>(
         }
         Err(error) => (status_of(&error), error.to_string()).into_response(),
     }
+}
+
+/// The size error a body's descriptors or entries are refused with, found by counting them:
+/// more than [`MAX_DESCRIPTORS`] descriptors, else the first descriptor with more than
+/// [`MAX_ENTRIES`] entries. A body with neither (or one the counting cannot read) is decoded.
+fn oversized(body: &[u8]) -> Option<RlsError> {
+    let shape = list_shape(body, "descriptors", Some(("entries", MAX_ENTRIES)))?;
+    if shape.length > MAX_DESCRIPTORS {
+        return Some(RlsError::TooManyDescriptors {
+            count: shape.length,
+        });
+    }
+    shape
+        .crowded
+        .map(|(index, count)| RlsError::TooManyEntries { index, count })
 }
 
 /// The HTTP status of an error (400 for the caller's mistakes).
@@ -143,7 +157,7 @@ pub fn request_from_json(value: &Value) -> Result<RateLimitRequest, String> {
             u32::try_from(unsigned(hits, "hitsAddend", u64::from(u32::MAX))?).unwrap_or(u32::MAX);
     }
     let descriptors = list(field(root, "descriptors", "descriptors"), "descriptors")?;
-    if descriptors.len() > super::decide::MAX_DESCRIPTORS {
+    if descriptors.len() > MAX_DESCRIPTORS {
         return Err(RlsError::TooManyDescriptors {
             count: descriptors.len(),
         }
@@ -157,7 +171,7 @@ pub fn request_from_json(value: &Value) -> Result<RateLimitRequest, String> {
             field(object, "entries", "entries"),
             &format!("{what}.entries"),
         )?;
-        if entries.len() > super::decide::MAX_ENTRIES {
+        if entries.len() > MAX_ENTRIES {
             return Err(RlsError::TooManyEntries {
                 index,
                 count: entries.len(),

@@ -281,6 +281,21 @@ async fn rls_json_endpoint_and_rlconfig() {
     assert_eq!(bad.status().as_u16(), 400);
     // Too many descriptors, counted before they are built (half a million empty ones here), and
     // 129 with the same answer as the decoded request gets.
+    let crowded = format!(
+        r#"{{"domain":"basic","descriptors":[{{"entries":[{{"key":"key1"}}]}},{{"entries":[{}]}}]}}"#,
+        vec!["{}"; 300_000].join(",")
+    );
+    let refused = http
+        .post(http_url(&node, "/json"))
+        .body(crowded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        "descriptor 1 has 300000 entries; at most 32 are accepted"
+    );
     for (count, descriptor) in [(300_000, "{}"), (129, r#"{"entries":[{"key":"key1"}]}"#)] {
         let many = format!(
             r#"{{"domain":"basic","descriptors":[{}]}}"#,
