@@ -86,13 +86,15 @@ if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
   [ -f examples/noop_server.rs ] || die "examples/noop_server.rs is missing (the floor of scenario 5)"
   say "building (release)"
   CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --bin ringlimit --example noop_server --example bench_plot \
-    --example tcp_pingpong
+    --example tcp_pingpong --example tcp_relay --example h2_relay
 fi
 BIN=$TARGET_DIR/release/ringlimit
 NOOP=$TARGET_DIR/release/examples/noop_server
 PLOT=$TARGET_DIR/release/examples/bench_plot
 PINGPONG=$TARGET_DIR/release/examples/tcp_pingpong
-for f in "$BIN" "$NOOP" "$PLOT" "$PINGPONG"; do [ -x "$f" ] || die "$f is missing: build it first"; done
+TCP_RELAY=$TARGET_DIR/release/examples/tcp_relay
+H2_RELAY=$TARGET_DIR/release/examples/h2_relay
+for f in "$BIN" "$NOOP" "$PLOT" "$PINGPONG" "$TCP_RELAY" "$H2_RELAY"; do [ -x "$f" ] || die "$f is missing: build it first"; done
 "$BIN" bench --help >/dev/null 2>&1 ||
   die "'ringlimit bench' is missing from $BIN (the load generator this script drives); no report written"
 
@@ -352,8 +354,31 @@ rl_bench low_load_direct --target "127.0.0.1:$GB" --connections 1 --concurrency 
   --keys 1 --name "$DIRECT_NAME" --time "$BENCH_TIME"
 rl_bench low_load_forwarded --target "127.0.0.1:$GB" --connections 1 --concurrency 1 --items 1 \
   --keys 1 --name "$FORWARD_NAME" --time "$BENCH_TIME"
-# The machine's floor for the hop, in the same minute: one loopback TCP round trip between two
-# threads that sleep while they wait (examples/tcp_pingpong.rs).
+# The hop's floors, the next minute (bench/hop-floor.sh repeats this in alternating rounds): one
+# call in flight to a no-op gRPC server straight, through a byte relay (examples/tcp_relay.rs: one
+# more process and round trip, no protocol) and through a no-op HTTP/2 relay
+# (examples/h2_relay.rs: each call read and made again with the h2 crate, no work).
+free_port GF; free_port GT; free_port GH
+"$NOOP" --address "127.0.0.1:$GF" >"$WORK/floor_noop.log" 2>&1 &
+FLOOR_NOOP_PID=$!
+PIDS+=("$FLOOR_NOOP_PID")
+wait_tcp "$GF" "$FLOOR_NOOP_PID" floor_noop
+"$TCP_RELAY" --listen "127.0.0.1:$GT" --upstream "127.0.0.1:$GF" >"$WORK/tcp_relay.log" 2>&1 &
+TCP_RELAY_PID=$!
+PIDS+=("$TCP_RELAY_PID")
+"$H2_RELAY" --listen "127.0.0.1:$GH" --upstream "127.0.0.1:$GF" >"$WORK/h2_relay.log" 2>&1 &
+H2_RELAY_PID=$!
+PIDS+=("$H2_RELAY_PID")
+wait_tcp "$GT" "$TCP_RELAY_PID" tcp_relay
+wait_tcp "$GH" "$H2_RELAY_PID" h2_relay
+for floor in "relay_none:$GF" "relay_tcp:$GT" "relay_h2:$GH"; do
+  rl_bench "${floor%%:*}" --target "127.0.0.1:${floor##*:}" --connections 1 --concurrency 1 --items 1 \
+    --keys 1 --name floor --time "$BENCH_TIME"
+done
+stop "$TCP_RELAY_PID" "$H2_RELAY_PID" "$FLOOR_NOOP_PID"
+say "hop floors: no-op direct p50 $(val relay_none .latency_us.p50) us, through tcp_relay $(val relay_tcp .latency_us.p50) us, through h2_relay $(val relay_h2 .latency_us.p50) us"
+# The machine's floor for one round trip, in the same minute: one loopback TCP round trip between
+# two threads that sleep while they wait (examples/tcp_pingpong.rs).
 log_command "$PINGPONG" --json 20000
 "$PINGPONG" --json 20000 >"$WORK/tcp_round_trip.json"
 say "loopback TCP round trip: $(jq -r '"p50 \(.p50_us) us, p99 \(.p99_us) us"' "$WORK/tcp_round_trip.json")"
@@ -506,7 +531,8 @@ jq -n \
   --slurpfile scenarios "$SCENARIOS" --slurpfile curves "$CURVES" --slurpfile memory "$WORK/memory.json" \
   --slurpfile hpd "$WORK/half_peak_direct.json" --slurpfile hpf "$WORK/half_peak_forwarded.json" \
   --slurpfile llf "$WORK/low_load_forwarded.json" --slurpfile lld "$WORK/low_load_direct.json" \
-  --slurpfile tcp "$WORK/tcp_round_trip.json" \
+  --slurpfile tcp "$WORK/tcp_round_trip.json" --slurpfile rn "$WORK/relay_none.json" \
+  --slurpfile rt "$WORK/relay_tcp.json" --slurpfile rh "$WORK/relay_h2.json" \
   --slurpfile cc "$WORK/c_clients.json" --slurpfile shares "$WORK/key_shares.json" \
   --rawfile commands "$COMMANDS" '
   def s($n): $scenarios | map(select(.name == $n))[0];
@@ -525,7 +551,9 @@ jq -n \
       half_peak_forwarded: {rate: ($hpf[0].config.rate // null), calls_per_sec: $hpf[0].calls_per_sec, p50_us: $hpf[0].latency_us.p50, p99_us: $hpf[0].latency_us.p99},
       low_load_forwarded: {calls_per_sec: $llf[0].calls_per_sec, p50_us: $llf[0].latency_us.p50, p99_us: $llf[0].latency_us.p99},
       low_load_direct: {calls_per_sec: $lld[0].calls_per_sec, p50_us: $lld[0].latency_us.p50, p99_us: $lld[0].latency_us.p99},
-      tcp_round_trip: $tcp[0]
+      tcp_round_trip: $tcp[0],
+      hop_floors: {noop_direct_p50_us: $rn[0].latency_us.p50, tcp_relay_p50_us: $rt[0].latency_us.p50,
+                   h2_relay_p50_us: $rh[0].latency_us.p50}
     },
     memory: $mem,
     c_clients: $cc[0],
