@@ -567,6 +567,27 @@ async fn rls_hostile_requests_are_refused_with_clear_errors() {
         error.message()
     );
 
+    // 300,000 empty descriptors (600 kB): counted, not decoded, and refused the same way; with
+    // no domain, refused for that first, as a decoded request is.
+    let empty = RateLimitRequest {
+        domain: "basic".into(),
+        descriptors: vec![RateLimitDescriptor::default(); 300_000],
+        hits_addend: 0,
+    };
+    let error = client.should_rate_limit(empty.clone()).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert_eq!(
+        error.message(),
+        "300000 descriptors; at most 128 are accepted"
+    );
+    let nameless = RateLimitRequest {
+        domain: String::new(),
+        ..empty
+    };
+    let error = client.should_rate_limit(nameless).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert_eq!(error.message(), "rate limit domain must not be empty");
+
     // A 1 MB value: the message is over GUBER_MAX_REQUEST_SIZE (1 MiB), refused before decoding.
     let huge = "v".repeat(1024 * 1024);
     let error = client
