@@ -36,7 +36,7 @@ jq -r '
     "",
     "| | target | measured |",
     "| --- | --- | --- |",
-    ($r.targets[] | "| \(if .pass then "✅" else "❌" end) | \(.target) | \(if .value == null then "–" elif .kind == "min" then (.value | x2) else (.value | n0) end) |"),
+    ($r.targets[] | "| \(if .pass == null then "➖ not needed" elif .pass then "✅" else "❌" end) | \(.target) | \(if .value == null then "–" elif .kind == "min" then (.value | x2) else (.value | n0) end) |"),
     "",
     "## Scenarios",
     "",

@@ -570,4 +570,4 @@ say "wrote docs/bench.png and docs/bench-series.png"
 
 "$ROOT/bench/report.sh" "$RESULTS_DIR/latest.json" >"$ROOT/BENCHMARKS.md"
 say "wrote BENCHMARKS.md"
-jq -r '.targets[] | "\(if .pass then "PASS" else "FAIL" end)  \(.target): \(.value)"' "$RESULTS_DIR/latest.json" >&2
+jq -r '.targets[] | "\(if .pass == null then "----" elif .pass then "PASS" else "FAIL" end)  \(.target): \(.value)"' "$RESULTS_DIR/latest.json" >&2

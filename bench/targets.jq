@@ -10,7 +10,8 @@ def ratio($a; $b): if ($b // 0) > 0 and $a != null then $a / $b else null end;
       {target: "1 item/call: decisions/s ≥ 1.0× Redis+Lua (h2load against redis-benchmark)", goal: 1.0, kind: "min",
        value: $r.c_clients.ratio_1},
       {target: "1 item/call, bounded by the gRPC stack: ≥ 0.9× Redis+Lua while ringlimit is at its floor (≥ 0.95× the no-op tonic server under h2load, same run)", goal: 0.9, kind: "min",
-       value: (if ($cc.ringlimit_1.decisions_per_sec // 0) >= 0.95 * ($cc.floor_1.decisions_per_sec // 1e18) then $r.c_clients.ratio_1 else null end)},
+       value: (if ($cc.ringlimit_1.decisions_per_sec // 0) >= 0.95 * ($cc.floor_1.decisions_per_sec // 1e18) then $r.c_clients.ratio_1 else null end),
+       alternative_to: "1 item/call: decisions/s ≥ 1.0× Redis+Lua (h2load against redis-benchmark)"},
       {target: "100 items/call: decisions/s ≥ 40× Redis+Lua (h2load against redis-benchmark)", goal: 40, kind: "min",
        value: $r.c_clients.ratio_100},
       {target: "3 nodes, 1 item/call over all three: decisions/s ≥ 0.6× one node", goal: 0.6, kind: "min",
@@ -29,3 +30,9 @@ def ratio($a; $b): if ($b // 0) > 0 and $a != null then $a / $b else null end;
        value: ratio($mem.decisions_per_sec_1m_keys; $mem.decisions_per_sec_1k_keys)}
     ]
   | .targets |= map(.pass = (if .value == null then false elif .kind == "min" then .value >= .goal else .value <= .goal end))
+  # An alternative criterion only counts when the target it stands in for is missed: otherwise its
+  # pass is null (shown as not needed).
+  | .targets as $all
+  | .targets |= map(. as $t
+      | if $t.alternative_to != null and any($all[]; .target == $t.alternative_to and .pass)
+        then .pass = null else . end)
