@@ -18,32 +18,21 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_BIN=$1; ROUNDS=${2:-6}; SECS=${3:-2}
 LOAD=${LOAD:-$ROOT/target/release/ringlimit}
 EXAMPLES=$ROOT/target/release/examples
-PEERS="127.0.0.1:19101,127.0.0.1:19111,127.0.0.1:19121"
 WORK=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 "$EXAMPLES/noop_server" --address 127.0.0.1:19200 >/dev/null &
 pids+=($!)
-for i in 0 1 2; do
-  GUBER_GRPC_ADDRESS=127.0.0.1:191${i}1 GUBER_HTTP_ADDRESS=127.0.0.1:191${i}0 \
-    GUBER_PEER_DISCOVERY_TYPE=static GUBER_PEERS=$PEERS GUBER_LOG_LEVEL=warn "$NODE_BIN" >"$WORK/$i.log" 2>&1 &
-  pids+=($!)
-done
 sleep 0.3
 "$EXAMPLES/tcp_relay" --listen 127.0.0.1:19201 --upstream 127.0.0.1:19200 >/dev/null &
 pids+=($!)
 "$EXAMPLES/h2_relay" --listen 127.0.0.1:19202 --upstream 127.0.0.1:19200 >/dev/null &
 pids+=($!)
-for i in 0 1 2; do
-  for _ in $(seq 50); do curl -fsS "http://127.0.0.1:191${i}0/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-done
-B=127.0.0.1:19111
-direct=""; forwarded=""
-for i in $(seq 0 99); do
-  owner=$("$LOAD" ring --peers "$PEERS" --name "lowload$i" k0 | cut -f2)
-  if [ "$owner" = "$B" ]; then [ -n "$direct" ] || direct=lowload$i; else [ -n "$forwarded" ] || forwarded=lowload$i; fi
-  [ -z "$direct" ] || [ -z "$forwarded" ] || break
-done
+# shellcheck source=bench/hop-nodes.sh
+. "$ROOT/bench/hop-nodes.sh"
+start_hop_nodes "$NODE_BIN" "$WORK"
+pick_hop_names
+direct=$DIRECT_NAME; forwarded=$FORWARD_NAME
 p50() {
   "$LOAD" bench --warmup 0.5s --json --target "$1" --connections 1 --concurrency 1 --items 1 --keys 1 \
     --name "$2" --time "${SECS}s" | jq -r '.latency_us.p50'

@@ -13,7 +13,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_BIN=$1; KIND=${2:-forwarded}
 LOAD=${LOAD:-$ROOT/target/release/ringlimit}
-PEERS="127.0.0.1:19101,127.0.0.1:19111,127.0.0.1:19121"
 T=/sys/kernel/tracing
 [ -e "$T/trace" ] || mount -t tracefs nodev "$T"
 WORK=$(mktemp -d)
@@ -23,22 +22,11 @@ cleanup() {
   kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"
 }
 trap cleanup EXIT
-for i in 0 1 2; do
-  GUBER_GRPC_ADDRESS=127.0.0.1:191${i}1 GUBER_HTTP_ADDRESS=127.0.0.1:191${i}0 \
-    GUBER_PEER_DISCOVERY_TYPE=static GUBER_PEERS=$PEERS GUBER_LOG_LEVEL=warn "$NODE_BIN" >"$WORK/$i.log" 2>&1 &
-  pids+=($!)
-done
-for i in 0 1 2; do
-  for _ in $(seq 50); do curl -fsS "http://127.0.0.1:191${i}0/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-done
-B=127.0.0.1:19111
-name=""
-for i in $(seq 0 99); do
-  owner=$("$LOAD" ring --peers "$PEERS" --name "lowload$i" k0 | cut -f2)
-  if { [ "$KIND" = direct ] && [ "$owner" = "$B" ]; } || { [ "$KIND" != direct ] && [ "$owner" != "$B" ]; }; then
-    name=lowload$i; break
-  fi
-done
+# shellcheck source=bench/hop-nodes.sh
+. "$ROOT/bench/hop-nodes.sh"
+start_hop_nodes "$NODE_BIN" "$WORK"
+pick_hop_names
+if [ "$KIND" = direct ]; then name=$DIRECT_NAME; else name=$FORWARD_NAME; fi
 "$LOAD" bench --warmup 1s --json --target "$B" --connections 1 --concurrency 1 --items 1 --keys 1 \
   --name "$name" --time 4s >"$WORK/bench.json" &
 client=$!

@@ -279,39 +279,40 @@ async fn rls_json_endpoint_and_rlconfig() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    // Too many descriptors, counted before they are built (half a million empty ones here), and
-    // 129 with the same answer as the decoded request gets.
-    let crowded = format!(
-        r#"{{"domain":"basic","descriptors":[{{"entries":[{{"key":"key1"}}]}},{{"entries":[{}]}}]}}"#,
-        vec!["{}"; 300_000].join(",")
-    );
-    let refused = http
-        .post(http_url(&node, "/json"))
-        .body(crowded)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status().as_u16(), 400);
-    assert_eq!(
-        refused.text().await.unwrap(),
-        "descriptor 1 has 300000 entries; at most 32 are accepted"
-    );
-    for (count, descriptor) in [(300_000, "{}"), (129, r#"{"entries":[{"key":"key1"}]}"#)] {
-        let many = format!(
+    // Too many descriptors or entries, counted before they are built (300,000 empty ones), and
+    // 129 descriptors, with the same answers as a decoded request gets.
+    let descriptors = |count: usize, descriptor: &str| {
+        format!(
             r#"{{"domain":"basic","descriptors":[{}]}}"#,
             vec![descriptor; count].join(",")
-        );
+        )
+    };
+    let crowded = format!(
+        r#"{{"entries":[{{"key":"key1"}}]}},{{"entries":[{}]}}"#,
+        vec!["{}"; 300_000].join(",")
+    );
+    for (body, expected) in [
+        (
+            descriptors(1, &crowded),
+            "descriptor 1 has 300000 entries; at most 32 are accepted",
+        ),
+        (
+            descriptors(300_000, "{}"),
+            "300000 descriptors; at most 128 are accepted",
+        ),
+        (
+            descriptors(129, r#"{"entries":[{"key":"key1"}]}"#),
+            "129 descriptors; at most 128 are accepted",
+        ),
+    ] {
         let refused = http
             .post(http_url(&node, "/json"))
-            .body(many)
+            .body(body)
             .send()
             .await
             .unwrap();
         assert_eq!(refused.status().as_u16(), 400);
-        assert_eq!(
-            refused.text().await.unwrap(),
-            format!("{count} descriptors; at most 128 are accepted")
-        );
+        assert_eq!(refused.text().await.unwrap(), expected);
     }
     let dump = reqwest::get(http_url(&node, "/rlconfig"))
         .await
