@@ -124,6 +124,21 @@ async fn client(grpc: &str) -> V1Client<Channel> {
     }
 }
 
+/// The last lines each node logged, for a failure message (a flaky membership wait could not be
+/// explained after the fact without them).
+fn log_tails(nodes: &[&Proc]) -> String {
+    nodes
+        .iter()
+        .map(|node| {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            format!("--- {} ({}):\n{tail}", node.grpc, node.log.display())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Waits (at most 60 s: etcd and the nodes share a loaded CI machine) until every node in `nodes`
 /// is healthy and sees exactly `nodes`.
 async fn wait_for_membership(nodes: &[&Proc]) {
@@ -162,9 +177,10 @@ async fn wait_for_membership(nodes: &[&Proc]) {
         .await;
         assert!(
             agreed,
-            "{} never saw the membership {expected:?}; last answer: {}",
+            "{} never saw the membership {expected:?}; last answer: {}\n{}",
             node.grpc,
-            last.lock().unwrap()
+            last.lock().unwrap(),
+            log_tails(nodes)
         );
     }
 }
