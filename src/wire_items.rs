@@ -290,11 +290,7 @@ impl<'a> Reader<'a> {
 
     /// How many items the message holds, up to `max`: keys and lengths only, groups skipped.
     fn count_items(self, max: usize) -> Count {
-        let mut items = Occurrences {
-            reader: self,
-            field: 1,
-            plain: true,
-        };
+        let mut items = Part(self).occurrences(1);
         let mut count = 0;
         for _ in &mut items {
             count += 1;
